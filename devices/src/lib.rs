@@ -1,0 +1,1 @@
+//! The device model every engine shares.

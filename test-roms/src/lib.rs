@@ -1,0 +1,1 @@
+//! Guest test ROMs, built from source by build.rs and embedded.
