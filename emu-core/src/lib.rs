@@ -1,2 +1,10 @@
 //! The emulator core: guest memory, CPU state, the interpreter, the event trace and the
 //! machine run loop.
+
+pub mod cpu;
+pub mod engine;
+pub mod exception;
+pub mod exit;
+pub mod interp;
+pub mod memory;
+pub mod trace;

@@ -1,0 +1,231 @@
+//! The architectural state of one x86 vCPU, as every engine sees it.
+//!
+//! This is the state an engine hands over when a paused machine moves from one engine to
+//! another, and what the debugger and the GUI show. Engines keep their own working copy in
+//! whatever form is fastest for them (the interpreter keeps its flags lazily, KVM keeps
+//! them in the kernel) and convert at the boundary.
+
+/// EFLAGS/RFLAGS bits.
+pub mod rflags {
+    /// Carry flag: unsigned overflow of the last arithmetic operation.
+    pub const CF: u64 = 1 << 0;
+    /// Reserved bit 1, always reads as 1.
+    pub const FIXED: u64 = 1 << 1;
+    /// Parity flag: the low byte of the result has an even number of set bits.
+    pub const PF: u64 = 1 << 2;
+    /// Adjust flag: carry out of bit 3 (for BCD arithmetic).
+    pub const AF: u64 = 1 << 4;
+    /// Zero flag: the result was zero.
+    pub const ZF: u64 = 1 << 6;
+    /// Sign flag: the top bit of the result.
+    pub const SF: u64 = 1 << 7;
+    /// Trap flag: single-step, a #DB after every instruction.
+    pub const TF: u64 = 1 << 8;
+    /// Interrupt flag: maskable interrupts are delivered.
+    pub const IF: u64 = 1 << 9;
+    /// Direction flag: string instructions walk downwards.
+    pub const DF: u64 = 1 << 10;
+    /// Overflow flag: signed overflow of the last arithmetic operation.
+    pub const OF: u64 = 1 << 11;
+    /// I/O privilege level (two bits): the CPL at or below which IN/OUT/CLI/STI are allowed.
+    pub const IOPL: u64 = 3 << 12;
+    /// Nested task.
+    pub const NT: u64 = 1 << 14;
+    /// Resume flag: suppress instruction breakpoints for one instruction.
+    pub const RF: u64 = 1 << 16;
+    /// Virtual-8086 mode.
+    pub const VM: u64 = 1 << 17;
+    /// Alignment check (with CR0.AM at CPL 3).
+    pub const AC: u64 = 1 << 18;
+    /// Virtual interrupt flag.
+    pub const VIF: u64 = 1 << 19;
+    /// Virtual interrupt pending.
+    pub const VIP: u64 = 1 << 20;
+    /// CPUID is available (the bit can be toggled).
+    pub const ID: u64 = 1 << 21;
+    /// The six status flags the arithmetic instructions compute.
+    pub const ARITH: u64 = CF | PF | AF | ZF | SF | OF;
+    /// Bits software can change with POPF at CPL 0 on a 32-bit CPU with CPUID.
+    pub const WRITABLE: u64 = ARITH | TF | IF | DF | IOPL | NT | RF | AC | VIF | VIP | ID;
+}
+
+/// CR0 bits.
+pub mod cr0 {
+    /// Protection enable: protected mode.
+    pub const PE: u64 = 1 << 0;
+    /// Monitor coprocessor.
+    pub const MP: u64 = 1 << 1;
+    /// x87 emulation: FPU instructions raise #NM.
+    pub const EM: u64 = 1 << 2;
+    /// Task switched: the next FPU instruction raises #NM.
+    pub const TS: u64 = 1 << 3;
+    /// Extension type (always 1 on modern CPUs).
+    pub const ET: u64 = 1 << 4;
+    /// Numeric error: report x87 errors as #MF.
+    pub const NE: u64 = 1 << 5;
+    /// Write protect: supervisor writes honour read-only pages.
+    pub const WP: u64 = 1 << 16;
+    /// Alignment mask: enables EFLAGS.AC checking.
+    pub const AM: u64 = 1 << 18;
+    /// Paging.
+    pub const PG: u64 = 1 << 31;
+}
+
+/// The six segment registers, in the order of their encoding in instructions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegReg {
+    /// Extra segment (string destinations).
+    Es = 0,
+    /// Code segment.
+    Cs = 1,
+    /// Stack segment.
+    Ss = 2,
+    /// Data segment (the default).
+    Ds = 3,
+    /// FS.
+    Fs = 4,
+    /// GS.
+    Gs = 5,
+}
+
+/// A segment register: the visible selector and the hidden descriptor cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Segment {
+    /// The selector software loaded.
+    pub selector: u16,
+    /// Linear base address from the descriptor.
+    pub base: u64,
+    /// Limit in bytes (already scaled by the granularity bit).
+    pub limit: u32,
+    /// Descriptor attributes: type (bits 0-3), S (4), DPL (5-6), P (7), AVL (8), L (9),
+    /// D/B (10), G (11) — the layout of bits 40-47 and 52-55 of a descriptor.
+    pub attr: u16,
+}
+
+impl Segment {
+    /// Attribute bit: descriptor present.
+    pub const PRESENT: u16 = 1 << 7;
+    /// Attribute bit: code/data (not system) descriptor.
+    pub const CODE_DATA: u16 = 1 << 4;
+    /// Attribute bit: 64-bit code segment.
+    pub const LONG: u16 = 1 << 9;
+    /// Attribute bit: default operand size 32 bits (code) or 32-bit stack (SS).
+    pub const DB: u16 = 1 << 10;
+    /// Attribute bit: limit counted in 4 KiB units.
+    pub const GRANULARITY: u16 = 1 << 11;
+    /// Type bits for an execute/read code segment, accessed.
+    pub const TYPE_CODE_RX: u16 = 0xB;
+    /// Type bits for a read/write data segment, accessed.
+    pub const TYPE_DATA_RW: u16 = 0x3;
+
+    /// A flat 4 GiB segment of the given type, DPL 0, 32-bit — what Multiboot leaves.
+    pub fn flat32(selector: u16, type_bits: u16) -> Self {
+        Segment {
+            selector,
+            base: 0,
+            limit: 0xFFFF_FFFF,
+            attr: type_bits | Self::CODE_DATA | Self::PRESENT | Self::DB | Self::GRANULARITY,
+        }
+    }
+
+    /// Descriptor privilege level.
+    pub fn dpl(&self) -> u8 {
+        ((self.attr >> 5) & 3) as u8
+    }
+}
+
+/// GDTR or IDTR: where a descriptor table lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DescriptorTable {
+    /// Linear base address.
+    pub base: u64,
+    /// Limit in bytes (size - 1).
+    pub limit: u16,
+}
+
+/// The whole architectural state engines exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CpuState {
+    /// RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8-R15, in encoding order.
+    pub gpr: [u64; 16],
+    /// Instruction pointer (offset within CS).
+    pub rip: u64,
+    /// RFLAGS, fully materialized.
+    pub rflags: u64,
+    /// ES, CS, SS, DS, FS, GS (indexed by [`SegReg`]).
+    pub seg: [Segment; 6],
+    /// Local descriptor table register.
+    pub ldtr: Segment,
+    /// Task register.
+    pub tr: Segment,
+    /// Global descriptor table register.
+    pub gdtr: DescriptorTable,
+    /// Interrupt descriptor table register.
+    pub idtr: DescriptorTable,
+    /// CR0: protection, paging and FPU control.
+    pub cr0: u64,
+    /// CR2: the linear address of the last page fault.
+    pub cr2: u64,
+    /// CR3: the page-table root.
+    pub cr3: u64,
+    /// CR4: architecture extensions (PAE, PSE, OSFXSR, ...).
+    pub cr4: u64,
+    /// IA32_EFER: long mode, NX and SYSCALL enables.
+    pub efer: u64,
+}
+
+/// Names of the general-purpose registers in encoding order, for dumps.
+pub const GPR_NAMES: [&str; 16] = [
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15",
+];
+
+impl CpuState {
+    /// The state Multiboot v1 leaves: 32-bit protected mode, flat segments, paging and
+    /// interrupts off, EAX = magic, EBX = info structure, EIP = entry.
+    pub fn multiboot(entry: u32, eax: u32, ebx: u32) -> Self {
+        let code = Segment::flat32(0x08, Segment::TYPE_CODE_RX);
+        let data = Segment::flat32(0x10, Segment::TYPE_DATA_RW);
+        let mut st = CpuState {
+            rip: entry.into(),
+            rflags: rflags::FIXED,
+            seg: [data, code, data, data, data, data],
+            cr0: cr0::PE | cr0::ET,
+            ..Default::default()
+        };
+        st.gpr[0] = eax.into();
+        st.gpr[3] = ebx.into();
+        st
+    }
+
+    /// A register dump in the layout students know from kernel panics.
+    pub fn dump(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let wide = self.efer & (1 << 10) != 0; // EFER.LMA: show 64-bit registers
+        let count = if wide { 16 } else { 8 };
+        for (i, name) in GPR_NAMES.iter().enumerate().take(count) {
+            let sep = if i % 4 == 3 { "\n" } else { "  " };
+            if wide {
+                let _ = write!(s, "{name:>3}={:016x}{sep}", self.gpr[i]);
+            } else {
+                let name = format!("e{}", &name[1..]);
+                let _ = write!(s, "{name}={:08x}{sep}", self.gpr[i]);
+            }
+        }
+        let _ = writeln!(s, "rip={:08x}  rflags={:08x}", self.rip, self.rflags);
+        for (name, seg) in ["es", "cs", "ss", "ds", "fs", "gs"].iter().zip(&self.seg) {
+            let _ = writeln!(
+                s,
+                "{name}={:04x} base={:08x} limit={:08x} attr={:03x}",
+                seg.selector, seg.base, seg.limit, seg.attr
+            );
+        }
+        let _ = write!(
+            s,
+            "cr0={:08x} cr2={:08x} cr3={:08x} cr4={:08x} efer={:x}",
+            self.cr0, self.cr2, self.cr3, self.cr4, self.efer
+        );
+        s
+    }
+}

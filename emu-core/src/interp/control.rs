@@ -1,0 +1,146 @@
+//! Control transfers: JMP, Jcc, CALL, RET, LOOP*, JCXZ family, INT3/INTO/INT n.
+//!
+//! Near transfers only: far transfers, gates and IRET come with protected-mode control
+//! transfer checks (the system-architecture work) and are reported as unsupported until
+//! then.
+
+use super::stack::{pop, push};
+use super::{Ctx, Fault, Handler};
+use crate::exception::Exception;
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+
+/// The handler for `ins`, if this family implements it.
+pub fn handler(ins: &Instruction) -> Option<Handler> {
+    Some(match ins.mnemonic() {
+        Mnemonic::Jmp if is_near(ins) => jmp,
+        Mnemonic::Call if is_near(ins) => call,
+        Mnemonic::Ret => ret,
+        Mnemonic::Jo => jcc::<0x0>,
+        Mnemonic::Jno => jcc::<0x1>,
+        Mnemonic::Jb => jcc::<0x2>,
+        Mnemonic::Jae => jcc::<0x3>,
+        Mnemonic::Je => jcc::<0x4>,
+        Mnemonic::Jne => jcc::<0x5>,
+        Mnemonic::Jbe => jcc::<0x6>,
+        Mnemonic::Ja => jcc::<0x7>,
+        Mnemonic::Js => jcc::<0x8>,
+        Mnemonic::Jns => jcc::<0x9>,
+        Mnemonic::Jp => jcc::<0xA>,
+        Mnemonic::Jnp => jcc::<0xB>,
+        Mnemonic::Jl => jcc::<0xC>,
+        Mnemonic::Jge => jcc::<0xD>,
+        Mnemonic::Jle => jcc::<0xE>,
+        Mnemonic::Jg => jcc::<0xF>,
+        Mnemonic::Loop => loop_cc::<0>,
+        Mnemonic::Loope => loop_cc::<1>,
+        Mnemonic::Loopne => loop_cc::<2>,
+        Mnemonic::Jcxz | Mnemonic::Jecxz | Mnemonic::Jrcxz => jcxz,
+        Mnemonic::Int3 => int3,
+        Mnemonic::Into => into,
+        Mnemonic::Int => int_n,
+        _ => return None,
+    })
+}
+
+fn is_near(ins: &Instruction) -> bool {
+    !matches!(ins.op0_kind(), OpKind::FarBranch16 | OpKind::FarBranch32)
+        && ins.memory_size() != iced_x86::MemorySize::SegPtr16
+        && ins.memory_size() != iced_x86::MemorySize::SegPtr32
+        && ins.memory_size() != iced_x86::MemorySize::SegPtr64
+}
+
+/// The target of a near branch: immediate (already absolute) or register/memory.
+#[inline]
+fn target(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<u64, Fault> {
+    match ins.op0_kind() {
+        OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
+            Ok(ins.near_branch_target())
+        }
+        _ => cx.operand(ins, 0),
+    }
+}
+
+fn jmp(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
+    cx.cpu.rip = target(cx, ins)?;
+    Ok(())
+}
+
+fn jcc<const CC: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
+    if cx.cpu.flags.condition(CC) {
+        cx.cpu.rip = ins.near_branch_target();
+    }
+    Ok(())
+}
+
+fn call(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
+    let to = target(cx, ins)?;
+    let size = (-ins.stack_pointer_increment()) as u8;
+    push(cx, size, ins.next_ip())?;
+    cx.cpu.rip = to;
+    Ok(())
+}
+
+fn ret(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
+    // RET imm16 releases imm16 bytes of arguments after popping the return address.
+    let extra = if ins.op_count() == 1 {
+        ins.immediate(0)
+    } else {
+        0
+    };
+    let size = (ins.stack_pointer_increment() as u64 - extra) as u8;
+    let to = pop(cx, size, extra)?;
+    cx.cpu.rip = to;
+    Ok(())
+}
+
+/// The count register LOOP and JCXZ use: CX, ECX or RCX by address size.
+fn count_reg(ins: &Instruction) -> Register {
+    match ins.code().op_code().address_size() {
+        16 => Register::CX,
+        64 => Register::RCX,
+        _ => Register::ECX,
+    }
+}
+
+fn loop_cc<const KIND: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
+    let r = count_reg(ins);
+    let n = cx.reg(r).wrapping_sub(1) & super::flags::size_mask(r.size() as u8);
+    cx.set_reg(r, n);
+    let zf = cx.cpu.flags.zf();
+    let taken = n != 0
+        && match KIND {
+            1 => zf,
+            2 => !zf,
+            _ => true,
+        };
+    if taken {
+        cx.cpu.rip = ins.near_branch_target();
+    }
+    Ok(())
+}
+
+fn jcxz(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
+    if cx.reg(count_reg(ins)) == 0 {
+        cx.cpu.rip = ins.near_branch_target();
+    }
+    Ok(())
+}
+
+fn int3(_: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
+    Err(Exception::breakpoint().into())
+}
+
+fn into(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
+    if cx.cpu.flags.of() {
+        return Err(Exception::overflow().into());
+    }
+    Ok(())
+}
+
+fn int_n(_: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
+    Err(Exception {
+        vector: ins.immediate8(),
+        error_code: None,
+    }
+    .into())
+}

@@ -1,0 +1,362 @@
+//! What an instruction handler works on: the CPU, guest RAM and the exit handler, with
+//! register, memory and operand access.
+
+use super::{Cpu, Fault};
+use crate::cpu::SegReg;
+use crate::exit::{ExitHandler, Flow, StopReason, VmExit};
+use bitvec::prelude::*;
+use iced_x86::{Instruction, OpKind, Register};
+
+/// Page size for code tracking and (later) paging.
+pub const PAGE_SHIFT: u32 = 12;
+
+/// Where an operand lives, resolved once for read-modify-write instructions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loc {
+    /// A register.
+    Reg(Register),
+    /// Memory at a linear address.
+    Mem(u64),
+}
+
+/// The execution context handed to every instruction handler.
+pub struct Ctx<'a> {
+    /// The CPU.
+    pub cpu: &'a mut Cpu,
+    /// Guest RAM (guest-physical 0 upwards).
+    pub ram: &'a mut [u8],
+    /// The VMM, for port I/O, MMIO and other exits.
+    pub exits: &'a mut dyn ExitHandler,
+    /// Set by a handler when the block must end after this instruction (the execution
+    /// environment changed: code was overwritten, a device wants attention, ...).
+    pub end_block: bool,
+    /// Set when the VMM asked to stop; the run ends after this instruction.
+    pub stop: Option<StopReason>,
+    /// Guest-physical pages that hold cached code, one bit per page (kept by the cache).
+    pub code_pages: &'a mut BitVec<u64>,
+    /// Code pages written since the last check (self-modifying code).
+    pub smc_pages: Vec<u64>,
+    /// Instructions retired before the current block (the guest's time-stamp counter).
+    pub icount: u64,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context over this CPU, RAM and VMM.
+    pub fn new(
+        cpu: &'a mut Cpu,
+        ram: &'a mut [u8],
+        exits: &'a mut dyn ExitHandler,
+        code_pages: &'a mut BitVec<u64>,
+    ) -> Self {
+        let pages = ram.len() >> PAGE_SHIFT;
+        if code_pages.len() != pages {
+            code_pages.clear();
+            code_pages.resize(pages, false);
+        }
+        Ctx {
+            cpu,
+            ram,
+            exits,
+            end_block: false,
+            stop: None,
+            code_pages,
+            smc_pages: Vec::new(),
+            icount: 0,
+        }
+    }
+
+    /// Whether code pages were written since the last check.
+    pub fn has_smc(&self) -> bool {
+        !self.smc_pages.is_empty()
+    }
+
+    /// Hands an exit to the VMM; a stop request ends the run after this instruction.
+    pub fn exit(&mut self, exit: VmExit<'_>) {
+        if let Flow::Stop(reason) = self.exits.handle(exit) {
+            self.stop = Some(reason);
+            self.end_block = true;
+        }
+    }
+
+    // ---- registers ----
+
+    /// Reads a general-purpose register of any width (8-bit high registers included).
+    #[inline(always)]
+    pub fn reg(&self, r: Register) -> u64 {
+        let n = r as usize;
+        match n {
+            1..=20 => {
+                let i = n - 1;
+                if (4..8).contains(&i) {
+                    (self.cpu.regs[i - 4] >> 8) & 0xFF
+                } else if i < 4 {
+                    self.cpu.regs[i] & 0xFF
+                } else {
+                    self.cpu.regs[i - 4] & 0xFF
+                }
+            }
+            21..=36 => self.cpu.regs[n - 21] & 0xFFFF,
+            37..=52 => self.cpu.regs[n - 37] & 0xFFFF_FFFF,
+            53..=68 => self.cpu.regs[n - 53],
+            _ => self.special_reg(r),
+        }
+    }
+
+    fn special_reg(&self, r: Register) -> u64 {
+        match r {
+            Register::EIP => self.cpu.rip & 0xFFFF_FFFF,
+            Register::RIP => self.cpu.rip,
+            Register::ES
+            | Register::CS
+            | Register::SS
+            | Register::DS
+            | Register::FS
+            | Register::GS => self.cpu.seg[r as usize - Register::ES as usize]
+                .selector
+                .into(),
+            _ => 0,
+        }
+    }
+
+    /// Writes a general-purpose register: 8- and 16-bit writes merge, 32-bit writes
+    /// zero the upper half, as the hardware does.
+    #[inline(always)]
+    pub fn set_reg(&mut self, r: Register, v: u64) {
+        let n = r as usize;
+        match n {
+            1..=20 => {
+                let i = n - 1;
+                let (idx, shift) = if (4..8).contains(&i) {
+                    (i - 4, 8)
+                } else if i < 4 {
+                    (i, 0)
+                } else {
+                    (i - 4, 0)
+                };
+                let old = self.cpu.regs[idx];
+                self.cpu.regs[idx] = (old & !(0xFF << shift)) | ((v & 0xFF) << shift);
+            }
+            21..=36 => {
+                let old = self.cpu.regs[n - 21];
+                self.cpu.regs[n - 21] = (old & !0xFFFF) | (v & 0xFFFF);
+            }
+            37..=52 => self.cpu.regs[n - 37] = v & 0xFFFF_FFFF,
+            53..=68 => self.cpu.regs[n - 53] = v,
+            _ => debug_assert!(false, "set_reg on {r:?}"),
+        }
+    }
+
+    // ---- addresses ----
+
+    /// Effective address (offset in the segment) of the memory operand.
+    #[inline]
+    pub fn effective_address(&self, ins: &Instruction) -> u64 {
+        let mut ea = ins.memory_displacement64();
+        let base = ins.memory_base();
+        let index = ins.memory_index();
+        // iced-x86 already folds the next IP into RIP-relative displacements.
+        if base != Register::None && base != Register::RIP && base != Register::EIP {
+            ea = ea.wrapping_add(self.reg(base));
+        }
+        if index != Register::None {
+            ea = ea.wrapping_add(self.reg(index) << ins.memory_index_scale().trailing_zeros());
+        }
+        let asize = if base != Register::None {
+            base.size()
+        } else if index != Register::None {
+            index.size()
+        } else {
+            ins.memory_displ_size() as usize
+        };
+        match asize {
+            2 => ea & 0xFFFF,
+            4 => ea & 0xFFFF_FFFF,
+            _ => ea,
+        }
+    }
+
+    /// Linear address of `offset` in segment `seg`.
+    #[inline(always)]
+    pub fn linear(&self, seg: SegReg, offset: u64) -> u64 {
+        let lin = self.cpu.seg[seg as usize].base.wrapping_add(offset);
+        if self.cpu.code_bitness() == 64 {
+            lin
+        } else {
+            lin & 0xFFFF_FFFF
+        }
+    }
+
+    /// Linear address of the instruction's memory operand.
+    #[inline]
+    pub fn mem_linear(&self, ins: &Instruction) -> u64 {
+        let seg = seg_of(ins.memory_segment());
+        self.linear(seg, self.effective_address(ins))
+    }
+
+    // ---- memory ----
+
+    /// Reads `size` bytes (1, 2, 4 or 8) at a linear address, little-endian.
+    #[inline]
+    pub fn read(&mut self, lin: u64, size: u8) -> Result<u64, Fault> {
+        let pa = lin; // paging comes with the system-architecture work
+        let n = size as usize;
+        if let Some(bytes) = usize::try_from(pa)
+            .ok()
+            .and_then(|p| self.ram.get(p..p.wrapping_add(n)))
+        {
+            let mut buf = [0u8; 8];
+            buf[..n].copy_from_slice(bytes);
+            return Ok(u64::from_le_bytes(buf));
+        }
+        Ok(self.read_slow(pa, n))
+    }
+
+    /// A read that leaves RAM: each byte from RAM or, as a whole, from MMIO.
+    #[cold]
+    fn read_slow(&mut self, pa: u64, n: usize) -> u64 {
+        let mut buf = [0u8; 8];
+        if pa < self.ram.len() as u64 {
+            // Straddles the end of RAM: the RAM part, then open bus (0xFF).
+            for (i, b) in buf.iter_mut().enumerate().take(n) {
+                *b = self.ram.get(pa as usize + i).copied().unwrap_or(0xFF);
+            }
+        } else {
+            buf[..n].fill(0xFF);
+            self.exit(VmExit::MmioRead {
+                addr: pa,
+                data: &mut buf[..n],
+            });
+        }
+        u64::from_le_bytes(buf)
+    }
+
+    /// Writes the low `size` bytes of `v` at a linear address.
+    #[inline]
+    pub fn write(&mut self, lin: u64, size: u8, v: u64) -> Result<(), Fault> {
+        let pa = lin;
+        let n = size as usize;
+        let bytes = v.to_le_bytes();
+        if let Some(dst) = usize::try_from(pa)
+            .ok()
+            .and_then(|p| self.ram.get_mut(p..p.wrapping_add(n)))
+        {
+            dst.copy_from_slice(&bytes[..n]);
+            self.note_code_write(pa, n);
+            return Ok(());
+        }
+        self.write_slow(pa, &bytes[..n]);
+        Ok(())
+    }
+
+    #[cold]
+    fn write_slow(&mut self, pa: u64, bytes: &[u8]) {
+        if pa < self.ram.len() as u64 {
+            let ram_part = (self.ram.len() as u64 - pa) as usize;
+            let n = ram_part.min(bytes.len());
+            self.ram[pa as usize..pa as usize + n].copy_from_slice(&bytes[..n]);
+            self.note_code_write(pa, n);
+        } else {
+            self.exit(VmExit::MmioWrite {
+                addr: pa,
+                data: bytes,
+            });
+        }
+    }
+
+    /// Notes a write to RAM that may hit cached code.
+    #[inline(always)]
+    fn note_code_write(&mut self, pa: u64, n: usize) {
+        let first = (pa >> PAGE_SHIFT) as usize;
+        let last = ((pa + n as u64 - 1) >> PAGE_SHIFT) as usize;
+        for page in first..=last {
+            if self.code_pages.get(page).is_some_and(|b| *b) {
+                self.smc_pages.push(page as u64);
+                self.end_block = true;
+            }
+        }
+    }
+
+    // ---- operands ----
+
+    /// Resolves operand `i` to a register or a linear address.
+    #[inline]
+    pub fn locate(&self, ins: &Instruction, i: u32) -> Loc {
+        match ins.op_kind(i) {
+            OpKind::Register => Loc::Reg(ins.op_register(i)),
+            _ => Loc::Mem(self.mem_linear(ins)),
+        }
+    }
+
+    /// Reads a resolved operand.
+    #[inline]
+    pub fn load(&mut self, loc: Loc, size: u8) -> Result<u64, Fault> {
+        match loc {
+            Loc::Reg(r) => Ok(self.reg(r)),
+            Loc::Mem(lin) => self.read(lin, size),
+        }
+    }
+
+    /// Writes a resolved operand.
+    #[inline]
+    pub fn store(&mut self, loc: Loc, size: u8, v: u64) -> Result<(), Fault> {
+        match loc {
+            Loc::Reg(r) => {
+                self.set_reg(r, v);
+                Ok(())
+            }
+            Loc::Mem(lin) => self.write(lin, size, v),
+        }
+    }
+
+    /// Reads operand `i` (register, memory or immediate), not masked to any size.
+    #[inline]
+    pub fn operand(&mut self, ins: &Instruction, i: u32) -> Result<u64, Fault> {
+        match ins.op_kind(i) {
+            OpKind::Register => Ok(self.reg(ins.op_register(i))),
+            OpKind::Memory => {
+                let lin = self.mem_linear(ins);
+                self.read(lin, ins.memory_size().size() as u8)
+            }
+            OpKind::Immediate8
+            | OpKind::Immediate8_2nd
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64 => Ok(ins.immediate(i)),
+            _ => Err(Fault::Unsupported),
+        }
+    }
+
+    /// Writes operand `i` (register or memory).
+    #[inline]
+    pub fn set_operand(&mut self, ins: &Instruction, i: u32, v: u64) -> Result<(), Fault> {
+        let size = operand_size(ins, i);
+        let loc = self.locate(ins, i);
+        self.store(loc, size, v)
+    }
+}
+
+/// The segment register iced-x86 names, as a [`SegReg`].
+#[inline(always)]
+pub fn seg_of(r: Register) -> SegReg {
+    match r {
+        Register::ES => SegReg::Es,
+        Register::CS => SegReg::Cs,
+        Register::SS => SegReg::Ss,
+        Register::FS => SegReg::Fs,
+        Register::GS => SegReg::Gs,
+        _ => SegReg::Ds,
+    }
+}
+
+/// Size in bytes of operand `i` (register or memory).
+#[inline(always)]
+pub fn operand_size(ins: &Instruction, i: u32) -> u8 {
+    match ins.op_kind(i) {
+        OpKind::Register => ins.op_register(i).size() as u8,
+        _ => ins.memory_size().size() as u8,
+    }
+}

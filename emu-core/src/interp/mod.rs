@@ -1,0 +1,256 @@
+//! The interpreter: decodes guest code with iced-x86 and executes it in software.
+//!
+//! Decoding is the expensive part, so it happens once: code is decoded into blocks (a
+//! straight run of instructions ending at a branch, a page boundary or an instruction
+//! that changes how later code must be decoded), each instruction paired with the
+//! handler that executes it. Blocks are cached by guest-physical address and execution
+//! mode; a write to a page holding cached code drops that page's blocks (Bochs keeps its
+//! decoded-instruction cache the same way).
+//!
+//! Instruction semantics live in one file per family: [`alu`], [`shift`], [`muldiv`],
+//! [`bits`], [`flagops`], [`moves`], [`stack`], [`string`], [`control`], [`io`], [`system`]. Each
+//! handler returns `Err` without committing anything when the instruction faults, so
+//! every exception is reported at the faulting instruction.
+
+mod alu;
+mod bits;
+mod cache;
+mod control;
+mod ctx;
+mod dispatch;
+mod flagops;
+pub mod flags;
+mod io;
+mod moves;
+mod muldiv;
+mod shift;
+mod stack;
+mod string;
+mod system;
+
+pub use ctx::Ctx;
+
+use crate::cpu::{CpuState, DescriptorTable, Segment};
+use crate::engine::Engine;
+use crate::exception::Exception;
+use crate::exit::{ExitHandler, Flow, StopReason, VmExit};
+use crate::memory::GuestRam;
+use cache::BlockCache;
+use flags::Flags;
+use iced_x86::Instruction;
+
+/// Why an instruction did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// It raised an architectural exception.
+    Exception(Exception),
+    /// Popek does not implement it.
+    Unsupported,
+}
+
+impl From<Exception> for Fault {
+    fn from(e: Exception) -> Self {
+        Fault::Exception(e)
+    }
+}
+
+/// Executes one decoded instruction. On `Err` nothing may have been committed.
+pub type Handler = fn(&mut Ctx<'_>, &Instruction) -> Result<(), Fault>;
+
+/// The interpreter's working copy of the CPU: like [`CpuState`], with lazy flags.
+#[derive(Debug, Clone, Default)]
+pub struct Cpu {
+    /// General-purpose registers in encoding order.
+    pub regs: [u64; 16],
+    /// Instruction pointer (offset in CS).
+    pub rip: u64,
+    /// RFLAGS, lazily evaluated.
+    pub flags: Flags,
+    /// ES, CS, SS, DS, FS, GS.
+    pub seg: [Segment; 6],
+    /// LDTR.
+    pub ldtr: Segment,
+    /// TR.
+    pub tr: Segment,
+    /// GDTR.
+    pub gdtr: DescriptorTable,
+    /// IDTR.
+    pub idtr: DescriptorTable,
+    /// Control registers CR0, CR2, CR3, CR4.
+    pub cr0: u64,
+    /// CR2.
+    pub cr2: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// IA32_EFER.
+    pub efer: u64,
+}
+
+impl Cpu {
+    /// Loads an architectural state.
+    pub fn from_state(s: &CpuState) -> Self {
+        Cpu {
+            regs: s.gpr,
+            rip: s.rip,
+            flags: Flags::from_bits(s.rflags),
+            seg: s.seg,
+            ldtr: s.ldtr,
+            tr: s.tr,
+            gdtr: s.gdtr,
+            idtr: s.idtr,
+            cr0: s.cr0,
+            cr2: s.cr2,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer,
+        }
+    }
+
+    /// The architectural state, flags materialized.
+    pub fn to_state(&self) -> CpuState {
+        CpuState {
+            gpr: self.regs,
+            rip: self.rip,
+            rflags: self.flags.get(),
+            seg: self.seg,
+            ldtr: self.ldtr,
+            tr: self.tr,
+            gdtr: self.gdtr,
+            idtr: self.idtr,
+            cr0: self.cr0,
+            cr2: self.cr2,
+            cr3: self.cr3,
+            cr4: self.cr4,
+            efer: self.efer,
+        }
+    }
+
+    /// Code bitness from CS (16, 32 or 64): what the decoder needs.
+    pub fn code_bitness(&self) -> u32 {
+        let cs = &self.seg[crate::cpu::SegReg::Cs as usize];
+        let lma = self.efer & (1 << 10) != 0;
+        if lma && cs.attr & Segment::LONG != 0 {
+            64
+        } else if cs.attr & Segment::DB != 0 {
+            32
+        } else {
+            16
+        }
+    }
+}
+
+/// The interpreter engine.
+#[derive(Debug, Default)]
+pub struct Interpreter {
+    cpu: Cpu,
+    cache: BlockCache,
+    code_pages: bitvec::vec::BitVec<u64>,
+    retired: u64,
+}
+
+impl Interpreter {
+    /// An interpreter with a zeroed CPU; give it a state with [`Engine::set_state`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cached blocks (for statistics).
+    pub fn cached_blocks(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+impl Engine for Interpreter {
+    fn name(&self) -> &'static str {
+        "interp"
+    }
+
+    fn run(&mut self, ram: &mut GuestRam, exits: &mut dyn ExitHandler, budget: u64) -> StopReason {
+        let Interpreter {
+            cpu,
+            cache,
+            code_pages,
+            retired,
+        } = self;
+        let mut cx = Ctx::new(cpu, ram.as_mut_slice(), exits, code_pages);
+        let mut left = budget;
+        loop {
+            if left == 0 {
+                return StopReason::Budget;
+            }
+            let block = match cache.lookup_or_build(&mut cx) {
+                Ok(b) => b,
+                Err(fault) => {
+                    if let Some(stop) = fault_stop(&mut cx, fault, None) {
+                        return stop;
+                    }
+                    continue;
+                }
+            };
+            cx.icount = *retired;
+            let mut done = 0u64;
+            let mut outcome = None;
+            for op in block.ops.iter().take(left.min(usize::MAX as u64) as usize) {
+                cx.cpu.rip = op.ins.next_ip();
+                if let Err(fault) = (op.exec)(&mut cx, &op.ins) {
+                    cx.cpu.rip = op.ins.ip();
+                    outcome = Some(fault_stop(&mut cx, fault, Some(&op.ins)));
+                    break;
+                }
+                done += 1;
+                if cx.end_block {
+                    break;
+                }
+            }
+            *retired += done;
+            left -= done;
+            cx.end_block = false;
+            if cx.has_smc() {
+                cache.invalidate_written(&mut cx);
+            }
+            if let Some(stop) = cx.stop.take() {
+                return stop;
+            }
+            if let Some(Some(stop)) = outcome {
+                return stop;
+            }
+        }
+    }
+
+    fn state(&self) -> CpuState {
+        self.cpu.to_state()
+    }
+
+    fn set_state(&mut self, state: &CpuState) {
+        self.cpu = Cpu::from_state(state);
+        // Guest memory may have changed under another engine: decode afresh.
+        self.cache = BlockCache::default();
+        self.code_pages.fill(false);
+    }
+
+    fn instructions_retired(&self) -> u64 {
+        self.retired
+    }
+}
+
+/// Turns a fault into the exit the VMM sees; returns the reason to stop, if any.
+fn fault_stop(cx: &mut Ctx<'_>, fault: Fault, ins: Option<&Instruction>) -> Option<StopReason> {
+    let exit = match fault {
+        Fault::Exception(exception) => VmExit::Exception {
+            exception,
+            state: Box::new(cx.cpu.to_state()),
+        },
+        Fault::Unsupported => VmExit::Unsupported {
+            rip: cx.cpu.rip,
+            what: ins
+                .map(|i| format!("{i}"))
+                .unwrap_or_else(|| "(undecodable)".into()),
+        },
+    };
+    match cx.exits.handle(exit) {
+        Flow::Continue => None,
+        Flow::Stop(reason) => Some(reason),
+    }
+}

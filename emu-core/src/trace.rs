@@ -1,0 +1,276 @@
+//! The event trace and the counters: what the GUI, the labs and the benchmarks read.
+//!
+//! Counters are always on and cost an array increment. The event stream is a bounded
+//! ring buffer behind a mask: engines test the mask before building an event, so a trace
+//! nobody watches costs one branch.
+
+use crate::exit::ExitReason;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+
+/// Which kinds of events are recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventMask(u32);
+
+impl EventMask {
+    /// Nothing (the default): tracing costs nothing.
+    pub const NONE: EventMask = EventMask(0);
+    /// Port I/O accesses.
+    pub const IO: EventMask = EventMask(1 << 0);
+    /// MMIO accesses.
+    pub const MMIO: EventMask = EventMask(1 << 1);
+    /// Exceptions.
+    pub const EXCEPTIONS: EventMask = EventMask(1 << 2);
+    /// Every other exit (HLT, shutdown, unsupported instruction).
+    pub const EXITS: EventMask = EventMask(1 << 3);
+    /// Every kind.
+    pub const ALL: EventMask = EventMask(0xF);
+
+    /// The names `--trace` accepts, with their masks.
+    pub const NAMES: [(&'static str, EventMask); 4] = [
+        ("io", EventMask::IO),
+        ("mmio", EventMask::MMIO),
+        ("exceptions", EventMask::EXCEPTIONS),
+        ("exits", EventMask::EXITS),
+    ];
+
+    /// Parses a comma-separated list such as "io,exceptions" (or "all").
+    pub fn parse(list: &str) -> Result<EventMask, String> {
+        let mut mask = EventMask::NONE;
+        for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            if word == "all" {
+                mask = EventMask::ALL;
+                continue;
+            }
+            match Self::NAMES.iter().find(|(n, _)| *n == word) {
+                Some((_, m)) => mask = mask.union(*m),
+                None => {
+                    let known: Vec<_> = Self::NAMES.iter().map(|(n, _)| *n).collect();
+                    return Err(format!(
+                        "unknown trace kind `{word}` (known: {}, all)",
+                        known.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(mask)
+    }
+
+    /// Both masks' kinds.
+    pub const fn union(self, other: EventMask) -> EventMask {
+        EventMask(self.0 | other.0)
+    }
+
+    /// Whether any kind of `other` is in `self`.
+    pub const fn contains(self, other: EventMask) -> bool {
+        self.0 & other.0 != 0
+    }
+}
+
+/// One thing that happened in the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// A port access.
+    Io {
+        /// Port.
+        port: u16,
+        /// OUT (true) or IN (false).
+        write: bool,
+        /// The value (little-endian bytes of the access).
+        value: u32,
+        /// Access width in bytes.
+        size: u8,
+    },
+    /// An MMIO access.
+    Mmio {
+        /// Guest-physical address.
+        addr: u64,
+        /// Store (true) or load (false).
+        write: bool,
+        /// The value.
+        value: u64,
+        /// Access width in bytes.
+        size: u8,
+    },
+    /// An exception raised by the guest.
+    Exception {
+        /// Vector.
+        vector: u8,
+        /// Error code, where the vector has one.
+        error_code: Option<u32>,
+        /// RIP of the faulting instruction.
+        rip: u64,
+    },
+    /// Any other exit.
+    Exit(ExitReason),
+}
+
+/// An event with the instruction count at which it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Instructions retired before the event (where the engine counts them).
+    pub icount: u64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{:>12}] ", self.icount)?;
+        match &self.kind {
+            EventKind::Io {
+                port,
+                write: true,
+                value,
+                size,
+            } => {
+                write!(f, "out port {port:#06x} <- {value:#x} ({size} bytes)")
+            }
+            EventKind::Io {
+                port,
+                write: false,
+                value,
+                size,
+            } => {
+                write!(f, "in  port {port:#06x} -> {value:#x} ({size} bytes)")
+            }
+            EventKind::Mmio {
+                addr,
+                write,
+                value,
+                size,
+            } => {
+                let dir = if *write { "store" } else { "load " };
+                write!(f, "mmio {dir} {addr:#x} {value:#x} ({size} bytes)")
+            }
+            EventKind::Exception {
+                vector,
+                error_code,
+                rip,
+            } => {
+                let e = crate::exception::Exception {
+                    vector: *vector,
+                    error_code: *error_code,
+                };
+                write!(f, "exception {e} at rip {rip:#x}")
+            }
+            EventKind::Exit(reason) => write!(f, "exit {}", reason.name()),
+        }
+    }
+}
+
+/// A callback that sees every recorded event as it happens (`popek run --trace`).
+pub type EventSink = Box<dyn FnMut(&Event) + Send>;
+
+/// The bounded event ring buffer.
+pub struct Trace {
+    mask: EventMask,
+    events: VecDeque<Event>,
+    capacity: usize,
+    dropped: u64,
+    sink: Option<EventSink>,
+}
+
+impl fmt::Debug for Trace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trace")
+            .field("mask", &self.mask)
+            .field("len", &self.events.len())
+            .field("dropped", &self.dropped)
+            .finish()
+    }
+}
+
+impl Trace {
+    /// Default number of events kept.
+    pub const DEFAULT_CAPACITY: usize = 4096;
+
+    /// A trace that records nothing until given a mask.
+    pub fn new(capacity: usize) -> Self {
+        Trace {
+            mask: EventMask::NONE,
+            events: VecDeque::new(),
+            capacity: capacity.max(1),
+            dropped: 0,
+            sink: None,
+        }
+    }
+
+    /// Chooses what to record.
+    pub fn set_mask(&mut self, mask: EventMask) {
+        self.mask = mask;
+    }
+
+    /// What is recorded.
+    pub fn mask(&self) -> EventMask {
+        self.mask
+    }
+
+    /// Also hands every recorded event to `sink` as it happens.
+    pub fn set_sink(&mut self, sink: Option<EventSink>) {
+        self.sink = sink;
+    }
+
+    /// Records an event of kind `kind` if the mask wants it; `make` runs only then.
+    #[inline]
+    pub fn record(&mut self, kind: EventMask, make: impl FnOnce() -> Event) {
+        if self.mask.contains(kind) {
+            self.push(make());
+        }
+    }
+
+    fn push(&mut self, event: Event) {
+        if let Some(sink) = &mut self.sink {
+            sink(&event);
+        }
+        if self.events.len() == self.capacity {
+            self.events.pop_front();
+            self.dropped += 1;
+        }
+        self.events.push_back(event);
+    }
+
+    /// The events kept, oldest first.
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter()
+    }
+
+    /// Events that fell out of the ring buffer.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+/// Reads and writes of one port or MMIO address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccessCount {
+    /// Loads / INs.
+    pub reads: u64,
+    /// Stores / OUTs.
+    pub writes: u64,
+}
+
+/// Counters every engine feeds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Exits by reason, indexed like [`ExitReason::ALL`].
+    pub exits: [u64; ExitReason::COUNT],
+    /// Port accesses by port.
+    pub ports: BTreeMap<u16, AccessCount>,
+    /// MMIO accesses by address.
+    pub mmio: BTreeMap<u64, AccessCount>,
+    /// Exceptions by vector.
+    pub exceptions: BTreeMap<u8, u64>,
+}
+
+impl Counters {
+    /// Exits counted under `reason`.
+    pub fn exits(&self, reason: ExitReason) -> u64 {
+        self.exits[reason as usize]
+    }
+
+    /// All exits.
+    pub fn total_exits(&self) -> u64 {
+        self.exits.iter().sum()
+    }
+}
