@@ -1,10 +1,12 @@
-//! The emulator core: guest memory, CPU state, the interpreter, the event trace and the
-//! machine run loop.
+//! The emulator core: guest memory, CPU state, the interpreter, the Multiboot loader,
+//! the event trace and the machine run loop.
 
 pub mod cpu;
 pub mod engine;
 pub mod exception;
 pub mod exit;
 pub mod interp;
+pub mod loader;
+pub mod machine;
 pub mod memory;
 pub mod trace;
