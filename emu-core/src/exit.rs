@@ -161,6 +161,8 @@ pub enum StopReason {
     },
     /// The instruction budget (`--max-instructions`) was used up.
     Budget,
+    /// The engine itself failed (e.g. KVM refused to run the vCPU).
+    EngineFailure(String),
 }
 
 impl fmt::Display for StopReason {
@@ -184,6 +186,7 @@ impl fmt::Display for StopReason {
                 write!(f, "unsupported instruction `{what}` at rip {rip:#x}")
             }
             StopReason::Budget => write!(f, "instruction budget used up"),
+            StopReason::EngineFailure(why) => write!(f, "engine failure: {why}"),
         }
     }
 }
@@ -191,5 +194,7 @@ impl fmt::Display for StopReason {
 /// The VMM side of the exit interface.
 pub trait ExitHandler {
     /// Handles one exit: dispatches to devices, counts it, decides whether to go on.
-    fn handle(&mut self, exit: VmExit<'_>) -> Flow;
+    /// `icount` is the number of guest instructions retired before the exit (0 for
+    /// engines that cannot count them).
+    fn handle(&mut self, exit: VmExit<'_>, icount: u64) -> Flow;
 }

@@ -2,6 +2,7 @@
 //! the event trace and the machine run loop.
 
 pub mod cpu;
+pub mod cpuid;
 pub mod engine;
 pub mod exception;
 pub mod exit;

@@ -36,7 +36,7 @@ pub struct Ctx<'a> {
     pub code_pages: &'a mut BitVec<u64>,
     /// Code pages written since the last check (self-modifying code).
     pub smc_pages: Vec<u64>,
-    /// Instructions retired before the current block (the guest's time-stamp counter).
+    /// Instructions retired so far (the guest's time-stamp counter).
     pub icount: u64,
 }
 
@@ -72,7 +72,7 @@ impl<'a> Ctx<'a> {
 
     /// Hands an exit to the VMM; a stop request ends the run after this instruction.
     pub fn exit(&mut self, exit: VmExit<'_>) {
-        if let Flow::Stop(reason) = self.exits.handle(exit) {
+        if let Flow::Stop(reason) = self.exits.handle(exit, self.icount) {
             self.stop = Some(reason);
             self.end_block = true;
         }

@@ -175,48 +175,10 @@ impl Engine for Interpreter {
             retired,
         } = self;
         let mut cx = Ctx::new(cpu, ram.as_mut_slice(), exits, code_pages);
-        let mut left = budget;
-        loop {
-            if left == 0 {
-                return StopReason::Budget;
-            }
-            let block = match cache.lookup_or_build(&mut cx) {
-                Ok(b) => b,
-                Err(fault) => {
-                    if let Some(stop) = fault_stop(&mut cx, fault, None) {
-                        return stop;
-                    }
-                    continue;
-                }
-            };
-            cx.icount = *retired;
-            let mut done = 0u64;
-            let mut outcome = None;
-            for op in block.ops.iter().take(left.min(usize::MAX as u64) as usize) {
-                cx.cpu.rip = op.ins.next_ip();
-                if let Err(fault) = (op.exec)(&mut cx, &op.ins) {
-                    cx.cpu.rip = op.ins.ip();
-                    outcome = Some(fault_stop(&mut cx, fault, Some(&op.ins)));
-                    break;
-                }
-                done += 1;
-                if cx.end_block {
-                    break;
-                }
-            }
-            *retired += done;
-            left -= done;
-            cx.end_block = false;
-            if cx.has_smc() {
-                cache.invalidate_written(&mut cx);
-            }
-            if let Some(stop) = cx.stop.take() {
-                return stop;
-            }
-            if let Some(Some(stop)) = outcome {
-                return stop;
-            }
-        }
+        cx.icount = *retired;
+        let stop = run_blocks(&mut cx, cache, budget);
+        *retired = cx.icount;
+        stop
     }
 
     fn state(&self) -> CpuState {
@@ -235,6 +197,48 @@ impl Engine for Interpreter {
     }
 }
 
+/// The execution loop: find the block at RIP, run its instructions, repeat.
+fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReason {
+    let end = cx.icount.saturating_add(budget);
+    loop {
+        let left = end - cx.icount;
+        if left == 0 {
+            return StopReason::Budget;
+        }
+        let block = match cache.lookup_or_build(cx) {
+            Ok(b) => b,
+            Err(fault) => match fault_stop(cx, fault, None) {
+                Some(stop) => return stop,
+                None => continue,
+            },
+        };
+        let mut faulted = None;
+        for op in block
+            .ops
+            .iter()
+            .take(usize::try_from(left).unwrap_or(usize::MAX))
+        {
+            cx.cpu.rip = op.ins.next_ip();
+            if let Err(fault) = (op.exec)(cx, &op.ins) {
+                cx.cpu.rip = op.ins.ip();
+                faulted = fault_stop(cx, fault, Some(&op.ins));
+                break;
+            }
+            cx.icount += 1;
+            if cx.end_block {
+                break;
+            }
+        }
+        cx.end_block = false;
+        if cx.has_smc() {
+            cache.invalidate_written(cx);
+        }
+        if let Some(stop) = cx.stop.take().or(faulted) {
+            return stop;
+        }
+    }
+}
+
 /// Turns a fault into the exit the VMM sees; returns the reason to stop, if any.
 fn fault_stop(cx: &mut Ctx<'_>, fault: Fault, ins: Option<&Instruction>) -> Option<StopReason> {
     let exit = match fault {
@@ -249,7 +253,7 @@ fn fault_stop(cx: &mut Ctx<'_>, fault: Fault, ins: Option<&Instruction>) -> Opti
                 .unwrap_or_else(|| "(undecodable)".into()),
         },
     };
-    match cx.exits.handle(exit) {
+    match cx.exits.handle(exit, cx.icount) {
         Flow::Continue => None,
         Flow::Stop(reason) => Some(reason),
     }

@@ -1,0 +1,54 @@
+//! The CPUID the popek-pc processor reports, whichever engine runs it.
+//!
+//! Every engine answers CPUID from this one table (the interpreter directly, KVM through
+//! KVM_SET_CPUID2), so a guest sees the same processor under each and may only use what
+//! every engine implements.
+
+/// Leaf 0: highest basic leaf and vendor string.
+pub const LEAF_VENDOR: u32 = 0;
+/// Leaf 1: family/model/stepping and feature bits.
+pub const LEAF_FEATURES: u32 = 1;
+/// Leaf 0x8000_0000: highest extended leaf.
+pub const LEAF_EXT_MAX: u32 = 0x8000_0000;
+/// The vendor string, returned in EBX, EDX, ECX order.
+pub const VENDOR: &[u8; 12] = b"PopekVirtCPU";
+/// Leaf 1 EAX: family 6, model 0, stepping 0 — a plain P6-class processor.
+pub const FAMILY_MODEL_STEPPING: u32 = 6 << 8;
+/// Leaf 1 EDX bit: time-stamp counter (RDTSC).
+pub const EDX_TSC: u32 = 1 << 4;
+/// Leaf 1 EDX bit: CMPXCHG8B.
+pub const EDX_CX8: u32 = 1 << 8;
+/// Leaf 1 EDX bit: CMOVcc.
+pub const EDX_CMOV: u32 = 1 << 15;
+/// Leaf 1 EDX: the features every engine implements.
+pub const FEATURES_EDX: u32 = EDX_TSC | EDX_CX8 | EDX_CMOV;
+
+/// The leaves the table defines, for engines that load it up front.
+pub const LEAVES: [u32; 3] = [LEAF_VENDOR, LEAF_FEATURES, LEAF_EXT_MAX];
+
+/// EAX, EBX, ECX, EDX for `leaf` (sub-leaf ignored: no defined leaf has sub-leaves).
+pub fn cpuid(leaf: u32) -> [u32; 4] {
+    let word =
+        |i: usize| u32::from_le_bytes([VENDOR[i], VENDOR[i + 1], VENDOR[i + 2], VENDOR[i + 3]]);
+    match leaf {
+        LEAF_VENDOR => [LEAF_FEATURES, word(0), word(8), word(4)],
+        LEAF_FEATURES => [FAMILY_MODEL_STEPPING, 0, 0, FEATURES_EDX],
+        LEAF_EXT_MAX => [LEAF_EXT_MAX, 0, 0, 0],
+        _ => [0; 4],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vendor_reads_in_ebx_edx_ecx_order() {
+        let [_, b, c, d] = cpuid(LEAF_VENDOR);
+        let mut s = Vec::new();
+        for r in [b, d, c] {
+            s.extend_from_slice(&r.to_le_bytes());
+        }
+        assert_eq!(&s, VENDOR);
+    }
+}

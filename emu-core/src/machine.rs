@@ -1,0 +1,316 @@
+//! The machine: guest RAM, one engine, the shared devices, and the VMM that connects
+//! them. This is the one public API the command line, gdb, the GUI and labs drive.
+
+use crate::cpu::CpuState;
+use crate::engine::Engine;
+use crate::exit::{ExitHandler, ExitReason, Flow, StopReason, VmExit};
+use crate::loader::{load_multiboot, BootInfo, LoadError};
+use crate::memory::{GuestRam, MemoryError};
+use crate::trace::{Counters, Event, EventKind, EventMask, Trace};
+use devices::{BusError, DeviceRequest, PcDevices, OPEN_BUS};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// The VMM: handles every engine's exits with the board's devices, and counts them.
+#[derive(Debug)]
+pub struct Vmm {
+    /// The popek-pc devices.
+    pub devices: PcDevices,
+    /// Counters every engine feeds.
+    pub counters: Counters,
+    /// The event trace.
+    pub trace: Trace,
+}
+
+impl Vmm {
+    /// A VMM over a fresh board whose COM1 writes to `serial_out`.
+    pub fn new(serial_out: Box<dyn Write + Send>) -> Self {
+        Vmm {
+            devices: PcDevices::new(serial_out),
+            counters: Counters::default(),
+            trace: Trace::new(Trace::DEFAULT_CAPACITY),
+        }
+    }
+
+    fn io_event(&mut self, icount: u64, port: u16, write: bool, data: &[u8]) {
+        let count = self.counters.ports.entry(port).or_default();
+        if write {
+            count.writes += 1;
+        } else {
+            count.reads += 1;
+        }
+        self.trace.record(EventMask::IO, || Event {
+            icount,
+            kind: EventKind::Io {
+                port,
+                write,
+                value: le_value(data) as u32,
+                size: data.len() as u8,
+            },
+        });
+    }
+
+    fn mmio_event(&mut self, icount: u64, addr: u64, write: bool, data: &[u8]) {
+        let count = self.counters.mmio.entry(addr).or_default();
+        if write {
+            count.writes += 1;
+        } else {
+            count.reads += 1;
+        }
+        self.trace.record(EventMask::MMIO, || Event {
+            icount,
+            kind: EventKind::Mmio {
+                addr,
+                write,
+                value: le_value(data),
+                size: data.len() as u8,
+            },
+        });
+    }
+}
+
+/// The little-endian value of up to 8 bytes.
+fn le_value(data: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    let n = data.len().min(8);
+    buf[..n].copy_from_slice(&data[..n]);
+    u64::from_le_bytes(buf)
+}
+
+/// What a device's answer to a write means for the run.
+fn write_flow(result: Result<Option<DeviceRequest>, BusError>) -> Flow {
+    match result {
+        Ok(Some(DeviceRequest::Exit(status))) => Flow::Stop(StopReason::Exited(status)),
+        // A write nobody claims goes nowhere, as on a real bus.
+        Ok(None) | Err(_) => Flow::Continue,
+    }
+}
+
+impl ExitHandler for Vmm {
+    fn handle(&mut self, exit: VmExit<'_>, icount: u64) -> Flow {
+        let reason = exit.reason();
+        self.counters.exits[reason as usize] += 1;
+        match exit {
+            VmExit::IoIn { port, data } => {
+                if self.devices.pio.read(port.into(), data).is_err() {
+                    data.fill(OPEN_BUS);
+                }
+                self.io_event(icount, port, false, data);
+                Flow::Continue
+            }
+            VmExit::IoOut { port, data } => {
+                self.io_event(icount, port, true, data);
+                write_flow(self.devices.pio.write(port.into(), data))
+            }
+            VmExit::MmioRead { addr, data } => {
+                if self.devices.mmio.read(addr, data).is_err() {
+                    data.fill(OPEN_BUS);
+                }
+                self.mmio_event(icount, addr, false, data);
+                Flow::Continue
+            }
+            VmExit::MmioWrite { addr, data } => {
+                self.mmio_event(icount, addr, true, data);
+                write_flow(self.devices.mmio.write(addr, data))
+            }
+            VmExit::Hlt => {
+                self.trace.record(EventMask::EXITS, || Event {
+                    icount,
+                    kind: EventKind::Exit(ExitReason::Hlt),
+                });
+                // popek-pc has no interrupt source wired to the CPU yet, so nothing can
+                // end a halt.
+                Flow::Stop(StopReason::Halted)
+            }
+            VmExit::Shutdown => {
+                self.trace.record(EventMask::EXITS, || Event {
+                    icount,
+                    kind: EventKind::Exit(ExitReason::Shutdown),
+                });
+                Flow::Stop(StopReason::Shutdown)
+            }
+            VmExit::Exception { exception, state } => {
+                *self
+                    .counters
+                    .exceptions
+                    .entry(exception.vector)
+                    .or_default() += 1;
+                self.trace.record(EventMask::EXCEPTIONS, || Event {
+                    icount,
+                    kind: EventKind::Exception {
+                        vector: exception.vector,
+                        error_code: exception.error_code,
+                        rip: state.rip,
+                    },
+                });
+                Flow::Stop(StopReason::Exception { exception, state })
+            }
+            VmExit::Unsupported { rip, what } => {
+                self.trace.record(EventMask::EXITS, || Event {
+                    icount,
+                    kind: EventKind::Exit(ExitReason::Unsupported),
+                });
+                Flow::Stop(StopReason::Unsupported { rip, what })
+            }
+        }
+    }
+}
+
+/// Errors building or loading a machine.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// Guest RAM could not be created.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// The kernel image could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The engine could not be set up (e.g. /dev/kvm is missing).
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// Builds an engine for a machine's RAM (KVM registers it as a memory slot).
+pub type EngineFactory<'a> = dyn FnOnce(&GuestRam) -> Result<Box<dyn Engine>, String> + 'a;
+
+/// How a run went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// Why it ended.
+    pub stop: StopReason,
+    /// Guest instructions retired during this run.
+    pub instructions: u64,
+    /// Wall-clock time.
+    pub wall: Duration,
+    /// CPU time the host thread spent.
+    pub host_cpu: Duration,
+}
+
+/// A popek-pc machine.
+pub struct Machine {
+    ram: GuestRam,
+    engine: Box<dyn Engine>,
+    /// The VMM: devices, counters and trace.
+    pub vmm: Vmm,
+}
+
+impl std::fmt::Debug for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Machine")
+            .field("engine", &self.engine.name())
+            .field("ram", &self.ram.size())
+            .finish()
+    }
+}
+
+impl Machine {
+    /// A machine with `ram_size` bytes of RAM, COM1 going to `serial_out`, run by the
+    /// engine `make_engine` builds for that RAM.
+    pub fn new(
+        ram_size: usize,
+        serial_out: Box<dyn Write + Send>,
+        make_engine: Box<EngineFactory<'_>>,
+    ) -> Result<Self, MachineError> {
+        let ram = GuestRam::new(ram_size)?;
+        let engine = make_engine(&ram).map_err(MachineError::Engine)?;
+        Ok(Machine {
+            ram,
+            engine,
+            vmm: Vmm::new(serial_out),
+        })
+    }
+
+    /// A machine run by the interpreter.
+    pub fn interpreted(
+        ram_size: usize,
+        serial_out: Box<dyn Write + Send>,
+    ) -> Result<Self, MachineError> {
+        Self::new(
+            ram_size,
+            serial_out,
+            Box::new(|_| Ok(Box::new(crate::interp::Interpreter::new()))),
+        )
+    }
+
+    /// Moves the paused machine to another engine, with the whole CPU state, at the
+    /// current instruction boundary.
+    pub fn switch_engine(
+        &mut self,
+        make_engine: Box<EngineFactory<'_>>,
+    ) -> Result<(), MachineError> {
+        let state = self.engine.state();
+        let mut engine = make_engine(&self.ram).map_err(MachineError::Engine)?;
+        engine.set_state(&state);
+        self.engine = engine;
+        Ok(())
+    }
+
+    /// Loads a Multiboot kernel and sets the CPU as Multiboot leaves it.
+    pub fn load_multiboot(
+        &mut self,
+        image: &[u8],
+        cmdline: &str,
+    ) -> Result<BootInfo, MachineError> {
+        let boot = load_multiboot(self.ram.guest_memory(), image, cmdline)?;
+        self.engine
+            .set_state(&CpuState::multiboot(boot.entry, boot.eax, boot.ebx));
+        Ok(boot)
+    }
+
+    /// Runs until the guest stops or `budget` instructions have retired.
+    pub fn run(&mut self, budget: u64) -> RunOutcome {
+        let before = self.engine.instructions_retired();
+        let (wall0, cpu0) = (Instant::now(), thread_cpu_time());
+        let stop = self.engine.run(&mut self.ram, &mut self.vmm, budget);
+        RunOutcome {
+            stop,
+            instructions: self.engine.instructions_retired() - before,
+            wall: wall0.elapsed(),
+            host_cpu: thread_cpu_time().saturating_sub(cpu0),
+        }
+    }
+
+    /// The engine's name.
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.name()
+    }
+
+    /// The CPU state at the current instruction boundary.
+    pub fn cpu_state(&self) -> CpuState {
+        self.engine.state()
+    }
+
+    /// Replaces the CPU state.
+    pub fn set_cpu_state(&mut self, state: &CpuState) {
+        self.engine.set_state(state);
+    }
+
+    /// Guest RAM.
+    pub fn ram(&self) -> &GuestRam {
+        &self.ram
+    }
+
+    /// Guest RAM, for writing.
+    pub fn ram_mut(&mut self) -> &mut GuestRam {
+        &mut self.ram
+    }
+
+    /// Guest instructions retired since the machine was built.
+    pub fn instructions_retired(&self) -> u64 {
+        self.engine.instructions_retired()
+    }
+}
+
+/// CPU time consumed by the calling thread.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}

@@ -1,0 +1,166 @@
+//! `popek bench`: the interpreter's speed on the `loop` ROM, beside QEMU TCG's on the same
+//! ROM file when QEMU is installed.
+//!
+//! Each side runs the ROM twice, with N/10 and N iterations, and the speed comes from the
+//! difference, so start-up (QEMU's is ~100 ms) cancels out and only the loop is timed.
+
+use crate::cli::BenchArgs;
+use crate::rom::RomImage;
+use crate::run::boot;
+use anyhow::{bail, Context, Result};
+use emu_core::exit::StopReason;
+use std::borrow::Cow;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Instructions per loop iteration (`dec ecx; jnz`).
+const INSNS_PER_ITER: u64 = 2;
+/// The interpreter target of DESIGN.md, in MIPS.
+const TARGET_MIPS: f64 = 150.0;
+/// The interpreter target as a fraction of QEMU TCG.
+const TARGET_QEMU_RATIO: f64 = 0.3;
+/// The start-up target: boot, print and exit, in milliseconds.
+const TARGET_STARTUP_MS: f64 = 50.0;
+/// QEMU's binary.
+const QEMU: &str = "qemu-system-x86_64";
+
+fn rom(name: &str) -> Result<RomImage> {
+    let rom = test_roms::find(name).with_context(|| format!("the `{name}` ROM is not embedded"))?;
+    Ok(RomImage {
+        name: rom.name.into(),
+        image: Cow::Borrowed(rom.elf),
+    })
+}
+
+/// One in-process run of `loop` with `iters` iterations: wall time.
+fn popek_loop(iters: u64) -> Result<Duration> {
+    let mut machine = boot(
+        &rom("loop")?,
+        &format!("iters={iters}"),
+        64,
+        Box::new(std::io::sink()),
+    )?;
+    let outcome = machine.run(u64::MAX);
+    if outcome.stop != StopReason::Exited(0) {
+        bail!("the loop ROM did not exit cleanly: {}", outcome.stop);
+    }
+    Ok(outcome.wall)
+}
+
+/// One QEMU TCG run of the same ROM file: wall time including QEMU's start-up.
+fn qemu_loop(elf: &Path, iters: u64) -> Result<Duration> {
+    let start = Instant::now();
+    let out = Command::new(QEMU)
+        .args([
+            "-accel",
+            "tcg",
+            "-m",
+            "64",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-nodefaults",
+        ])
+        .args([
+            "-serial",
+            "stdio",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=4",
+        ])
+        .arg("-kernel")
+        .arg(elf)
+        .args(["-append", &format!("iters={iters}")])
+        .output()
+        .with_context(|| format!("cannot run {QEMU}"))?;
+    let wall = start.elapsed();
+    // isa-debug-exit: status (v << 1) | 1, so a clean exit (v = 0) is 1.
+    if out.status.code() != Some(1) {
+        bail!("{QEMU} did not exit cleanly: {}", out.status);
+    }
+    Ok(wall)
+}
+
+/// MIPS from two timed runs of N/10 and N iterations.
+fn mips_from(iters: u64, small: Duration, large: Duration) -> f64 {
+    let insns = (iters - iters / 10) * INSNS_PER_ITER;
+    let secs = large.saturating_sub(small).as_secs_f64().max(1e-9);
+    insns as f64 / secs / 1e6
+}
+
+fn qemu_installed() -> bool {
+    Command::new(QEMU)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `popek bench`.
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    if args.iters < 1000 {
+        bail!("--iters {}: use at least 1000 iterations", args.iters);
+    }
+    let n = args.iters;
+    println!(
+        "loop ROM: {n} iterations of `dec ecx; jnz` ({} instructions)",
+        n * INSNS_PER_ITER
+    );
+
+    let startup = (0..5)
+        .map(|_| -> Result<Duration> {
+            let t = Instant::now();
+            let mut m = boot(&rom("hello")?, "", 64, Box::new(std::io::sink()))?;
+            let outcome = m.run(u64::MAX);
+            if outcome.stop != StopReason::Exited(0) {
+                bail!("the hello ROM did not exit cleanly: {}", outcome.stop);
+            }
+            Ok(t.elapsed())
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .min()
+        .unwrap_or_default();
+    let startup_ms = startup.as_secs_f64() * 1e3;
+    println!(
+        "start-up (hello: build, boot, print, exit): {startup_ms:.2} ms (target < {TARGET_STARTUP_MS} ms: {})",
+        verdict(startup_ms < TARGET_STARTUP_MS)
+    );
+
+    let interp = mips_from(n, popek_loop(n / 10)?, popek_loop(n)?);
+    println!(
+        "interpreter: {interp:.0} MIPS (target >= {TARGET_MIPS}: {})",
+        verdict(interp >= TARGET_MIPS)
+    );
+
+    if args.no_qemu {
+        return Ok(());
+    }
+    if !qemu_installed() {
+        println!("QEMU TCG: not measured ({QEMU} is not installed)");
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("popek-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let elf = dir.join("loop.elf");
+    std::fs::write(
+        &elf,
+        test_roms::find("loop").map(|r| r.elf).unwrap_or_default(),
+    )?;
+    let qemu = mips_from(n, qemu_loop(&elf, n / 10)?, qemu_loop(&elf, n)?);
+    let _ = std::fs::remove_dir_all(&dir);
+    let ratio = interp / qemu;
+    println!("QEMU TCG:    {qemu:.0} MIPS on the same ROM file");
+    println!(
+        "ratio:       {ratio:.2} x QEMU TCG (target >= {TARGET_QEMU_RATIO}: {})",
+        verdict(ratio >= TARGET_QEMU_RATIO)
+    );
+    Ok(())
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}

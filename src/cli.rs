@@ -1,0 +1,70 @@
+//! Command-line syntax.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Exit status for bad input from the user (clap uses the same).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status when the instruction budget ran out (as timeout(1) does).
+pub const EXIT_BUDGET: u8 = 124;
+/// Exit status when the guest crashed: unhandled exception, triple fault, unsupported
+/// instruction, or a halt nothing can wake.
+pub const EXIT_GUEST_CRASH: u8 = 125;
+
+/// Popek: a teaching x86 emulator, hypervisor and debugger.
+#[derive(Parser, Debug)]
+#[command(name = "popek", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Boot a Multiboot ROM and run it; its serial output goes to stdout and its
+    /// debug-exit value becomes the exit status.
+    Run(RunArgs),
+    /// List the embedded test ROMs, or write them out as ELF files.
+    Roms(RomsArgs),
+    /// Measure the interpreter's speed, against QEMU TCG when QEMU is installed.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// An embedded ROM name (see `popek roms`) or the path of a Multiboot ELF file.
+    pub rom: String,
+    /// The Multiboot command line after the ROM name (as QEMU's -append).
+    #[arg(long, default_value = "")]
+    pub append: String,
+    /// End the run after this many guest instructions.
+    #[arg(long, value_name = "N")]
+    pub max_instructions: Option<u64>,
+    /// Print counters (instructions, exits by reason, port accesses, time) to stderr.
+    #[arg(long)]
+    pub stats: bool,
+    /// Print events to stderr as they happen: a comma-separated list of io, mmio,
+    /// exceptions, exits, or all.
+    #[arg(long, value_name = "KINDS")]
+    pub trace: Option<String>,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub ram: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct RomsArgs {
+    /// Write every embedded ROM to DIR/NAME.elf.
+    #[arg(long, value_name = "DIR")]
+    pub extract: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Iterations of the `loop` ROM's two-instruction loop.
+    #[arg(long, default_value_t = 100_000_000)]
+    pub iters: u64,
+    /// Skip the QEMU comparison even when QEMU is installed.
+    #[arg(long)]
+    pub no_qemu: bool,
+}

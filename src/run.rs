@@ -1,0 +1,111 @@
+//! `popek run`: boot a ROM, run it, report how it ended.
+
+use crate::cli::{RunArgs, EXIT_BUDGET, EXIT_GUEST_CRASH};
+use crate::rom::{resolve, RomImage};
+use anyhow::{bail, Result};
+use emu_core::exit::{ExitReason, StopReason};
+use emu_core::machine::{Machine, RunOutcome};
+use emu_core::trace::EventMask;
+use std::io::Write;
+use std::process::ExitCode;
+
+/// Builds a machine running the interpreter with `rom` loaded.
+pub fn boot(
+    rom: &RomImage,
+    append: &str,
+    ram_mib: usize,
+    serial: Box<dyn Write + Send>,
+) -> Result<Machine> {
+    if ram_mib == 0 || ram_mib > 3072 {
+        bail!("--ram {ram_mib}: guest RAM must be between 1 and 3072 MiB");
+    }
+    let mut machine = Machine::interpreted(ram_mib << 20, serial)?;
+    let cmdline = if append.is_empty() {
+        rom.name.clone()
+    } else {
+        format!("{} {append}", rom.name)
+    };
+    machine
+        .load_multiboot(&rom.image, &cmdline)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", rom.name))?;
+    Ok(machine)
+}
+
+/// `popek run`.
+pub fn run(args: &RunArgs) -> Result<ExitCode> {
+    let mask = match &args.trace {
+        Some(list) => EventMask::parse(list).map_err(|e| anyhow::anyhow!("--trace: {e}"))?,
+        None => EventMask::NONE,
+    };
+    let rom = resolve(&args.rom)?;
+    let mut machine = boot(&rom, &args.append, args.ram, Box::new(std::io::stdout()))?;
+    machine.vmm.trace.set_mask(mask);
+    if mask != EventMask::NONE {
+        machine
+            .vmm
+            .trace
+            .set_sink(Some(Box::new(|e| eprintln!("trace: {e}"))));
+    }
+    let outcome = machine.run(args.max_instructions.unwrap_or(u64::MAX));
+    let _ = std::io::stdout().flush();
+    if args.stats {
+        eprint!("{}", stats(&machine, &outcome));
+    }
+    Ok(match &outcome.stop {
+        StopReason::Exited(status) => ExitCode::from(u8::try_from(*status).unwrap_or(u8::MAX)),
+        StopReason::Budget => {
+            eprintln!(
+                "popek: {} after {} instructions",
+                outcome.stop, outcome.instructions
+            );
+            ExitCode::from(EXIT_BUDGET)
+        }
+        other => {
+            eprintln!("popek: {other}");
+            ExitCode::from(EXIT_GUEST_CRASH)
+        }
+    })
+}
+
+/// The counters, as `--stats` prints them.
+pub fn stats(machine: &Machine, outcome: &RunOutcome) -> String {
+    let c = &machine.vmm.counters;
+    let secs = outcome.wall.as_secs_f64();
+    let mips = if secs > 0.0 {
+        outcome.instructions as f64 / secs / 1e6
+    } else {
+        0.0
+    };
+    let mut s = format!(
+        "engine        {}\nstop          {}\ninstructions  {}\nwall time     {:.3} ms\nhost cpu      {:.3} ms\nspeed         {:.1} MIPS\n",
+        machine.engine_name(),
+        first_line(&outcome.stop.to_string()),
+        outcome.instructions,
+        secs * 1e3,
+        outcome.host_cpu.as_secs_f64() * 1e3,
+        mips,
+    );
+    let exits: Vec<String> = ExitReason::ALL
+        .iter()
+        .filter(|r| c.exits(**r) > 0)
+        .map(|r| format!("{} {}", r.name(), c.exits(*r)))
+        .collect();
+    s += &format!("exits         {} ({})\n", c.total_exits(), exits.join(", "));
+    for (port, n) in &c.ports {
+        s += &format!(
+            "port {port:#06x}   {} reads, {} writes\n",
+            n.reads, n.writes
+        );
+    }
+    for (addr, n) in &c.mmio {
+        s += &format!("mmio {addr:#x}  {} reads, {} writes\n", n.reads, n.writes);
+    }
+    for (vector, n) in &c.exceptions {
+        s += &format!("exception {vector:>2}  {n}\n");
+    }
+    s
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}

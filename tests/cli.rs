@@ -1,0 +1,184 @@
+//! End-to-end tests of the `popek` command: real guests, real exit statuses, and one
+//! clear error line for every kind of bad input.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn popek(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_popek"))
+        .args(args)
+        .output()
+        .expect("popek runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A scratch directory for this test process.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("popek-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Asserts the run failed with exactly one line on stderr, mentioning `needle`.
+fn assert_one_error_line(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got {:?}", o.status);
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "expected one error line, got:\n{err}"
+    );
+    assert!(
+        err.contains(needle),
+        "error line should mention `{needle}`:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "popek panicked:\n{err}");
+}
+
+#[test]
+fn hello_prints_its_greeting_and_exits_zero() {
+    let o = popek(&["run", "hello"]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    assert!(stdout(&o).contains("Hello"), "stdout: {}", stdout(&o));
+}
+
+#[test]
+fn arith_prints_only_pass_lines() {
+    let o = popek(&["run", "arith"]);
+    let out = stdout(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout:\n{out}\nstderr: {}",
+        stderr(&o)
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.len() >= 50,
+        "expected many test cases, got {}",
+        lines.len()
+    );
+    for line in lines {
+        assert!(line.starts_with("PASS "), "not a PASS line: {line}");
+    }
+}
+
+#[test]
+fn loop_honours_its_command_line() {
+    let o = popek(&["run", "loop", "--append", "iters=1234", "--stats"]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    assert!(stdout(&o).contains("1234"), "stdout: {}", stdout(&o));
+    // The loop itself is 2 instructions an iteration.
+    let insns: u64 = stderr(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("instructions"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("--stats prints the instruction count");
+    assert!(insns >= 2 * 1234, "only {insns} instructions");
+}
+
+#[test]
+fn max_instructions_ends_a_runaway_guest() {
+    let o = popek(&[
+        "run",
+        "loop",
+        "--append",
+        "iters=4000000000",
+        "--max-instructions",
+        "100000",
+    ]);
+    assert_eq!(o.status.code(), Some(124), "stderr: {}", stderr(&o));
+    assert!(stderr(&o).contains("budget"), "stderr: {}", stderr(&o));
+}
+
+#[test]
+fn stats_count_exits_and_ports() {
+    let o = popek(&["run", "hello", "--stats"]);
+    let err = stderr(&o);
+    assert!(err.contains("io-out"), "{err}");
+    assert!(err.contains("port 0x03f8"), "{err}");
+    assert!(err.contains("port 0x00f4"), "{err}");
+}
+
+#[test]
+fn trace_prints_port_writes_as_they_happen() {
+    let o = popek(&["run", "hello", "--trace", "io"]);
+    assert!(stderr(&o).contains("trace:"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("out port 0x00f4"), "{}", stderr(&o));
+}
+
+#[test]
+fn roms_lists_and_extracts_every_rom() {
+    let list = stdout(&popek(&["roms"]));
+    for name in ["hello", "arith", "loop"] {
+        assert!(
+            list.lines().any(|l| l.starts_with(name)),
+            "{name} missing from:\n{list}"
+        );
+    }
+    let dir = scratch("extract");
+    let o = popek(&["roms", "--extract", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let elf = std::fs::read(dir.join("hello.elf")).expect("hello.elf written");
+    assert_eq!(&elf[..4], b"\x7fELF");
+    // An extracted file runs like the embedded ROM.
+    let o = popek(&["run", dir.join("hello.elf").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn missing_file_is_one_clear_error() {
+    let o = popek(&["run", "/nonexistent/kernel.elf"]);
+    assert_one_error_line(&o, "/nonexistent/kernel.elf");
+}
+
+#[test]
+fn unknown_rom_name_is_one_clear_error() {
+    let o = popek(&["run", "no-such-rom"]);
+    assert_one_error_line(&o, "no-such-rom");
+}
+
+#[test]
+fn file_that_is_not_multiboot_is_one_clear_error() {
+    let dir = scratch("notmb");
+    let path = dir.join("notes.txt");
+    std::fs::write(&path, "just some text, not a kernel\n".repeat(50)).unwrap();
+    let o = popek(&["run", path.to_str().unwrap()]);
+    assert_one_error_line(&o, "Multiboot");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn truncated_elf_is_one_clear_error() {
+    let dir = scratch("trunc");
+    let path = dir.join("hello-truncated.elf");
+    let hello = popek_rom_bytes("hello", &dir);
+    // Keep the Multiboot header (first page) but cut off the rest of the segment.
+    std::fs::write(&path, &hello[..hello.len().min(4200)]).unwrap();
+    let o = popek(&["run", path.to_str().unwrap()]);
+    assert_one_error_line(&o, "hello-truncated.elf");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn bad_options_are_rejected() {
+    let o = popek(&["run", "hello", "--trace", "nonsense"]);
+    assert_one_error_line(&o, "nonsense");
+    let o = popek(&["run", "hello", "--ram", "0"]);
+    assert_one_error_line(&o, "--ram");
+}
+
+/// The ELF of an embedded ROM, via `popek roms --extract`.
+fn popek_rom_bytes(name: &str, dir: &std::path::Path) -> Vec<u8> {
+    let o = popek(&["roms", "--extract", dir.to_str().unwrap()]);
+    assert!(o.status.success());
+    std::fs::read(dir.join(format!("{name}.elf"))).unwrap()
+}
