@@ -190,6 +190,8 @@ pub struct RunOutcome {
 pub struct Machine {
     ram: GuestRam,
     engine: Box<dyn Engine>,
+    /// Instructions retired by engines this machine ran before the current one.
+    retired_before: u64,
     /// The VMM: devices, counters and trace.
     pub vmm: Vmm,
 }
@@ -216,6 +218,7 @@ impl Machine {
         Ok(Machine {
             ram,
             engine,
+            retired_before: 0,
             vmm: Vmm::new(serial_out),
         })
     }
@@ -241,6 +244,7 @@ impl Machine {
         let state = self.engine.state();
         let mut engine = make_engine(&self.ram).map_err(MachineError::Engine)?;
         engine.set_state(&state);
+        self.retired_before += self.engine.instructions_retired();
         self.engine = engine;
         Ok(())
     }
@@ -295,9 +299,9 @@ impl Machine {
         &mut self.ram
     }
 
-    /// Guest instructions retired since the machine was built.
+    /// Guest instructions retired since the machine was built (by engines that count).
     pub fn instructions_retired(&self) -> u64 {
-        self.engine.instructions_retired()
+        self.retired_before + self.engine.instructions_retired()
     }
 }
 
