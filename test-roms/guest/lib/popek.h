@@ -1,0 +1,48 @@
+/*
+ * popek.h - the tiny freestanding library shared by every Popek test ROM.
+ *
+ * The ROMs run on bare (emulated) hardware: no C library, no OS.  This header
+ * declares the few services they need: COM1 output, number formatting, the
+ * debug-exit port and Multiboot command-line parsing.
+ */
+#ifndef POPEK_H
+#define POPEK_H
+
+#include <stdint.h>
+
+/* Value a Multiboot v1 loader leaves in EAX to prove it booted us. */
+#define MULTIBOOT_BOOTLOADER_MAGIC 0x2BADB002u
+/* multiboot_info.flags bit 2: the cmdline field is valid. */
+#define MULTIBOOT_INFO_CMDLINE (1u << 2)
+
+/* The leading part of the Multiboot v1 information structure. */
+struct multiboot_info {
+	uint32_t flags;		/* which of the following fields are valid */
+	uint32_t mem_lower;	/* KiB of memory below 1 MiB */
+	uint32_t mem_upper;	/* KiB of memory above 1 MiB */
+	uint32_t boot_device;	/* BIOS boot device (unused here) */
+	uint32_t cmdline;	/* physical address of a NUL-terminated string */
+};
+
+/* Every ROM provides main; boot.S passes the loader's EAX and EBX to it and
+ * hands its return value to popek_exit. */
+int main(uint32_t magic, const struct multiboot_info *mbi);
+
+/* Output over the first serial port (COM1). */
+void serial_putc(char c);
+void serial_puts(const char *s);
+void print_hex32(uint32_t v);	/* "0x" and exactly 8 lower-case digits */
+void print_udec(uint32_t v);
+void print_dec(int32_t v);
+
+/* Ends the run through the debug-exit device with the given status. */
+void popek_exit(int status) __attribute__((noreturn));
+
+/* The Multiboot command line, or "" when the loader passed none. */
+const char *mb_cmdline(const struct multiboot_info *mbi);
+/* The decimal number N of the first word on the command line that starts
+ * with "key=N" (N saturates at ULONG_MAX), or dflt when there is none. */
+unsigned long cmdline_ulong(const struct multiboot_info *mbi, const char *key,
+			    unsigned long dflt);
+
+#endif
