@@ -3,7 +3,7 @@
 use super::ctx::operand_size;
 use super::flags::{size_mask, FlagOp};
 use super::{Ctx, Fault, Handler};
-use iced_x86::{Instruction, Mnemonic};
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 const ADD: u8 = 0;
 const OR: u8 = 1;
@@ -15,8 +15,24 @@ const XOR: u8 = 6;
 const CMP: u8 = 7;
 const TEST: u8 = 8;
 
+/// Whether operand `i` is a 32-bit general-purpose register: compiled code's most
+/// common operand, which gets handlers without the generic operand decoding.
+fn is_r32(ins: &Instruction, i: u32) -> bool {
+    ins.op_kind(i) == OpKind::Register && ins.op_register(i).is_gpr32()
+}
+
 /// The handler for `ins`, if this family implements it.
 pub fn handler(ins: &Instruction) -> Option<Handler> {
+    if is_r32(ins, 0) {
+        let fast: Option<Handler> = match ins.mnemonic() {
+            Mnemonic::Inc => Some(incdec_r32::<true>),
+            Mnemonic::Dec => Some(incdec_r32::<false>),
+            _ => None,
+        };
+        if fast.is_some() {
+            return fast;
+        }
+    }
     Some(match ins.mnemonic() {
         Mnemonic::Add => binop::<ADD>,
         Mnemonic::Or => binop::<OR>,
@@ -78,6 +94,21 @@ fn incdec<const INC: bool>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fa
     cx.store(dst, size, res)?;
     let op = if INC { FlagOp::Inc } else { FlagOp::Dec };
     cx.cpu.flags.set_keep_cf(op, size, a, res);
+    Ok(())
+}
+
+/// INC/DEC of a 32-bit register.
+fn incdec_r32<const INC: bool>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
+    let r = ins.op0_register() as usize - Register::EAX as usize;
+    let a = cx.cpu.regs[r] & 0xFFFF_FFFF;
+    let res = if INC {
+        a.wrapping_add(1)
+    } else {
+        a.wrapping_sub(1)
+    } & 0xFFFF_FFFF;
+    cx.cpu.regs[r] = res;
+    let op = if INC { FlagOp::Inc } else { FlagOp::Dec };
+    cx.cpu.flags.set_keep_cf(op, 4, a, res);
     Ok(())
 }
 

@@ -72,7 +72,12 @@ impl BlockCache {
     pub fn lookup_or_build(&mut self, cx: &mut Ctx<'_>) -> Result<&Block, Fault> {
         let rip = cx.cpu.rip;
         let bitness = cx.cpu.code_bitness();
-        let phys = cx.linear(SegReg::Cs, rip);
+        let lin = cx.cpu.seg[SegReg::Cs as usize].base.wrapping_add(rip);
+        let phys = if bitness == 64 {
+            lin
+        } else {
+            lin & 0xFFFF_FFFF
+        };
         let key = Key { rip, phys, bitness };
         if self.fast.is_empty() {
             self.fast = vec![None; FAST_ENTRIES];

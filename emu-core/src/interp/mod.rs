@@ -222,6 +222,7 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
             if let Err(fault) = (op.exec)(cx, &op.ins) {
                 cx.cpu.rip = op.ins.ip();
                 faulted = fault_stop(cx, fault, Some(&op.ins));
+                cx.end_block = true;
                 break;
             }
             cx.icount += 1;
@@ -229,12 +230,16 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
                 break;
             }
         }
-        cx.end_block = false;
-        if cx.has_smc() {
-            cache.invalidate_written(cx);
-        }
-        if let Some(stop) = cx.stop.take().or(faulted) {
-            return stop;
+        // Everything unusual (a fault, a stop request, written code) raised end_block,
+        // so the common case costs one test here.
+        if cx.end_block {
+            cx.end_block = false;
+            if cx.has_smc() {
+                cache.invalidate_written(cx);
+            }
+            if let Some(stop) = cx.stop.take().or(faulted) {
+                return stop;
+            }
         }
     }
 }
