@@ -215,7 +215,8 @@ fn opcode_size(ins: &Instruction) -> u8 {
 }
 
 fn leave(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
-    let size = stack_size(ins);
+    // iced-x86 gives LEAVE no static stack increment (ESP comes from EBP).
+    let size = opcode_size(ins);
     let sps = sp_size(cx);
     let saved_sp = cx.cpu.regs[4];
     set_sp(cx, sps, cx.cpu.regs[5]);
