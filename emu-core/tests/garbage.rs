@@ -1,0 +1,119 @@
+//! A guest can do anything to itself and nothing to Popek: random bytes executed as code
+//! end in a guest exception, an unsupported-instruction stop, a halt or the budget —
+//! never a panic, a hang or a write outside guest RAM.
+
+use emu_core::cpu::CpuState;
+use emu_core::exit::StopReason;
+use emu_core::machine::Machine;
+use proptest::prelude::*;
+
+/// Where the random code goes: in the middle of a page, so it can run off its end.
+const CODE: u64 = 0x10_0800;
+/// Guest RAM for these tests: small, so wild addresses leave RAM quickly.
+const RAM: usize = 2 << 20;
+
+fn machine_with(code: &[u8], regs: [u32; 8]) -> Machine {
+    let mut m = Machine::interpreted(RAM, Box::new(std::io::sink())).expect("machine");
+    let at = CODE as usize;
+    m.ram_mut().as_mut_slice()[at..at + code.len()].copy_from_slice(code);
+    let mut st = CpuState::multiboot(CODE as u32, 0, 0);
+    for (r, v) in st.gpr.iter_mut().zip(regs) {
+        *r = v.into();
+    }
+    m.set_cpu_state(&st);
+    m
+}
+
+fn run_bytes(code: &[u8], regs: [u32; 8], budget: u64) -> StopReason {
+    let mut m = machine_with(code, regs);
+    let outcome = m.run(budget);
+    assert!(outcome.instructions <= budget, "ran past the budget");
+    outcome.stop
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn random_code_never_panics(
+        code in proptest::collection::vec(any::<u8>(), 1..64),
+        regs in any::<[u32; 8]>(),
+    ) {
+        // Whatever happens, the run ends and says why.
+        let _ = run_bytes(&code, regs, 10_000);
+    }
+
+    /// Common prefixes and opcode bytes, so more sequences decode to real instructions.
+    #[test]
+    fn plausible_code_never_panics(
+        code in proptest::collection::vec(
+            prop_oneof![
+                Just(0x66u8), Just(0x67), Just(0xF3), Just(0xF2), Just(0x0F), Just(0xF0),
+                Just(0x26), Just(0x64), 0x00u8..0x40, 0x80u8..0x90, 0xA4u8..0xB0,
+                0xC0u8..0xD4, 0xE0u8..0xF8, any::<u8>()
+            ],
+            1..48,
+        ),
+        regs in any::<[u32; 8]>(),
+    ) {
+        let _ = run_bytes(&code, regs, 10_000);
+    }
+}
+
+#[test]
+fn a_rep_string_with_a_huge_count_stops_at_the_budget() {
+    // rep stosb with ECX = 0xFFFFFFFF and EDI in RAM, then hlt.
+    let regs = [0, 0xFFFF_FFFF, 0, 0, 0, 0, 0, 0x10_0000];
+    let stop = run_bytes(&[0xF3, 0xAA, 0xF4], regs, 1000);
+    assert_eq!(stop, StopReason::Budget);
+}
+
+#[test]
+fn an_endless_loop_stops_at_the_budget() {
+    let stop = run_bytes(&[0xEB, 0xFE], [0; 8], 100_000);
+    assert_eq!(stop, StopReason::Budget);
+}
+
+#[test]
+fn executing_outside_ram_raises_invalid_opcode() {
+    // jmp eax with EAX beyond RAM: open bus reads 0xFF bytes, which do not decode.
+    let stop = run_bytes(&[0xFF, 0xE0], [0x4000_0000, 0, 0, 0, 0, 0, 0, 0], 100);
+    match stop {
+        StopReason::Exception { exception, .. } => assert_eq!(exception.vector, 6),
+        other => panic!("expected #UD, got {other}"),
+    }
+}
+
+#[test]
+fn self_modifying_code_runs_the_new_bytes() {
+    // mov byte [CODE+10], 0x41 ; jmp +0 ; inc eax ; hlt
+    // The store turns the already-decoded `inc eax` (0x40) into `inc ecx` (0x41).
+    let patch_at = (CODE + 10) as u32;
+    let mut code = vec![0xC6, 0x05];
+    code.extend_from_slice(&patch_at.to_le_bytes());
+    code.extend_from_slice(&[0x41, 0xEB, 0x00, 0x90, 0x40, 0xF4]);
+    assert_eq!(code[10], 0x40, "the patched byte is the inc");
+    let mut m = machine_with(&code, [0; 8]);
+    assert_eq!(m.run(100).stop, StopReason::Halted);
+    let st = m.cpu_state();
+    assert_eq!(
+        (st.gpr[0], st.gpr[1]),
+        (0, 1),
+        "the patched instruction ran"
+    );
+}
+
+#[test]
+fn writes_beyond_ram_go_to_the_mmio_bus_not_the_host() {
+    // mov dword [0xFFFF_FFFC], eax ; mov ebx, [0xFFFF_FFFC] ; hlt
+    let code = [
+        0xA3, 0xFC, 0xFF, 0xFF, 0xFF, 0x8B, 0x1D, 0xFC, 0xFF, 0xFF, 0xFF, 0xF4,
+    ];
+    let mut m = machine_with(&code, [0x1234_5678, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(m.run(100).stop, StopReason::Halted);
+    // Nothing answers there: the load reads open bus.
+    assert_eq!(m.cpu_state().gpr[3], 0xFFFF_FFFF);
+    let c = &m.vmm.counters;
+    assert_eq!(c.exits(emu_core::exit::ExitReason::MmioWrite), 1);
+    assert_eq!(c.exits(emu_core::exit::ExitReason::MmioRead), 1);
+}
