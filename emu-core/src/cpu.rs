@@ -71,6 +71,28 @@ pub mod cr0 {
     pub const PG: u64 = 1 << 31;
 }
 
+/// CR4 bits.
+pub mod cr4 {
+    /// Page size extension: 4 MiB pages in 32-bit paging.
+    pub const PSE: u64 = 1 << 4;
+    /// Physical address extension: 64-bit page-table entries.
+    pub const PAE: u64 = 1 << 5;
+    /// Global pages survive CR3 reloads.
+    pub const PGE: u64 = 1 << 7;
+}
+
+/// IA32_EFER bits.
+pub mod efer {
+    /// SYSCALL/SYSRET enable.
+    pub const SCE: u64 = 1 << 0;
+    /// Long mode enable (takes effect when paging is turned on).
+    pub const LME: u64 = 1 << 8;
+    /// Long mode active (set by the processor).
+    pub const LMA: u64 = 1 << 10;
+    /// No-execute enable: page-table bit 63 forbids instruction fetches.
+    pub const NXE: u64 = 1 << 11;
+}
+
 /// The six segment registers, in the order of their encoding in instructions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SegReg {
@@ -143,6 +165,29 @@ pub struct DescriptorTable {
     pub limit: u16,
 }
 
+/// The model-specific registers the guests use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Msrs {
+    /// IA32_SYSENTER_CS: the kernel code selector SYSENTER loads.
+    pub sysenter_cs: u64,
+    /// IA32_SYSENTER_ESP: the kernel stack pointer SYSENTER loads.
+    pub sysenter_esp: u64,
+    /// IA32_SYSENTER_EIP: the kernel entry point SYSENTER jumps to.
+    pub sysenter_eip: u64,
+    /// STAR: SYSCALL/SYSRET selectors (and the 32-bit SYSCALL target).
+    pub star: u64,
+    /// LSTAR: the 64-bit SYSCALL target.
+    pub lstar: u64,
+    /// CSTAR: the compatibility-mode SYSCALL target.
+    pub cstar: u64,
+    /// SFMASK: RFLAGS bits SYSCALL clears.
+    pub fmask: u64,
+    /// KERNEL_GS_BASE: what SWAPGS exchanges with GS.base.
+    pub kernel_gs_base: u64,
+    /// The time-stamp counter.
+    pub tsc: u64,
+}
+
 /// The whole architectural state engines exchange.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CpuState {
@@ -172,6 +217,10 @@ pub struct CpuState {
     pub cr4: u64,
     /// IA32_EFER: long mode, NX and SYSCALL enables.
     pub efer: u64,
+    /// Debug registers DR0-DR7 (DR4/DR5 alias DR6/DR7 and stay zero).
+    pub dr: [u64; 8],
+    /// Model-specific registers.
+    pub msr: Msrs,
 }
 
 /// Names of the general-purpose registers in encoding order, for dumps.
@@ -202,7 +251,7 @@ impl CpuState {
     pub fn dump(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
-        let wide = self.efer & (1 << 10) != 0; // EFER.LMA: show 64-bit registers
+        let wide = self.efer & efer::LMA != 0; // long mode: show 64-bit registers
         let count = if wide { 16 } else { 8 };
         for (i, name) in GPR_NAMES.iter().enumerate().take(count) {
             let sep = if i % 4 == 3 { "\n" } else { "  " };

@@ -7,9 +7,10 @@
 //! decoded from it.
 
 use super::ctx::{Ctx, PAGE_SHIFT};
+use super::mmu::Access;
 use super::{dispatch, Fault, Handler};
 use crate::cpu::SegReg;
-use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
+use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction};
 use std::collections::HashMap;
 
 /// Longest block, in instructions: bounds decode work done ahead of execution.
@@ -45,6 +46,18 @@ pub struct Block {
     key: Key,
 }
 
+/// Copies code bytes from guest-physical memory; outside RAM reads as open bus (0xFF),
+/// which decodes to #UD soon enough.
+fn copy_code(cx: &Ctx<'_>, pa: u64, out: &mut [u8]) {
+    out.fill(0xFF);
+    if let Ok(start) = usize::try_from(pa) {
+        if start < cx.ram.len() {
+            let n = out.len().min(cx.ram.len() - start);
+            out[..n].copy_from_slice(&cx.ram[start..start + n]);
+        }
+    }
+}
+
 /// Decoded blocks by key, with the pages they were decoded from.
 #[derive(Default)]
 pub struct BlockCache {
@@ -73,11 +86,13 @@ impl BlockCache {
         let rip = cx.cpu.rip;
         let bitness = cx.cpu.code_bitness();
         let lin = cx.cpu.seg[SegReg::Cs as usize].base.wrapping_add(rip);
-        let phys = if bitness == 64 {
+        let lin = if bitness == 64 {
             lin
         } else {
             lin & 0xFFFF_FFFF
         };
+        let user = cx.cpu.cpl() == 3;
+        let phys = cx.translate(lin, Access::Exec, user)?;
         let key = Key { rip, phys, bitness };
         if self.fast.is_empty() {
             self.fast = vec![None; FAST_ENTRIES];
@@ -88,7 +103,7 @@ impl BlockCache {
             _ => {
                 let id = match self.map.get(&key) {
                     Some(&id) => id,
-                    None => self.build(cx, key),
+                    None => self.build(cx, key, lin, user)?,
                 };
                 self.fast[slot] = Some((key, id));
                 id
@@ -99,33 +114,45 @@ impl BlockCache {
             .expect("fast table and map hold live blocks"))
     }
 
-    fn build(&mut self, cx: &mut Ctx<'_>, key: Key) -> u32 {
+    fn build(&mut self, cx: &mut Ctx<'_>, key: Key, lin: u64, user: bool) -> Result<u32, Fault> {
         if self.map.len() >= MAX_BLOCKS {
             self.flush(cx);
         }
         let page_end = ((key.phys >> PAGE_SHIFT) + 1) << PAGE_SHIFT;
         let in_page = (page_end - key.phys) as usize;
-        // Enough bytes for the page's rest plus one instruction straddling out of it;
-        // bytes outside RAM read as open bus (0xFF), which decodes to #UD soon enough.
-        let mut bytes = vec![0xFFu8; in_page + MAX_INSN_LEN - 1];
-        if let Ok(start) = usize::try_from(key.phys) {
-            if start < cx.ram.len() {
-                let n = bytes.len().min(cx.ram.len() - start);
-                bytes[..n].copy_from_slice(&cx.ram[start..start + n]);
-            }
+        // The rest of this page, then the start of the next linear page, for one
+        // instruction straddling out of it. The next page may be unmapped: then only an
+        // instruction that really needs its bytes faults.
+        let next_lin = lin.wrapping_add(in_page as u64);
+        let next = cx.translate(next_lin, Access::Exec, user);
+        let tail = if next.is_ok() { MAX_INSN_LEN - 1 } else { 0 };
+        let mut bytes = vec![0u8; in_page + tail];
+        copy_code(cx, key.phys, &mut bytes[..in_page]);
+        if let Ok(next_pa) = next {
+            copy_code(cx, next_pa, &mut bytes[in_page..]);
         }
         let mut decoder = Decoder::with_ip(key.bitness, &bytes, key.rip, DecoderOptions::NONE);
         let mut ops = Vec::new();
         let mut pages = vec![key.phys >> PAGE_SHIFT];
         while ops.len() < MAX_BLOCK_OPS && (decoder.position() as usize) < in_page {
             let ins = decoder.decode();
+            if decoder.last_error() == DecoderError::NoMoreBytes {
+                // It runs into the unmapped next page: the fetch faults there, when
+                // execution gets to it.
+                match next {
+                    Err(fault) if ops.is_empty() => return Err(fault),
+                    _ => break,
+                }
+            }
             let straddles = decoder.position() > in_page;
             ops.push(Op {
                 exec: dispatch::handler(&ins),
                 ins,
             });
             if straddles {
-                pages.push((key.phys >> PAGE_SHIFT) + 1);
+                if let Ok(next_pa) = next {
+                    pages.push(next_pa >> PAGE_SHIFT);
+                }
                 break;
             }
             if ins.is_invalid() || ins.flow_control() != FlowControl::Next {
@@ -150,7 +177,7 @@ impl BlockCache {
                 *bit = true;
             }
         }
-        id
+        Ok(id)
     }
 
     /// Drops the blocks decoded from pages the guest wrote (self-modifying code).

@@ -1,7 +1,9 @@
 //! What an instruction handler works on: the CPU, guest RAM and the exit handler, with
 //! register, memory and operand access.
 
+use super::mmu::{self, Access};
 use super::{Cpu, Fault};
+use crate::cpu::cr0;
 use crate::cpu::SegReg;
 use crate::exit::{ExitHandler, Flow, StopReason, VmExit};
 use bitvec::prelude::*;
@@ -195,20 +197,108 @@ impl<'a> Ctx<'a> {
 
     // ---- memory ----
 
-    /// Reads `size` bytes (1, 2, 4 or 8) at a linear address, little-endian.
+    /// Reads `size` bytes (1, 2, 4 or 8) at a linear address, little-endian, with the
+    /// current privilege level's permissions.
     #[inline]
     pub fn read(&mut self, lin: u64, size: u8) -> Result<u64, Fault> {
-        let pa = lin; // paging comes with the system-architecture work
+        let user = self.cpu.cpl() == 3;
+        self.read_as(lin, size, Access::Read, user)
+    }
+
+    /// Writes the low `size` bytes of `v` at a linear address as the current CPL.
+    #[inline]
+    pub fn write(&mut self, lin: u64, size: u8, v: u64) -> Result<(), Fault> {
+        let user = self.cpu.cpl() == 3;
+        self.write_as(lin, size, v, user)
+    }
+
+    /// A read the processor makes on its own behalf (descriptor tables, TSS, IDT): it
+    /// has supervisor rights whatever the CPL.
+    pub fn read_sys(&mut self, lin: u64, size: u8) -> Result<u64, Fault> {
+        self.read_as(lin, size, Access::Read, false)
+    }
+
+    /// A write the processor makes on its own behalf (descriptor accessed bits, the
+    /// busy bit of a TSS).
+    pub fn write_sys(&mut self, lin: u64, size: u8, v: u64) -> Result<(), Fault> {
+        self.write_as(lin, size, v, false)
+    }
+
+    /// Translates a linear address for an access.
+    #[inline(always)]
+    pub fn translate(&mut self, lin: u64, access: Access, user: bool) -> Result<u64, Fault> {
+        Ok(mmu::translate(self.cpu, self.ram, lin, access, user)?)
+    }
+
+    #[inline]
+    fn read_as(&mut self, lin: u64, size: u8, access: Access, user: bool) -> Result<u64, Fault> {
         let n = size as usize;
+        if self.cpu.cr0 & cr0::PG != 0 && (lin & 0xFFF) as usize + n > 0x1000 {
+            return self.read_across_pages(lin, n, access, user);
+        }
+        let pa = self.translate(lin, access, user)?;
+        Ok(self.read_phys(pa, n))
+    }
+
+    /// A read that straddles two pages: both are translated before anything is read.
+    #[cold]
+    fn read_across_pages(
+        &mut self,
+        lin: u64,
+        n: usize,
+        access: Access,
+        user: bool,
+    ) -> Result<u64, Fault> {
+        let first = 0x1000 - (lin & 0xFFF) as usize;
+        let pa1 = self.translate(lin, access, user)?;
+        let pa2 = self.translate(lin.wrapping_add(first as u64), access, user)?;
+        let mut v = 0u64;
+        for i in (0..n).rev() {
+            let pa = if i < first {
+                pa1 + i as u64
+            } else {
+                pa2 + (i - first) as u64
+            };
+            v = (v << 8) | self.read_phys(pa, 1);
+        }
+        Ok(v)
+    }
+
+    #[inline]
+    fn write_as(&mut self, lin: u64, size: u8, v: u64, user: bool) -> Result<(), Fault> {
+        let n = size as usize;
+        if self.cpu.cr0 & cr0::PG != 0 && (lin & 0xFFF) as usize + n > 0x1000 {
+            return self.write_across_pages(lin, n, v, user);
+        }
+        let pa = self.translate(lin, Access::Write, user)?;
+        self.write_phys(pa, &v.to_le_bytes()[..n]);
+        Ok(())
+    }
+
+    /// A write that straddles two pages: both must be writable before either is written.
+    #[cold]
+    fn write_across_pages(&mut self, lin: u64, n: usize, v: u64, user: bool) -> Result<(), Fault> {
+        let first = 0x1000 - (lin & 0xFFF) as usize;
+        let pa1 = self.translate(lin, Access::Write, user)?;
+        let pa2 = self.translate(lin.wrapping_add(first as u64), Access::Write, user)?;
+        let bytes = v.to_le_bytes();
+        self.write_phys(pa1, &bytes[..first]);
+        self.write_phys(pa2, &bytes[first..n]);
+        Ok(())
+    }
+
+    /// Reads `n` bytes at a guest-physical address: RAM, or MMIO beyond it.
+    #[inline]
+    pub fn read_phys(&mut self, pa: u64, n: usize) -> u64 {
         if let Some(bytes) = usize::try_from(pa)
             .ok()
             .and_then(|p| self.ram.get(p..p.wrapping_add(n)))
         {
             let mut buf = [0u8; 8];
             buf[..n].copy_from_slice(bytes);
-            return Ok(u64::from_le_bytes(buf));
+            return u64::from_le_bytes(buf);
         }
-        Ok(self.read_slow(pa, n))
+        self.read_slow(pa, n)
     }
 
     /// A read that leaves RAM: each byte from RAM or, as a whole, from MMIO.
@@ -230,22 +320,19 @@ impl<'a> Ctx<'a> {
         u64::from_le_bytes(buf)
     }
 
-    /// Writes the low `size` bytes of `v` at a linear address.
+    /// Writes bytes at a guest-physical address: RAM, or MMIO beyond it.
     #[inline]
-    pub fn write(&mut self, lin: u64, size: u8, v: u64) -> Result<(), Fault> {
-        let pa = lin;
-        let n = size as usize;
-        let bytes = v.to_le_bytes();
+    pub fn write_phys(&mut self, pa: u64, bytes: &[u8]) {
+        let n = bytes.len();
         if let Some(dst) = usize::try_from(pa)
             .ok()
             .and_then(|p| self.ram.get_mut(p..p.wrapping_add(n)))
         {
-            dst.copy_from_slice(&bytes[..n]);
+            dst.copy_from_slice(bytes);
             self.note_code_write(pa, n);
-            return Ok(());
+            return;
         }
-        self.write_slow(pa, &bytes[..n]);
-        Ok(())
+        self.write_slow(pa, bytes);
     }
 
     #[cold]

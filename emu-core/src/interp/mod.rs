@@ -21,6 +21,7 @@ mod dispatch;
 mod flagops;
 pub mod flags;
 mod io;
+mod mmu;
 mod moves;
 mod muldiv;
 mod shift;
@@ -86,6 +87,12 @@ pub struct Cpu {
     pub cr4: u64,
     /// IA32_EFER.
     pub efer: u64,
+    /// DR0-DR7.
+    pub dr: [u64; 8],
+    /// Model-specific registers.
+    pub msr: crate::cpu::Msrs,
+    /// The software TLB (not architectural state: rebuilt from the page tables).
+    pub tlb: mmu::Tlb,
 }
 
 impl Cpu {
@@ -105,6 +112,9 @@ impl Cpu {
             cr3: s.cr3,
             cr4: s.cr4,
             efer: s.efer,
+            dr: s.dr,
+            msr: s.msr,
+            tlb: mmu::Tlb::default(),
         }
     }
 
@@ -124,13 +134,27 @@ impl Cpu {
             cr3: self.cr3,
             cr4: self.cr4,
             efer: self.efer,
+            dr: self.dr,
+            msr: self.msr,
+        }
+    }
+
+    /// Current privilege level: CS.RPL in protected mode, 0 in real mode.
+    #[inline(always)]
+    pub fn cpl(&self) -> u8 {
+        if self.cr0 & crate::cpu::cr0::PE == 0 {
+            0
+        } else if self.flags.control(crate::cpu::rflags::VM) {
+            3
+        } else {
+            (self.seg[crate::cpu::SegReg::Cs as usize].selector & 3) as u8
         }
     }
 
     /// Code bitness from CS (16, 32 or 64): what the decoder needs.
     pub fn code_bitness(&self) -> u32 {
         let cs = &self.seg[crate::cpu::SegReg::Cs as usize];
-        let lma = self.efer & (1 << 10) != 0;
+        let lma = self.efer & crate::cpu::efer::LMA != 0;
         if lma && cs.attr & Segment::LONG != 0 {
             64
         } else if cs.attr & Segment::DB != 0 {
