@@ -40,10 +40,18 @@ pub enum VmExit<'a> {
         /// The bytes written.
         data: &'a [u8],
     },
-    /// HLT: the vCPU waits for an interrupt.
-    Hlt,
-    /// Triple fault: the processor shuts down.
-    Shutdown,
+    /// HLT: the vCPU waits for an interrupt. `interruptible` is EFLAGS.IF: with IF clear
+    /// nothing but an NMI could wake it.
+    Hlt {
+        /// EFLAGS.IF at the HLT.
+        interruptible: bool,
+    },
+    /// Triple fault: the processor shuts down. Where the engine knows, `cause` says
+    /// which exception could not be delivered, and the state when it was raised.
+    Shutdown {
+        /// The undeliverable exception and the state at its instruction.
+        cause: Option<(Exception, Box<CpuState>)>,
+    },
     /// An exception the guest has no way to handle (no IDT delivery in this engine yet).
     Exception {
         /// The exception.
@@ -119,8 +127,8 @@ impl VmExit<'_> {
             VmExit::IoOut { .. } => ExitReason::IoOut,
             VmExit::MmioRead { .. } => ExitReason::MmioRead,
             VmExit::MmioWrite { .. } => ExitReason::MmioWrite,
-            VmExit::Hlt => ExitReason::Hlt,
-            VmExit::Shutdown => ExitReason::Shutdown,
+            VmExit::Hlt { .. } => ExitReason::Hlt,
+            VmExit::Shutdown { .. } => ExitReason::Shutdown,
             VmExit::Exception { .. } => ExitReason::Exception,
             VmExit::Unsupported { .. } => ExitReason::Unsupported,
         }
@@ -143,8 +151,8 @@ pub enum StopReason {
     Exited(u32),
     /// The guest halted with nothing left that could wake it.
     Halted,
-    /// Triple fault.
-    Shutdown,
+    /// Triple fault, with the exception that could not be delivered where known.
+    Shutdown(Option<(Exception, Box<CpuState>)>),
     /// An exception the guest could not handle.
     Exception {
         /// The exception.
@@ -175,7 +183,14 @@ impl fmt::Display for StopReason {
                     "guest halted with interrupts disabled and nothing to wake it"
                 )
             }
-            StopReason::Shutdown => write!(f, "triple fault: the processor shut down"),
+            StopReason::Shutdown(None) => write!(f, "triple fault: the processor shut down"),
+            StopReason::Shutdown(Some((exception, state))) => write!(
+                f,
+                "triple fault: {exception} at rip {:#x} could not be delivered \
+                 (check the IDT, its descriptors and the stack)\n{}",
+                state.rip,
+                state.dump()
+            ),
             StopReason::Exception { exception, state } => write!(
                 f,
                 "unhandled exception {exception} at rip {:#x}\n{}",
@@ -191,10 +206,94 @@ impl fmt::Display for StopReason {
     }
 }
 
+/// Why the privilege level changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingCause {
+    /// An exception was delivered.
+    Exception(u8),
+    /// A hardware interrupt was delivered.
+    Interrupt(u8),
+    /// INT n, INT3 or INTO.
+    SoftwareInterrupt(u8),
+    /// IRET.
+    Iret,
+    /// A far CALL through a call gate.
+    CallGate,
+    /// A far RET to an outer ring.
+    FarReturn,
+    /// SYSENTER.
+    Sysenter,
+    /// SYSEXIT.
+    Sysexit,
+    /// SYSCALL.
+    Syscall,
+    /// SYSRET.
+    Sysret,
+}
+
+/// Things the guest did that are not exits (no VMM work) but that counters and traces
+/// follow: engines that can see them report them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestEvent {
+    /// An exception was delivered through the IDT.
+    Exception {
+        /// Vector.
+        vector: u8,
+        /// Error code, where the vector has one.
+        error_code: Option<u32>,
+        /// RIP of the instruction it was raised at.
+        rip: u64,
+    },
+    /// A hardware interrupt was delivered.
+    Interrupt {
+        /// Vector.
+        vector: u8,
+        /// RIP it interrupted.
+        rip: u64,
+    },
+    /// The CPL changed.
+    RingTransition {
+        /// The old CPL.
+        from: u8,
+        /// The new CPL.
+        to: u8,
+        /// Why.
+        cause: RingCause,
+    },
+}
+
+/// What the interrupt controller says when polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InterruptPoll {
+    /// INTR is asserted: a maskable interrupt waits to be acknowledged.
+    pub pending: bool,
+    /// The instruction count by which the engine should poll again even if nothing
+    /// else happens (a timer deadline); `u64::MAX` when nothing is scheduled.
+    pub next_poll: u64,
+}
+
 /// The VMM side of the exit interface.
 pub trait ExitHandler {
     /// Handles one exit: dispatches to devices, counts it, decides whether to go on.
     /// `icount` is the number of guest instructions retired before the exit (0 for
     /// engines that cannot count them).
     fn handle(&mut self, exit: VmExit<'_>, icount: u64) -> Flow;
+
+    /// Counts and traces something the guest did without an exit.
+    fn notify(&mut self, _event: GuestEvent, _icount: u64) {}
+
+    /// Brings the devices to the virtual time of `icount` and says whether an interrupt
+    /// is pending. A machine without an interrupt controller never has one.
+    fn poll_interrupts(&mut self, _icount: u64) -> InterruptPoll {
+        InterruptPoll {
+            pending: false,
+            next_poll: u64::MAX,
+        }
+    }
+
+    /// The interrupt-acknowledge cycle: the vector of the pending interrupt, now in
+    /// service, or None if it went away.
+    fn acknowledge_interrupt(&mut self) -> Option<u8> {
+        None
+    }
 }

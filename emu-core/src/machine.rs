@@ -32,6 +32,14 @@ impl Vmm {
         }
     }
 
+    /// A halted CPU: with interrupts enabled, run time forward to the next interrupt;
+    /// with nothing that could ever wake it, stop.
+    fn wait_for_interrupt(&mut self, interruptible: bool, _icount: u64) -> Flow {
+        // popek-pc has no interrupt source wired to the CPU yet.
+        let _ = interruptible;
+        Flow::Stop(StopReason::Halted)
+    }
+
     fn io_event(&mut self, icount: u64, port: u16, write: bool, data: &[u8]) {
         let count = self.counters.ports.entry(port).or_default();
         if write {
@@ -113,21 +121,19 @@ impl ExitHandler for Vmm {
                 self.mmio_event(icount, addr, true, data);
                 write_flow(self.devices.mmio.write(addr, data))
             }
-            VmExit::Hlt => {
+            VmExit::Hlt { interruptible } => {
                 self.trace.record(EventMask::EXITS, || Event {
                     icount,
                     kind: EventKind::Exit(ExitReason::Hlt),
                 });
-                // popek-pc has no interrupt source wired to the CPU yet, so nothing can
-                // end a halt.
-                Flow::Stop(StopReason::Halted)
+                self.wait_for_interrupt(interruptible, icount)
             }
-            VmExit::Shutdown => {
+            VmExit::Shutdown { cause } => {
                 self.trace.record(EventMask::EXITS, || Event {
                     icount,
                     kind: EventKind::Exit(ExitReason::Shutdown),
                 });
-                Flow::Stop(StopReason::Shutdown)
+                Flow::Stop(StopReason::Shutdown(cause))
             }
             VmExit::Exception { exception, state } => {
                 *self

@@ -4,9 +4,11 @@
 //! transfer checks (the system-architecture work) and are reported as unsupported until
 //! then.
 
+use super::interrupt::{deliver, Source};
 use super::stack::{pop, push};
 use super::{Ctx, Fault, Handler};
 use crate::exception::Exception;
+use crate::exit::GuestEvent;
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 /// The handler for `ins`, if this family implements it.
@@ -126,21 +128,32 @@ fn jcxz(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     Ok(())
 }
 
-fn int3(_: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
-    Err(Exception::breakpoint().into())
+/// INT3 and INTO are traps: the return address is the next instruction, and like INT n
+/// they are refused by a gate with DPL below the CPL.
+fn software_exception(cx: &mut Ctx<'_>, e: Exception) -> Result<(), Fault> {
+    let rip = cx.cpu.rip;
+    cx.exits.notify(
+        GuestEvent::Exception {
+            vector: e.vector,
+            error_code: None,
+            rip,
+        },
+        cx.icount,
+    );
+    deliver(cx, e.vector, Source::SoftwareException, None)
+}
+
+fn int3(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
+    software_exception(cx, Exception::breakpoint())
 }
 
 fn into(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
     if cx.cpu.flags.of() {
-        return Err(Exception::overflow().into());
+        return software_exception(cx, Exception::overflow());
     }
     Ok(())
 }
 
-fn int_n(_: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
-    Err(Exception {
-        vector: ins.immediate8(),
-        error_code: None,
-    }
-    .into())
+fn int_n(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
+    deliver(cx, ins.immediate8(), Source::Software, None)
 }

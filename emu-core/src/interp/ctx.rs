@@ -40,6 +40,16 @@ pub struct Ctx<'a> {
     pub smc_pages: Vec<u64>,
     /// Instructions retired so far (the guest's time-stamp counter).
     pub icount: u64,
+    /// When to ask the interrupt controller again (an instruction count); 0 = at once.
+    pub next_poll: u64,
+}
+
+impl Ctx<'_> {
+    /// Holds off interrupts until after the next instruction (after STI, MOV SS, POP SS):
+    /// the next poll waits until then.
+    pub fn inhibit_interrupts(&mut self) {
+        self.next_poll = self.icount + 2;
+    }
 }
 
 impl<'a> Ctx<'a> {
@@ -64,6 +74,7 @@ impl<'a> Ctx<'a> {
             code_pages,
             smc_pages: Vec::new(),
             icount: 0,
+            next_poll: 0,
         }
     }
 
@@ -78,6 +89,8 @@ impl<'a> Ctx<'a> {
             self.stop = Some(reason);
             self.end_block = true;
         }
+        // A device may have raised or lowered an interrupt line.
+        self.next_poll = 0;
     }
 
     // ---- registers ----
@@ -180,11 +193,14 @@ impl<'a> Ctx<'a> {
     /// Linear address of `offset` in segment `seg`.
     #[inline(always)]
     pub fn linear(&self, seg: SegReg, offset: u64) -> u64 {
-        let lin = self.cpu.seg[seg as usize].base.wrapping_add(offset);
         if self.cpu.code_bitness() == 64 {
-            lin
+            // 64-bit mode: flat, except that FS and GS keep their bases.
+            match seg {
+                SegReg::Fs | SegReg::Gs => self.cpu.seg[seg as usize].base.wrapping_add(offset),
+                _ => offset,
+            }
         } else {
-            lin & 0xFFFF_FFFF
+            self.cpu.seg[seg as usize].base.wrapping_add(offset) & 0xFFFF_FFFF
         }
     }
 
@@ -222,6 +238,12 @@ impl<'a> Ctx<'a> {
     /// busy bit of a TSS).
     pub fn write_sys(&mut self, lin: u64, size: u8, v: u64) -> Result<(), Fault> {
         self.write_as(lin, size, v, false)
+    }
+
+    /// A write with the rights of privilege level `cpl` (interrupt frames are pushed
+    /// with the rights of the ring being entered).
+    pub fn write_as_cpl(&mut self, lin: u64, size: u8, v: u64, cpl: u8) -> Result<(), Fault> {
+        self.write_as(lin, size, v, cpl == 3)
     }
 
     /// Translates a linear address for an access.

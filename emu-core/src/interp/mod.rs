@@ -20,10 +20,12 @@ mod ctx;
 mod dispatch;
 mod flagops;
 pub mod flags;
+mod interrupt;
 mod io;
 mod mmu;
 mod moves;
 mod muldiv;
+mod segment;
 mod shift;
 mod stack;
 mod string;
@@ -229,6 +231,11 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
         if left == 0 {
             return StopReason::Budget;
         }
+        if cx.icount >= cx.next_poll {
+            if let Some(stop) = poll_interrupts(cx) {
+                return stop;
+            }
+        }
         let block = match cache.lookup_or_build(cx) {
             Ok(b) => b,
             Err(fault) => match fault_stop(cx, fault, None) {
@@ -268,22 +275,37 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
     }
 }
 
-/// Turns a fault into the exit the VMM sees; returns the reason to stop, if any.
+/// Delivers a pending hardware interrupt if EFLAGS.IF allows it.
+fn poll_interrupts(cx: &mut Ctx<'_>) -> Option<StopReason> {
+    let poll = cx.exits.poll_interrupts(cx.icount);
+    cx.next_poll = poll.next_poll;
+    if !poll.pending || !cx.cpu.flags.control(crate::cpu::rflags::IF) {
+        return None;
+    }
+    let vector = cx.exits.acknowledge_interrupt()?;
+    let stop = interrupt::external(cx, vector);
+    // Another request may be waiting behind this one.
+    cx.next_poll = 0;
+    stop
+}
+
+/// Raises a fault at the instruction RIP points to (exceptions go through the IDT);
+/// returns the reason to stop, if any.
 fn fault_stop(cx: &mut Ctx<'_>, fault: Fault, ins: Option<&Instruction>) -> Option<StopReason> {
-    let exit = match fault {
-        Fault::Exception(exception) => VmExit::Exception {
-            exception,
-            state: Box::new(cx.cpu.to_state()),
-        },
-        Fault::Unsupported => VmExit::Unsupported {
-            rip: cx.cpu.rip,
-            what: ins
+    match fault {
+        Fault::Exception(exception) => interrupt::raise(cx, exception),
+        Fault::Unsupported => {
+            let what = ins
                 .map(|i| format!("{i}"))
-                .unwrap_or_else(|| "(undecodable)".into()),
-        },
-    };
-    match cx.exits.handle(exit, cx.icount) {
-        Flow::Continue => None,
-        Flow::Stop(reason) => Some(reason),
+                .unwrap_or_else(|| "(undecodable)".into());
+            let exit = VmExit::Unsupported {
+                rip: cx.cpu.rip,
+                what,
+            };
+            match cx.exits.handle(exit, cx.icount) {
+                Flow::Continue => None,
+                Flow::Stop(reason) => Some(reason),
+            }
+        }
     }
 }

@@ -1,9 +1,12 @@
 //! Data movement: MOV MOVZX MOVSX MOVSXD LEA XCHG CMPXCHG CMPXCHG8B XADD BSWAP SETcc
 //! CMOVcc, the sign extensions CBW/CWDE/CDQE/CWD/CDQ/CQO, XLAT and NOP.
 
-use super::ctx::operand_size;
+use super::ctx::{operand_size, seg_of};
 use super::flags::{sign_bit, size_mask, FlagOp};
+use super::segment::load_data_segment;
 use super::{Ctx, Fault, Handler};
+use crate::cpu::SegReg;
+use crate::exception::Exception;
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 /// The handler for `ins`, if this family implements it.
@@ -11,6 +14,10 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
     Some(match ins.mnemonic() {
         Mnemonic::Mov if !touches_segment_or_system(ins) => mov,
         Mnemonic::Mov if is_read_of_segment(ins) => mov,
+        Mnemonic::Mov if is_load_of_segment(ins) => mov_to_segment,
+        Mnemonic::Lds | Mnemonic::Les | Mnemonic::Lfs | Mnemonic::Lgs | Mnemonic::Lss => {
+            load_far_pointer
+        }
         Mnemonic::Movzx => movzx,
         Mnemonic::Movsx | Mnemonic::Movsxd => movsx,
         Mnemonic::Lea => lea,
@@ -59,8 +66,7 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
     })
 }
 
-/// MOV to a segment register, or to/from control and debug registers, needs the
-/// system-architecture machinery (descriptor loads, mode switches).
+/// MOV with a segment, control, debug or test register operand is not a plain move.
 fn touches_segment_or_system(ins: &Instruction) -> bool {
     (0..ins.op_count()).any(|i| {
         ins.op_kind(i) == OpKind::Register && {
@@ -73,6 +79,48 @@ fn touches_segment_or_system(ins: &Instruction) -> bool {
 /// MOV r/m16, Sreg only reads a selector.
 fn is_read_of_segment(ins: &Instruction) -> bool {
     ins.op1_kind() == OpKind::Register && ins.op1_register().is_segment_register()
+}
+
+/// MOV Sreg, r/m16.
+fn is_load_of_segment(ins: &Instruction) -> bool {
+    ins.op0_kind() == OpKind::Register && ins.op0_register().is_segment_register()
+}
+
+/// Loads a segment register; MOV to CS does not exist, and a load of SS holds off
+/// interrupts for one instruction so the matching ESP load can follow.
+pub fn load_segment(cx: &mut Ctx<'_>, reg: Register, sel: u16) -> Result<(), Fault> {
+    let seg = seg_of(reg);
+    if seg == SegReg::Cs {
+        return Err(Exception::invalid_opcode().into());
+    }
+    load_data_segment(cx, seg, sel)?;
+    if seg == SegReg::Ss {
+        cx.inhibit_interrupts();
+    }
+    Ok(())
+}
+
+fn mov_to_segment(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
+    let sel = cx.operand(ins, 1)? as u16;
+    load_segment(cx, ins.op0_register(), sel)
+}
+
+/// LDS/LES/LFS/LGS/LSS r, m16:16/32/64: offset first, then the selector.
+fn load_far_pointer(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
+    let size = operand_size(ins, 0);
+    let lin = cx.mem_linear(ins);
+    let offset = cx.read(lin, size)?;
+    let sel = cx.read(lin.wrapping_add(size as u64), 2)? as u16;
+    let seg = match ins.mnemonic() {
+        Mnemonic::Lds => Register::DS,
+        Mnemonic::Les => Register::ES,
+        Mnemonic::Lfs => Register::FS,
+        Mnemonic::Lgs => Register::GS,
+        _ => Register::SS,
+    };
+    load_segment(cx, seg, sel)?;
+    cx.set_reg(ins.op0_register(), offset);
+    Ok(())
 }
 
 fn mov(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {

@@ -10,7 +10,8 @@ use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 pub fn handler(ins: &Instruction) -> Option<Handler> {
     Some(match ins.mnemonic() {
         Mnemonic::Push => push_op,
-        Mnemonic::Pop if !is_segment(ins) => pop_op,
+        Mnemonic::Pop if is_segment(ins) => pop_segment,
+        Mnemonic::Pop => pop_op,
         Mnemonic::Pusha | Mnemonic::Pushad => pusha,
         Mnemonic::Popa | Mnemonic::Popad => popa,
         Mnemonic::Pushf | Mnemonic::Pushfd | Mnemonic::Pushfq => pushf,
@@ -75,6 +76,18 @@ fn push_op(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = stack_size(ins);
     let v = cx.operand(ins, 0)?;
     push(cx, size, v)
+}
+
+/// POP DS/ES/SS/FS/GS: the stack pointer moves only if the segment load succeeds.
+fn pop_segment(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
+    let size = stack_size(ins);
+    let old_sp = cx.cpu.regs[4];
+    let sel = pop(cx, size, 0)? as u16;
+    let loaded = super::moves::load_segment(cx, ins.op0_register(), sel);
+    if loaded.is_err() {
+        cx.cpu.regs[4] = old_sp;
+    }
+    loaded
 }
 
 fn pop_op(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {

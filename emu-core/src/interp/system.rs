@@ -28,13 +28,19 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
 }
 
 fn hlt(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
-    // RIP already points past HLT, where the CPU resumes after an interrupt.
-    cx.exit(VmExit::Hlt);
+    // RIP already points past HLT, where the CPU resumes after an interrupt. The VMM
+    // returns once an interrupt is pending (or stops the run if none can come).
+    let interruptible = cx.cpu.flags.control(IF);
+    cx.exit(VmExit::Hlt { interruptible });
     cx.end_block = true;
     Ok(())
 }
 
 fn set_if(cx: &mut Ctx<'_>, on: bool) -> Result<(), Fault> {
+    if on && !cx.cpu.flags.control(IF) {
+        // STI takes effect after the next instruction, so `sti; hlt` cannot miss a wake-up.
+        cx.inhibit_interrupts();
+    }
     cx.cpu.flags.set_control(IF, on);
     cx.end_block = true;
     Ok(())

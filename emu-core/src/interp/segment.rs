@@ -1,0 +1,313 @@
+//! Segment descriptors, and loading segment registers with the protection checks of
+//! protected mode (or the plain `selector * 16` of real and virtual-8086 mode).
+
+use super::{Ctx, Fault};
+use crate::cpu::{cr0, rflags, SegReg, Segment};
+use crate::exception::{vector, Exception};
+
+/// Selector bits.
+pub mod selector {
+    /// Requested privilege level.
+    pub const RPL: u16 = 3;
+    /// Table indicator: the LDT rather than the GDT.
+    pub const TI: u16 = 1 << 2;
+}
+
+/// Descriptor type values of system descriptors (S = 0).
+pub mod system_type {
+    /// Available 16-bit TSS.
+    pub const TSS16_AVAILABLE: u16 = 1;
+    /// LDT.
+    pub const LDT: u16 = 2;
+    /// Busy 16-bit TSS.
+    pub const TSS16_BUSY: u16 = 3;
+    /// 16-bit call gate.
+    pub const CALL_GATE16: u16 = 4;
+    /// Task gate.
+    pub const TASK_GATE: u16 = 5;
+    /// 16-bit interrupt gate.
+    pub const INT_GATE16: u16 = 6;
+    /// 16-bit trap gate.
+    pub const TRAP_GATE16: u16 = 7;
+    /// Available 32/64-bit TSS.
+    pub const TSS_AVAILABLE: u16 = 9;
+    /// Busy 32/64-bit TSS.
+    pub const TSS_BUSY: u16 = 11;
+    /// 32/64-bit call gate.
+    pub const CALL_GATE: u16 = 12;
+    /// 32/64-bit interrupt gate.
+    pub const INT_GATE: u16 = 14;
+    /// 32/64-bit trap gate.
+    pub const TRAP_GATE: u16 = 15;
+}
+
+/// Code/data type bits (S = 1).
+mod code_data {
+    /// Accessed.
+    pub const ACCESSED: u16 = 1 << 0;
+    /// Data: writable. Code: readable.
+    pub const WRITABLE_READABLE: u16 = 1 << 1;
+    /// Data: expand-down. Code: conforming.
+    pub const CONFORMING: u16 = 1 << 2;
+    /// Code segment.
+    pub const CODE: u16 = 1 << 3;
+}
+
+/// An 8-byte segment descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Descriptor(pub u64);
+
+impl Descriptor {
+    /// Attributes in the layout of [`Segment::attr`]: bits 40-47 and 52-55.
+    pub fn attr(self) -> u16 {
+        (((self.0 >> 40) & 0xFF) | (((self.0 >> 52) & 0xF) << 8)) as u16
+    }
+    /// Type (4 bits).
+    pub fn kind(self) -> u16 {
+        self.attr() & 0xF
+    }
+    /// Code or data (S = 1), not a system descriptor.
+    pub fn is_code_data(self) -> bool {
+        self.attr() & Segment::CODE_DATA != 0
+    }
+    /// A code segment.
+    pub fn is_code(self) -> bool {
+        self.is_code_data() && self.kind() & code_data::CODE != 0
+    }
+    /// A conforming code segment.
+    pub fn is_conforming(self) -> bool {
+        self.is_code() && self.kind() & code_data::CONFORMING != 0
+    }
+    /// A writable data segment.
+    pub fn is_writable_data(self) -> bool {
+        self.is_code_data() && !self.is_code() && self.kind() & code_data::WRITABLE_READABLE != 0
+    }
+    /// A readable code segment or any data segment.
+    pub fn is_readable(self) -> bool {
+        self.is_code_data() && (!self.is_code() || self.kind() & code_data::WRITABLE_READABLE != 0)
+    }
+    /// Present.
+    pub fn present(self) -> bool {
+        self.attr() & Segment::PRESENT != 0
+    }
+    /// Descriptor privilege level.
+    pub fn dpl(self) -> u8 {
+        ((self.attr() >> 5) & 3) as u8
+    }
+    /// Base address (32 bits; system descriptors in long mode add 32 more).
+    pub fn base(self) -> u64 {
+        ((self.0 >> 16) & 0xFF_FFFF) | (((self.0 >> 56) & 0xFF) << 24)
+    }
+    /// Limit in bytes, scaled by the granularity bit.
+    pub fn limit(self) -> u32 {
+        let raw = ((self.0 & 0xFFFF) | (((self.0 >> 48) & 0xF) << 16)) as u32;
+        if self.attr() & Segment::GRANULARITY != 0 {
+            (raw << 12) | 0xFFF
+        } else {
+            raw
+        }
+    }
+    /// The segment register contents this descriptor loads with `selector`.
+    pub fn segment(self, selector: u16) -> Segment {
+        Segment {
+            selector,
+            base: self.base(),
+            limit: self.limit(),
+            attr: self.attr(),
+        }
+    }
+}
+
+/// The #GP/#TS/#NP error code naming a selector.
+pub fn selector_error(sel: u16) -> u32 {
+    (sel & !selector::RPL) as u32
+}
+
+/// Where the descriptor of `sel` lives (linear address), or None if the selector is
+/// beyond its table's limit (or names the LDT when none is loaded).
+pub fn descriptor_address(cx: &Ctx<'_>, sel: u16) -> Option<u64> {
+    let (base, limit) = if sel & selector::TI != 0 {
+        let ldtr = &cx.cpu.ldtr;
+        if ldtr.attr & Segment::PRESENT == 0 {
+            return None;
+        }
+        (ldtr.base, ldtr.limit as u64)
+    } else {
+        (cx.cpu.gdtr.base, cx.cpu.gdtr.limit as u64)
+    };
+    let offset = (sel & !7) as u64;
+    (offset + 7 <= limit).then_some(base.wrapping_add(offset))
+}
+
+/// Reads the descriptor of `sel`; None if it is outside its table.
+pub fn read_descriptor(cx: &mut Ctx<'_>, sel: u16) -> Result<Option<(Descriptor, u64)>, Fault> {
+    match descriptor_address(cx, sel) {
+        Some(addr) => Ok(Some((Descriptor(cx.read_sys(addr, 8)?), addr))),
+        None => Ok(None),
+    }
+}
+
+/// Sets the accessed bit of a code/data descriptor, as the processor does on load.
+pub fn mark_accessed(cx: &mut Ctx<'_>, desc: Descriptor, addr: u64) -> Result<(), Fault> {
+    if desc.kind() & code_data::ACCESSED == 0 {
+        let byte = ((desc.0 >> 40) as u8 | code_data::ACCESSED as u8) as u64;
+        cx.write_sys(addr + 5, 1, byte)?;
+    }
+    Ok(())
+}
+
+/// Whether the CPU runs in protected mode outside virtual-8086 mode.
+pub fn protected(cx: &Ctx<'_>) -> bool {
+    cx.cpu.cr0 & cr0::PE != 0 && !cx.cpu.flags.control(rflags::VM)
+}
+
+/// A real-mode (or virtual-8086) segment load: base = selector * 16, the hidden limit and
+/// attributes stay as they are (which is what lets "unreal mode" work).
+fn load_real(cx: &mut Ctx<'_>, seg: SegReg, sel: u16) {
+    let s = &mut cx.cpu.seg[seg as usize];
+    s.selector = sel;
+    s.base = (sel as u64) << 4;
+    if cx.cpu.flags.control(rflags::VM) {
+        *s = Segment {
+            selector: sel,
+            base: (sel as u64) << 4,
+            limit: 0xFFFF,
+            attr: 0xF3,
+        };
+    }
+}
+
+/// Loads DS, ES, FS, GS or SS (MOV, POP, LDS/LES/LFS/LGS/LSS) with protected-mode checks.
+pub fn load_data_segment(cx: &mut Ctx<'_>, seg: SegReg, sel: u16) -> Result<(), Fault> {
+    if !protected(cx) {
+        load_real(cx, seg, sel);
+        return Ok(());
+    }
+    let cpl = cx.cpu.cpl();
+    let long = cx.cpu.code_bitness() == 64;
+    let gp = |code: u32| Fault::Exception(Exception::general_protection(code));
+    if sel & !selector::RPL == 0 {
+        // A null selector: allowed for data segments (using them faults later), and for
+        // SS only in 64-bit mode below CPL 3.
+        if seg == SegReg::Ss && !(long && cpl < 3 && (sel & 3) as u8 == cpl) {
+            return Err(gp(0));
+        }
+        cx.cpu.seg[seg as usize] = Segment {
+            selector: sel,
+            ..Segment::default()
+        };
+        return Ok(());
+    }
+    let (desc, addr) = read_descriptor(cx, sel)?.ok_or_else(|| gp(selector_error(sel)))?;
+    let rpl = (sel & selector::RPL) as u8;
+    if seg == SegReg::Ss {
+        if rpl != cpl || !desc.is_writable_data() || desc.dpl() != cpl {
+            return Err(gp(selector_error(sel)));
+        }
+        if !desc.present() {
+            return Err(Exception::stack_fault(selector_error(sel)).into());
+        }
+    } else {
+        if !desc.is_readable() {
+            return Err(gp(selector_error(sel)));
+        }
+        if !desc.is_conforming() && desc.dpl() < cpl.max(rpl) {
+            return Err(gp(selector_error(sel)));
+        }
+        if !desc.present() {
+            return Err(Exception {
+                vector: vector::NP,
+                error_code: Some(selector_error(sel)),
+            }
+            .into());
+        }
+    }
+    mark_accessed(cx, desc, addr)?;
+    cx.cpu.seg[seg as usize] = desc.segment(sel);
+    Ok(())
+}
+
+/// Reads and checks the descriptor of a code segment a control transfer goes to; errors
+/// carry `ext` (1 for hardware events) in their error codes.
+pub fn code_descriptor(cx: &mut Ctx<'_>, sel: u16, ext: u32) -> Result<(Descriptor, u64), Fault> {
+    let gp = |code: u32| Fault::Exception(Exception::general_protection(code));
+    if sel & !selector::RPL == 0 {
+        return Err(gp(ext));
+    }
+    let (desc, addr) = read_descriptor(cx, sel)?.ok_or_else(|| gp(selector_error(sel) | ext))?;
+    if !desc.is_code() {
+        return Err(gp(selector_error(sel) | ext));
+    }
+    Ok((desc, addr))
+}
+
+/// The SS:ESP (or RSP) of ring `dpl` from the current TSS: 32-bit TSS holds ESPn at
+/// 4 + 8n and SSn at 8 + 8n; a 64-bit TSS holds RSPn at 4 + 8n.
+pub fn tss_stack(cx: &mut Ctx<'_>, dpl: u8, ext: u32) -> Result<(u16, u64), Fault> {
+    let tr = cx.cpu.tr;
+    let ts = |code: u32| {
+        Fault::Exception(Exception {
+            vector: vector::TS,
+            error_code: Some(code),
+        })
+    };
+    let trerr = selector_error(tr.selector) | ext;
+    let long = cx.cpu.efer & crate::cpu::efer::LMA != 0;
+    let kind = tr.attr & 0xF;
+    if tr.attr & Segment::PRESENT == 0 {
+        return Err(ts(trerr));
+    }
+    if long {
+        let off = 4 + 8 * dpl as u64;
+        if off + 7 > tr.limit as u64 {
+            return Err(ts(trerr));
+        }
+        let rsp = cx.read_sys(tr.base + off, 8)?;
+        return Ok((dpl as u16, rsp));
+    }
+    if kind == system_type::TSS16_AVAILABLE || kind == system_type::TSS16_BUSY {
+        let off = 2 + 4 * dpl as u64;
+        if off + 3 > tr.limit as u64 {
+            return Err(ts(trerr));
+        }
+        let sp = cx.read_sys(tr.base + off, 2)?;
+        let ss = cx.read_sys(tr.base + off + 2, 2)? as u16;
+        return Ok((ss, sp));
+    }
+    let off = 4 + 8 * dpl as u64;
+    if off + 5 > tr.limit as u64 {
+        return Err(ts(trerr));
+    }
+    let esp = cx.read_sys(tr.base + off, 4)?;
+    let ss = cx.read_sys(tr.base + off + 4, 2)? as u16;
+    Ok((ss, esp))
+}
+
+/// Checks the stack segment a privilege change switches to (from the TSS or a return
+/// frame); `ts_vector` says whether problems are #TS (entering) or #GP (returning).
+pub fn stack_descriptor(
+    cx: &mut Ctx<'_>,
+    sel: u16,
+    new_cpl: u8,
+    fault_vector: u8,
+    ext: u32,
+) -> Result<Segment, Fault> {
+    let fault = |code: u32| {
+        Fault::Exception(Exception {
+            vector: fault_vector,
+            error_code: Some(code),
+        })
+    };
+    if sel & !selector::RPL == 0 {
+        return Err(fault(ext));
+    }
+    let (desc, addr) = read_descriptor(cx, sel)?.ok_or_else(|| fault(selector_error(sel) | ext))?;
+    if (sel & selector::RPL) as u8 != new_cpl || !desc.is_writable_data() || desc.dpl() != new_cpl {
+        return Err(fault(selector_error(sel) | ext));
+    }
+    if !desc.present() {
+        return Err(Exception::stack_fault(selector_error(sel) | ext).into());
+    }
+    mark_accessed(cx, desc, addr)?;
+    Ok(desc.segment(sel))
+}
