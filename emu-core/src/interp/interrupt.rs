@@ -90,6 +90,11 @@ fn contributory(v: u8) -> bool {
 /// escalates a fault during delivery as the processor does — to #DF, and a fault while
 /// delivering #DF to a triple fault. Returns why the run stops, if it must.
 pub fn raise(cx: &mut Ctx<'_>, first: Exception) -> Option<StopReason> {
+    escalate(cx, first, first)
+}
+
+/// `raise`, remembering the exception that started it all for the shutdown report.
+fn escalate(cx: &mut Ctx<'_>, first: Exception, origin: Exception) -> Option<StopReason> {
     let rip = cx.cpu.rip;
     cx.exits.notify(
         GuestEvent::Exception {
@@ -105,32 +110,23 @@ pub fn raise(cx: &mut Ctx<'_>, first: Exception) -> Option<StopReason> {
         Err(Fault::Exception(second)) => second,
     };
     if first.vector == vector::DF {
-        return Some(shutdown(cx, first));
+        return Some(shutdown(cx, origin));
     }
     let double = (contributory(first.vector) && contributory(second.vector))
         || (first.vector == vector::PF
             && (contributory(second.vector) || second.vector == vector::PF));
     if double {
-        let df = Exception {
-            vector: vector::DF,
-            error_code: Some(0),
-        };
-        cx.exits.notify(
-            GuestEvent::Exception {
-                vector: df.vector,
-                error_code: df.error_code,
-                rip,
+        return escalate(
+            cx,
+            Exception {
+                vector: vector::DF,
+                error_code: Some(0),
             },
-            cx.icount,
+            origin,
         );
-        return match deliver(cx, vector::DF, Source::Exception, Some(0)) {
-            Ok(()) => None,
-            Err(Fault::Unsupported) => Some(unsupported_delivery(cx, df)),
-            Err(Fault::Exception(_)) => Some(shutdown(cx, first)),
-        };
     }
     // A benign first exception: the second is simply handled instead.
-    raise(cx, second)
+    escalate(cx, second, origin)
 }
 
 /// Delivers a hardware interrupt (the vector from the interrupt controller).
