@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status when the instruction budget ran out (as timeout(1) does).
 pub const EXIT_BUDGET: u8 = 124;
-/// Exit status when the guest crashed: unhandled exception, triple fault, unsupported
+/// Exit status when the guest crashed: triple fault, unsupported
 /// instruction, or a halt nothing can wake.
 pub const EXIT_GUEST_CRASH: u8 = 125;
 
@@ -44,7 +44,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub stats: bool,
     /// Print events to stderr as they happen: a comma-separated list of io, mmio,
-    /// exceptions, exits, or all.
+    /// exceptions, interrupts, rings, exits, or all.
     #[arg(long, value_name = "KINDS")]
     pub trace: Option<String>,
     /// Guest RAM in MiB.

@@ -101,7 +101,13 @@ pub fn stats(machine: &Machine, outcome: &RunOutcome) -> String {
         s += &format!("mmio {addr:#x}  {} reads, {} writes\n", n.reads, n.writes);
     }
     for (vector, n) in &c.exceptions {
-        s += &format!("exception {vector:>2}  {n}\n");
+        s += &format!("exception {vector:>3}  {n}\n");
+    }
+    for (vector, n) in &c.interrupts {
+        s += &format!("interrupt {vector:#04x} {n}\n");
+    }
+    for ((from, to), n) in &c.ring_transitions {
+        s += &format!("ring {from} -> {to}   {n}\n");
     }
     s
 }

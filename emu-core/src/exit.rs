@@ -52,13 +52,6 @@ pub enum VmExit<'a> {
         /// The undeliverable exception and the state at its instruction.
         cause: Option<(Exception, Box<CpuState>)>,
     },
-    /// An exception the guest has no way to handle (no IDT delivery in this engine yet).
-    Exception {
-        /// The exception.
-        exception: Exception,
-        /// The full state at the faulting instruction.
-        state: Box<CpuState>,
-    },
     /// An instruction Popek does not implement (not the same as an invalid one).
     Unsupported {
         /// Guest RIP of the instruction.
@@ -83,15 +76,13 @@ pub enum ExitReason {
     Hlt,
     /// Triple fault.
     Shutdown,
-    /// Unhandled exception.
-    Exception,
     /// Unsupported instruction.
     Unsupported,
 }
 
 impl ExitReason {
     /// How many reasons there are (the size of a per-reason counter array).
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 7;
     /// Every reason, in counter order.
     pub const ALL: [ExitReason; Self::COUNT] = [
         ExitReason::IoIn,
@@ -100,7 +91,6 @@ impl ExitReason {
         ExitReason::MmioWrite,
         ExitReason::Hlt,
         ExitReason::Shutdown,
-        ExitReason::Exception,
         ExitReason::Unsupported,
     ];
 
@@ -113,7 +103,6 @@ impl ExitReason {
             ExitReason::MmioWrite => "mmio-write",
             ExitReason::Hlt => "hlt",
             ExitReason::Shutdown => "shutdown",
-            ExitReason::Exception => "exception",
             ExitReason::Unsupported => "unsupported",
         }
     }
@@ -129,7 +118,6 @@ impl VmExit<'_> {
             VmExit::MmioWrite { .. } => ExitReason::MmioWrite,
             VmExit::Hlt { .. } => ExitReason::Hlt,
             VmExit::Shutdown { .. } => ExitReason::Shutdown,
-            VmExit::Exception { .. } => ExitReason::Exception,
             VmExit::Unsupported { .. } => ExitReason::Unsupported,
         }
     }
@@ -153,13 +141,6 @@ pub enum StopReason {
     Halted,
     /// Triple fault, with the exception that could not be delivered where known.
     Shutdown(Option<(Exception, Box<CpuState>)>),
-    /// An exception the guest could not handle.
-    Exception {
-        /// The exception.
-        exception: Exception,
-        /// The state at the faulting instruction.
-        state: Box<CpuState>,
-    },
     /// An instruction Popek does not implement.
     Unsupported {
         /// Guest RIP.
@@ -188,12 +169,6 @@ impl fmt::Display for StopReason {
                 f,
                 "triple fault: {exception} at rip {:#x} could not be delivered \
                  (check the IDT, its descriptors and the stack)\n{}",
-                state.rip,
-                state.dump()
-            ),
-            StopReason::Exception { exception, state } => write!(
-                f,
-                "unhandled exception {exception} at rip {:#x}\n{}",
                 state.rip,
                 state.dump()
             ),
@@ -229,6 +204,29 @@ pub enum RingCause {
     Syscall,
     /// SYSRET.
     Sysret,
+}
+
+impl fmt::Display for RingCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RingCause::Exception(v) => {
+                let e = Exception {
+                    vector: *v,
+                    error_code: None,
+                };
+                write!(f, "exception {}", e.mnemonic())
+            }
+            RingCause::Interrupt(v) => write!(f, "interrupt {v:#04x}"),
+            RingCause::SoftwareInterrupt(v) => write!(f, "int {v:#04x}"),
+            RingCause::Iret => write!(f, "iret"),
+            RingCause::CallGate => write!(f, "call gate"),
+            RingCause::FarReturn => write!(f, "far return"),
+            RingCause::Sysenter => write!(f, "sysenter"),
+            RingCause::Sysexit => write!(f, "sysexit"),
+            RingCause::Syscall => write!(f, "syscall"),
+            RingCause::Sysret => write!(f, "sysret"),
+        }
+    }
 }
 
 /// Things the guest did that are not exits (no VMM work) but that counters and traces

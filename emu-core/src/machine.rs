@@ -3,7 +3,7 @@
 
 use crate::cpu::CpuState;
 use crate::engine::Engine;
-use crate::exit::{ExitHandler, ExitReason, Flow, StopReason, VmExit};
+use crate::exit::{ExitHandler, ExitReason, Flow, GuestEvent, StopReason, VmExit};
 use crate::loader::{load_multiboot, BootInfo, LoadError};
 use crate::memory::{GuestRam, MemoryError};
 use crate::trace::{Counters, Event, EventKind, EventMask, Trace};
@@ -95,6 +95,39 @@ fn write_flow(result: Result<Option<DeviceRequest>, BusError>) -> Flow {
 }
 
 impl ExitHandler for Vmm {
+    fn notify(&mut self, event: GuestEvent, icount: u64) {
+        let (mask, kind) = match event {
+            GuestEvent::Exception {
+                vector,
+                error_code,
+                rip,
+            } => {
+                *self.counters.exceptions.entry(vector).or_default() += 1;
+                (
+                    EventMask::EXCEPTIONS,
+                    EventKind::Exception {
+                        vector,
+                        error_code,
+                        rip,
+                    },
+                )
+            }
+            GuestEvent::Interrupt { vector, rip } => {
+                *self.counters.interrupts.entry(vector).or_default() += 1;
+                (EventMask::INTERRUPTS, EventKind::Interrupt { vector, rip })
+            }
+            GuestEvent::RingTransition { from, to, cause } => {
+                *self
+                    .counters
+                    .ring_transitions
+                    .entry((from, to))
+                    .or_default() += 1;
+                (EventMask::RINGS, EventKind::Ring { from, to, cause })
+            }
+        };
+        self.trace.record(mask, || Event { icount, kind });
+    }
+
     fn handle(&mut self, exit: VmExit<'_>, icount: u64) -> Flow {
         let reason = exit.reason();
         self.counters.exits[reason as usize] += 1;
@@ -134,22 +167,6 @@ impl ExitHandler for Vmm {
                     kind: EventKind::Exit(ExitReason::Shutdown),
                 });
                 Flow::Stop(StopReason::Shutdown(cause))
-            }
-            VmExit::Exception { exception, state } => {
-                *self
-                    .counters
-                    .exceptions
-                    .entry(exception.vector)
-                    .or_default() += 1;
-                self.trace.record(EventMask::EXCEPTIONS, || Event {
-                    icount,
-                    kind: EventKind::Exception {
-                        vector: exception.vector,
-                        error_code: exception.error_code,
-                        rip: state.rip,
-                    },
-                });
-                Flow::Stop(StopReason::Exception { exception, state })
             }
             VmExit::Unsupported { rip, what } => {
                 self.trace.record(EventMask::EXITS, || Event {

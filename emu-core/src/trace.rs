@@ -4,7 +4,7 @@
 //! ring buffer behind a mask: engines test the mask before building an event, so a trace
 //! nobody watches costs one branch.
 
-use crate::exit::ExitReason;
+use crate::exit::{ExitReason, RingCause};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
@@ -23,14 +23,20 @@ impl EventMask {
     pub const EXCEPTIONS: EventMask = EventMask(1 << 2);
     /// Every other exit (HLT, shutdown, unsupported instruction).
     pub const EXITS: EventMask = EventMask(1 << 3);
+    /// Privilege-level changes.
+    pub const RINGS: EventMask = EventMask(1 << 4);
+    /// Hardware interrupts.
+    pub const INTERRUPTS: EventMask = EventMask(1 << 5);
     /// Every kind.
-    pub const ALL: EventMask = EventMask(0xF);
+    pub const ALL: EventMask = EventMask(0x3F);
 
     /// The names `--trace` accepts, with their masks.
-    pub const NAMES: [(&'static str, EventMask); 4] = [
+    pub const NAMES: [(&'static str, EventMask); 6] = [
         ("io", EventMask::IO),
         ("mmio", EventMask::MMIO),
         ("exceptions", EventMask::EXCEPTIONS),
+        ("interrupts", EventMask::INTERRUPTS),
+        ("rings", EventMask::RINGS),
         ("exits", EventMask::EXITS),
     ];
 
@@ -101,6 +107,22 @@ pub enum EventKind {
         /// RIP of the faulting instruction.
         rip: u64,
     },
+    /// A hardware interrupt was delivered.
+    Interrupt {
+        /// Vector.
+        vector: u8,
+        /// RIP it interrupted.
+        rip: u64,
+    },
+    /// The privilege level changed.
+    Ring {
+        /// Old CPL.
+        from: u8,
+        /// New CPL.
+        to: u8,
+        /// Why.
+        cause: RingCause,
+    },
     /// Any other exit.
     Exit(ExitReason),
 }
@@ -154,6 +176,10 @@ impl fmt::Display for Event {
                 };
                 write!(f, "exception {e} at rip {rip:#x}")
             }
+            EventKind::Interrupt { vector, rip } => {
+                write!(f, "interrupt vector {vector:#04x} at rip {rip:#x}")
+            }
+            EventKind::Ring { from, to, cause } => write!(f, "ring {from} -> {to}: {cause}"),
             EventKind::Exit(reason) => write!(f, "exit {}", reason.name()),
         }
     }
@@ -261,6 +287,10 @@ pub struct Counters {
     pub mmio: BTreeMap<u64, AccessCount>,
     /// Exceptions by vector.
     pub exceptions: BTreeMap<u8, u64>,
+    /// Hardware interrupts by vector.
+    pub interrupts: BTreeMap<u8, u64>,
+    /// Privilege-level changes by (from, to).
+    pub ring_transitions: BTreeMap<(u8, u8), u64>,
 }
 
 impl Counters {
