@@ -25,6 +25,7 @@ pub mod bus;
 pub mod debug_exit;
 pub mod irq;
 pub mod pc;
+pub mod rom;
 pub mod serial;
 pub mod shared_buffer;
 
@@ -32,6 +33,7 @@ pub use bus::{Bus, BusDevice, BusError, BusRange, DeviceRequest, SharedDevice, O
 pub use debug_exit::DebugExit;
 pub use irq::{IrqLine, IrqLines};
 pub use pc::{PcDevices, COM1_BASE, COM1_IRQ, COM1_LEN, DEBUG_EXIT_BASE, DEBUG_EXIT_LEN};
+pub use rom::Rom;
 pub use serial::{SerialError, SerialPort};
 pub use shared_buffer::SharedBuffer;
 

@@ -247,6 +247,55 @@ impl CpuState {
         st
     }
 
+    /// The state after RESET, as a PC starts: real mode, CS = F000 with its hidden base
+    /// at FFFF0000, so the first fetch is at linear FFFFFFF0 (the top of the BIOS ROM).
+    pub fn reset() -> Self {
+        let data = Segment {
+            selector: 0,
+            base: 0,
+            limit: 0xFFFF,
+            attr: 0x93,
+        };
+        let code = Segment {
+            selector: 0xF000,
+            base: 0xFFFF_0000,
+            limit: 0xFFFF,
+            attr: 0x9B,
+        };
+        let mut st = CpuState {
+            rip: 0xFFF0,
+            rflags: rflags::FIXED,
+            seg: [data, code, data, data, data, data],
+            // The LDTR and TR hold present system descriptors of the right types.
+            ldtr: Segment {
+                selector: 0,
+                base: 0,
+                limit: 0xFFFF,
+                attr: 0x82,
+            },
+            tr: Segment {
+                selector: 0,
+                base: 0,
+                limit: 0xFFFF,
+                attr: 0x8B,
+            },
+            gdtr: DescriptorTable {
+                base: 0,
+                limit: 0xFFFF,
+            },
+            idtr: DescriptorTable {
+                base: 0,
+                limit: 0x3FF,
+            },
+            // CD and NW set, caches off; ET set.
+            cr0: 0x6000_0000 | cr0::ET,
+            ..Default::default()
+        };
+        // EDX holds the processor signature after reset (family 6, as CPUID reports).
+        st.gpr[2] = crate::cpuid::FAMILY_MODEL_STEPPING as u64;
+        st
+    }
+
     /// A register dump in the layout students know from kernel panics.
     pub fn dump(&self) -> String {
         use std::fmt::Write;

@@ -9,6 +9,7 @@ use crate::memory::{GuestRam, MemoryError};
 use crate::trace::{Counters, Event, EventKind, EventMask, Trace};
 use devices::{BusError, DeviceRequest, PcDevices, OPEN_BUS};
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The VMM: handles every engine's exits with the board's devices, and counts them.
@@ -188,6 +189,11 @@ pub enum MachineError {
     /// The kernel image could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// A BIOS image of the wrong size.
+    #[error(
+        "a BIOS image must be a non-zero multiple of 64 KiB, at most 1 MiB (this one is {0} bytes)"
+    )]
+    Bios(usize),
     /// The engine could not be set up (e.g. /dev/kvm is missing).
     #[error("{0}")]
     Engine(String),
@@ -195,6 +201,15 @@ pub enum MachineError {
 
 /// Builds an engine for a machine's RAM (KVM registers it as a memory slot).
 pub type EngineFactory<'a> = dyn FnOnce(&GuestRam) -> Result<Box<dyn Engine>, String> + 'a;
+
+/// BIOS images come in 64 KiB units.
+const BIOS_ALIGN: usize = 64 << 10;
+/// The largest BIOS image popek-pc maps.
+const BIOS_MAX: usize = 1 << 20;
+/// How much of the image also appears below 1 MiB (0xE0000-0xFFFFF on a PC).
+const BIOS_LOW_MAX: usize = 128 << 10;
+/// The end of the low BIOS area.
+const BIOS_LOW_END: usize = 1 << 20;
 
 /// How a run went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,6 +297,27 @@ impl Machine {
         self.engine
             .set_state(&CpuState::multiboot(boot.entry, boot.eax, boot.ebx));
         Ok(boot)
+    }
+
+    /// Boots from a BIOS image, as a PC does from reset: the image sits at the top of the
+    /// 4 GiB space (where the first instruction is fetched) and, up to its last 128 KiB,
+    /// below 1 MiB (where real-mode code runs it).
+    pub fn load_bios(&mut self, image: &[u8]) -> Result<(), MachineError> {
+        if image.is_empty() || image.len() % BIOS_ALIGN != 0 || image.len() > BIOS_MAX {
+            return Err(MachineError::Bios(image.len()));
+        }
+        let low = image.len().min(BIOS_LOW_MAX);
+        let ram = self.ram.as_mut_slice();
+        ram[BIOS_LOW_END - low..BIOS_LOW_END].copy_from_slice(&image[image.len() - low..]);
+        let rom = devices::Rom::new(Arc::from(image));
+        let base = (1u64 << 32) - image.len() as u64;
+        self.vmm
+            .devices
+            .mmio
+            .insert(base, image.len() as u64, Arc::new(Mutex::new(rom)))
+            .map_err(|e| MachineError::Engine(format!("cannot map the BIOS image: {e}")))?;
+        self.engine.set_state(&CpuState::reset());
+        Ok(())
     }
 
     /// Runs until the guest stops or `budget` instructions have retired.

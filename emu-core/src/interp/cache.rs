@@ -46,15 +46,20 @@ pub struct Block {
     key: Key,
 }
 
-/// Copies code bytes from guest-physical memory; outside RAM reads as open bus (0xFF),
-/// which decodes to #UD soon enough.
-fn copy_code(cx: &Ctx<'_>, pa: u64, out: &mut [u8]) {
-    out.fill(0xFF);
-    if let Ok(start) = usize::try_from(pa) {
-        if start < cx.ram.len() {
-            let n = out.len().min(cx.ram.len() - start);
-            out[..n].copy_from_slice(&cx.ram[start..start + n]);
-        }
+/// Copies code bytes from guest-physical memory. Outside RAM the bytes come from the
+/// MMIO bus (the BIOS ROM at the top of memory) or read as open bus (0xFF).
+fn copy_code(cx: &mut Ctx<'_>, pa: u64, out: &mut [u8]) {
+    let in_ram = usize::try_from(pa)
+        .ok()
+        .filter(|&p| p < cx.ram.len())
+        .map(|p| out.len().min(cx.ram.len() - p))
+        .unwrap_or(0);
+    if in_ram > 0 {
+        let p = pa as usize;
+        out[..in_ram].copy_from_slice(&cx.ram[p..p + in_ram]);
+    }
+    for (i, byte) in out.iter_mut().enumerate().skip(in_ram) {
+        *byte = cx.read_phys(pa.wrapping_add(i as u64), 1) as u8;
     }
 }
 
@@ -119,7 +124,12 @@ impl BlockCache {
             self.flush(cx);
         }
         let page_end = ((key.phys >> PAGE_SHIFT) + 1) << PAGE_SHIFT;
-        let in_page = (page_end - key.phys) as usize;
+        let mut in_page = (page_end - key.phys) as usize;
+        if key.phys >= cx.ram.len() as u64 {
+            // Code outside RAM (a ROM) is fetched over the bus a byte at a time: decode
+            // only a few instructions' worth.
+            in_page = in_page.min(2 * MAX_INSN_LEN);
+        }
         // The rest of this page, then the start of the next linear page, for one
         // instruction straddling out of it. The next page may be unmapped: then only an
         // instruction that really needs its bytes faults.
