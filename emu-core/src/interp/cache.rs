@@ -124,17 +124,22 @@ impl BlockCache {
             self.flush(cx);
         }
         let page_end = ((key.phys >> PAGE_SHIFT) + 1) << PAGE_SHIFT;
-        let mut in_page = (page_end - key.phys) as usize;
-        if key.phys >= cx.ram.len() as u64 {
-            // Code outside RAM (a ROM) is fetched over the bus a byte at a time: decode
-            // only a few instructions' worth.
-            in_page = in_page.min(2 * MAX_INSN_LEN);
-        }
-        // The rest of this page, then the start of the next linear page, for one
-        // instruction straddling out of it. The next page may be unmapped: then only an
+        let in_page = (page_end - key.phys) as usize;
+        // The bytes after the window: the start of the next linear page, for one
+        // instruction straddling out of it. That page may be unmapped: then only an
         // instruction that really needs its bytes faults.
-        let next_lin = lin.wrapping_add(in_page as u64);
-        let next = cx.translate(next_lin, Access::Exec, user);
+        let (window, next) = if key.phys >= cx.ram.len() as u64 && in_page > 2 * MAX_INSN_LEN {
+            // Code outside RAM (a ROM) is fetched over the bus a byte at a time: decode
+            // only a few instructions' worth, followed by the same page's next bytes.
+            let window = 2 * MAX_INSN_LEN;
+            (window, Ok(key.phys + window as u64))
+        } else {
+            (
+                in_page,
+                cx.translate(lin.wrapping_add(in_page as u64), Access::Exec, user),
+            )
+        };
+        let in_page = window;
         let tail = if next.is_ok() { MAX_INSN_LEN - 1 } else { 0 };
         let mut bytes = vec![0u8; in_page + tail];
         copy_code(cx, key.phys, &mut bytes[..in_page]);
