@@ -182,3 +182,15 @@ fn popek_rom_bytes(name: &str, dir: &std::path::Path) -> Vec<u8> {
     assert!(o.status.success());
     std::fs::read(dir.join(format!("{name}.elf"))).unwrap()
 }
+
+#[test]
+fn bench_reports_the_interpreter_speed() {
+    let o = popek(&["bench", "--iters", "200000", "--no-qemu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("interpreter:") && out.contains("MIPS"),
+        "{out}"
+    );
+    assert!(out.contains("start-up"), "{out}");
+}
