@@ -1,0 +1,457 @@
+//! The KVM engine: runs the guest natively on the host CPU through /dev/kvm.
+//!
+//! It shares everything else with the interpreter: the same guest RAM (registered with KVM
+//! as memory slot 0, so guest stores land directly in [`GuestRam`]), the same CPUID table,
+//! and the same [`ExitHandler`], to which every KVM exit that needs the VMM (port I/O,
+//! MMIO, HLT, triple fault) is handed as a [`VmExit`]. So devices, counters and traces
+//! behave the same under both engines, and a paused machine can move between them.
+//!
+//! What KVM cannot do like the interpreter:
+//! - it does not count instructions (the budget is not enforced, see [`KvmEngine`]);
+//! - exceptions the guest cannot handle end in a triple fault ([`StopReason::Shutdown`])
+//!   rather than a [`VmExit::Exception`], because the CPU delivers them through the
+//!   guest's IDT without asking the VMM; and the state at the fault is lost (KVM on AMD
+//!   resets the vCPU on shutdown);
+//! - on hosts whose KVM emulates ring-0 guest code instead of running it (PVM, e.g. when
+//!   Popek itself runs in a cloud VM without nested virtualization), an instruction KVM's
+//!   emulator does not implement (INT n in protected mode, for one) ends the run with
+//!   [`StopReason::EngineFailure`] "instruction emulation failed", and the guest may see
+//!   some CPUID leaves differently (see [`KvmEngine::cpuid_deviations`]).
+
+mod state;
+
+use emu_core::cpu::CpuState;
+use emu_core::cpuid;
+use emu_core::engine::Engine;
+use emu_core::exit::{ExitHandler, Flow, StopReason, VmExit};
+use emu_core::memory::GuestRam;
+use kvm_bindings::{
+    kvm_cpuid_entry2, kvm_userspace_memory_region, CpuId, KVM_API_VERSION, KVM_MAX_CPUID_ENTRIES,
+};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
+use std::fmt;
+use thiserror::Error;
+
+/// Guest-physical address of the three pages Intel's VMX needs for the real-mode TSS of
+/// its virtual-8086 emulation (KVM_SET_TSS_ADDRESS; AMD ignores it). It must not overlap
+/// RAM or a device: just below the top 256 KiB of the 4 GiB space, as QEMU and Firecracker
+/// place it, far above the 3 GiB RAM limit and where popek-pc maps nothing.
+const TSS_ADDRESS: usize = 0xFFFB_D000;
+
+/// The memory slot guest RAM occupies.
+const RAM_SLOT: u32 = 0;
+
+/// The only vCPU: popek-pc is a uniprocessor.
+const VCPU_ID: u64 = 0;
+
+/// Errors setting up the KVM engine.
+#[derive(Debug, Error)]
+pub enum KvmError {
+    /// /dev/kvm is missing, or this user may not open it.
+    #[error("/dev/kvm not available: {0}")]
+    Unavailable(kvm_ioctls::Error),
+    /// The kernel speaks another KVM API than the stable one kvm-ioctls is written for.
+    #[error("KVM API version {0} is not the supported version {KVM_API_VERSION}")]
+    ApiVersion(i32),
+    /// An ioctl setting up the VM or vCPU failed.
+    #[error("KVM {step} failed: {source}")]
+    Setup {
+        /// What was being set up.
+        step: &'static str,
+        /// The kernel's error.
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// Opens /dev/kvm with the API version this engine is written for.
+fn open_kvm() -> Result<Kvm, KvmError> {
+    let kvm = Kvm::new().map_err(KvmError::Unavailable)?;
+    match kvm.get_api_version() {
+        v if v == KVM_API_VERSION as i32 => Ok(kvm),
+        v => Err(KvmError::ApiVersion(v)),
+    }
+}
+
+/// Whether this host can run the KVM engine: /dev/kvm opens and speaks the stable API.
+/// For tests and `--engine auto`.
+pub fn kvm_available() -> bool {
+    open_kvm().is_ok()
+}
+
+/// Shorthand for the `map_err` of each setup ioctl.
+fn setup(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
+    move |source| KvmError::Setup { step, source }
+}
+
+/// The shared CPUID table ([`emu_core::cpuid`]) as KVM_SET_CPUID2 takes it.
+///
+/// It is loaded as it is, with nothing of the host's, so the guest sees the same processor
+/// as under the interpreter. Standard KVM (kvm_intel, kvm_amd) needs no bit of its own in
+/// it: features it does not find here it refuses the guest (e.g. CR4 bits whose feature is
+/// not listed), as the interpreter does. What remains different is KVM's doing, and
+/// recorded rather than papered over:
+/// - a leaf above the highest one listed returns the highest basic leaf (Intel's rule,
+///   which KVM applies to every vendor but AMD and Hygon) where the interpreter returns
+///   zeros;
+/// - some KVM modules cannot hide the host's features from the guest and install their own
+///   values: PVM (kvm_pvm, which runs guests without hardware virtualization) replaces
+///   leaf 1 ECX/EDX with the host's and adds leaf 0xD. [`KvmEngine::cpuid_deviations`]
+///   lists whatever the vCPU reports differently from the table.
+fn cpuid_table() -> CpuId {
+    let entries: Vec<kvm_cpuid_entry2> = cpuid::LEAVES
+        .iter()
+        .map(|&leaf| {
+            let [eax, ebx, ecx, edx] = cpuid::cpuid(leaf);
+            kvm_cpuid_entry2 {
+                function: leaf,
+                eax,
+                ebx,
+                ecx,
+                edx,
+                // Index 0 and no KVM_CPUID_FLAG_SIGNIFCANT_INDEX: no leaf has sub-leaves.
+                ..Default::default()
+            }
+        })
+        .collect();
+    CpuId::from_entries(&entries).expect("the table is checked to fit KVM's at compile time")
+}
+
+// KVM_SET_CPUID2 takes at most this many entries; `cpuid_table` relies on it.
+const _: () = assert!(cpuid::LEAVES.len() <= KVM_MAX_CPUID_ENTRIES);
+
+/// A CPUID leaf the vCPU reports differently from the shared table, because the host's
+/// KVM installed its own values (see [`KvmEngine::cpuid_deviations`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuidDeviation {
+    /// The leaf (EAX input).
+    pub leaf: u32,
+    /// The sub-leaf (ECX input).
+    pub index: u32,
+    /// EAX, EBX, ECX, EDX as the shared table (and so the interpreter) answers.
+    pub table: [u32; 4],
+    /// EAX, EBX, ECX, EDX as the guest sees them under KVM.
+    pub kvm: [u32; 4],
+}
+
+impl fmt::Display for CpuidDeviation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let regs = |r: &[u32; 4]| format!("{:08x} {:08x} {:08x} {:08x}", r[0], r[1], r[2], r[3]);
+        write!(
+            f,
+            "CPUID leaf {:#x}.{}: KVM reports {}, the table {}",
+            self.leaf,
+            self.index,
+            regs(&self.kvm),
+            regs(&self.table)
+        )
+    }
+}
+
+/// The leaves of `installed` (what KVM_GET_CPUID2 returns) that differ from the table.
+fn cpuid_deviations(installed: &CpuId) -> Vec<CpuidDeviation> {
+    installed
+        .as_slice()
+        .iter()
+        .filter_map(|e| {
+            let kvm = [e.eax, e.ebx, e.ecx, e.edx];
+            // The interpreter ignores the sub-leaf, so the table answers every index alike.
+            let table = cpuid::cpuid(e.function);
+            (kvm != table).then_some(CpuidDeviation {
+                leaf: e.function,
+                index: e.index,
+                table,
+                kvm,
+            })
+        })
+        .collect()
+}
+
+/// How one KVM_RUN ended.
+enum Entry {
+    /// An exit went to the VMM, which answered this.
+    Handled(Flow),
+    /// KVM_RUN returned EINTR: a signal, or `immediate_exit` after finishing pending I/O.
+    Interrupted,
+    /// KVM_RUN asked to be called again (EAGAIN, or an exit with nothing for the VMM).
+    Retry,
+    /// The vCPU cannot go on.
+    Failed(String),
+}
+
+/// The KVM engine: one VM with guest RAM as its only memory slot and one vCPU.
+///
+/// **Instruction budget.** KVM cannot count retired instructions, so this engine ignores
+/// the `budget` of [`Engine::run`], reports 0 from [`Engine::instructions_retired`] and
+/// `false` from [`Engine::counts_instructions`], and passes 0 as the icount of every exit.
+/// A run ends only when the exit handler stops it (debug-exit, HLT, triple fault, ...).
+///
+/// **Stops are at instruction boundaries.** When the handler stops a run, the engine first
+/// lets KVM finish the instruction that exited (the register load of an IN or MMIO read,
+/// the RIP advance past an OUT), so [`Engine::state`] after [`Engine::run`] is always that
+/// of a clean instruction boundary, ready to move to another engine.
+#[derive(Debug)]
+pub struct KvmEngine {
+    vcpu: VcpuFd,
+    /// Host address and size of the RAM registered as the memory slot, to check that
+    /// [`Engine::run`] is given that RAM.
+    ram_host: (u64, u64),
+    /// Why KVM refused the last [`Engine::set_state`] (the trait cannot return it): the
+    /// next run reports it instead of running a vCPU in some other state.
+    rejected_state: Option<String>,
+    /// Where the vCPU's CPUID differs from the shared table.
+    cpuid_deviations: Vec<CpuidDeviation>,
+}
+
+impl KvmEngine {
+    /// Creates a VM whose memory is `ram`, with one vCPU reporting the shared CPUID table.
+    /// Give it a state with [`Engine::set_state`] before running it.
+    ///
+    /// **Contract:** `ram` is the RAM this engine's [`Engine::run`] will be given. KVM
+    /// maps its host memory into the guest and keeps the mapping for the life of the VM,
+    /// but only the guest touches it, and only inside KVM_RUN, which `run` issues after
+    /// checking that it holds `&mut` of a [`GuestRam`] at that very host address and size.
+    /// A `Machine` keeps the pair together: it owns both and always hands the engine its
+    /// own RAM.
+    pub fn new(ram: &GuestRam) -> Result<KvmEngine, KvmError> {
+        let vm = open_kvm()?.create_vm().map_err(setup("create VM"))?;
+        vm.set_tss_address(TSS_ADDRESS)
+            .map_err(setup("set TSS address"))?;
+        let host = ram.as_slice();
+        let ram_host = (host.as_ptr() as u64, host.len() as u64);
+        let region = kvm_userspace_memory_region {
+            slot: RAM_SLOT,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: ram_host.1,
+            userspace_addr: ram_host.0,
+        };
+        // SAFETY: the region is `ram`'s whole mapping: `memory_size` bytes of readable and
+        // writable anonymous memory at `userspace_addr`, owned by its GuestMemoryMmap. KVM
+        // accesses it only for the guest, inside KVM_RUN (this VM enables no feature, such
+        // as kvmclock, that would have KVM write guest memory on its own), and `run` calls
+        // KVM_RUN only while holding `&mut GuestRam` for exactly this range, so the guest
+        // writes memory nobody else borrows — the protocol GuestRam documents. Should the
+        // RAM be unmapped while the VM still exists, the kernel drops the guest's view of
+        // it along with the host's (KVM's MMU notifiers), and `run` refuses to start
+        // without a GuestRam at this range, so the guest never reaches freed memory.
+        unsafe { vm.set_user_memory_region(region) }.map_err(setup("register guest RAM"))?;
+        let vcpu = vm.create_vcpu(VCPU_ID).map_err(setup("create vCPU"))?;
+        // CPUID first: KVM validates CR4 and EFER in KVM_SET_SREGS against it.
+        vcpu.set_cpuid2(&cpuid_table())
+            .map_err(setup("set CPUID"))?;
+        let installed = vcpu
+            .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
+            .map_err(setup("read back CPUID"))?;
+        // The vCPU keeps the VM alive in the kernel; the VM fd itself is no longer needed.
+        Ok(KvmEngine {
+            vcpu,
+            ram_host,
+            rejected_state: None,
+            cpuid_deviations: cpuid_deviations(&installed),
+        })
+    }
+
+    /// The CPUID leaves the guest sees differently from the shared table (empty on a
+    /// standard KVM), for a front end to warn about: a guest may find features there that
+    /// the interpreter does not implement.
+    pub fn cpuid_deviations(&self) -> &[CpuidDeviation] {
+        &self.cpuid_deviations
+    }
+
+    /// Runs the vCPU once and hands the exit, if it is one for the VMM, to `exits`.
+    fn enter(&mut self, exits: &mut dyn ExitHandler) -> Entry {
+        // Port I/O is taken apart after the match: its slice borrows the vCPU, and the
+        // element size of a string I/O (INS/OUTS) is only in the kvm_run structure.
+        let (port, ptr, len, is_in) = match self.vcpu.run() {
+            Ok(VcpuExit::IoIn(port, data)) => (port, data.as_mut_ptr(), data.len(), true),
+            Ok(VcpuExit::IoOut(port, data)) => (port, data.as_ptr().cast_mut(), data.len(), false),
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                return Entry::Handled(exits.handle(VmExit::MmioRead { addr, data }, 0))
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                return Entry::Handled(exits.handle(VmExit::MmioWrite { addr, data }, 0))
+            }
+            Ok(VcpuExit::Hlt) => return Entry::Handled(exits.handle(VmExit::Hlt, 0)),
+            Ok(VcpuExit::Shutdown) => return Entry::Handled(exits.handle(VmExit::Shutdown, 0)),
+            // A host interrupt ended the run; the guest has nothing for us.
+            Ok(VcpuExit::Intr) => return Entry::Retry,
+            Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                return Entry::Failed(format!(
+                    "KVM could not enter the guest on cpu {cpu} \
+                     (hardware entry failure reason {reason:#x})"
+                ))
+            }
+            Ok(VcpuExit::InternalError) => return Entry::Failed(self.internal_error()),
+            Ok(other) => return Entry::Failed(format!("unexpected KVM exit {other:?}")),
+            Err(e) if e.errno() == libc::EINTR => return Entry::Interrupted,
+            Err(e) if e.errno() == libc::EAGAIN => return Entry::Retry,
+            Err(e) => return Entry::Failed(format!("KVM_RUN failed: {e}")),
+        };
+        let io = {
+            // SAFETY: KVM_RUN returned an I/O exit (kvm-ioctls built the IoIn/IoOut above
+            // from this very field), so `io` is the union member the kernel filled in.
+            unsafe { self.vcpu.get_kvm_run().__bindgen_anon_1.io }
+        };
+        // SAFETY: `ptr` and `len` describe the data slice kvm-ioctls made for this exit, in
+        // the vCPU's kvm_run mapping, which lives as long as `self.vcpu`. That slice and
+        // the `kvm_run` reference above are both dead, and the vCPU is not run again while
+        // this slice lives, so it is the only reference to those bytes.
+        let data = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+        // A string I/O carries `count` elements of `size` bytes; the VMM sees each as the
+        // single access the interpreter would report for it.
+        let mut flow = Flow::Continue;
+        // (`size` is 1, 2 or 4; `max` only keeps a zero from a broken kernel from panicking.)
+        for element in data.chunks_mut(usize::from(io.size).max(1)) {
+            let exit = if is_in {
+                VmExit::IoIn {
+                    port,
+                    data: element,
+                }
+            } else {
+                VmExit::IoOut {
+                    port,
+                    data: element,
+                }
+            };
+            let answer = exits.handle(exit, 0);
+            // Every element was executed by the guest, so each reaches the devices; the
+            // first request to stop wins.
+            if flow == Flow::Continue {
+                flow = answer;
+            }
+        }
+        Entry::Handled(flow)
+    }
+
+    /// Describes a KVM_EXIT_INTERNAL_ERROR, e.g. an instruction KVM failed to emulate.
+    fn internal_error(&mut self) -> String {
+        // SAFETY: called right after KVM_RUN returned KVM_EXIT_INTERNAL_ERROR, for which
+        // the kernel fills the `internal` member of the union.
+        let suberror = unsafe { self.vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
+        let what = match suberror {
+            kvm_bindings::KVM_INTERNAL_ERROR_EMULATION => "instruction emulation failed",
+            kvm_bindings::KVM_INTERNAL_ERROR_SIMUL_EX => "exception while delivering another",
+            kvm_bindings::KVM_INTERNAL_ERROR_DELIVERY_EV => "event delivery failed",
+            kvm_bindings::KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON => "unexpected exit reason",
+            _ => "unknown suberror",
+        };
+        let rip = self
+            .vcpu
+            .get_regs()
+            .map_or_else(|e| format!("unknown ({e})"), |r| format!("{:#x}", r.rip));
+        format!("KVM internal error {suberror} ({what}) at rip {rip}")
+    }
+}
+
+impl Engine for KvmEngine {
+    fn name(&self) -> &'static str {
+        "kvm"
+    }
+
+    /// Runs until the exit handler stops the run. `budget` is ignored: see [`KvmEngine`].
+    fn run(&mut self, ram: &mut GuestRam, exits: &mut dyn ExitHandler, _budget: u64) -> StopReason {
+        if let Some(why) = self.rejected_state.take() {
+            return StopReason::EngineFailure(why);
+        }
+        let host = ram.as_slice();
+        if (host.as_ptr() as u64, host.len() as u64) != self.ram_host {
+            return StopReason::EngineFailure(
+                "the guest RAM given to the KVM engine is not the RAM it was created for".into(),
+            );
+        }
+        let mut stop = None;
+        loop {
+            match self.enter(exits) {
+                Entry::Handled(Flow::Continue) | Entry::Retry => {}
+                Entry::Handled(Flow::Stop(reason)) => {
+                    if stop.is_none() {
+                        stop = Some(reason);
+                        // The exiting instruction is not finished yet: KVM completes an IN
+                        // or MMIO load, or steps past an OUT, on the next KVM_RUN. With
+                        // immediate_exit set, that KVM_RUN does just this and returns EINTR
+                        // without entering the guest. Exits it still raises (the second
+                        // half of an MMIO access split across pages) are the same
+                        // instruction's and go to the handler as usual.
+                        self.vcpu.set_kvm_immediate_exit(1);
+                    }
+                }
+                Entry::Interrupted => {
+                    if let Some(reason) = stop.take() {
+                        self.vcpu.set_kvm_immediate_exit(0);
+                        return reason;
+                    }
+                    // A signal for this thread: nothing for the guest, run on.
+                }
+                Entry::Failed(why) => {
+                    self.vcpu.set_kvm_immediate_exit(0);
+                    return StopReason::EngineFailure(why);
+                }
+            }
+        }
+    }
+
+    /// # Panics
+    /// If KVM_GET_REGS or KVM_GET_SREGS fail, which they only do for an invalid vCPU fd.
+    fn state(&self) -> CpuState {
+        let regs = self.vcpu.get_regs().expect("KVM_GET_REGS on a live vCPU");
+        let sregs = self.vcpu.get_sregs().expect("KVM_GET_SREGS on a live vCPU");
+        state::from_kvm(&regs, &sregs)
+    }
+
+    /// If KVM refuses the state (e.g. CR4 bits the CPUID table does not offer), the next
+    /// [`Engine::run`] returns [`StopReason::EngineFailure`] saying why.
+    fn set_state(&mut self, state: &CpuState) {
+        let result = self.vcpu.get_sregs().and_then(|mut sregs| {
+            state::to_kvm_sregs(state, &mut sregs);
+            self.vcpu.set_sregs(&sregs)?;
+            self.vcpu.set_regs(&state::to_kvm_regs(state))
+        });
+        self.rejected_state = result
+            .err()
+            .map(|e| format!("KVM rejected the CPU state: {e}\n{}", state.dump()));
+    }
+
+    /// Always 0: KVM does not count retired instructions.
+    fn instructions_retired(&self) -> u64 {
+        0
+    }
+
+    fn counts_instructions(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_dev_kvm_says_so() {
+        let err = KvmError::Unavailable(kvm_ioctls::Error::new(libc::ENOENT));
+        assert_eq!(
+            err.to_string(),
+            "/dev/kvm not available: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn deviations_list_changed_and_added_leaves_only() {
+        let mut entries = cpuid_table().as_slice().to_vec();
+        entries[1].edx |= 1 << 25; // SSE, which the table does not offer
+        entries.push(kvm_cpuid_entry2 {
+            function: 0xD,
+            index: 1,
+            eax: 7,
+            ..Default::default()
+        });
+        let installed = CpuId::from_entries(&entries).unwrap();
+        let found = cpuid_deviations(&installed);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].leaf, cpuid::LEAF_FEATURES);
+        assert_eq!(found[0].table, cpuid::cpuid(cpuid::LEAF_FEATURES));
+        assert_eq!(found[0].kvm[3], cpuid::FEATURES_EDX | 1 << 25);
+        assert_eq!((found[1].leaf, found[1].index), (0xD, 1));
+        assert_eq!(found[1].table, [0; 4]);
+        assert!(cpuid_deviations(&cpuid_table()).is_empty());
+    }
+}

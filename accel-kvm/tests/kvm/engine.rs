@@ -1,0 +1,250 @@
+//! The KVM engine on its own, and against the interpreter on the same guests.
+
+use crate::common::*;
+use crate::guests::*;
+use crate::require_kvm;
+use accel_kvm::KvmEngine;
+use emu_core::cpu::{CpuState, DescriptorTable, Segment};
+use emu_core::cpuid;
+use emu_core::engine::Engine;
+use emu_core::exit::{ExitReason, StopReason};
+use emu_core::machine::Vmm;
+use emu_core::memory::GuestRam;
+use std::time::Instant;
+
+#[test]
+fn com1_output_debug_exit_status_and_exit_counts() {
+    require_kvm!();
+    let (m, out, outcome) = run_on(Start::Kvm, &hello());
+    assert_eq!(m.engine_name(), "kvm");
+    assert_eq!(outcome.stop, StopReason::Exited(HELLO_STATUS));
+    assert_eq!(out, HELLO_TEXT);
+    let c = &m.vmm.counters;
+    let len = HELLO_TEXT.len() as u64;
+    // One LSR poll per byte (the UART is always ready), one OUT per byte, one to exit.
+    assert_eq!(c.exits(ExitReason::IoIn), len);
+    assert_eq!(c.exits(ExitReason::IoOut), len + 1);
+    assert_eq!(c.total_exits(), 2 * len + 1);
+    assert_eq!(c.ports[&COM1_DATA].writes, len);
+    assert_eq!(c.ports[&COM1_LSR].reads, len);
+    assert_eq!(c.ports[&DEBUG_EXIT].writes, 1);
+    assert_eq!(outcome.instructions, 0, "KVM counts no instructions");
+}
+
+#[test]
+fn kvm_and_the_interpreter_agree_on_output_state_and_exits() {
+    require_kvm!();
+    for guest in [hello(), summer(), assorted()] {
+        let (im, iout, ioutcome) = run_on(Start::Interp, &guest);
+        let (km, kout, koutcome) = run_on(Start::Kvm, &guest);
+        assert!(
+            matches!(ioutcome.stop, StopReason::Exited(_)),
+            "interpreter: {}",
+            ioutcome.stop
+        );
+        assert_eq!(koutcome.stop, ioutcome.stop);
+        assert_eq!(
+            String::from_utf8_lossy(&kout),
+            String::from_utf8_lossy(&iout)
+        );
+        assert_eq!(user_visible(&km.cpu_state()), user_visible(&im.cpu_state()));
+        let (ic, kc) = (&im.vmm.counters, &km.vmm.counters);
+        assert_eq!(kc.exits, ic.exits, "exit counts by reason");
+        assert_eq!(kc.ports, ic.ports);
+        assert_eq!(kc.mmio, ic.mmio);
+    }
+}
+
+#[test]
+fn assorted_guest_sees_the_shared_cpuid_vendor() {
+    require_kvm!();
+    let (m, out, _) = run_on(Start::Kvm, &assorted());
+    assert_eq!(out, [cpuid::VENDOR.as_slice(), b"\n"].concat());
+    let mmio = m.vmm.counters.mmio[&MMIO_NOWHERE];
+    assert_eq!((mmio.reads, mmio.writes), (1, 1));
+}
+
+/// The guest sees the shared table under both engines, except where the host's KVM
+/// module installs values of its own, which the engine reports.
+#[test]
+fn cpuid_reports_the_shared_table() {
+    require_kvm!();
+    let deviations = KvmEngine::new(&GuestRam::new(RAM_SIZE).unwrap())
+        .unwrap()
+        .cpuid_deviations()
+        .to_vec();
+    for d in &deviations {
+        println!("this host's KVM changes {d}");
+    }
+    for start in [Start::Interp, Start::Kvm] {
+        let (m, _, outcome) = run_on(start, &cpuid_dump());
+        assert_eq!(outcome.stop, StopReason::Halted, "{start:?}");
+        let dump = &m.ram().as_slice()[CPUID_DUMP as usize..];
+        for (i, leaf) in cpuid::LEAVES.into_iter().enumerate() {
+            let got: Vec<u32> = dump[i * 16..(i + 1) * 16]
+                .chunks(4)
+                .map(|w| u32::from_le_bytes(w.try_into().unwrap()))
+                .collect();
+            let changed = deviations
+                .iter()
+                .find(|d| (d.leaf, d.index) == (leaf, 0))
+                .filter(|_| start == Start::Kvm);
+            let expected = changed.map_or(cpuid::cpuid(leaf), |d| d.kvm);
+            assert_eq!(got, expected, "{start:?}, leaf {leaf:#x}");
+        }
+    }
+}
+
+#[test]
+fn hlt_stops_with_halted_after_the_hlt() {
+    require_kvm!();
+    let guest = halts();
+    let (m, _, outcome) = run_on(Start::Kvm, &guest);
+    assert_eq!(outcome.stop, StopReason::Halted);
+    let state = m.cpu_state();
+    assert_eq!(state.rip, guest.labels[0]);
+    assert_eq!(state.gpr[0], u64::from(HALT_EAX));
+    assert_eq!(m.vmm.counters.exits(ExitReason::Hlt), 1);
+    let (im, _, _) = run_on(Start::Interp, &guest);
+    assert_eq!(user_visible(&state), user_visible(&im.cpu_state()));
+}
+
+#[test]
+fn triple_fault_stops_with_shutdown() {
+    require_kvm!();
+    let (m, _, outcome) = run_on(Start::Kvm, &triple_fault());
+    assert_eq!(outcome.stop, StopReason::Shutdown);
+    assert_eq!(m.vmm.counters.exits(ExitReason::Shutdown), 1);
+}
+
+#[test]
+fn stopping_on_a_read_exit_completes_the_load() {
+    require_kvm!();
+    let guest = reads();
+    let mut rig = Rig::new(&guest);
+
+    let (stop, read) = rig.run_until_first(ExitReason::IoIn);
+    assert_eq!(stop, StopReason::Budget);
+    let state = rig.kvm.state();
+    assert_eq!(state.rip, guest.labels[0], "stopped after the IN");
+    assert_eq!(read.len(), 1);
+    let expected = (READS_EAX & !0xFF) | u32::from(read[0]);
+    assert_eq!(
+        state.gpr[0],
+        u64::from(expected),
+        "AL holds what COM1 returned"
+    );
+
+    let (stop, read) = rig.run_until_first(ExitReason::MmioRead);
+    assert_eq!(stop, StopReason::Budget);
+    let state = rig.kvm.state();
+    assert_eq!(state.rip, guest.labels[1], "stopped after the load");
+    assert_eq!(read, [devices::OPEN_BUS; 4]);
+    assert_eq!(
+        state.gpr[3],
+        u64::from(u32::from_le_bytes([devices::OPEN_BUS; 4]))
+    );
+
+    let (stop, _) = rig.run_until_first(ExitReason::Hlt);
+    assert_eq!(stop, StopReason::Halted);
+}
+
+#[test]
+fn state_round_trips_through_kvm() {
+    require_kvm!();
+    let ram = GuestRam::new(RAM_SIZE).unwrap();
+    let mut kvm = KvmEngine::new(&ram).unwrap();
+    let mut state = CpuState::multiboot(ENTRY as u32, 0x2BAD_B002, 0x9500);
+    for (i, r) in state.gpr.iter_mut().enumerate().take(8) {
+        *r = 0x0101_0101 * i as u64;
+    }
+    state.rflags |= emu_core::cpu::rflags::CF | emu_core::cpu::rflags::ZF;
+    state.gdtr = DescriptorTable {
+        base: 0x1000,
+        limit: 0x37,
+    };
+    state.idtr = DescriptorTable {
+        base: 0x2000,
+        limit: 0x7FF,
+    };
+    state.ldtr = Segment {
+        selector: 0x30,
+        base: 0x6000,
+        limit: 0x1F,
+        attr: 0x2 | Segment::PRESENT,
+    };
+    state.tr = Segment {
+        selector: 0x28,
+        base: 0x5000,
+        limit: 0x67,
+        attr: 0xB | Segment::PRESENT,
+    };
+    state.cr2 = 0xDEAD_B000;
+    state.cr3 = 0x7000;
+    kvm.set_state(&state);
+    assert_eq!(kvm.state(), state);
+
+    // The Multiboot state, with TR undefined, comes back unchanged too.
+    let multiboot = CpuState::multiboot(ENTRY as u32, 0, 0);
+    kvm.set_state(&multiboot);
+    assert_eq!(kvm.state(), multiboot);
+}
+
+/// CR4 bit 63: reserved on every x86 processor.
+const RESERVED_CR4_BIT: u64 = 1 << 63;
+
+#[test]
+fn a_state_kvm_refuses_fails_the_next_run() {
+    require_kvm!();
+    let mut rig = Rig::new(&halts());
+    let mut state = CpuState::multiboot(ENTRY as u32, 0, 0);
+    // A reserved CR4 bit: no CPU has it, so KVM refuses it.
+    state.cr4 = RESERVED_CR4_BIT;
+    rig.kvm.set_state(&state);
+    let stop = rig.kvm.run(&mut rig.ram, &mut rig.vmm, UNLIMITED);
+    let StopReason::EngineFailure(why) = stop else {
+        panic!("expected an engine failure, got {stop}");
+    };
+    assert!(why.contains("rejected the CPU state"), "{why}");
+}
+
+#[test]
+fn run_refuses_ram_it_was_not_created_for() {
+    require_kvm!();
+    let ram = GuestRam::new(RAM_SIZE).unwrap();
+    let mut kvm = KvmEngine::new(&ram).unwrap();
+    let mut other = GuestRam::new(RAM_SIZE).unwrap();
+    let mut vmm = Vmm::new(Box::new(std::io::sink()));
+    let stop = kvm.run(&mut other, &mut vmm, UNLIMITED);
+    assert!(
+        matches!(&stop, StopReason::EngineFailure(why) if why.contains("not the RAM")),
+        "{stop}"
+    );
+}
+
+/// Prints the cost of one port-I/O exit round trip (guest OUT → VMM → guest) on both
+/// engines: a loop with an OUT per iteration, less the same loop without.
+/// `cargo test --release -p accel-kvm -- --ignored --nocapture port_io`.
+#[test]
+#[ignore = "benchmark"]
+fn port_io_exit_round_trip() {
+    require_kvm!();
+    let count = u64::from(OUT_LOOP_COUNT);
+    for start in [Start::Kvm, Start::Interp] {
+        let [with, without] = [true, false].map(|with_out| {
+            let (mut m, _) = boot(start, &out_loop(with_out));
+            let t = Instant::now();
+            let outcome = m.run(UNLIMITED);
+            let wall = t.elapsed();
+            assert_eq!(outcome.stop, StopReason::Halted);
+            let outs = m.vmm.counters.exits(ExitReason::IoOut);
+            assert_eq!(outs, if with_out { count } else { 0 });
+            wall
+        });
+        let per_exit = (with.as_secs_f64() - without.as_secs_f64()) * 1e6 / count as f64;
+        println!(
+            "{start:?}: {count} iterations in {with:?} with an OUT each, {without:?} without: \
+             {per_exit:.2} µs per OUT exit"
+        );
+    }
+}

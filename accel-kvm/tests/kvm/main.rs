@@ -1,0 +1,7 @@
+//! Tests of the KVM engine. Each first checks for /dev/kvm and passes, saying it skipped,
+//! on a host without it.
+
+mod common;
+mod engine;
+mod guests;
+mod switch;
