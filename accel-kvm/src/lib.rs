@@ -20,7 +20,7 @@
 
 mod state;
 
-use emu_core::cpu::CpuState;
+use emu_core::cpu::{rflags, CpuState};
 use emu_core::cpuid;
 use emu_core::engine::Engine;
 use emu_core::exit::{ExitHandler, Flow, StopReason, VmExit};
@@ -271,8 +271,16 @@ impl KvmEngine {
             Ok(VcpuExit::MmioWrite(addr, data)) => {
                 return Entry::Handled(exits.handle(VmExit::MmioWrite { addr, data }, 0))
             }
-            Ok(VcpuExit::Hlt) => return Entry::Handled(exits.handle(VmExit::Hlt, 0)),
-            Ok(VcpuExit::Shutdown) => return Entry::Handled(exits.handle(VmExit::Shutdown, 0)),
+            Ok(VcpuExit::Hlt) => {
+                let interruptible = self
+                    .vcpu
+                    .get_regs()
+                    .map_or(false, |r| r.rflags & rflags::IF != 0);
+                return Entry::Handled(exits.handle(VmExit::Hlt { interruptible }, 0));
+            }
+            Ok(VcpuExit::Shutdown) => {
+                return Entry::Handled(exits.handle(VmExit::Shutdown { cause: None }, 0))
+            }
             // A host interrupt ended the run; the guest has nothing for us.
             Ok(VcpuExit::Intr) => return Entry::Retry,
             Ok(VcpuExit::FailEntry(reason, cpu)) => {

@@ -170,6 +170,9 @@ pub(crate) fn from_kvm(regs: &kvm_regs, sregs: &kvm_sregs) -> CpuState {
         cr3: sregs.cr3,
         cr4: sregs.cr4,
         efer: sregs.efer,
+        // Debug registers and MSRs travel through other ioctls (KVM_GET_DEBUGREGS,
+        // KVM_GET_MSRS); the engine fills them in where it transfers them.
+        ..CpuState::default()
     }
 }
 

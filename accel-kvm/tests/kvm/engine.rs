@@ -113,7 +113,7 @@ fn hlt_stops_with_halted_after_the_hlt() {
 fn triple_fault_stops_with_shutdown() {
     require_kvm!();
     let (m, _, outcome) = run_on(Start::Kvm, &triple_fault());
-    assert_eq!(outcome.stop, StopReason::Shutdown);
+    assert_eq!(outcome.stop, StopReason::Shutdown(None));
     assert_eq!(m.vmm.counters.exits(ExitReason::Shutdown), 1);
 }
 
