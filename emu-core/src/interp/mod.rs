@@ -27,6 +27,8 @@ mod shift;
 mod stack;
 mod string;
 mod system;
+#[cfg(test)]
+mod testutil;
 
 pub use ctx::Ctx;
 
