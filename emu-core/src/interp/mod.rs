@@ -30,6 +30,8 @@ mod shift;
 mod stack;
 mod string;
 mod system;
+#[cfg(test)]
+mod testutil;
 
 pub use ctx::Ctx;
 
