@@ -58,14 +58,12 @@ pub(crate) struct TestExits {
 pub(crate) const MMIO_STOP: StopReason = StopReason::Exited(0x4D4D);
 
 impl ExitHandler for TestExits {
-    fn handle(&mut self, exit: VmExit<'_>) -> Flow {
+    fn handle(&mut self, exit: VmExit<'_>, _icount: u64) -> Flow {
         match exit {
-            VmExit::Hlt => Flow::Stop(StopReason::Halted),
-            VmExit::Exception { exception, state } => {
-                Flow::Stop(StopReason::Exception { exception, state })
-            }
+            VmExit::Hlt { .. } => Flow::Stop(StopReason::Halted),
             VmExit::Unsupported { rip, what } => Flow::Stop(StopReason::Unsupported { rip, what }),
-            VmExit::Shutdown => Flow::Stop(StopReason::Shutdown),
+            // Test guests have no IDT: an exception becomes a triple fault naming it.
+            VmExit::Shutdown { cause } => Flow::Stop(StopReason::Shutdown(cause)),
             VmExit::IoIn { data, .. } => {
                 for b in data.iter_mut() {
                     *b = self.port_input.pop_front().unwrap_or(0xFF);
@@ -187,7 +185,7 @@ impl Machine {
     /// Runs expecting an exception; returns its vector and the state at the fault.
     pub(crate) fn run_to_exception(&mut self) -> (u8, CpuState) {
         match self.run() {
-            StopReason::Exception { exception, state } => (exception.vector, *state),
+            StopReason::Shutdown(Some((exception, state))) => (exception.vector, *state),
             other => panic!("expected an exception, stopped with: {other}"),
         }
     }
