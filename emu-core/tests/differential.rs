@@ -8,23 +8,24 @@
 //!
 //! Environment: `POPEK_DIFF_CASES` (how many sequences) and `POPEK_DIFF_SEED` (the first
 //! seed; case `i` uses seed + i). A failure prints the command that reruns just it.
+//! The native side needs an x86-64 Linux host (MAP_32BIT); elsewhere the test skips.
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 #[path = "differential/generate.rs"]
 mod generate;
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 #[path = "differential/native.rs"]
 mod native;
 
 #[test]
 fn interpreter_matches_host_cpu() {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     host::run();
-    #[cfg(not(target_arch = "x86_64"))]
-    eprintln!("skipped: host is not x86_64");
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    eprintln!("skipped: host is not x86_64 Linux");
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod host {
     use super::generate::{Case, Generator, Table, MEM_BASE_INDEX, MEM_SIZE};
     use super::native::{Jit, Regs};
@@ -252,12 +253,15 @@ mod host {
     }
 
     /// A failure report: the sequence, inputs and every difference.
-    fn report(bench: &mut Bench, case: &Case) -> String {
+    fn report(bench: &mut Bench, case: &Case, original_units: usize) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "seed {:#x}: rerun with POPEK_DIFF_SEED={:#x} POPEK_DIFF_CASES=1",
-            case.seed, case.seed
+            "seed {:#x} (shrunk from {original_units} to {} units): \
+             rerun with POPEK_DIFF_SEED={:#x} POPEK_DIFF_CASES=1",
+            case.seed,
+            case.units.len(),
+            case.seed
         );
         let mut fmt = IntelFormatter::new();
         for ins in case.instructions() {
@@ -384,7 +388,7 @@ mod host {
             .iter()
             .map(|case| {
                 let small = bench.shrink(case);
-                report(&mut bench, &small)
+                report(&mut bench, &small, case.units.len())
             })
             .collect();
         assert!(

@@ -12,7 +12,7 @@ use std::io;
 
 /// Registers in and out of a native run.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug)]
 pub struct Regs {
     /// RAX..RDI in encoding order; RSP (index 4) is neither loaded nor stored.
     pub gpr: [u64; 8],
@@ -21,6 +21,8 @@ pub struct Regs {
 }
 
 const PAGE: usize = 4096;
+/// Where the pages are mapped if that range is free.
+const ADDRESS_HINT: usize = 0x3EED_0000;
 /// Offset of `Regs::rflags`.
 const RFLAGS_AT: i32 = 8 * 8;
 
@@ -44,11 +46,13 @@ pub struct Jit {
 impl Jit {
     /// Maps the two pages.
     pub fn new() -> io::Result<Self> {
-        // SAFETY: an anonymous private mapping at an address the kernel picks; no
-        // existing memory is affected. MAP_32BIT places it in the low 2 GiB.
+        // SAFETY: an anonymous private mapping; without MAP_FIXED the address is only a
+        // hint, so no existing memory is affected. The hint keeps the buffer address (a
+        // register value) the same from run to run, so a failing seed reproduces;
+        // MAP_32BIT keeps the fallback in the low 2 GiB.
         let p = unsafe {
             libc::mmap(
-                std::ptr::null_mut(),
+                ADDRESS_HINT as *mut libc::c_void,
                 2 * PAGE,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
