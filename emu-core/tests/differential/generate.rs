@@ -3,7 +3,7 @@
 //!
 //! The instruction forms are not listed by hand: every iced-x86 `Code` of the families
 //! below that is valid in both modes, has an operand size of at most 32 bits and only
-//! register, immediate or (for LEA) address operands becomes a candidate. So each form
+//! register, immediate or plain memory operands becomes a candidate. So each form
 //! the decoder distinguishes (`add r/m32, imm8` and `add eax, imm32`, `xchg r32, eax`,
 //! `imul r32, r/m32, imm8` ...) gets exercised.
 
@@ -306,11 +306,8 @@ fn set_memory(
     ins.set_memory_index_scale(scale);
     ins.set_memory_displacement64(disp as u64);
     // A hint: the encoder still picks the shortest form that holds the value.
-    ins.set_memory_displ_size(if disp as i32 as i8 as i32 == disp as i32 {
-        1
-    } else {
-        4
-    });
+    let disp8 = i8::try_from(disp as i32).is_ok();
+    ins.set_memory_displ_size(if disp8 { 1 } else { 4 });
 }
 
 /// What an instruction does to the status flags (iced-x86 bit numbering).
