@@ -225,8 +225,16 @@ fn xadd(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let d = cx.load(dst, size)?;
     let s = cx.reg(ins.op1_register());
     let sum = d.wrapping_add(s);
-    cx.store(dst, size, sum)?;
-    cx.set_reg(ins.op1_register(), d);
+    // The SDM order is SRC := DEST, then DEST := SUM, so `xadd eax, eax` leaves the sum.
+    // A memory destination is stored first all the same: it cannot alias the source
+    // register, and a faulting store must leave the register alone.
+    if matches!(dst, super::ctx::Loc::Reg(_)) {
+        cx.set_reg(ins.op1_register(), d);
+        cx.store(dst, size, sum)?;
+    } else {
+        cx.store(dst, size, sum)?;
+        cx.set_reg(ins.op1_register(), d);
+    }
     cx.cpu
         .flags
         .set(FlagOp::Add, size, d, s & size_mask(size), sum);
