@@ -70,7 +70,7 @@ pub struct BlockCache {
     free: Vec<u32>,
     map: HashMap<Key, u32>,
     by_page: HashMap<u64, Vec<u32>>,
-    fast: Vec<Option<(Key, u32)>>,
+    fast: Vec<Option<u32>>,
 }
 
 impl std::fmt::Debug for BlockCache {
@@ -103,20 +103,26 @@ impl BlockCache {
             self.fast = vec![None; FAST_ENTRIES];
         }
         let slot = ((rip ^ (rip >> 12)) as usize) & (FAST_ENTRIES - 1);
-        let id = match self.fast[slot] {
-            Some((k, id)) if k == key => id,
-            _ => {
+        // The fast table may name a dropped or reused slot: the block's key decides.
+        let hit = self.fast[slot].filter(|&id| {
+            self.blocks[id as usize]
+                .as_ref()
+                .is_some_and(|b| b.key == key)
+        });
+        let id = match hit {
+            Some(id) => id,
+            None => {
                 let id = match self.map.get(&key) {
                     Some(&id) => id,
                     None => self.build(cx, key, lin, user)?,
                 };
-                self.fast[slot] = Some((key, id));
+                self.fast[slot] = Some(id);
                 id
             }
         };
         Ok(self.blocks[id as usize]
             .as_ref()
-            .expect("fast table and map hold live blocks"))
+            .expect("the map and a checked fast entry hold live blocks"))
     }
 
     fn build(&mut self, cx: &mut Ctx<'_>, key: Key, lin: u64, user: bool) -> Result<u32, Fault> {
@@ -149,6 +155,8 @@ impl BlockCache {
         let mut decoder = Decoder::with_ip(key.bitness, &bytes, key.rip, DecoderOptions::NONE);
         let mut ops = Vec::new();
         let mut pages = vec![key.phys >> PAGE_SHIFT];
+        // Bytes decoded into the block so far.
+        let mut end = 0;
         while ops.len() < MAX_BLOCK_OPS && (decoder.position() as usize) < in_page {
             let ins = decoder.decode();
             if decoder.last_error() == DecoderError::NoMoreBytes {
@@ -159,7 +167,8 @@ impl BlockCache {
                     _ => break,
                 }
             }
-            let straddles = decoder.position() > in_page;
+            end = decoder.position();
+            let straddles = end > in_page;
             ops.push(Op {
                 exec: dispatch::handler(&ins),
                 ins,
@@ -188,9 +197,10 @@ impl BlockCache {
         self.map.insert(key, id);
         for page in pages {
             self.by_page.entry(page).or_default().push(id);
-            if let Some(mut bit) = cx.code_pages.get_mut(page as usize) {
-                *bit = true;
-            }
+        }
+        cx.code_map.mark(key.phys, end.min(in_page));
+        if let (true, Ok(next_pa)) = (end > in_page, next) {
+            cx.code_map.mark(next_pa, end - in_page);
         }
         Ok(id)
     }
@@ -204,11 +214,8 @@ impl BlockCache {
                     self.free.push(id);
                 }
             }
-            if let Some(mut bit) = cx.code_pages.get_mut(page as usize) {
-                *bit = false;
-            }
+            cx.code_map.clear_page(page);
         }
-        self.fast.iter_mut().for_each(|e| *e = None);
     }
 
     fn flush(&mut self, cx: &mut Ctx<'_>) {
@@ -216,6 +223,6 @@ impl BlockCache {
             fast: vec![None; FAST_ENTRIES],
             ..BlockCache::default()
         };
-        cx.code_pages.fill(false);
+        cx.code_map.clear();
     }
 }

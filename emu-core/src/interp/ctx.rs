@@ -1,12 +1,12 @@
 //! What an instruction handler works on: the CPU, guest RAM and the exit handler, with
 //! register, memory and operand access.
 
+use super::codemap::CodeMap;
 use super::mmu::{self, Access};
 use super::{Cpu, Fault};
 use crate::cpu::cr0;
 use crate::cpu::SegReg;
 use crate::exit::{ExitHandler, Flow, StopReason, VmExit};
-use bitvec::prelude::*;
 use iced_x86::{Instruction, OpKind, Register};
 
 /// Page size for code tracking and (later) paging.
@@ -34,14 +34,16 @@ pub struct Ctx<'a> {
     pub end_block: bool,
     /// Set when the VMM asked to stop; the run ends after this instruction.
     pub stop: Option<StopReason>,
-    /// Guest-physical pages that hold cached code, one bit per page (kept by the cache).
-    pub code_pages: &'a mut BitVec<u64>,
+    /// Which bytes of RAM hold cached code (kept with the block cache).
+    pub code_map: &'a mut CodeMap,
     /// Code pages written since the last check (self-modifying code).
     pub smc_pages: Vec<u64>,
     /// Instructions retired so far (the guest's time-stamp counter).
     pub icount: u64,
     /// When to ask the interrupt controller again (an instruction count); 0 = at once.
     pub next_poll: u64,
+    /// The instruction count at which this run's budget is used up.
+    pub budget_end: u64,
 }
 
 impl Ctx<'_> {
@@ -58,23 +60,20 @@ impl<'a> Ctx<'a> {
         cpu: &'a mut Cpu,
         ram: &'a mut [u8],
         exits: &'a mut dyn ExitHandler,
-        code_pages: &'a mut BitVec<u64>,
+        code_map: &'a mut CodeMap,
     ) -> Self {
-        let pages = ram.len() >> PAGE_SHIFT;
-        if code_pages.len() != pages {
-            code_pages.clear();
-            code_pages.resize(pages, false);
-        }
+        code_map.fit(ram.len() >> PAGE_SHIFT);
         Ctx {
             cpu,
             ram,
             exits,
             end_block: false,
             stop: None,
-            code_pages,
+            code_map,
             smc_pages: Vec::new(),
             icount: 0,
             next_poll: 0,
+            budget_end: u64::MAX,
         }
     }
 
@@ -375,14 +374,16 @@ impl<'a> Ctx<'a> {
     /// Notes a write to RAM that may hit cached code.
     #[inline(always)]
     fn note_code_write(&mut self, pa: u64, n: usize) {
-        let first = (pa >> PAGE_SHIFT) as usize;
-        let last = ((pa + n as u64 - 1) >> PAGE_SHIFT) as usize;
-        for page in first..=last {
-            if self.code_pages.get(page).is_some_and(|b| *b) {
-                self.smc_pages.push(page as u64);
-                self.end_block = true;
-            }
-        }
+        let Ctx {
+            code_map,
+            smc_pages,
+            end_block,
+            ..
+        } = self;
+        code_map.written(pa, n, |page| {
+            smc_pages.push(page);
+            *end_block = true;
+        });
     }
 
     // ---- operands ----

@@ -15,6 +15,7 @@
 mod alu;
 mod bits;
 mod cache;
+mod codemap;
 mod control;
 mod ctx;
 mod dispatch;
@@ -174,7 +175,7 @@ impl Cpu {
 pub struct Interpreter {
     cpu: Cpu,
     cache: BlockCache,
-    code_pages: bitvec::vec::BitVec<u64>,
+    code_map: codemap::CodeMap,
     retired: u64,
 }
 
@@ -199,10 +200,10 @@ impl Engine for Interpreter {
         let Interpreter {
             cpu,
             cache,
-            code_pages,
+            code_map,
             retired,
         } = self;
-        let mut cx = Ctx::new(cpu, ram.as_mut_slice(), exits, code_pages);
+        let mut cx = Ctx::new(cpu, ram.as_mut_slice(), exits, code_map);
         cx.icount = *retired;
         let stop = run_blocks(&mut cx, cache, budget);
         *retired = cx.icount;
@@ -217,7 +218,7 @@ impl Engine for Interpreter {
         self.cpu = Cpu::from_state(state);
         // Guest memory may have changed under another engine: decode afresh.
         self.cache = BlockCache::default();
-        self.code_pages.fill(false);
+        self.code_map.clear();
     }
 
     fn instructions_retired(&self) -> u64 {
@@ -228,8 +229,9 @@ impl Engine for Interpreter {
 /// The execution loop: find the block at RIP, run its instructions, repeat.
 fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReason {
     let end = cx.icount.saturating_add(budget);
+    cx.budget_end = end;
     loop {
-        let left = end - cx.icount;
+        let left = end.saturating_sub(cx.icount);
         if left == 0 {
             return StopReason::Budget;
         }

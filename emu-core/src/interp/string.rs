@@ -2,9 +2,10 @@
 //!
 //! The source is `seg:[SI]` (DS unless overridden), the destination always `ES:[DI]`;
 //! the address size picks SI/ESI/RSI, DI/EDI/RDI and the count CX/ECX/RCX, and DF the
-//! direction. A repeated instruction runs at most [`REP_CHUNK`] iterations per call and
-//! then asks to be executed again (RIP back on itself), so a guest-chosen count of four
-//! billion neither hangs the run loop nor escapes the instruction budget. The registers
+//! direction. A repeated instruction runs at most [`REP_CHUNK`] iterations per call (and
+//! no more than the instruction budget has left: each iteration counts as an instruction)
+//! and then asks to be executed again (RIP back on itself), so a guest-chosen count of
+//! four billion neither hangs the run loop nor escapes the instruction budget. The registers
 //! are updated after every iteration, which is what makes such a restart — or a fault
 //! part-way through — architecturally exact.
 
@@ -26,7 +27,7 @@ const OUTS: u8 = 6;
 
 /// Iterations a repeated instruction runs before it yields to the run loop (which then
 /// checks the budget and stop requests and executes it again).
-const REP_CHUNK: u32 = 1024;
+const REP_CHUNK: u64 = 1024;
 
 /// The handler for `ins`, if this family implements it.
 pub fn handler(ins: &Instruction) -> Option<Handler> {
@@ -183,11 +184,35 @@ fn string<const OP: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault
     if !ins.has_rep_prefix() && !ins.has_repne_prefix() {
         return iterate::<OP>(cx, ins, walk, size, step);
     }
-    for _ in 0..REP_CHUNK {
+    // Each iteration counts as an instruction (as QEMU's icount counts them), so the
+    // budget bounds the work a REP does; the run loop counts the last one.
+    let room = cx.budget_end.saturating_sub(cx.icount).clamp(1, REP_CHUNK);
+    let mut done = 0;
+    let result = rep_chunk::<OP>(cx, ins, walk, size, step, room, &mut done);
+    if done > 1 {
+        cx.icount += done - 1;
+        // The run loop must look at the budget again before the next instruction.
+        cx.end_block = true;
+    }
+    result
+}
+
+/// Runs up to `room` iterations of a repeated string instruction, counting them in `done`.
+fn rep_chunk<const OP: u8>(
+    cx: &mut Ctx<'_>,
+    ins: &Instruction,
+    walk: &Walk,
+    size: u8,
+    step: u64,
+    room: u64,
+    done: &mut u64,
+) -> Result<(), Fault> {
+    while *done < room {
         if cx.reg(walk.count) == 0 {
             return Ok(());
         }
         iterate::<OP>(cx, ins, walk, size, step)?;
+        *done += 1;
         let left = cx.reg(walk.count).wrapping_sub(1);
         cx.set_reg(walk.count, left);
         if cx.reg(walk.count) == 0 || compare_ends(cx, ins, OP) {
@@ -407,7 +432,7 @@ mod tests {
 
     #[test]
     fn rep_longer_than_a_chunk_completes() {
-        let count = u64::from(REP_CHUNK) * 2 + 17;
+        let count = REP_CHUNK * 2 + 17;
         let mut m =
             Machine::new(|a| a.rep().stosb()).regs(&[(RAX, 0xAB), (RDI, DEST), (RCX, count)]);
         let st = m.run_to_halt().clone();
@@ -421,7 +446,8 @@ mod tests {
         const BUDGET: u64 = 3;
         let mut m = Machine::new(|a| a.rep().stosb()).regs(&[(RDI, DATA), (RCX, 0xFFFF_FFFF)]);
         assert_eq!(m.run_for(BUDGET), StopReason::Budget);
-        let done = BUDGET * u64::from(REP_CHUNK);
+        // Every iteration counts against the budget.
+        let done = BUDGET;
         assert_eq!(m.state.gpr[RDI], DATA + done);
         assert_eq!(m.state.gpr[RCX], 0xFFFF_FFFF - done);
         assert_eq!(m.state.rip, CODE_BASE, "stopped on the REP, to resume it");
@@ -447,15 +473,14 @@ mod tests {
     }
 
     #[test]
-    fn a_write_to_a_code_page_ends_the_chunk() {
-        // The page holding the REP is cached code: each iteration that writes it ends the
-        // block, so the REP is re-executed one iteration per call.
+    fn a_write_next_to_code_does_not_end_the_chunk() {
+        // Data on the page that holds the REP, but not on its bytes: no self-modifying
+        // code, so the REP runs on as plain stores, one budgeted instruction each.
         const IN_CODE_PAGE: u64 = CODE_BASE + 0x800;
         let mut m =
             Machine::new(|a| a.rep().stosb()).regs(&[(RAX, 0x77), (RDI, IN_CODE_PAGE), (RCX, 5)]);
-        assert_eq!(m.run_for(1), StopReason::Budget);
-        assert_eq!((m.state.gpr[RDI], m.state.gpr[RCX]), (IN_CODE_PAGE + 1, 4));
-        assert_eq!(m.state.rip, CODE_BASE);
+        assert_eq!(m.run_for(5), StopReason::Budget);
+        assert_eq!((m.state.gpr[RDI], m.state.gpr[RCX]), (IN_CODE_PAGE + 5, 0));
         m.run_to_halt();
         assert_eq!(m.peek(IN_CODE_PAGE, 6), [0x77, 0x77, 0x77, 0x77, 0x77, 0]);
     }
