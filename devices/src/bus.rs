@@ -25,6 +25,48 @@ pub trait BusDevice: Send {
     fn write(&mut self, offset: u64, data: &[u8]) -> Option<DeviceRequest>;
 }
 
+/// Serves a read on a device with an 8-bit data bus and `count` byte-wide registers, as
+/// the ISA bus does: a wider access becomes one byte cycle per lane, lane `i` reading
+/// register `offset + i` through `read`, and lanes past the registers read as an undriven
+/// bus.
+pub(crate) fn read_byte_lanes(
+    offset: u64,
+    data: &mut [u8],
+    count: u64,
+    mut read: impl FnMut(u8) -> u8,
+) {
+    for (lane, byte) in data.iter_mut().enumerate() {
+        *byte = lane_register(offset, lane, count).map_or(OPEN_BUS, &mut read);
+    }
+}
+
+/// Serves a write on a device with an 8-bit data bus and `count` byte-wide registers:
+/// lane `i` writes register `offset + i` through `write`, in lane order; lanes past the
+/// registers are lost.
+pub(crate) fn write_byte_lanes(
+    offset: u64,
+    data: &[u8],
+    count: u64,
+    mut write: impl FnMut(u8, u8),
+) {
+    for (lane, &byte) in data.iter().enumerate() {
+        if let Some(reg) = lane_register(offset, lane, count) {
+            write(reg, byte);
+        }
+    }
+}
+
+/// The register that byte lane `lane` of an access at `offset` hits on a device with
+/// `count` registers, if any.
+fn lane_register(offset: u64, lane: usize, count: u64) -> Option<u8> {
+    let reg = offset.checked_add(u64::try_from(lane).ok()?)?;
+    if reg < count {
+        u8::try_from(reg).ok()
+    } else {
+        None
+    }
+}
+
 /// A device as the bus holds it: shared, because the board keeps handles to some devices
 /// (to feed a UART input, say) while the bus routes the guest's accesses to them.
 pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;

@@ -15,8 +15,8 @@ struct Lines {
     raised: [AtomicU64; IRQ_COUNT],
 }
 
-/// Edge-triggered interrupt requests raised by devices, collected until the interrupt
-/// controller (a later PIC) takes them.
+/// Edge-triggered interrupt requests raised by devices, collected until the board moves
+/// them into the PIC ([`PcDevices::deliver_pending_irqs`](crate::PcDevices::deliver_pending_irqs)).
 ///
 /// A cheap cloneable handle: devices raise lines from whatever thread runs them while the
 /// engine takes the pending set from its own.

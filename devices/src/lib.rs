@@ -3,8 +3,10 @@
 //! The interpreter, KVM and any later engine all forward the guest's port I/O and MMIO
 //! accesses to the same [`Bus`]es, so a device behaves identically whichever engine runs
 //! the CPU. This crate knows nothing about CPUs, debuggers or front ends: it only turns
-//! bus accesses into device state changes, interrupt requests ([`IrqLines`]) and
-//! requests to the VMM ([`DeviceRequest`]).
+//! bus accesses into device state changes, interrupt requests ([`IrqLines`], which the
+//! board moves into its [`PicPair`] for the VMM to acknowledge) and requests to the VMM
+//! ([`DeviceRequest`]). Nor does it read a host clock: the VMM passes virtual time to the
+//! [`Pit8254`] (see [`pc`] for who calls what).
 //!
 //! ```
 //! use devices::{DeviceRequest, PcDevices, SharedBuffer, COM1_BASE, DEBUG_EXIT_BASE};
@@ -25,17 +27,27 @@ pub mod bus;
 pub mod debug_exit;
 pub mod irq;
 pub mod pc;
+pub mod pic;
+pub mod pit;
 pub mod rom;
 pub mod serial;
 pub mod shared_buffer;
+pub mod system_control;
 
 pub use bus::{Bus, BusDevice, BusError, BusRange, DeviceRequest, SharedDevice, OPEN_BUS};
 pub use debug_exit::DebugExit;
 pub use irq::{IrqLine, IrqLines};
-pub use pc::{PcDevices, COM1_BASE, COM1_IRQ, COM1_LEN, DEBUG_EXIT_BASE, DEBUG_EXIT_LEN};
+pub use pc::{
+    PcDevices, COM1_BASE, COM1_IRQ, COM1_LEN, DEBUG_EXIT_BASE, DEBUG_EXIT_LEN, PIC_LEN,
+    PIC_MASTER_BASE, PIC_SLAVE_BASE, PIT_BASE, PIT_IRQ, PIT_LEN, SYSTEM_CONTROL_LEN,
+    SYSTEM_CONTROL_PORT,
+};
+pub use pic::{PicPair, PicPairState, PicPort, PicState};
+pub use pit::{Pit8254, PitState};
 pub use rom::Rom;
 pub use serial::{SerialError, SerialPort};
 pub use shared_buffer::SharedBuffer;
+pub use system_control::SystemControl;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -46,4 +58,13 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// refusing all later accesses would only turn one bug into a dead machine.
 pub(crate) fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `bit` if `set`, else 0: for building a status byte from flags.
+pub(crate) fn bit_if(set: bool, bit: u8) -> u8 {
+    if set {
+        bit
+    } else {
+        0
+    }
 }

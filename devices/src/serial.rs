@@ -10,7 +10,7 @@ use std::io::Write;
 use vm_superio::serial::{Error as UartError, NoEvents};
 use vm_superio::{Serial, SerialState};
 
-use crate::bus::{BusDevice, DeviceRequest, OPEN_BUS};
+use crate::bus::{read_byte_lanes, write_byte_lanes, BusDevice, DeviceRequest};
 use crate::irq::IrqLine;
 
 /// How many consecutive addresses the UART decodes: its eight byte-wide registers.
@@ -128,17 +128,12 @@ impl BusDevice for SerialPort {
     /// Byte lane `i` reads register `offset + i`; lanes past the register file read as an
     /// undriven bus.
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        for (lane, byte) in data.iter_mut().enumerate() {
-            *byte = register(offset, lane).map_or(OPEN_BUS, |reg| self.uart.read(reg));
-        }
+        read_byte_lanes(offset, data, REGISTER_COUNT, |reg| self.uart.read(reg));
     }
 
     /// Byte lane `i` writes register `offset + i`; lanes past the register file are lost.
     fn write(&mut self, offset: u64, data: &[u8]) -> Option<DeviceRequest> {
-        for (lane, &byte) in data.iter().enumerate() {
-            let Some(reg) = register(offset, lane) else {
-                continue;
-            };
+        write_byte_lanes(offset, data, REGISTER_COUNT, |reg, byte| {
             match self.uart.write(reg, byte) {
                 Ok(()) => {}
                 Err(UartError::IOError(_)) => self.lost_bytes += 1,
@@ -146,18 +141,7 @@ impl BusDevice for SerialPort {
                 Err(UartError::FullFifo) => {}
                 Err(UartError::Trigger(never)) => match never {},
             }
-        }
-        None
-    }
-}
-
-/// The UART register that byte lane `lane` of an access at `offset` hits, if any: the
-/// 16550 has an 8-bit data bus, so a wider access is a run of byte accesses.
-fn register(offset: u64, lane: usize) -> Option<u8> {
-    let reg = offset.checked_add(u64::try_from(lane).ok()?)?;
-    if reg < REGISTER_COUNT {
-        u8::try_from(reg).ok()
-    } else {
+        });
         None
     }
 }
@@ -174,6 +158,7 @@ impl fmt::Debug for SerialPort {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::OPEN_BUS;
     use crate::irq::IrqLines;
     use crate::shared_buffer::SharedBuffer;
     use std::io;
