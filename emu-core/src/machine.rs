@@ -1,9 +1,10 @@
 //! The machine: guest RAM, one engine, the shared devices, and the VMM that connects
 //! them. This is the one public API the command line, gdb, the GUI and labs drive.
 
+use crate::clock::Clock;
 use crate::cpu::CpuState;
 use crate::engine::Engine;
-use crate::exit::{ExitHandler, ExitReason, Flow, GuestEvent, StopReason, VmExit};
+use crate::exit::{ExitHandler, ExitReason, Flow, GuestEvent, InterruptPoll, StopReason, VmExit};
 use crate::loader::{load_multiboot, BootInfo, LoadError};
 use crate::memory::{GuestRam, MemoryError};
 use crate::trace::{Counters, Event, EventKind, EventMask, Trace};
@@ -21,6 +22,8 @@ pub struct Vmm {
     pub counters: Counters,
     /// The event trace.
     pub trace: Trace,
+    /// Virtual time, as the devices see it.
+    pub clock: Clock,
 }
 
 impl Vmm {
@@ -30,15 +33,45 @@ impl Vmm {
             devices: PcDevices::new(serial_out),
             counters: Counters::default(),
             trace: Trace::new(Trace::DEFAULT_CAPACITY),
+            clock: Clock::new(true),
         }
     }
 
-    /// A halted CPU: with interrupts enabled, run time forward to the next interrupt;
+    /// Brings the devices to the virtual time of `icount`.
+    fn sync_devices(&mut self, icount: u64) -> u64 {
+        let now = self.clock.now_ns(icount);
+        self.devices.advance_clock(now);
+        now
+    }
+
+    fn has_interrupt(&self) -> bool {
+        lock(&self.devices.pic).has_interrupt()
+    }
+
+    /// A halted CPU: with interrupts enabled, let time run on to the next interrupt;
     /// with nothing that could ever wake it, stop.
-    fn wait_for_interrupt(&mut self, interruptible: bool, _icount: u64) -> Flow {
-        // popek-pc has no interrupt source wired to the CPU yet.
-        let _ = interruptible;
-        Flow::Stop(StopReason::Halted)
+    fn wait_for_interrupt(&mut self, interruptible: bool, icount: u64) -> Flow {
+        if !interruptible {
+            return Flow::Stop(StopReason::Halted);
+        }
+        self.sync_devices(icount);
+        // A timer whose interrupt is masked may tick many times: give up after that
+        // many ticks without a deliverable interrupt.
+        for _ in 0..MAX_IDLE_TICKS {
+            if self.has_interrupt() {
+                return Flow::Continue;
+            }
+            let Some(next) = lock(&self.devices.pit).next_irq0_ns() else {
+                break;
+            };
+            self.clock.wait_until(next, icount);
+            self.sync_devices(icount);
+        }
+        if self.has_interrupt() {
+            Flow::Continue
+        } else {
+            Flow::Stop(StopReason::Halted)
+        }
     }
 
     fn io_event(&mut self, icount: u64, port: u16, write: bool, data: &[u8]) {
@@ -78,6 +111,15 @@ impl Vmm {
     }
 }
 
+/// How many timer ticks a halted CPU waits for a deliverable interrupt before the machine
+/// is declared stuck.
+const MAX_IDLE_TICKS: usize = 10_000;
+
+/// Locks a device; a device that panicked while locked is still usable for reading.
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The little-endian value of up to 8 bytes.
 fn le_value(data: &[u8]) -> u64 {
     let mut buf = [0u8; 8];
@@ -96,6 +138,21 @@ fn write_flow(result: Result<Option<DeviceRequest>, BusError>) -> Flow {
 }
 
 impl ExitHandler for Vmm {
+    fn poll_interrupts(&mut self, icount: u64) -> InterruptPoll {
+        self.sync_devices(icount);
+        let next_tick = lock(&self.devices.pit).next_irq0_ns();
+        InterruptPoll {
+            pending: self.has_interrupt(),
+            next_poll: next_tick
+                .and_then(|ns| self.clock.icount_at(ns))
+                .unwrap_or(u64::MAX),
+        }
+    }
+
+    fn acknowledge_interrupt(&mut self) -> Option<u8> {
+        lock(&self.devices.pic).acknowledge()
+    }
+
     fn notify(&mut self, event: GuestEvent, icount: u64) {
         let (mask, kind) = match event {
             GuestEvent::Exception {
@@ -134,6 +191,7 @@ impl ExitHandler for Vmm {
         self.counters.exits[reason as usize] += 1;
         match exit {
             VmExit::IoIn { port, data } => {
+                self.sync_devices(icount);
                 if self.devices.pio.read(port.into(), data).is_err() {
                     data.fill(OPEN_BUS);
                 }
@@ -141,6 +199,7 @@ impl ExitHandler for Vmm {
                 Flow::Continue
             }
             VmExit::IoOut { port, data } => {
+                self.sync_devices(icount);
                 self.io_event(icount, port, true, data);
                 write_flow(self.devices.pio.write(port.into(), data))
             }
@@ -253,11 +312,13 @@ impl Machine {
     ) -> Result<Self, MachineError> {
         let ram = GuestRam::new(ram_size)?;
         let engine = make_engine(&ram).map_err(MachineError::Engine)?;
+        let mut vmm = Vmm::new(serial_out);
+        vmm.clock = Clock::new(engine.counts_instructions());
         Ok(Machine {
             ram,
             engine,
             retired_before: 0,
-            vmm: Vmm::new(serial_out),
+            vmm,
         })
     }
 
@@ -282,7 +343,13 @@ impl Machine {
         let state = self.engine.state();
         let mut engine = make_engine(&self.ram).map_err(MachineError::Engine)?;
         engine.set_state(&state);
-        self.retired_before += self.engine.instructions_retired();
+        let old_icount = self.engine.instructions_retired();
+        self.vmm.clock.rebase(
+            old_icount,
+            engine.counts_instructions(),
+            engine.instructions_retired(),
+        );
+        self.retired_before += old_icount;
         self.engine = engine;
         Ok(())
     }

@@ -1,0 +1,117 @@
+//! Virtual time: how the devices see time pass.
+//!
+//! Under the interpreter, time is a function of the instructions retired — a virtual
+//! processor of [`Clock::NS_PER_INSTRUCTION`] nanoseconds an instruction — so a run is
+//! reproducible and a slow host does not see more timer interrupts per instruction than
+//! a fast one. A halted processor skips ahead to the next timer event, so waiting costs
+//! nothing. Under engines that cannot count instructions (KVM), time is host time.
+
+use std::time::{Duration, Instant};
+
+/// Where time comes from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// The instruction count, counted from `icount_base`.
+    Instructions { icount_base: u64 },
+    /// The host's monotonic clock, counted from `since`.
+    Host { since: Instant },
+}
+
+/// The machine's virtual clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    source: Source,
+    /// Virtual time at the source's base, plus time skipped while halted.
+    base_ns: u64,
+}
+
+impl Clock {
+    /// Virtual nanoseconds per instruction under the interpreter: a 100-MIPS processor.
+    pub const NS_PER_INSTRUCTION: u64 = 10;
+
+    /// A clock at time zero, counting instructions or host time.
+    pub fn new(counts_instructions: bool) -> Self {
+        Clock {
+            source: Self::source(counts_instructions, 0),
+            base_ns: 0,
+        }
+    }
+
+    fn source(counts_instructions: bool, icount: u64) -> Source {
+        if counts_instructions {
+            Source::Instructions {
+                icount_base: icount,
+            }
+        } else {
+            Source::Host {
+                since: Instant::now(),
+            }
+        }
+    }
+
+    /// Virtual time now, given the engine's instruction count.
+    pub fn now_ns(&self, icount: u64) -> u64 {
+        let run = match self.source {
+            Source::Instructions { icount_base } => icount
+                .saturating_sub(icount_base)
+                .saturating_mul(Self::NS_PER_INSTRUCTION),
+            Source::Host { since } => since.elapsed().as_nanos() as u64,
+        };
+        self.base_ns.saturating_add(run)
+    }
+
+    /// The instruction count at which virtual time reaches `ns` (instruction clocks
+    /// only; a host clock has no such count).
+    pub fn icount_at(&self, ns: u64) -> Option<u64> {
+        match self.source {
+            Source::Instructions { icount_base } => {
+                let run = ns.saturating_sub(self.base_ns);
+                Some(icount_base.saturating_add(run.div_ceil(Self::NS_PER_INSTRUCTION)))
+            }
+            Source::Host { .. } => None,
+        }
+    }
+
+    /// Lets a halted processor's time run on to `ns`: skipped instantly under an
+    /// instruction clock, slept through under the host clock.
+    pub fn wait_until(&mut self, ns: u64, icount: u64) {
+        let now = self.now_ns(icount);
+        if ns <= now {
+            return;
+        }
+        match self.source {
+            Source::Instructions { .. } => self.base_ns += ns - now,
+            Source::Host { .. } => std::thread::sleep(Duration::from_nanos(ns - now)),
+        }
+    }
+
+    /// Continues the same virtual time under a new engine whose instruction count is
+    /// `icount` now.
+    pub fn rebase(&mut self, old_icount: u64, counts_instructions: bool, icount: u64) {
+        self.base_ns = self.now_ns(old_icount);
+        self.source = Self::source(counts_instructions, icount);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instruction_time_runs_with_the_count_and_skips_halts() {
+        let mut c = Clock::new(true);
+        assert_eq!(c.now_ns(100), 1000);
+        assert_eq!(c.icount_at(1000), Some(100));
+        c.wait_until(5000, 100);
+        assert_eq!(c.now_ns(100), 5000);
+        assert_eq!(c.icount_at(6000), Some(200));
+    }
+
+    #[test]
+    fn rebasing_keeps_time_continuous() {
+        let mut c = Clock::new(true);
+        c.rebase(300, true, 0);
+        assert_eq!(c.now_ns(0), 3000);
+        assert_eq!(c.now_ns(1), 3010);
+    }
+}
