@@ -370,7 +370,7 @@ impl Machine {
     /// 4 GiB space (where the first instruction is fetched) and, up to its last 128 KiB,
     /// below 1 MiB (where real-mode code runs it).
     pub fn load_bios(&mut self, image: &[u8]) -> Result<(), MachineError> {
-        if image.is_empty() || image.len() % BIOS_ALIGN != 0 || image.len() > BIOS_MAX {
+        if image.is_empty() || !image.len().is_multiple_of(BIOS_ALIGN) || image.len() > BIOS_MAX {
             return Err(MachineError::Bios(image.len()));
         }
         let low = image.len().min(BIOS_LOW_MAX);
