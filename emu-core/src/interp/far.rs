@@ -47,8 +47,8 @@ const GATE64_HIGH_TYPE: u64 = 0x1F << 40;
 /// The handler for `ins`, if this family implements it.
 pub fn handler(ins: &Instruction) -> Option<Handler> {
     Some(match ins.mnemonic() {
-        Mnemonic::Jmp if !is_near(ins) => |cx: &mut Ctx<'_>, ins: &Instruction| far(cx, ins, false),
-        Mnemonic::Call if !is_near(ins) => |cx: &mut Ctx<'_>, ins: &Instruction| far(cx, ins, true),
+        Mnemonic::Jmp if !is_near(ins) => jmp_far,
+        Mnemonic::Call if !is_near(ins) => call_far,
         Mnemonic::Retf => retf,
         Mnemonic::Iret | Mnemonic::Iretd | Mnemonic::Iretq => iret,
         Mnemonic::Sysenter => sysenter,
@@ -157,6 +157,14 @@ fn far_pointer(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<FarPointer, Fault>
     })
 }
 
+fn jmp_far(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
+    far(cx, ins, false)
+}
+
+fn call_far(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
+    far(cx, ins, true)
+}
+
 /// Far JMP (`call` false) or far CALL.
 fn far(cx: &mut Ctx<'_>, ins: &Instruction, call: bool) -> Result<(), Fault> {
     let to = far_pointer(cx, ins)?;
@@ -197,7 +205,7 @@ fn protected_far(
     match (desc.is_code_data(), desc.kind()) {
         (false, system_type::CALL_GATE) => through_gate(cx, ins, sel, desc, call),
         (false, system_type::CALL_GATE16) if legacy => through_gate(cx, ins, sel, desc, call),
-        // A task switch (busy TSSes are refused below, as the processor does).
+        // A task switch. (A busy TSS falls through to #GP, as on the processor.)
         (
             false,
             system_type::TASK_GATE | system_type::TSS_AVAILABLE | system_type::TSS16_AVAILABLE,
@@ -303,7 +311,10 @@ fn through_gate(
     let mut stack = if new_cpl < cpl {
         inner_stack(cx, new_cpl, size, params, long)?
     } else {
-        Stack::current(cx)
+        // Through a long-mode gate the return address is pushed as 64-bit code pushes,
+        // even when the caller runs in compatibility mode.
+        let ss = cx.cpu.seg[SegReg::Ss as usize];
+        Stack::new(ss, cx.cpu.regs[4], long)
     };
     if call {
         push_return(cx, &mut stack, size, new_cpl, ins)?;
@@ -495,6 +506,7 @@ fn load_flags(cx: &mut Ctx<'_>, flags: u64) {
     }
 }
 
+/// IRET. (It would also end the blocking of NMIs, which Popek does not model.)
 fn iret(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins);
     let from = cx.cpu.cpl();
@@ -631,7 +643,8 @@ fn sysexit(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 }
 
 fn syscall(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
-    if cx.cpu.efer & efer::SCE == 0 {
+    // Real mode has no flat segments to switch to (Intel: #UD there too).
+    if cx.cpu.efer & efer::SCE == 0 || cx.cpu.cr0 & cr0::PE == 0 {
         return Err(Exception::invalid_opcode().into());
     }
     let cs = (cx.cpu.msr.star >> STAR_SYSCALL_SHIFT) as u16 & !selector::RPL;
