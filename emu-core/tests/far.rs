@@ -294,6 +294,24 @@ fn far_call_and_retf_within_ring3_through_memory() {
     assert_eq!(r.record.esp, Some(USER_STACK), "parameter released");
 }
 
+#[test]
+fn far_call_whose_push_faults_changes_nothing() {
+    let mut k = Kernel::legacy();
+    k.set_descriptor(OTHER_CS, &[code32(3)]);
+    // The stack sits right above the absent page: the first push faults.
+    k.regs[3] = ABSENT + 0x1000;
+    let program = assemble_with_labels(32, CODE, |a, ip| {
+        a.mov(esp, ebx)?;
+        a.label("mark")?;
+        far_branch(a, Code::Call_ptr1632, OTHER_CS, ip("mark"))
+    });
+    let r = run(&k, program);
+    r.assert_fault(vector::PF, Some(0x6)); // a user write to a page not present
+    assert_eq!(r.state.cr2, ABSENT + 0xFFC);
+    assert_eq!(r.record.cs, USER_CS as u64, "CS not loaded");
+    assert_eq!(r.record.esp, Some(ABSENT + 0x1000), "ESP not moved");
+}
+
 // ---- protected mode: call gates, far RET to an outer ring ----
 
 #[test]
