@@ -80,6 +80,27 @@ impl Exception {
             error_code: Some(code),
         }
     }
+    /// #TS with an error code (the selector of the TSS or of the stack it named).
+    pub const fn invalid_tss(code: u32) -> Self {
+        Exception {
+            vector: vector::TS,
+            error_code: Some(code),
+        }
+    }
+    /// #NP with an error code (the selector of the segment or gate).
+    pub const fn not_present(code: u32) -> Self {
+        Exception {
+            vector: vector::NP,
+            error_code: Some(code),
+        }
+    }
+    /// #BR (BOUND).
+    pub const fn bound_range() -> Self {
+        Exception {
+            vector: vector::BR,
+            error_code: None,
+        }
+    }
     /// #BP (INT3).
     pub const fn breakpoint() -> Self {
         Exception {

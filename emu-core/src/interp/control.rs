@@ -1,9 +1,9 @@
-//! Control transfers: JMP, Jcc, CALL, RET, LOOP*, JCXZ family, INT3/INTO/INT n.
+//! Near control transfers: JMP, Jcc, CALL, RET, LOOP*, JCXZ family; INT3/INTO/INT n and
+//! BOUND, which raise exceptions on purpose.
 //!
-//! Near transfers only: far transfers, gates and IRET come with protected-mode control
-//! transfer checks (the system-architecture work) and are reported as unsupported until
-//! then.
+//! Far transfers, gates and IRET live in [`super::far`].
 
+use super::ctx::operand_size;
 use super::interrupt::{deliver, Source};
 use super::stack::{pop, push};
 use super::{Ctx, Fault, Handler};
@@ -40,11 +40,13 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         Mnemonic::Int3 => int3,
         Mnemonic::Into => into,
         Mnemonic::Int => int_n,
+        Mnemonic::Bound => bound,
         _ => return None,
     })
 }
 
-fn is_near(ins: &Instruction) -> bool {
+/// A near JMP or CALL (not one to a far pointer, immediate or in memory).
+pub fn is_near(ins: &Instruction) -> bool {
     !matches!(ins.op0_kind(), OpKind::FarBranch16 | OpKind::FarBranch32)
         && ins.memory_size() != iced_x86::MemorySize::SegPtr16
         && ins.memory_size() != iced_x86::MemorySize::SegPtr32
@@ -156,4 +158,23 @@ fn into(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
 
 fn int_n(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     deliver(cx, ins.immediate8(), Source::Software, None)
+}
+
+/// Sign-extends the low `size` bytes of `v`.
+fn signed(v: u64, size: u8) -> i64 {
+    let shift = 64 - 8 * size as u32;
+    ((v << shift) as i64) >> shift
+}
+
+/// BOUND r, m: #BR (a fault) unless the signed index lies within the bounds in memory.
+fn bound(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
+    let size = operand_size(ins, 0);
+    let index = signed(cx.reg(ins.op0_register()), size);
+    let lin = cx.mem_linear(ins);
+    let lower = signed(cx.read(lin, size)?, size);
+    let upper = signed(cx.read(lin.wrapping_add(size as u64), size)?, size);
+    if index < lower || index > upper {
+        return Err(Exception::bound_range().into());
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@ use super::mmu::{self, Access};
 use super::{Cpu, Fault};
 use crate::cpu::cr0;
 use crate::cpu::SegReg;
-use crate::exit::{ExitHandler, Flow, StopReason, VmExit};
+use crate::exit::{ExitHandler, Flow, GuestEvent, RingCause, StopReason, VmExit};
 use iced_x86::{Instruction, OpKind, Register};
 
 /// Page size for code tracking and (later) paging.
@@ -90,6 +90,15 @@ impl<'a> Ctx<'a> {
         }
         // A device may have raised or lowered an interrupt line.
         self.next_poll = 0;
+    }
+
+    /// Tells the VMM if a control transfer that just committed changed the CPL.
+    pub fn report_ring_change(&mut self, from: u8, cause: RingCause) {
+        let to = self.cpu.cpl();
+        if to != from {
+            let event = GuestEvent::RingTransition { from, to, cause };
+            self.exits.notify(event, self.icount);
+        }
     }
 
     // ---- registers ----

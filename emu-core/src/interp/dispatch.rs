@@ -4,7 +4,7 @@
 //! instruction wins. An instruction no family knows is reported as unsupported — a
 //! missing feature of Popek, not a guest error — while an undecodable one raises #UD.
 
-use super::{alu, bits, control, flagops, io, moves, muldiv, shift, stack, string, system};
+use super::{alu, bits, control, far, flagops, io, moves, muldiv, shift, stack, string, system};
 use super::{Ctx, Fault, Handler};
 use crate::exception::Exception;
 use iced_x86::Instruction;
@@ -15,6 +15,7 @@ pub fn handler(ins: &Instruction) -> Handler {
         return invalid_opcode;
     }
     alu::handler(ins)
+        .or_else(|| far::handler(ins))
         .or_else(|| control::handler(ins))
         .or_else(|| moves::handler(ins))
         .or_else(|| stack::handler(ins))

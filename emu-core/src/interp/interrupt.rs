@@ -3,10 +3,11 @@
 //! changes) or the long-mode IDT (with its interrupt stack table), and the escalation of
 //! a fault during delivery to a double fault and then to a triple fault (shutdown).
 
-use super::segment::{self, code_descriptor, selector_error, system_type, tss_stack};
-use super::stack::push;
+use super::segment::{
+    self, code_descriptor, selector_error, system_type, tss_stack, Descriptor, Stack,
+};
 use super::{Ctx, Fault};
-use crate::cpu::{cr0, efer, rflags, SegReg, Segment};
+use crate::cpu::{cr0, efer, rflags, SegReg};
 use crate::exception::{vector, Exception};
 use crate::exit::{GuestEvent, RingCause, StopReason, VmExit};
 
@@ -62,17 +63,7 @@ pub fn deliver(
     } else {
         protected_mode(cx, vector, source, error_code)?;
     }
-    let to = cx.cpu.cpl();
-    if to != from {
-        cx.exits.notify(
-            GuestEvent::RingTransition {
-                from,
-                to,
-                cause: source.cause(vector),
-            },
-            cx.icount,
-        );
-    }
+    cx.report_ring_change(from, source.cause(vector));
     // The CPU's mode, stack or CS changed: later instructions of this block are stale.
     cx.end_block = true;
     Ok(())
@@ -177,23 +168,19 @@ fn real_mode(cx: &mut Ctx<'_>, vector: u8) -> Result<(), Fault> {
     }
     let ip = cx.read_sys(cx.cpu.idtr.base + entry, 2)?;
     let cs = cx.read_sys(cx.cpu.idtr.base + entry + 2, 2)? as u16;
-    let saved = (cx.cpu.regs[4], cx.cpu.flags);
     let frame = [
         cx.cpu.flags.get(),
         cx.cpu.seg[SegReg::Cs as usize].selector as u64,
         cx.cpu.rip,
     ];
+    let mut stack = Stack::current(cx);
     for v in frame {
-        if let Err(f) = push(cx, 2, v) {
-            (cx.cpu.regs[4], cx.cpu.flags) = saved;
-            return Err(f);
-        }
+        stack.push(cx, 2, v, 0)?;
     }
+    stack.commit(cx);
     let kept = cx.cpu.flags.get() & !(rflags::IF | rflags::TF | rflags::AC);
     cx.cpu.flags.set_all(kept);
-    let cs_reg = &mut cx.cpu.seg[SegReg::Cs as usize];
-    cs_reg.selector = cs;
-    cs_reg.base = (cs as u64) << 4;
+    segment::load_real(cx, SegReg::Cs, cs);
     cx.cpu.rip = ip;
     Ok(())
 }
@@ -214,34 +201,27 @@ fn read_gate(cx: &mut Ctx<'_>, vector: u8, size: u64, ext: u32) -> Result<(u64, 
     Ok((low, high))
 }
 
-/// Checks a gate's type, DPL and presence; returns (type, target selector).
+/// Checks a gate's type, DPL and presence.
 fn check_gate(
     cx: &Ctx<'_>,
-    low: u64,
+    gate: Descriptor,
     vector: u8,
     source: Source,
     allowed: &[u16],
-) -> Result<(u16, u16), Fault> {
+) -> Result<(), Fault> {
     let ext = source.ext();
     let idt_error = (vector as u32) * 8 + 2 + ext;
-    let kind = ((low >> 40) & 0xF) as u16;
-    let dpl = ((low >> 45) & 3) as u8;
-    let present = low & (1 << 47) != 0;
-    if low & (1 << 44) != 0 || !allowed.contains(&kind) {
+    if gate.is_code_data() || !allowed.contains(&gate.kind()) {
         return Err(Exception::general_protection(idt_error).into());
     }
     let software = matches!(source, Source::Software | Source::SoftwareException);
-    if software && dpl < cx.cpu.cpl() {
+    if software && gate.dpl() < cx.cpu.cpl() {
         return Err(Exception::general_protection((vector as u32) * 8 + 2).into());
     }
-    if !present {
-        return Err(Exception {
-            vector: vector::NP,
-            error_code: Some(idt_error),
-        }
-        .into());
+    if !gate.present() {
+        return Err(Exception::not_present(idt_error).into());
     }
-    Ok((kind, (low >> 16) as u16))
+    Ok(())
 }
 
 fn protected_mode(
@@ -251,8 +231,8 @@ fn protected_mode(
     error_code: Option<u32>,
 ) -> Result<(), Fault> {
     let ext = source.ext();
-    let (low, _) = read_gate(cx, vector, 8, ext)?;
-    if (low >> 40) & 0x1F == system_type::TASK_GATE as u64 {
+    let gate = Descriptor(read_gate(cx, vector, 8, ext)?.0);
+    if !gate.is_code_data() && gate.kind() == system_type::TASK_GATE {
         // Hardware task switching is not implemented.
         return Err(Fault::Unsupported);
     }
@@ -262,12 +242,13 @@ fn protected_mode(
         system_type::INT_GATE,
         system_type::TRAP_GATE,
     ];
-    let (kind, sel) = check_gate(cx, low, vector, source, &gates)?;
+    check_gate(cx, gate, vector, source, &gates)?;
+    let (kind, sel) = (gate.kind(), gate.gate_selector());
     let wide = kind == system_type::INT_GATE || kind == system_type::TRAP_GATE;
     let offset = if wide {
-        (low & 0xFFFF) | ((low >> 32) & 0xFFFF_0000)
+        gate.gate_offset()
     } else {
-        low & 0xFFFF
+        gate.gate_offset() & 0xFFFF
     };
     let (desc, addr) = code_descriptor(cx, sel, ext)?;
     let cpl = cx.cpu.cpl();
@@ -275,11 +256,7 @@ fn protected_mode(
         return Err(Exception::general_protection(selector_error(sel) | ext).into());
     }
     if !desc.present() {
-        return Err(Exception {
-            vector: vector::NP,
-            error_code: Some(selector_error(sel) | ext),
-        }
-        .into());
+        return Err(Exception::not_present(selector_error(sel) | ext).into());
     }
     let new_cpl = if desc.is_conforming() {
         cpl
@@ -287,30 +264,28 @@ fn protected_mode(
         desc.dpl()
     };
     let size: u8 = if wide { 4 } else { 2 };
-    let old_ss = cx.cpu.seg[SegReg::Ss as usize];
-    let old_esp = cx.cpu.regs[4];
-    let eflags = cx.cpu.flags.get();
-    let cs = cx.cpu.seg[SegReg::Cs as usize].selector as u64;
-    let (stack, mut sp, mut frame) = if new_cpl < cpl {
+    let mut stack = if new_cpl < cpl {
         let (ss_sel, esp) = tss_stack(cx, new_cpl, ext)?;
         let ss = segment::stack_descriptor(cx, ss_sel, new_cpl, vector::TS, ext)?;
-        (ss, esp, vec![old_ss.selector as u64, old_esp])
+        let mut inner = Stack::new(ss, esp, false);
+        let old_ss = cx.cpu.seg[SegReg::Ss as usize].selector as u64;
+        inner.push(cx, size, old_ss, new_cpl)?;
+        inner.push(cx, size, cx.cpu.regs[4], new_cpl)?;
+        inner
     } else {
-        (old_ss, old_esp, Vec::new())
+        Stack::current(cx)
     };
-    frame.extend([eflags, cs, cx.cpu.rip]);
-    frame.extend(error_code.map(u64::from));
-    let wide_stack = stack.attr & Segment::DB != 0;
-    let sp_mask = if wide_stack { 0xFFFF_FFFF } else { 0xFFFF };
-    for v in frame {
-        sp = sp.wrapping_sub(size as u64) & sp_mask;
-        let lin = stack.base.wrapping_add(sp) & 0xFFFF_FFFF;
-        cx.write_as_cpl(lin, size, v, new_cpl)?;
+    let frame = [
+        cx.cpu.flags.get(),
+        cx.cpu.seg[SegReg::Cs as usize].selector as u64,
+        cx.cpu.rip,
+    ];
+    for v in frame.into_iter().chain(error_code.map(u64::from)) {
+        stack.push(cx, size, v, new_cpl)?;
     }
     segment::mark_accessed(cx, desc, addr)?;
     // Commit: nothing above could fault after this point.
-    cx.cpu.seg[SegReg::Ss as usize] = stack;
-    cx.cpu.regs[4] = (cx.cpu.regs[4] & !sp_mask) | sp;
+    stack.commit(cx);
     cx.cpu.seg[SegReg::Cs as usize] = desc.segment((sel & !3) | new_cpl as u16);
     cx.cpu.rip = offset;
     let interrupt_gate = kind == system_type::INT_GATE || kind == system_type::INT_GATE16;
@@ -333,26 +308,19 @@ fn long_mode(
 ) -> Result<(), Fault> {
     let ext = source.ext();
     let (low, high) = read_gate(cx, vector, GATE64_SIZE, ext)?;
-    let (kind, sel) = check_gate(
-        cx,
-        low,
-        vector,
-        source,
-        &[system_type::INT_GATE, system_type::TRAP_GATE],
-    )?;
-    let offset = (low & 0xFFFF) | ((low >> 32) & 0xFFFF_0000) | ((high & 0xFFFF_FFFF) << 32);
+    let gate = Descriptor(low);
+    let allowed = [system_type::INT_GATE, system_type::TRAP_GATE];
+    check_gate(cx, gate, vector, source, &allowed)?;
+    let (kind, sel) = (gate.kind(), gate.gate_selector());
+    let offset = gate.gate_offset() | ((high & 0xFFFF_FFFF) << 32);
     let ist = (low >> 32) & 7;
     let (desc, addr) = code_descriptor(cx, sel, ext)?;
     let cpl = cx.cpu.cpl();
-    if desc.dpl() > cpl || desc.attr() & Segment::LONG == 0 || desc.attr() & Segment::DB != 0 {
+    if desc.dpl() > cpl || !desc.is_long() || desc.is_default32() {
         return Err(Exception::general_protection(selector_error(sel) | ext).into());
     }
     if !desc.present() {
-        return Err(Exception {
-            vector: vector::NP,
-            error_code: Some(selector_error(sel) | ext),
-        }
-        .into());
+        return Err(Exception::not_present(selector_error(sel) | ext).into());
     }
     let new_cpl = if desc.is_conforming() {
         cpl
@@ -360,15 +328,11 @@ fn long_mode(
         desc.dpl()
     };
     let old_rsp = cx.cpu.regs[4];
-    let mut rsp = if ist != 0 {
+    let rsp = if ist != 0 {
         let off = TSS64_IST1 + 8 * (ist - 1);
         if off + 7 > cx.cpu.tr.limit as u64 {
             let code = selector_error(cx.cpu.tr.selector) | ext;
-            return Err(Exception {
-                vector: vector::TS,
-                error_code: Some(code),
-            }
-            .into());
+            return Err(Exception::invalid_tss(code).into());
         }
         cx.read_sys(cx.cpu.tr.base + off, 8)?
     } else if new_cpl < cpl {
@@ -376,28 +340,27 @@ fn long_mode(
     } else {
         old_rsp
     };
+    let old_ss = cx.cpu.seg[SegReg::Ss as usize];
+    // Entering an inner ring loads SS with a null selector carrying the new RPL.
+    let ss = if new_cpl != cpl {
+        segment::null_stack(new_cpl)
+    } else {
+        old_ss
+    };
     // The frame is 16-byte aligned in long mode.
-    rsp &= !0xF;
+    let mut stack = Stack::new(ss, rsp & !0xF, true);
     let frame = [
-        cx.cpu.seg[SegReg::Ss as usize].selector as u64,
+        old_ss.selector as u64,
         old_rsp,
         cx.cpu.flags.get(),
         cx.cpu.seg[SegReg::Cs as usize].selector as u64,
         cx.cpu.rip,
     ];
     for v in frame.into_iter().chain(error_code.map(u64::from)) {
-        rsp = rsp.wrapping_sub(8);
-        cx.write_as_cpl(rsp, 8, v, new_cpl)?;
+        stack.push(cx, 8, v, new_cpl)?;
     }
     segment::mark_accessed(cx, desc, addr)?;
-    if new_cpl != cpl {
-        // Entering an inner ring loads SS with a null selector carrying the new RPL.
-        cx.cpu.seg[SegReg::Ss as usize] = Segment {
-            selector: new_cpl as u16,
-            ..Segment::default()
-        };
-    }
-    cx.cpu.regs[4] = rsp;
+    stack.commit(cx);
     cx.cpu.seg[SegReg::Cs as usize] = desc.segment((sel & !3) | new_cpl as u16);
     cx.cpu.rip = offset;
     clear_flags_on_entry(cx, kind == system_type::INT_GATE);

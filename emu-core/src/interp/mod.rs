@@ -8,7 +8,8 @@
 //! decoded-instruction cache the same way).
 //!
 //! Instruction semantics live in one file per family: [`alu`], [`shift`], [`muldiv`],
-//! [`bits`], [`flagops`], [`moves`], [`stack`], [`string`], [`control`], [`io`], [`system`]. Each
+//! [`bits`], [`flagops`], [`moves`], [`stack`], [`string`], [`control`], [`far`], [`io`],
+//! [`system`]. Each
 //! handler returns `Err` without committing anything when the instruction faults, so
 //! every exception is reported at the faulting instruction.
 
@@ -19,6 +20,7 @@ mod codemap;
 mod control;
 mod ctx;
 mod dispatch;
+mod far;
 mod flagops;
 pub mod flags;
 mod interrupt;

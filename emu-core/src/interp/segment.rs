@@ -1,9 +1,12 @@
 //! Segment descriptors, and loading segment registers with the protection checks of
-//! protected mode (or the plain `selector * 16` of real and virtual-8086 mode).
+//! protected mode (or the plain `selector * 16` of real and virtual-8086 mode); the
+//! stacks control transfers build and unwind (interrupt delivery, far CALL through a
+//! gate, far RET, IRET).
 
+use super::flags::size_mask;
 use super::{Ctx, Fault};
 use crate::cpu::{cr0, rflags, SegReg, Segment};
-use crate::exception::{vector, Exception};
+use crate::exception::Exception;
 
 /// Selector bits.
 pub mod selector {
@@ -86,6 +89,14 @@ impl Descriptor {
     pub fn is_readable(self) -> bool {
         self.is_code_data() && (!self.is_code() || self.kind() & code_data::WRITABLE_READABLE != 0)
     }
+    /// A 64-bit code segment (the L bit).
+    pub fn is_long(self) -> bool {
+        self.attr() & Segment::LONG != 0
+    }
+    /// Default operand size 32 bits (the D/B bit).
+    pub fn is_default32(self) -> bool {
+        self.attr() & Segment::DB != 0
+    }
     /// Present.
     pub fn present(self) -> bool {
         self.attr() & Segment::PRESENT != 0
@@ -106,6 +117,19 @@ impl Descriptor {
         } else {
             raw
         }
+    }
+    /// Gates: the selector of the code segment they lead to.
+    pub fn gate_selector(self) -> u16 {
+        (self.0 >> 16) as u16
+    }
+    /// 32-bit gates: the entry point's offset (16-bit gates use its low half, 64-bit
+    /// gates add 32 more bits from their second half).
+    pub fn gate_offset(self) -> u64 {
+        (self.0 & 0xFFFF) | ((self.0 >> 32) & 0xFFFF_0000)
+    }
+    /// Call gates: how many stack parameters a privilege change copies (5 bits).
+    pub fn gate_params(self) -> u8 {
+        ((self.0 >> 32) & 0x1F) as u8
     }
     /// The segment register contents this descriptor loads with `selector`.
     pub fn segment(self, selector: u16) -> Segment {
@@ -163,7 +187,7 @@ pub fn protected(cx: &Ctx<'_>) -> bool {
 
 /// A real-mode (or virtual-8086) segment load: base = selector * 16, the hidden limit and
 /// attributes stay as they are (which is what lets "unreal mode" work).
-fn load_real(cx: &mut Ctx<'_>, seg: SegReg, sel: u16) {
+pub fn load_real(cx: &mut Ctx<'_>, seg: SegReg, sel: u16) {
     let s = &mut cx.cpu.seg[seg as usize];
     s.selector = sel;
     s.base = (sel as u64) << 4;
@@ -215,11 +239,7 @@ pub fn load_data_segment(cx: &mut Ctx<'_>, seg: SegReg, sel: u16) -> Result<(), 
             return Err(gp(selector_error(sel)));
         }
         if !desc.present() {
-            return Err(Exception {
-                vector: vector::NP,
-                error_code: Some(selector_error(sel)),
-            }
-            .into());
+            return Err(Exception::not_present(selector_error(sel)).into());
         }
     }
     mark_accessed(cx, desc, addr)?;
@@ -245,12 +265,7 @@ pub fn code_descriptor(cx: &mut Ctx<'_>, sel: u16, ext: u32) -> Result<(Descript
 /// 4 + 8n and SSn at 8 + 8n; a 64-bit TSS holds RSPn at 4 + 8n.
 pub fn tss_stack(cx: &mut Ctx<'_>, dpl: u8, ext: u32) -> Result<(u16, u64), Fault> {
     let tr = cx.cpu.tr;
-    let ts = |code: u32| {
-        Fault::Exception(Exception {
-            vector: vector::TS,
-            error_code: Some(code),
-        })
-    };
+    let ts = |code: u32| Fault::Exception(Exception::invalid_tss(code));
     let trerr = selector_error(tr.selector) | ext;
     let long = cx.cpu.efer & crate::cpu::efer::LMA != 0;
     let kind = tr.attr & 0xF;
@@ -310,4 +325,111 @@ pub fn stack_descriptor(
     }
     mark_accessed(cx, desc, addr)?;
     Ok(desc.segment(sel))
+}
+
+/// The SS a long-mode transfer to an inner ring (and a 64-bit return within rings 0-2)
+/// loads: a null selector carrying the new CPL as its RPL.
+pub fn null_stack(cpl: u8) -> Segment {
+    Segment {
+        selector: cpl as u16,
+        ..Segment::default()
+    }
+}
+
+/// Empties DS, ES, FS and GS when a return to an outer ring (far RET, IRET) leaves them
+/// naming data or non-conforming code more privileged than the new CPL, so the outer ring
+/// cannot keep using the inner ring's segments.
+pub fn clear_inaccessible_data_segments(cx: &mut Ctx<'_>, cpl: u8) {
+    for seg in [SegReg::Es, SegReg::Ds, SegReg::Fs, SegReg::Gs] {
+        let s = &mut cx.cpu.seg[seg as usize];
+        let kind = s.attr & 0xF;
+        let conforming_code = kind & code_data::CODE != 0 && kind & code_data::CONFORMING != 0;
+        if s.attr & Segment::CODE_DATA != 0 && !conforming_code && s.dpl() < cpl {
+            *s = Segment::default();
+        }
+    }
+}
+
+/// A stack a control transfer pushes to or pops from before it commits anything: the
+/// CPU's stack pointer only changes in [`Stack::commit`], so a fault half-way leaves
+/// the registers as they were (memory already written stays written, as on hardware).
+#[derive(Debug, Clone, Copy)]
+pub struct Stack {
+    /// The stack segment.
+    pub seg: Segment,
+    /// The stack pointer, within `mask`.
+    sp: u64,
+    /// SP, ESP or RSP: what the stack pointer wraps at.
+    mask: u64,
+    /// Register bits above `mask`: a 16-bit stack leaves the top of ESP alone.
+    high: u64,
+    /// 64-bit mode: the stack is flat whatever SS says.
+    flat: bool,
+}
+
+impl Stack {
+    /// The stack of SS:RSP with the width SS.B (or 64-bit mode) gives it.
+    pub fn new(seg: Segment, rsp: u64, long: bool) -> Self {
+        let width = if long {
+            8
+        } else if seg.attr & Segment::DB != 0 {
+            4
+        } else {
+            2
+        };
+        let mask = size_mask(width);
+        Stack {
+            seg,
+            sp: rsp & mask,
+            mask,
+            high: rsp & !mask,
+            flat: long,
+        }
+    }
+
+    /// The stack the CPU is using.
+    pub fn current(cx: &Ctx<'_>) -> Self {
+        let long = cx.cpu.code_bitness() == 64;
+        Self::new(cx.cpu.seg[SegReg::Ss as usize], cx.cpu.regs[4], long)
+    }
+
+    fn linear(&self, sp: u64) -> u64 {
+        if self.flat {
+            sp
+        } else {
+            self.seg.base.wrapping_add(sp) & 0xFFFF_FFFF
+        }
+    }
+
+    /// Pushes the low `size` bytes of `v` with the access rights of ring `cpl` (a
+    /// transfer to an inner ring writes its new stack with that ring's rights).
+    pub fn push(&mut self, cx: &mut Ctx<'_>, size: u8, v: u64, cpl: u8) -> Result<(), Fault> {
+        let sp = self.sp.wrapping_sub(size as u64) & self.mask;
+        cx.write_as_cpl(self.linear(sp), size, v, cpl)?;
+        self.sp = sp;
+        Ok(())
+    }
+
+    /// Pops `size` bytes with the current CPL's rights.
+    pub fn pop(&mut self, cx: &mut Ctx<'_>, size: u8) -> Result<u64, Fault> {
+        let v = cx.read(self.linear(self.sp), size)?;
+        self.release(size as u64);
+        Ok(v)
+    }
+
+    /// Drops `n` bytes (the parameters RET imm16 releases).
+    pub fn release(&mut self, n: u64) {
+        self.sp = self.sp.wrapping_add(n) & self.mask;
+    }
+
+    /// The whole stack-pointer register value.
+    pub fn rsp(&self) -> u64 {
+        self.high | self.sp
+    }
+
+    /// Makes this the CPU's stack: SS and RSP.
+    pub fn commit(&self, cx: &mut Ctx<'_>) {
+        cx.cpu.seg[SegReg::Ss as usize] = self.seg;
+        cx.cpu.regs[4] = self.rsp();
+    }
 }
