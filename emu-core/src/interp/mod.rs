@@ -8,7 +8,8 @@
 //! decoded-instruction cache the same way).
 //!
 //! Instruction semantics live in one file per family: [`alu`], [`shift`], [`muldiv`],
-//! [`bits`], [`flagops`], [`moves`], [`stack`], [`string`], [`control`], [`io`], [`system`]. Each
+//! [`bits`], [`flagops`], [`moves`], [`stack`], [`string`], [`control`], [`io`], [`system`],
+//! [`sse`] and [`fpu`]. Each
 //! handler returns `Err` without committing anything when the instruction faults, so
 //! every exception is reported at the faulting instruction.
 
@@ -20,6 +21,7 @@ mod ctx;
 mod dispatch;
 mod flagops;
 pub mod flags;
+mod fpu;
 mod interrupt;
 mod io;
 mod mmu;
@@ -27,13 +29,14 @@ mod moves;
 mod muldiv;
 mod segment;
 mod shift;
+mod sse;
 mod stack;
 mod string;
 mod system;
 
 pub use ctx::Ctx;
 
-use crate::cpu::{CpuState, DescriptorTable, Segment};
+use crate::cpu::{CpuState, DescriptorTable, FpuState, Segment};
 use crate::engine::Engine;
 use crate::exception::Exception;
 use crate::exit::{ExitHandler, Flow, StopReason, VmExit};
@@ -93,6 +96,8 @@ pub struct Cpu {
     pub dr: [u64; 8],
     /// Model-specific registers.
     pub msr: crate::cpu::Msrs,
+    /// x87, MMX and SSE registers.
+    pub fpu: FpuState,
     /// The software TLB (not architectural state: rebuilt from the page tables).
     pub tlb: mmu::Tlb,
 }
@@ -116,6 +121,7 @@ impl Cpu {
             efer: s.efer,
             dr: s.dr,
             msr: s.msr,
+            fpu: s.fpu.clone(),
             tlb: mmu::Tlb::default(),
         }
     }
@@ -138,6 +144,7 @@ impl Cpu {
             efer: self.efer,
             dr: self.dr,
             msr: self.msr,
+            fpu: self.fpu.clone(),
         }
     }
 
