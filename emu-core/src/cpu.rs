@@ -283,8 +283,10 @@ pub const FSW_EXCEPTIONS: u16 = 0x3F;
 pub const FSW_SF: u16 = 1 << 6;
 /// FSW error summary: an unmasked exception is pending.
 pub const FSW_ES: u16 = 1 << 7;
+/// Position of FSW TOP.
+const FSW_TOP_SHIFT: u32 = 11;
 /// FSW TOP: the physical register that is ST(0) (three bits).
-pub const FSW_TOP: u16 = 7 << 11;
+pub const FSW_TOP: u16 = 7 << FSW_TOP_SHIFT;
 /// FSW busy bit (a copy of ES on every processor since the 387).
 pub const FSW_B: u16 = 1 << 15;
 
@@ -316,7 +318,8 @@ pub struct FpuState {
 }
 
 impl Default for FpuState {
-    /// The state after reset (and what a bootloader's FNINIT leaves).
+    /// The state FNINIT leaves, which is also how KVM resets a vCPU (a real processor
+    /// powers up with FCW 0x0040 and leaves the FNINIT to the firmware).
     fn default() -> Self {
         FpuState {
             fcw: FCW_INIT,
@@ -382,7 +385,7 @@ impl FpuState {
 
     /// The physical register that is ST(`i`).
     fn physical(&self, i: usize) -> usize {
-        (usize::from((self.fsw & FSW_TOP) >> 11) + i) % 8
+        (usize::from((self.fsw & FSW_TOP) >> FSW_TOP_SHIFT) + i) % 8
     }
 
     /// Loads the control word (FLDCW, FXRSTOR). Unmasking an exception whose flag is
@@ -455,5 +458,40 @@ impl CpuState {
             self.cr0, self.cr2, self.cr3, self.cr4, self.efer
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fxsave_images_hold_the_x87_registers_in_stack_order() {
+        let mut s = FpuState {
+            fsw: 5 << FSW_TOP_SHIFT,
+            ..FpuState::default()
+        };
+        for (i, r) in s.regs.iter_mut().enumerate() {
+            r[0] = i as u8 + 1;
+        }
+        let img = s.to_fxsave();
+        assert_eq!(img[fxsave::ST], 6, "ST(0) is R5");
+        assert_eq!(img[fxsave::ST + 3 * fxsave::SLOT], 1, "ST(3) is R0");
+        assert_eq!(FpuState::from_fxsave(&img), s);
+    }
+
+    #[test]
+    fn loading_the_control_word_fixes_reserved_bits_and_the_error_summary() {
+        let mut s = FpuState {
+            fsw: 0x0001, // invalid operation flagged
+            ..FpuState::default()
+        };
+        s.set_fcw(0xFFFE); // ... and unmasked
+        assert_eq!(s.fcw, 0x1F7E);
+        assert_eq!(s.fsw, 0x0001 | FSW_ES | FSW_B);
+        s.set_fcw(0x0000);
+        assert_eq!(s.fcw, 0x0040, "bit 6 reads as one");
+        s.set_fcw(FCW_INIT);
+        assert_eq!(s.fsw, 0x0001, "masked again: nothing pending");
     }
 }

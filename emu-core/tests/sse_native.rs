@@ -267,6 +267,7 @@ fn cases() -> Vec<Case> {
         case("pavgb", |a| a.pavgb(xmm1, xmm2)),
         case("pavgw", |a| a.pavgw(xmm1, xmm2)),
         case("psadbw", |a| a.psadbw(xmm1, xmm2)),
+        case("pmaddwd", |a| a.pmaddwd(xmm1, xmm2)),
         // Shifts.
         case("psllw imm 3", |a| a.psllw(xmm1, 3)),
         case("psllw imm 16", |a| a.psllw(xmm1, 16)),

@@ -171,7 +171,7 @@ fn fxsave(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let img = cx.cpu.fpu.to_fxsave();
     for (at, chunk) in (0u64..).step_by(8).zip(img[..len].chunks_exact(8)) {
         let v = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        cx.write(lin + at, 8, v)?;
+        cx.write(lin.wrapping_add(at), 8, v)?;
     }
     Ok(())
 }
@@ -184,7 +184,7 @@ fn fxrstor(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     // Outside 64-bit mode XMM8-XMM15 are not in the area and keep their values.
     let mut img = cx.cpu.fpu.to_fxsave();
     for (at, chunk) in (0u64..).step_by(8).zip(img[..len].chunks_exact_mut(8)) {
-        chunk.copy_from_slice(&cx.read(lin + at, 8)?.to_le_bytes());
+        chunk.copy_from_slice(&cx.read(lin.wrapping_add(at), 8)?.to_le_bytes());
     }
     let state = FpuState::from_fxsave(&img);
     if state.mxcsr & !MXCSR_MASK != 0 {

@@ -1,7 +1,8 @@
 //! SSE and SSE2 on XMM registers: the data moves (MOVD MOVQ MOVDQA MOVDQU MOVAPS
 //! MOVUPS MOVAPD MOVUPD MOVSS MOVSD MOVLPS MOVHPS MOVLPD MOVHPD MOVHLPS MOVLHPS and the
 //! non-temporal stores), bitwise logic, packed-integer arithmetic, compares, shifts,
-//! shuffles, unpacks and packs, PMOVMSKB MOVMSKPS MOVMSKPD PEXTRW PINSRW PSADBW, and
+//! shuffles, unpacks and packs, PMOVMSKB MOVMSKPS MOVMSKPD PEXTRW PINSRW PSADBW
+//! PMADDWD, and
 //! LDMXCSR/STMXCSR.
 //!
 //! Floating-point arithmetic is not implemented (reported as unsupported). The moves
@@ -174,6 +175,7 @@ fn xmm_handler(ins: &Instruction) -> Option<Handler> {
         Mnemonic::Pextrw => pextrw,
         Mnemonic::Pinsrw => pinsrw,
         Mnemonic::Psadbw => psadbw,
+        Mnemonic::Pmaddwd => pmaddwd,
         _ => return None,
     })
 }
@@ -492,6 +494,16 @@ fn psadbw(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
             (0..8)
                 .map(|i| lane(x.into(), 8, i).abs_diff(lane(y.into(), 8, i)))
                 .sum()
+        })
+    })
+}
+
+/// PMADDWD: per doubleword, the sum of the signed products of its two word pairs.
+fn pmaddwd(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
+    binary(cx, ins, |a, b| {
+        map_lanes(a, b, 32, |x, y| {
+            let product = |i| signed(lane(x.into(), 16, i), 16) * signed(lane(y.into(), 16, i), 16);
+            (product(0) + product(1)) as u64
         })
     })
 }
