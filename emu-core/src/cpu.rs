@@ -79,6 +79,10 @@ pub mod cr4 {
     pub const PAE: u64 = 1 << 5;
     /// Global pages survive CR3 reloads.
     pub const PGE: u64 = 1 << 7;
+    /// The OS saves SSE state with FXSAVE: SSE instructions are enabled (else #UD).
+    pub const OSFXSR: u64 = 1 << 9;
+    /// The OS handles #XM: unmasked SIMD floating-point exceptions raise #XM, not #UD.
+    pub const OSXMMEXCPT: u64 = 1 << 10;
 }
 
 /// IA32_EFER bits.
@@ -221,6 +225,184 @@ pub struct CpuState {
     pub dr: [u64; 8],
     /// Model-specific registers.
     pub msr: Msrs,
+    /// x87, MMX and SSE registers.
+    pub fpu: FpuState,
+}
+
+/// Byte offsets in the 512-byte FXSAVE image (Intel SDM Vol. 1, table 10-2).
+pub mod fxsave {
+    /// Size of the image.
+    pub const SIZE: usize = 512;
+    /// x87 control word (2 bytes).
+    pub const FCW: usize = 0;
+    /// x87 status word (2 bytes).
+    pub const FSW: usize = 2;
+    /// Abridged tag word (1 byte; byte 5 is reserved).
+    pub const FTW: usize = 4;
+    /// Last x87 opcode (2 bytes, 11 bits used).
+    pub const FOP: usize = 6;
+    /// Last x87 instruction pointer (8 bytes).
+    pub const FIP: usize = 8;
+    /// Last x87 data pointer (8 bytes).
+    pub const FDP: usize = 16;
+    /// MXCSR (4 bytes).
+    pub const MXCSR: usize = 24;
+    /// MXCSR_MASK: the MXCSR bits the processor supports (4 bytes).
+    pub const MXCSR_MASK: usize = 28;
+    /// ST0/MM0; each register takes a 16-byte slot, of which it uses 10.
+    pub const ST: usize = 32;
+    /// XMM0; each register takes 16 bytes.
+    pub const XMM: usize = 160;
+    /// Size of one ST or XMM slot.
+    pub const SLOT: usize = 16;
+    /// End of the XMM0-XMM7 area: all a legacy-mode (not 64-bit) FXSAVE stores.
+    pub const LEGACY_END: usize = XMM + 8 * SLOT;
+    /// End of the XMM0-XMM15 area: all a 64-bit-mode FXSAVE stores (the rest is
+    /// reserved or left to software).
+    pub const LONG_END: usize = XMM + 16 * SLOT;
+}
+
+/// x87 control word at reset and after FNINIT: all exceptions masked, 64-bit
+/// precision, round to nearest.
+pub const FCW_INIT: u16 = 0x037F;
+/// MXCSR at reset: all SIMD exceptions masked, round to nearest.
+pub const MXCSR_INIT: u32 = 0x1F80;
+/// MXCSR bits Popek lets software set (all 16 defined ones, DAZ included); FXSAVE
+/// stores it as MXCSR_MASK, and setting any other bit raises #GP(0).
+pub const MXCSR_MASK: u32 = 0xFFFF;
+/// FOP holds the low 11 bits of the last x87 opcode.
+const FOP_MASK: u16 = 0x07FF;
+/// FCW bits that exist: exception masks (0-5), precision (8-9), rounding (10-11) and
+/// the vestigial infinity control (12); the others read back as zero...
+const FCW_WRITABLE: u16 = 0x1F3F;
+/// ...except reserved bit 6, which reads as one.
+const FCW_ONE: u16 = 1 << 6;
+/// FSW exception flags: invalid, denormal, zero divide, overflow, underflow, precision.
+pub const FSW_EXCEPTIONS: u16 = 0x3F;
+/// FSW stack fault flag.
+pub const FSW_SF: u16 = 1 << 6;
+/// FSW error summary: an unmasked exception is pending.
+pub const FSW_ES: u16 = 1 << 7;
+/// Position of FSW TOP.
+const FSW_TOP_SHIFT: u32 = 11;
+/// FSW TOP: the physical register that is ST(0) (three bits).
+pub const FSW_TOP: u16 = 7 << FSW_TOP_SHIFT;
+/// FSW busy bit (a copy of ES on every processor since the 387).
+pub const FSW_B: u16 = 1 << 15;
+
+/// The x87/MMX and SSE state: everything FXSAVE stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FpuState {
+    /// x87 control word: exception masks, precision and rounding control.
+    pub fcw: u16,
+    /// x87 status word: exception flags, condition codes, top of stack.
+    pub fsw: u16,
+    /// Abridged tag word, as FXSAVE stores it: bit i set = physical register i in use.
+    pub ftw: u8,
+    /// Last x87 opcode (11 bits).
+    pub fop: u16,
+    /// Last x87 instruction pointer, as FXSAVE stores it: the 64-bit offset in the
+    /// 64-bit form, the 32-bit offset with the CS selector in bits 32-47 in the legacy
+    /// form. Kept as the raw 8 bytes so both forms round-trip unchanged.
+    pub fip: u64,
+    /// Last x87 data pointer, likewise (DS selector in bits 32-47 in the legacy form).
+    pub fdp: u64,
+    /// The x87 data registers R0-R7 in physical order, 80 bits each, little-endian
+    /// (MM0-MM7 are their low 64 bits). ST(i) is R((TOP + i) mod 8); FXSAVE stores
+    /// them in ST order, so the image conversions rotate by TOP.
+    pub regs: [[u8; 10]; 8],
+    /// XMM0-XMM15 (XMM8-15 reachable in 64-bit mode only).
+    pub xmm: [u128; 16],
+    /// SSE control and status.
+    pub mxcsr: u32,
+}
+
+impl Default for FpuState {
+    /// The state FNINIT leaves, which is also how KVM resets a vCPU (a real processor
+    /// powers up with FCW 0x0040 and leaves the FNINIT to the firmware).
+    fn default() -> Self {
+        FpuState {
+            fcw: FCW_INIT,
+            fsw: 0,
+            ftw: 0,
+            fop: 0,
+            fip: 0,
+            fdp: 0,
+            regs: [[0; 10]; 8],
+            xmm: [0; 16],
+            mxcsr: MXCSR_INIT,
+        }
+    }
+}
+
+impl FpuState {
+    /// The 512-byte FXSAVE image of this state, XMM0-XMM15 included; reserved bytes
+    /// are zero.
+    pub fn to_fxsave(&self) -> [u8; fxsave::SIZE] {
+        let mut img = [0u8; fxsave::SIZE];
+        let mut put = |at: usize, bytes: &[u8]| img[at..at + bytes.len()].copy_from_slice(bytes);
+        put(fxsave::FCW, &self.fcw.to_le_bytes());
+        put(fxsave::FSW, &self.fsw.to_le_bytes());
+        put(fxsave::FTW, &[self.ftw]);
+        put(fxsave::FOP, &(self.fop & FOP_MASK).to_le_bytes());
+        put(fxsave::FIP, &self.fip.to_le_bytes());
+        put(fxsave::FDP, &self.fdp.to_le_bytes());
+        put(fxsave::MXCSR, &self.mxcsr.to_le_bytes());
+        put(fxsave::MXCSR_MASK, &MXCSR_MASK.to_le_bytes());
+        for i in 0..8 {
+            put(fxsave::ST + i * fxsave::SLOT, &self.regs[self.physical(i)]);
+        }
+        for (i, xmm) in self.xmm.iter().enumerate() {
+            put(fxsave::XMM + i * fxsave::SLOT, &xmm.to_le_bytes());
+        }
+        img
+    }
+
+    /// The state an FXSAVE image describes (XMM0-XMM15 all loaded), as FXRSTOR loads
+    /// it: the control word's reserved bits read back fixed, and the error summary
+    /// follows the exception flags and masks. The caller checks MXCSR against
+    /// [`MXCSR_MASK`] first: FXRSTOR faults on reserved bits.
+    pub fn from_fxsave(img: &[u8; fxsave::SIZE]) -> Self {
+        let mut state = FpuState {
+            fsw: u16::from_le_bytes(field(img, fxsave::FSW)),
+            ftw: img[fxsave::FTW],
+            fop: u16::from_le_bytes(field(img, fxsave::FOP)) & FOP_MASK,
+            fip: u64::from_le_bytes(field(img, fxsave::FIP)),
+            fdp: u64::from_le_bytes(field(img, fxsave::FDP)),
+            xmm: std::array::from_fn(|i| {
+                u128::from_le_bytes(field(img, fxsave::XMM + i * fxsave::SLOT))
+            }),
+            mxcsr: u32::from_le_bytes(field(img, fxsave::MXCSR)),
+            ..FpuState::default()
+        };
+        for i in 0..8 {
+            let r = state.physical(i);
+            state.regs[r] = field(img, fxsave::ST + i * fxsave::SLOT);
+        }
+        state.set_fcw(u16::from_le_bytes(field(img, fxsave::FCW)));
+        state
+    }
+
+    /// The physical register that is ST(`i`).
+    fn physical(&self, i: usize) -> usize {
+        (usize::from((self.fsw & FSW_TOP) >> FSW_TOP_SHIFT) + i) % 8
+    }
+
+    /// Loads the control word (FLDCW, FXRSTOR). Unmasking an exception whose flag is
+    /// set makes it pending: ES and B are set exactly while some flag is unmasked.
+    pub fn set_fcw(&mut self, fcw: u16) {
+        self.fcw = (fcw & FCW_WRITABLE) | FCW_ONE;
+        if self.fsw & !self.fcw & FSW_EXCEPTIONS != 0 {
+            self.fsw |= FSW_ES | FSW_B;
+        } else {
+            self.fsw &= !(FSW_ES | FSW_B);
+        }
+    }
+}
+
+/// `N` bytes of an FXSAVE image from offset `at`.
+fn field<const N: usize>(img: &[u8; fxsave::SIZE], at: usize) -> [u8; N] {
+    img[at..at + N].try_into().expect("field inside the image")
 }
 
 /// Names of the general-purpose registers in encoding order, for dumps.
@@ -325,5 +507,40 @@ impl CpuState {
             self.cr0, self.cr2, self.cr3, self.cr4, self.efer
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fxsave_images_hold_the_x87_registers_in_stack_order() {
+        let mut s = FpuState {
+            fsw: 5 << FSW_TOP_SHIFT,
+            ..FpuState::default()
+        };
+        for (i, r) in s.regs.iter_mut().enumerate() {
+            r[0] = i as u8 + 1;
+        }
+        let img = s.to_fxsave();
+        assert_eq!(img[fxsave::ST], 6, "ST(0) is R5");
+        assert_eq!(img[fxsave::ST + 3 * fxsave::SLOT], 1, "ST(3) is R0");
+        assert_eq!(FpuState::from_fxsave(&img), s);
+    }
+
+    #[test]
+    fn loading_the_control_word_fixes_reserved_bits_and_the_error_summary() {
+        let mut s = FpuState {
+            fsw: 0x0001, // invalid operation flagged
+            ..FpuState::default()
+        };
+        s.set_fcw(0xFFFE); // ... and unmasked
+        assert_eq!(s.fcw, 0x1F7E);
+        assert_eq!(s.fsw, 0x0001 | FSW_ES | FSW_B);
+        s.set_fcw(0x0000);
+        assert_eq!(s.fcw, 0x0040, "bit 6 reads as one");
+        s.set_fcw(FCW_INIT);
+        assert_eq!(s.fsw, 0x0001, "masked again: nothing pending");
     }
 }

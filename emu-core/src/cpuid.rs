@@ -20,8 +20,17 @@ pub const EDX_TSC: u32 = 1 << 4;
 pub const EDX_CX8: u32 = 1 << 8;
 /// Leaf 1 EDX bit: CMOVcc.
 pub const EDX_CMOV: u32 = 1 << 15;
-/// Leaf 1 EDX: the features every engine implements.
-pub const FEATURES_EDX: u32 = EDX_TSC | EDX_CX8 | EDX_CMOV;
+/// Leaf 1 EDX bit: FXSAVE/FXRSTOR and CR4.OSFXSR.
+pub const EDX_FXSR: u32 = 1 << 24;
+/// Leaf 1 EDX bit: SSE.
+pub const EDX_SSE: u32 = 1 << 25;
+/// Leaf 1 EDX bit: SSE2.
+pub const EDX_SSE2: u32 = 1 << 26;
+/// Leaf 1 EDX: the features every engine implements. The SSE/SSE2 integer and move
+/// instructions are all there; their floating-point arithmetic is not yet in the
+/// interpreter. FPU (bit 0) and MMX (bit 23) stay clear: the interpreter has the x87
+/// state and control instructions but no x87 arithmetic, and no MMX.
+pub const FEATURES_EDX: u32 = EDX_TSC | EDX_CX8 | EDX_CMOV | EDX_FXSR | EDX_SSE | EDX_SSE2;
 
 /// The leaves the table defines, for engines that load it up front.
 pub const LEAVES: [u32; 3] = [LEAF_VENDOR, LEAF_FEATURES, LEAF_EXT_MAX];

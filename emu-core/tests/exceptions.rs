@@ -176,8 +176,7 @@ fn from_user(out: &Outcome) {
 }
 
 cases! {
-    #[ignore = "needs DIV from muldiv.rs (in progress in another branch)"]
-    divide_error {
+        divide_error {
         code: |a| {
             a.xor(ecx, ecx)?;
             a.label("mark")?;

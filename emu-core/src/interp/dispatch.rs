@@ -4,7 +4,9 @@
 //! instruction wins. An instruction no family knows is reported as unsupported — a
 //! missing feature of Popek, not a guest error — while an undecodable one raises #UD.
 
-use super::{alu, bits, control, far, flagops, io, moves, muldiv, shift, stack, string, system};
+use super::{
+    alu, bits, control, far, flagops, fpu, io, moves, muldiv, shift, sse, stack, string, system,
+};
 use super::{Ctx, Fault, Handler};
 use crate::exception::Exception;
 use iced_x86::Instruction;
@@ -22,6 +24,9 @@ pub fn handler(ins: &Instruction) -> Handler {
         .or_else(|| shift::handler(ins))
         .or_else(|| muldiv::handler(ins))
         .or_else(|| bits::handler(ins))
+        // Before string: MOVSD with XMM operands is SSE2's, not the string move.
+        .or_else(|| sse::handler(ins))
+        .or_else(|| fpu::handler(ins))
         .or_else(|| string::handler(ins))
         .or_else(|| flagops::handler(ins))
         .or_else(|| io::handler(ins))

@@ -9,7 +9,7 @@
 //!
 //! Instruction semantics live in one file per family: [`alu`], [`shift`], [`muldiv`],
 //! [`bits`], [`flagops`], [`moves`], [`stack`], [`string`], [`control`], [`far`], [`io`],
-//! [`system`]. Each
+//! [`system`], [`sse`] and [`fpu`]. Each
 //! handler returns `Err` without committing anything when the instruction faults, so
 //! every exception is reported at the faulting instruction.
 
@@ -23,6 +23,7 @@ mod dispatch;
 mod far;
 mod flagops;
 pub mod flags;
+mod fpu;
 mod interrupt;
 mod io;
 mod mmu;
@@ -30,6 +31,7 @@ mod moves;
 mod muldiv;
 mod segment;
 mod shift;
+mod sse;
 mod stack;
 mod string;
 mod system;
@@ -38,7 +40,7 @@ mod testutil;
 
 pub use ctx::Ctx;
 
-use crate::cpu::{CpuState, DescriptorTable, Segment};
+use crate::cpu::{CpuState, DescriptorTable, FpuState, Segment};
 use crate::engine::Engine;
 use crate::exception::Exception;
 use crate::exit::{ExitHandler, Flow, StopReason, VmExit};
@@ -98,6 +100,8 @@ pub struct Cpu {
     pub dr: [u64; 8],
     /// Model-specific registers.
     pub msr: crate::cpu::Msrs,
+    /// x87, MMX and SSE registers.
+    pub fpu: FpuState,
     /// The software TLB (not architectural state: rebuilt from the page tables).
     pub tlb: mmu::Tlb,
 }
@@ -121,6 +125,7 @@ impl Cpu {
             efer: s.efer,
             dr: s.dr,
             msr: s.msr,
+            fpu: s.fpu.clone(),
             tlb: mmu::Tlb::default(),
         }
     }
@@ -143,6 +148,7 @@ impl Cpu {
             efer: self.efer,
             dr: self.dr,
             msr: self.msr,
+            fpu: self.fpu.clone(),
         }
     }
 
