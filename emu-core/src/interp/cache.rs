@@ -11,6 +11,7 @@ use super::mmu::Access;
 use super::{dispatch, Fault, Handler};
 use crate::cpu::SegReg;
 use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction};
+use std::cell::Cell;
 use std::collections::HashMap;
 
 /// Longest block, in instructions: bounds decode work done ahead of execution.
@@ -44,6 +45,17 @@ pub struct Block {
     /// Its instructions, in order.
     pub ops: Box<[Op]>,
     key: Key,
+    /// Successors seen recently: block chaining, so a hot loop skips the lookup.
+    links: [Cell<Link>; 2],
+}
+
+/// A remembered successor: while the cache is in `epoch`, a block that ran to its end
+/// and left RIP at `rip` goes on with block `id`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Link {
+    epoch: u64,
+    rip: u64,
+    id: u32,
 }
 
 /// Copies code bytes from guest-physical memory. Outside RAM the bytes come from the
@@ -71,6 +83,10 @@ pub struct BlockCache {
     map: HashMap<Key, u32>,
     by_page: HashMap<u64, Vec<u32>>,
     fast: Vec<Option<u32>>,
+    /// Links are valid only in the epoch they were made in. A new epoch starts whenever
+    /// anything ends a block early — every change of mode, CS, paging or code does — so
+    /// a link never outlives the conditions it was made under.
+    epoch: u64,
 }
 
 impl std::fmt::Debug for BlockCache {
@@ -85,9 +101,47 @@ impl BlockCache {
         self.map.len()
     }
 
-    /// The block at the CPU's current RIP, decoding it if needed.
+    /// Forgets every link (something ended a block early).
     #[inline]
-    pub fn lookup_or_build(&mut self, cx: &mut Ctx<'_>) -> Result<&Block, Fault> {
+    pub fn new_epoch(&mut self) {
+        self.epoch += 1;
+    }
+
+    /// The block `from` is linked to for RIP `rip`, in this epoch.
+    #[inline(always)]
+    pub fn chained(&self, from: u32, rip: u64) -> Option<u32> {
+        let block = self.blocks[from as usize].as_ref()?;
+        block
+            .links
+            .iter()
+            .map(Cell::get)
+            .find(|l| l.epoch == self.epoch && l.rip == rip)
+            .map(|l| l.id)
+    }
+
+    /// Remembers that `from`, run to its end, went on at `rip` with block `to`.
+    pub fn link(&self, from: u32, rip: u64, to: u32) {
+        if let Some(block) = &self.blocks[from as usize] {
+            block.links[1].set(block.links[0].get());
+            block.links[0].set(Link {
+                epoch: self.epoch,
+                rip,
+                id: to,
+            });
+        }
+    }
+
+    /// A live block by id.
+    #[inline(always)]
+    pub fn block(&self, id: u32) -> &Block {
+        self.blocks[id as usize]
+            .as_ref()
+            .expect("ids handed out name live blocks")
+    }
+
+    /// The id of the block at the CPU's current RIP, decoding it if needed.
+    #[inline]
+    pub fn lookup_or_build(&mut self, cx: &mut Ctx<'_>) -> Result<u32, Fault> {
         let rip = cx.cpu.rip;
         let bitness = cx.cpu.code_bitness();
         let lin = cx.cpu.seg[SegReg::Cs as usize].base.wrapping_add(rip);
@@ -120,9 +174,7 @@ impl BlockCache {
                 id
             }
         };
-        Ok(self.blocks[id as usize]
-            .as_ref()
-            .expect("the map and a checked fast entry hold live blocks"))
+        Ok(id)
     }
 
     fn build(&mut self, cx: &mut Ctx<'_>, key: Key, lin: u64, user: bool) -> Result<u32, Fault> {
@@ -193,6 +245,7 @@ impl BlockCache {
         self.blocks[id as usize] = Some(Block {
             ops: ops.into_boxed_slice(),
             key,
+            links: Default::default(),
         });
         self.map.insert(key, id);
         for page in pages {
@@ -207,6 +260,7 @@ impl BlockCache {
 
     /// Drops the blocks decoded from pages the guest wrote (self-modifying code).
     pub fn invalidate_written(&mut self, cx: &mut Ctx<'_>) {
+        self.new_epoch();
         for page in std::mem::take(&mut cx.smc_pages) {
             for id in self.by_page.remove(&page).unwrap_or_default() {
                 if let Some(block) = self.blocks[id as usize].take() {
@@ -221,6 +275,7 @@ impl BlockCache {
     fn flush(&mut self, cx: &mut Ctx<'_>) {
         *self = BlockCache {
             fast: vec![None; FAST_ENTRIES],
+            epoch: self.epoch + 1,
             ..BlockCache::default()
         };
         cx.code_map.clear();

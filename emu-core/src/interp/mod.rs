@@ -234,10 +234,13 @@ impl Engine for Interpreter {
     }
 }
 
-/// The execution loop: find the block at RIP, run its instructions, repeat.
+/// The execution loop: find the block at RIP (through the previous block's link when
+/// there is one), run its instructions, repeat.
 fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReason {
     let end = cx.icount.saturating_add(budget);
     cx.budget_end = end;
+    // The block that just ran to its end, if nothing unusual happened since.
+    let mut prev: Option<u32> = None;
     loop {
         let left = end.saturating_sub(cx.icount);
         if left == 0 {
@@ -247,20 +250,38 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
             if let Some(stop) = poll_interrupts(cx) {
                 return stop;
             }
+            if cx.end_block {
+                // An interrupt was delivered: CS, the stack and maybe the mode changed.
+                cx.end_block = false;
+                cache.new_epoch();
+                prev = None;
+            }
         }
-        let block = match cache.lookup_or_build(cx) {
-            Ok(b) => b,
-            Err(fault) => match fault_stop(cx, fault, None) {
-                Some(stop) => return stop,
-                None => continue,
+        let rip = cx.cpu.rip;
+        let id = match prev.and_then(|p| cache.chained(p, rip)) {
+            Some(id) => id,
+            None => match cache.lookup_or_build(cx) {
+                Ok(id) => {
+                    if let Some(p) = prev {
+                        cache.link(p, rip, id);
+                    }
+                    id
+                }
+                Err(fault) => match fault_stop(cx, fault, None) {
+                    Some(stop) => return stop,
+                    None => {
+                        cache.new_epoch();
+                        prev = None;
+                        continue;
+                    }
+                },
             },
         };
+        let ops = &cache.block(id).ops;
         let mut faulted = None;
-        for op in block
-            .ops
-            .iter()
-            .take(usize::try_from(left).unwrap_or(usize::MAX))
-        {
+        // A block longer than the budget left runs only that far (and is not complete).
+        let limit = usize::try_from(left).unwrap_or(usize::MAX).min(ops.len());
+        for op in &ops[..limit] {
             cx.cpu.rip = op.ins.next_ip();
             if let Err(fault) = (op.exec)(cx, &op.ins) {
                 cx.cpu.rip = op.ins.ip();
@@ -273,16 +294,20 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
                 break;
             }
         }
-        // Everything unusual (a fault, a stop request, written code) raised end_block,
-        // so the common case costs one test here.
+        // Everything unusual (a fault, a stop request, written code, a change of mode or
+        // paging) raised end_block, so the common case costs one test here.
         if cx.end_block {
             cx.end_block = false;
+            cache.new_epoch();
+            prev = None;
             if cx.has_smc() {
                 cache.invalidate_written(cx);
             }
             if let Some(stop) = cx.stop.take().or(faulted) {
                 return stop;
             }
+        } else {
+            prev = (limit == ops.len()).then_some(id);
         }
     }
 }
