@@ -4,8 +4,15 @@
 //!
 //! Every file `guest/roms/NAME.c` or `guest/roms/NAME.S` is one ROM called
 //! NAME. Its first line is a comment `// rom: SUMMARY` (or `# rom: SUMMARY`);
-//! a later line of the same leading comment block may say
-//! `rom-boot: aout-kludge` to get a Multiboot header with load addresses.
+//! a later line of the same leading comment block may say how it boots:
+//!
+//! - nothing: a Multiboot v1 ELF kernel, `guest/lib/boot.S` providing the
+//!   header and entry point and `guest/lib/link.ld` the layout;
+//! - `rom-boot: aout-kludge`: the same with a Multiboot header that carries
+//!   load addresses;
+//! - `rom-boot: bios`: a raw 64 KiB BIOS image that starts at the reset
+//!   vector, linked by `guest/lib/bios.ld` (without `boot.S`) and flattened
+//!   with objcopy.
 
 use std::env;
 use std::fmt::Write as _;
@@ -14,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// gcc flags shared by every ROM: freestanding 32-bit code for a bare i686,
-/// linked as a static ELF32 executable by `guest/lib/link.ld`.
+/// linked as a static ELF32 executable by `guest/lib/link.ld` (or `bios.ld`).
 const GCC_FLAGS: &[&str] = &[
     "-m32",
     "-march=i686",
@@ -43,6 +50,9 @@ const GCC_FLAGS: &[&str] = &[
     "-static",
     "-no-pie",
     "-Wl,-m,elf_i386",
+    // Mark the .S objects' stacks non-executable too, as the .c ones are;
+    // otherwise ld warns that a missing .note.GNU-stack implies one.
+    "-Wa,--noexecstack",
     // A build ID would make the ROM bytes differ between builds.
     "-Wl,--build-id=none",
     "-Wl,--gc-sections",
@@ -52,13 +62,30 @@ const GCC_FLAGS: &[&str] = &[
 
 /// The `rom-boot:` value that selects the Multiboot a.out kludge header.
 const AOUT_KLUDGE: &str = "aout-kludge";
+/// The `rom-boot:` value that makes a raw BIOS image.
+const BIOS: &str = "bios";
+
+/// The library file with the Multiboot header and entry point, which BIOS
+/// images leave out: they bring their own reset vector.
+const MULTIBOOT_START: &str = "boot.S";
+/// Size of a BIOS image: QEMU's `-bios` maps it below 1 MiB and 4 GiB,
+/// with the reset vector in its last 16 bytes.
+const BIOS_IMAGE_SIZE: u64 = 64 * 1024;
+
+/// How a ROM boots, as its `rom-boot:` line says.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BootKind {
+    Multiboot,
+    MultibootAoutKludge,
+    Bios,
+}
 
 /// One ROM found in `guest/roms/`.
 struct RomSource {
     name: String,
     path: PathBuf,
     summary: String,
-    aout_kludge: bool,
+    boot: BootKind,
 }
 
 fn main() {
@@ -71,8 +98,10 @@ fn main() {
     // ROMs being added or removed.
     println!("cargo:rerun-if-changed=guest");
     println!("cargo:rerun-if-env-changed=CC");
+    println!("cargo:rerun-if-env-changed=OBJCOPY");
 
     let cc = env::var("CC").unwrap_or_else(|_| "gcc".to_owned());
+    let objcopy = env::var("OBJCOPY").unwrap_or_else(|_| "objcopy".to_owned());
     let lib_sources = sources_in(&lib);
     let roms = find_roms(&guest.join("roms"));
 
@@ -83,13 +112,21 @@ fn main() {
     for rom in &roms {
         let elf = out_dir.join(format!("{}.elf", rom.name));
         compile(&cc, rom, &lib, &lib_sources, &elf);
-        let elf = elf
+        let (image, boot) = if rom.boot == BootKind::Bios {
+            let bin = out_dir.join(format!("{}.bin", rom.name));
+            flatten(&objcopy, rom, &elf, &bin);
+            (bin, "Bios")
+        } else {
+            (elf, "Multiboot")
+        };
+        let image = image
             .to_str()
-            .unwrap_or_else(|| fail(&format!("OUT_DIR is not UTF-8: {}", elf.display())));
+            .unwrap_or_else(|| fail(&format!("OUT_DIR is not UTF-8: {}", image.display())));
         writeln!(
             table,
-            "    Rom {{ name: {:?}, summary: {:?}, elf: include_bytes!({:?}) }},",
-            rom.name, rom.summary, elf
+            "    Rom {{ name: {:?}, summary: {:?}, boot: Boot::{boot}, \
+             image: include_bytes!({:?}) }},",
+            rom.name, rom.summary, image
         )
         .expect("writing to a String cannot fail");
     }
@@ -169,24 +206,25 @@ fn read_rom(path: PathBuf) -> RomSource {
                 path.display()
             ))
         });
-    let mut aout_kludge = false;
+    let mut boot = BootKind::Multiboot;
     for setting in comments
         .iter()
         .filter_map(|line| line.strip_prefix("rom-boot:"))
     {
-        match setting.trim() {
-            AOUT_KLUDGE => aout_kludge = true,
+        boot = match setting.trim() {
+            AOUT_KLUDGE => BootKind::MultibootAoutKludge,
+            BIOS => BootKind::Bios,
             other => fail(&format!(
-                "{}: unknown `rom-boot: {other}` (only `{AOUT_KLUDGE}` exists)",
+                "{}: unknown `rom-boot: {other}` (`{AOUT_KLUDGE}` and `{BIOS}` exist)",
                 path.display()
             )),
-        }
+        };
     }
     RomSource {
         name,
         path,
         summary,
-        aout_kludge,
+        boot,
     }
 }
 
@@ -199,15 +237,25 @@ fn compile(cc: &str, rom: &RomSource, lib: &Path, lib_sources: &[PathBuf], elf: 
         .unwrap_or_else(|| fail("the CC environment variable is empty"));
     let mut cmd = Command::new(program);
     cmd.args(words).args(GCC_FLAGS).arg("-I").arg(lib);
-    if rom.aout_kludge {
+    if rom.boot == BootKind::MultibootAoutKludge {
         cmd.arg("-DPOPEK_AOUT_KLUDGE");
     }
+    let (script, sources): (&str, Vec<&PathBuf>) = match rom.boot {
+        BootKind::Bios => (
+            "bios.ld",
+            lib_sources
+                .iter()
+                .filter(|path| !path.ends_with(MULTIBOOT_START))
+                .collect(),
+        ),
+        _ => ("link.ld", lib_sources.iter().collect()),
+    };
     cmd.arg("-T")
-        .arg(lib.join("link.ld"))
+        .arg(lib.join(script))
         .arg("-o")
         .arg(elf)
         .arg(&rom.path)
-        .args(lib_sources);
+        .args(sources);
     let output = cmd.output().unwrap_or_else(|e| {
         fail(&format!(
             "cannot run `{program}` to build ROM {:?}: {e}\n\
@@ -224,6 +272,39 @@ fn compile(cc: &str, rom: &RomSource, lib: &Path, lib_sources: &[PathBuf], elf: 
             output.status,
             cmd,
             String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+}
+
+/// Turns a BIOS ROM's ELF file into the raw image, and checks its size:
+/// objcopy lays the sections out by load address, from the image's base
+/// up to the end of the reset vector.
+fn flatten(objcopy: &str, rom: &RomSource, elf: &Path, bin: &Path) {
+    let mut cmd = Command::new(objcopy);
+    cmd.arg("-O").arg("binary").arg(elf).arg(bin);
+    let output = cmd.output().unwrap_or_else(|e| {
+        fail(&format!(
+            "cannot run `{objcopy}` to flatten ROM {:?}: {e}\n\
+             BIOS ROMs need GNU binutils; set OBJCOPY to use another objcopy.",
+            rom.name
+        ))
+    });
+    if !output.status.success() {
+        fail(&format!(
+            "flattening ROM {:?} failed ({}):\n{:?}\n{}",
+            rom.name,
+            output.status,
+            cmd,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let size = fs::metadata(bin)
+        .unwrap_or_else(|e| fail(&format!("cannot stat {}: {e}", bin.display())))
+        .len();
+    if size != BIOS_IMAGE_SIZE {
+        fail(&format!(
+            "BIOS ROM {:?} is {size} bytes, not {BIOS_IMAGE_SIZE}: check guest/lib/bios.ld",
+            rom.name
         ));
     }
 }

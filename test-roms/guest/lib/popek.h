@@ -35,6 +35,14 @@ void print_hex32(uint32_t v);	/* "0x" and exactly 8 lower-case digits */
 void print_udec(uint32_t v);
 void print_dec(int32_t v);
 
+/* Self-checks (check.c): print "PASS name", or "FAIL name: detail" and
+ * count the failure in check_failures.  Both return whether it passed. */
+extern unsigned check_failures;
+int check_eq(const char *name, uint32_t got, uint32_t want);	/* got == want */
+/* The same, naming what was compared: "FAIL name: <what> 0x.. want 0x.." */
+int check_field(const char *name, const char *what, uint32_t got, uint32_t want);
+int check_true(const char *name, int ok, const char *why);	/* why it failed */
+
 /* Ends the run through the debug-exit device with the given status. */
 void popek_exit(int status) __attribute__((noreturn));
 
