@@ -29,7 +29,8 @@ fn rom(name: &str) -> Result<RomImage> {
     let rom = test_roms::find(name).with_context(|| format!("the `{name}` ROM is not embedded"))?;
     Ok(RomImage {
         name: rom.name.into(),
-        image: Cow::Borrowed(rom.elf),
+        image: Cow::Borrowed(rom.image),
+        boot: rom.boot,
     })
 }
 
@@ -145,7 +146,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let elf = dir.join("loop.elf");
     std::fs::write(
         &elf,
-        test_roms::find("loop").map(|r| r.elf).unwrap_or_default(),
+        test_roms::find("loop").map(|r| r.image).unwrap_or_default(),
     )?;
     let qemu = mips_from(n, qemu_loop(&elf, n / 10)?, qemu_loop(&elf, n)?);
     let _ = std::fs::remove_dir_all(&dir);

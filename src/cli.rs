@@ -50,11 +50,16 @@ pub struct RunArgs {
     /// Guest RAM in MiB.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     pub ram: usize,
+    /// The ROM file is a BIOS image (a multiple of 64 KiB) started from the reset vector
+    /// F000:FFF0, not a Multiboot kernel. Embedded ROMs know which they are.
+    #[arg(long)]
+    pub bios: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct RomsArgs {
-    /// Write every embedded ROM to DIR/NAME.elf.
+    /// Write every embedded ROM to DIR: NAME.elf for Multiboot kernels, NAME.bin for BIOS
+    /// images.
     #[arg(long, value_name = "DIR")]
     pub extract: Option<PathBuf>,
 }

@@ -8,6 +8,7 @@ use emu_core::machine::{Machine, RunOutcome};
 use emu_core::trace::EventMask;
 use std::io::Write;
 use std::process::ExitCode;
+use test_roms::Boot;
 
 /// Builds a machine running the interpreter with `rom` loaded.
 pub fn boot(
@@ -20,14 +21,24 @@ pub fn boot(
         bail!("--ram {ram_mib}: guest RAM must be between 1 and 3072 MiB");
     }
     let mut machine = Machine::interpreted(ram_mib << 20, serial)?;
-    let cmdline = if append.is_empty() {
-        rom.name.clone()
-    } else {
-        format!("{} {append}", rom.name)
+    let loaded = match rom.boot {
+        Boot::Multiboot => {
+            let cmdline = if append.is_empty() {
+                rom.name.clone()
+            } else {
+                format!("{} {append}", rom.name)
+            };
+            machine.load_multiboot(&rom.image, &cmdline).map(|_| ())
+        }
+        Boot::Bios if !append.is_empty() => {
+            bail!(
+                "--append: {} is a BIOS image, which has no command line",
+                rom.name
+            )
+        }
+        Boot::Bios => machine.load_bios(&rom.image),
     };
-    machine
-        .load_multiboot(&rom.image, &cmdline)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", rom.name))?;
+    loaded.map_err(|e| anyhow::anyhow!("{}: {e}", rom.name))?;
     Ok(machine)
 }
 
@@ -37,7 +48,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         Some(list) => EventMask::parse(list).map_err(|e| anyhow::anyhow!("--trace: {e}"))?,
         None => EventMask::NONE,
     };
-    let rom = resolve(&args.rom)?;
+    let rom = resolve(&args.rom, args.bios)?;
     let mut machine = boot(&rom, &args.append, args.ram, Box::new(std::io::stdout()))?;
     machine.vmm.trace.set_mask(mask);
     if mask != EventMask::NONE {

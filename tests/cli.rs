@@ -117,7 +117,9 @@ fn trace_prints_port_writes_as_they_happen() {
 #[test]
 fn roms_lists_and_extracts_every_rom() {
     let list = stdout(&popek(&["roms"]));
-    for name in ["hello", "arith", "loop"] {
+    for name in [
+        "hello", "arith", "loop", "rings", "longmode", "timer", "realmode",
+    ] {
         assert!(
             list.lines().any(|l| l.starts_with(name)),
             "{name} missing from:\n{list}"
@@ -128,6 +130,12 @@ fn roms_lists_and_extracts_every_rom() {
     assert!(o.status.success(), "{}", stderr(&o));
     let elf = std::fs::read(dir.join("hello.elf")).expect("hello.elf written");
     assert_eq!(&elf[..4], b"\x7fELF");
+    let bios = std::fs::read(dir.join("realmode.bin")).expect("realmode.bin written");
+    assert_eq!(
+        bios.len() % 0x10000,
+        0,
+        "a BIOS image is whole 64 KiB units"
+    );
     // An extracted file runs like the embedded ROM.
     let o = popek(&["run", dir.join("hello.elf").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0));
