@@ -224,6 +224,30 @@ fn check_gate(
     Ok(())
 }
 
+/// The code segment a gate leads to, checked (present, DPL not above the CPL, and
+/// `fits` for the mode), with the CPL the handler runs at.
+fn gate_target(
+    cx: &mut Ctx<'_>,
+    sel: u16,
+    ext: u32,
+    fits: impl Fn(&Descriptor) -> bool,
+) -> Result<(Descriptor, u64, u8), Fault> {
+    let (desc, addr) = code_descriptor(cx, sel, ext)?;
+    let cpl = cx.cpu.cpl();
+    if desc.dpl() > cpl || !fits(&desc) {
+        return Err(Exception::general_protection(selector_error(sel) | ext).into());
+    }
+    if !desc.present() {
+        return Err(Exception::not_present(selector_error(sel) | ext).into());
+    }
+    let new_cpl = if desc.is_conforming() {
+        cpl
+    } else {
+        desc.dpl()
+    };
+    Ok((desc, addr, new_cpl))
+}
+
 fn protected_mode(
     cx: &mut Ctx<'_>,
     vector: u8,
@@ -250,19 +274,8 @@ fn protected_mode(
     } else {
         gate.gate_offset() & 0xFFFF
     };
-    let (desc, addr) = code_descriptor(cx, sel, ext)?;
+    let (desc, addr, new_cpl) = gate_target(cx, sel, ext, |_| true)?;
     let cpl = cx.cpu.cpl();
-    if desc.dpl() > cpl {
-        return Err(Exception::general_protection(selector_error(sel) | ext).into());
-    }
-    if !desc.present() {
-        return Err(Exception::not_present(selector_error(sel) | ext).into());
-    }
-    let new_cpl = if desc.is_conforming() {
-        cpl
-    } else {
-        desc.dpl()
-    };
     let size: u8 = if wide { 4 } else { 2 };
     let mut stack = if new_cpl < cpl {
         let (ss_sel, esp) = tss_stack(cx, new_cpl, ext)?;
@@ -314,19 +327,9 @@ fn long_mode(
     let (kind, sel) = (gate.kind(), gate.gate_selector());
     let offset = gate.gate_offset() | ((high & 0xFFFF_FFFF) << 32);
     let ist = (low >> 32) & 7;
-    let (desc, addr) = code_descriptor(cx, sel, ext)?;
+    // Long-mode gates lead to 64-bit code only.
+    let (desc, addr, new_cpl) = gate_target(cx, sel, ext, |d| d.is_long() && !d.is_default32())?;
     let cpl = cx.cpu.cpl();
-    if desc.dpl() > cpl || !desc.is_long() || desc.is_default32() {
-        return Err(Exception::general_protection(selector_error(sel) | ext).into());
-    }
-    if !desc.present() {
-        return Err(Exception::not_present(selector_error(sel) | ext).into());
-    }
-    let new_cpl = if desc.is_conforming() {
-        cpl
-    } else {
-        desc.dpl()
-    };
     let old_rsp = cx.cpu.regs[4];
     let rsp = if ist != 0 {
         let off = TSS64_IST1 + 8 * (ist - 1);
