@@ -80,6 +80,20 @@ impl Exception {
             error_code: Some(code),
         }
     }
+    /// #DB.
+    pub const fn debug() -> Self {
+        Exception {
+            vector: vector::DB,
+            error_code: None,
+        }
+    }
+    /// #NP with an error code (the selector of the absent segment).
+    pub const fn not_present(code: u32) -> Self {
+        Exception {
+            vector: vector::NP,
+            error_code: Some(code),
+        }
+    }
     /// #BP (INT3).
     pub const fn breakpoint() -> Self {
         Exception {

@@ -80,8 +80,9 @@ impl BlockCache {
         self.map.len()
     }
 
-    /// The block at the CPU's current RIP, decoding it if needed.
-    #[inline]
+    /// The block at the CPU's current RIP, decoding it if needed. Always inlined: the
+    /// run loop's fast path calls it once per block (the debug path calls it too).
+    #[inline(always)]
     pub fn lookup_or_build(&mut self, cx: &mut Ctx<'_>) -> Result<&Block, Fault> {
         let rip = cx.cpu.rip;
         let bitness = cx.cpu.code_bitness();

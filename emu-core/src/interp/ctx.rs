@@ -32,7 +32,8 @@ pub struct Ctx<'a> {
     /// Set by a handler when the block must end after this instruction (the execution
     /// environment changed: code was overwritten, a device wants attention, ...).
     pub end_block: bool,
-    /// Set when the VMM asked to stop; the run ends after this instruction.
+    /// Set when the run must end after this instruction: the VMM asked to stop, or an
+    /// exception could not be delivered.
     pub stop: Option<StopReason>,
     /// Guest-physical pages that hold cached code, one bit per page (kept by the cache).
     pub code_pages: &'a mut BitVec<u64>,
@@ -42,6 +43,10 @@ pub struct Ctx<'a> {
     pub icount: u64,
     /// When to ask the interrupt controller again (an instruction count); 0 = at once.
     pub next_poll: u64,
+    /// The DR6 bits of the #DB trap the current instruction raises when it completes
+    /// (single step, data breakpoints); delivering an event discards them, as the
+    /// processor does for INT n. Only the debug slow path sets it.
+    pub debug_trap: u64,
 }
 
 impl Ctx<'_> {
@@ -75,6 +80,7 @@ impl<'a> Ctx<'a> {
             smc_pages: Vec::new(),
             icount: 0,
             next_poll: 0,
+            debug_trap: 0,
         }
     }
 
@@ -238,6 +244,24 @@ impl<'a> Ctx<'a> {
     /// busy bit of a TSS).
     pub fn write_sys(&mut self, lin: u64, size: u8, v: u64) -> Result<(), Fault> {
         self.write_as(lin, size, v, false)
+    }
+
+    /// Writes a run of bytes (at most a page) as the current CPL: every page it touches
+    /// is translated before any byte is written, so a fault leaves memory untouched.
+    pub fn write_bytes(&mut self, lin: u64, bytes: &[u8]) -> Result<(), Fault> {
+        let user = self.cpu.cpl() == 3;
+        let first = (0x1000 - (lin & 0xFFF) as usize).min(bytes.len());
+        let pa1 = self.translate(lin, Access::Write, user)?;
+        let pa2 = if bytes.len() > first {
+            Some(self.translate(lin.wrapping_add(first as u64), Access::Write, user)?)
+        } else {
+            None
+        };
+        self.write_phys(pa1, &bytes[..first]);
+        if let Some(pa2) = pa2 {
+            self.write_phys(pa2, &bytes[first..]);
+        }
+        Ok(())
     }
 
     /// A write with the rights of privilege level `cpl` (interrupt frames are pushed

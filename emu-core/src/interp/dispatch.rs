@@ -4,7 +4,9 @@
 //! instruction wins. An instruction no family knows is reported as unsupported — a
 //! missing feature of Popek, not a guest error — while an undecodable one raises #UD.
 
-use super::{alu, bits, control, flagops, io, moves, muldiv, shift, stack, string, system};
+use super::{
+    alu, bits, control, flagops, io, moves, muldiv, shift, stack, string, sysinstr, system,
+};
 use super::{Ctx, Fault, Handler};
 use crate::exception::Exception;
 use iced_x86::Instruction;
@@ -25,6 +27,7 @@ pub fn handler(ins: &Instruction) -> Handler {
         .or_else(|| flagops::handler(ins))
         .or_else(|| io::handler(ins))
         .or_else(|| system::handler(ins))
+        .or_else(|| sysinstr::handler(ins))
         .unwrap_or(unsupported)
 }
 

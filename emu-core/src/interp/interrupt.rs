@@ -54,6 +54,9 @@ pub fn deliver(
     source: Source,
     error_code: Option<u32>,
 ) -> Result<(), Fault> {
+    // The handler runs in a new context: the current instruction's pending #DB traps
+    // (single step, data breakpoints) are discarded, and resume on return.
+    cx.debug_trap = 0;
     let from = cx.cpu.cpl();
     if cx.cpu.cr0 & cr0::PE == 0 {
         real_mode(cx, vector)?;

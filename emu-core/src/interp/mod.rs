@@ -8,15 +8,20 @@
 //! decoded-instruction cache the same way).
 //!
 //! Instruction semantics live in one file per family: [`alu`], [`shift`], [`muldiv`],
-//! [`bits`], [`flagops`], [`moves`], [`stack`], [`string`], [`control`], [`io`], [`system`]. Each
-//! handler returns `Err` without committing anything when the instruction faults, so
-//! every exception is reported at the faulting instruction.
+//! [`bits`], [`flagops`], [`moves`], [`stack`], [`string`], [`control`], [`io`], [`system`],
+//! [`sysinstr`]. Each handler returns `Err` without committing anything when the
+//! instruction faults, so every exception is reported at the faulting instruction.
+//!
+//! Single-stepping and the debug registers' breakpoints need a look before and after
+//! every instruction; [`debug`] runs blocks that way, and only while EFLAGS.TF or RF or
+//! an enable bit of DR7 is set, so ordinary execution pays one test per block.
 
 mod alu;
 mod bits;
 mod cache;
 mod control;
 mod ctx;
+mod debug;
 mod dispatch;
 mod flagops;
 pub mod flags;
@@ -29,7 +34,10 @@ mod segment;
 mod shift;
 mod stack;
 mod string;
+mod sysinstr;
 mod system;
+#[cfg(test)]
+mod testutil;
 
 pub use ctx::Ctx;
 
@@ -38,7 +46,7 @@ use crate::engine::Engine;
 use crate::exception::Exception;
 use crate::exit::{ExitHandler, Flow, StopReason, VmExit};
 use crate::memory::GuestRam;
-use cache::BlockCache;
+use cache::{BlockCache, Op};
 use flags::Flags;
 use iced_x86::Instruction;
 
@@ -87,6 +95,8 @@ pub struct Cpu {
     pub cr3: u64,
     /// CR4.
     pub cr4: u64,
+    /// CR8 (task priority).
+    pub cr8: u64,
     /// IA32_EFER.
     pub efer: u64,
     /// DR0-DR7.
@@ -113,6 +123,7 @@ impl Cpu {
             cr2: s.cr2,
             cr3: s.cr3,
             cr4: s.cr4,
+            cr8: s.cr8,
             efer: s.efer,
             dr: s.dr,
             msr: s.msr,
@@ -135,6 +146,7 @@ impl Cpu {
             cr2: self.cr2,
             cr3: self.cr3,
             cr4: self.cr4,
+            cr8: self.cr8,
             efer: self.efer,
             dr: self.dr,
             msr: self.msr,
@@ -236,29 +248,19 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
                 return stop;
             }
         }
-        let block = match cache.lookup_or_build(cx) {
-            Ok(b) => b,
-            Err(fault) => match fault_stop(cx, fault, None) {
-                Some(stop) => return stop,
-                None => continue,
-            },
-        };
-        let mut faulted = None;
-        for op in block
-            .ops
-            .iter()
-            .take(usize::try_from(left).unwrap_or(usize::MAX))
-        {
-            cx.cpu.rip = op.ins.next_ip();
-            if let Err(fault) = (op.exec)(cx, &op.ins) {
-                cx.cpu.rip = op.ins.ip();
-                faulted = fault_stop(cx, fault, Some(&op.ins));
-                cx.end_block = true;
-                break;
-            }
-            cx.icount += 1;
-            if cx.end_block {
-                break;
+        let left = usize::try_from(left).unwrap_or(usize::MAX);
+        if debug::active(cx.cpu) {
+            debug::run_block(cx, cache, left);
+        } else {
+            match cache.lookup_or_build(cx) {
+                Ok(block) => {
+                    for op in block.ops.iter().take(left) {
+                        if !execute(cx, op) {
+                            break;
+                        }
+                    }
+                }
+                Err(fault) => raise_fault(cx, fault, None),
             }
         }
         // Everything unusual (a fault, a stop request, written code) raised end_block,
@@ -268,11 +270,25 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
             if cx.has_smc() {
                 cache.invalidate_written(cx);
             }
-            if let Some(stop) = cx.stop.take().or(faulted) {
+            if let Some(stop) = cx.stop.take() {
                 return stop;
             }
         }
     }
+}
+
+/// Executes one instruction; false if the block ends here: the instruction raised
+/// end_block, or it faulted (then RIP is back at it and the exception was raised).
+#[inline(always)]
+fn execute(cx: &mut Ctx<'_>, op: &Op) -> bool {
+    cx.cpu.rip = op.ins.next_ip();
+    if let Err(fault) = (op.exec)(cx, &op.ins) {
+        cx.cpu.rip = op.ins.ip();
+        raise_fault(cx, fault, Some(&op.ins));
+        return false;
+    }
+    cx.icount += 1;
+    !cx.end_block
 }
 
 /// Delivers a pending hardware interrupt if EFLAGS.IF allows it.
@@ -289,11 +305,29 @@ fn poll_interrupts(cx: &mut Ctx<'_>) -> Option<StopReason> {
     stop
 }
 
-/// Raises a fault at the instruction RIP points to (exceptions go through the IDT);
-/// returns the reason to stop, if any.
-fn fault_stop(cx: &mut Ctx<'_>, fault: Fault, ins: Option<&Instruction>) -> Option<StopReason> {
-    match fault {
-        Fault::Exception(exception) => interrupt::raise(cx, exception),
+/// Ends the block and, if `stop` says so, the run (a stop the VMM asked for during
+/// the instruction comes first).
+fn end_block_with(cx: &mut Ctx<'_>, stop: Option<StopReason>) {
+    cx.end_block = true;
+    if cx.stop.is_none() {
+        cx.stop = stop;
+    }
+}
+
+/// Raises a fault at the instruction RIP points to (exceptions go through the IDT) and
+/// ends the block, and the run if the fault cannot be handled.
+fn raise_fault(cx: &mut Ctx<'_>, fault: Fault, ins: Option<&Instruction>) {
+    // The instruction did not complete: it raises no #DB traps.
+    cx.debug_trap = 0;
+    let stop = match fault {
+        Fault::Exception(exception) => {
+            if cx.cpu.cr0 & crate::cpu::cr0::PE != 0 {
+                // A fault pushes RF = 1, so that returning to the instruction does not
+                // hit its instruction breakpoint again (delivery then clears RF).
+                cx.cpu.flags.set_control(crate::cpu::rflags::RF, true);
+            }
+            interrupt::raise(cx, exception)
+        }
         Fault::Unsupported => {
             let what = ins
                 .map(|i| format!("{i}"))
@@ -307,5 +341,6 @@ fn fault_stop(cx: &mut Ctx<'_>, fault: Fault, ins: Option<&Instruction>) -> Opti
                 Flow::Stop(reason) => Some(reason),
             }
         }
-    }
+    };
+    end_block_with(cx, stop);
 }
