@@ -178,8 +178,8 @@ fn real_mode(cx: &mut Ctx<'_>, vector: u8) -> Result<(), Fault> {
     if entry + 3 > cx.cpu.idtr.limit as u64 {
         return Err(Exception::general_protection(0).into());
     }
-    let ip = cx.read_sys(cx.cpu.idtr.base + entry, 2)?;
-    let cs = cx.read_sys(cx.cpu.idtr.base + entry + 2, 2)? as u16;
+    let ip = cx.read_sys(cx.cpu.idtr.base.wrapping_add(entry), 2)?;
+    let cs = cx.read_sys(cx.cpu.idtr.base.wrapping_add(entry + 2), 2)? as u16;
     let saved = (cx.cpu.regs[4], cx.cpu.flags);
     let frame = [
         cx.cpu.flags.get(),
@@ -208,9 +208,9 @@ fn read_gate(cx: &mut Ctx<'_>, vector: u8, size: u64, ext: u32) -> Result<(u64, 
     if entry + size - 1 > cx.cpu.idtr.limit as u64 {
         return Err(Exception::general_protection(idt_error).into());
     }
-    let low = cx.read_sys(cx.cpu.idtr.base + entry, 8)?;
+    let low = cx.read_sys(cx.cpu.idtr.base.wrapping_add(entry), 8)?;
     let high = if size == GATE64_SIZE {
-        cx.read_sys(cx.cpu.idtr.base + entry + 8, 8)?
+        cx.read_sys(cx.cpu.idtr.base.wrapping_add(entry + 8), 8)?
     } else {
         0
     };
@@ -373,7 +373,7 @@ fn long_mode(
             }
             .into());
         }
-        cx.read_sys(cx.cpu.tr.base + off, 8)?
+        cx.read_sys(cx.cpu.tr.base.wrapping_add(off), 8)?
     } else if new_cpl < cpl {
         tss_stack(cx, new_cpl, ext)?.1
     } else {

@@ -697,6 +697,20 @@ mod tests {
     }
 
     #[test]
+    fn an_idt_at_the_top_of_the_address_space_wraps_instead_of_panicking() {
+        let mut m = Machine::long(|a| {
+            a.mov(rax, DATA)?;
+            a.lidt(ptr(rax))?;
+            a.ud2()
+        });
+        m.poke(DATA, &[0xFF, 0x0F]);
+        m.poke_u64(DATA + 2, 0xFFFF_FFFF_FFFF_FFF0);
+        // The gate addresses wrap around to low memory, which holds no valid gates:
+        // #GP, #DF, then shutdown.
+        assert!(matches!(m.run(), StopReason::Shutdown(Some(_))));
+    }
+
+    #[test]
     fn lgdt_refuses_a_non_canonical_base_and_cpl_3() {
         let mut m = Machine::long(|a| {
             a.mov(rax, DATA)?;
