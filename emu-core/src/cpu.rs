@@ -67,22 +67,39 @@ pub mod cr0 {
     pub const WP: u64 = 1 << 16;
     /// Alignment mask: enables EFLAGS.AC checking.
     pub const AM: u64 = 1 << 18;
+    /// Not write-through (cache control; only its combination with CD is checked).
+    pub const NW: u64 = 1 << 29;
+    /// Cache disable.
+    pub const CD: u64 = 1 << 30;
     /// Paging.
     pub const PG: u64 = 1 << 31;
+    /// The bits MOV to CR0 can change; writes to the other bits of 31:0 are ignored.
+    pub const WRITABLE: u64 = PE | MP | EM | TS | NE | WP | AM | NW | CD | PG;
 }
 
 /// CR4 bits.
 pub mod cr4 {
+    /// Time-stamp disable: RDTSC and RDTSCP only at CPL 0.
+    pub const TSD: u64 = 1 << 2;
+    /// Debug extensions: DR4/DR5 references raise #UD instead of aliasing DR6/DR7.
+    pub const DE: u64 = 1 << 3;
     /// Page size extension: 4 MiB pages in 32-bit paging.
     pub const PSE: u64 = 1 << 4;
     /// Physical address extension: 64-bit page-table entries.
     pub const PAE: u64 = 1 << 5;
+    /// Machine-check enable (Popek raises no machine checks, so the bit is only stored).
+    pub const MCE: u64 = 1 << 6;
     /// Global pages survive CR3 reloads.
     pub const PGE: u64 = 1 << 7;
+    /// Performance-counter enable: RDPMC at any CPL.
+    pub const PCE: u64 = 1 << 8;
     /// The OS saves SSE state with FXSAVE: SSE instructions are enabled (else #UD).
     pub const OSFXSR: u64 = 1 << 9;
     /// The OS handles #XM: unmasked SIMD floating-point exceptions raise #XM, not #UD.
     pub const OSXMMEXCPT: u64 = 1 << 10;
+    /// The bits Popek accepts; setting any other bit raises #GP, as a processor without
+    /// the feature does (no VME/PVI: virtual-8086 mode is not implemented).
+    pub const SUPPORTED: u64 = TSD | DE | PSE | PAE | MCE | PGE | PCE | OSFXSR | OSXMMEXCPT;
 }
 
 /// IA32_EFER bits.
@@ -95,6 +112,92 @@ pub mod efer {
     pub const LMA: u64 = 1 << 10;
     /// No-execute enable: page-table bit 63 forbids instruction fetches.
     pub const NXE: u64 = 1 << 11;
+    /// The bits WRMSR may set (LMA is read-only: writes keep its current value).
+    pub const WRITABLE: u64 = SCE | LME | NXE;
+}
+
+/// Debug status register (DR6) bits.
+pub mod dr6 {
+    /// B0: breakpoint 0's condition was met (B1-B3 follow at bits 1-3).
+    pub const B0: u64 = 1 << 0;
+    /// B0-B3 together.
+    pub const BREAKPOINTS: u64 = 0xF;
+    /// BD: a MOV DR was detected with DR7.GD set.
+    pub const BD: u64 = 1 << 13;
+    /// BS: the #DB is a single-step trap (EFLAGS.TF).
+    pub const BS: u64 = 1 << 14;
+    /// BT: the #DB came from a task switch to a TSS with the T bit.
+    pub const BT: u64 = 1 << 15;
+    /// Reserved bits that read as 1 (4-11 and 16-31).
+    pub const FIXED: u64 = 0xFFFF_0FF0;
+    /// The status bits software can write.
+    pub const WRITABLE: u64 = BREAKPOINTS | BD | BS | BT;
+}
+
+/// Debug control register (DR7) fields.
+pub mod dr7 {
+    /// The local and global enable bits of the four breakpoints (L0 G0 L1 G1 ...).
+    pub const ENABLES: u64 = 0xFF;
+    /// Bits per breakpoint in [`ENABLES`] (Ln and Gn).
+    pub const ENABLE_BITS: u32 = 2;
+    /// LE and GE: exact-breakpoint hints, ignored by modern processors.
+    pub const EXACT: u64 = 3 << 8;
+    /// Reserved bit 10, reads as 1.
+    pub const FIXED: u64 = 1 << 10;
+    /// GD: general detect, MOV DR raises #DB (Popek stores it but does not act on it).
+    pub const GD: u64 = 1 << 13;
+    /// R/W and LEN fields of the four breakpoints (bits 16-31).
+    pub const CONDITIONS: u64 = 0xFFFF_0000;
+    /// The bits software can write.
+    pub const WRITABLE: u64 = ENABLES | EXACT | GD | CONDITIONS;
+    /// Breakpoint n's R/W field starts at bit RW_SHIFT + FIELD_BITS * n.
+    pub const RW_SHIFT: u32 = 16;
+    /// Breakpoint n's LEN field starts at bit LEN_SHIFT + FIELD_BITS * n.
+    pub const LEN_SHIFT: u32 = 18;
+    /// Bits of R/W and LEN per breakpoint.
+    pub const FIELD_BITS: u32 = 4;
+    /// R/W and LEN are two bits wide each.
+    pub const FIELD_MASK: u64 = 3;
+    /// R/W = 00: break on instruction execution.
+    pub const RW_EXECUTE: u64 = 0;
+    /// R/W = 01: break on data writes.
+    pub const RW_WRITE: u64 = 1;
+    /// R/W = 11: break on data reads or writes.
+    pub const RW_READ_WRITE: u64 = 3;
+    /// The size in bytes each LEN encoding watches (10 means 8 bytes, 11 means 4).
+    pub const LEN_BYTES: [u64; 4] = [1, 2, 8, 4];
+}
+
+/// Model-specific register numbers (ECX of RDMSR and WRMSR).
+pub mod msr {
+    /// IA32_TIME_STAMP_COUNTER: the counter RDTSC reads.
+    pub const TSC: u32 = 0x10;
+    /// IA32_APIC_BASE: where the local APIC is and whether it is enabled.
+    pub const APIC_BASE: u32 = 0x1B;
+    /// IA32_SYSENTER_CS: the kernel code selector SYSENTER loads.
+    pub const SYSENTER_CS: u32 = 0x174;
+    /// IA32_SYSENTER_ESP: the kernel stack pointer SYSENTER loads.
+    pub const SYSENTER_ESP: u32 = 0x175;
+    /// IA32_SYSENTER_EIP: the kernel entry point SYSENTER jumps to.
+    pub const SYSENTER_EIP: u32 = 0x176;
+    /// IA32_EFER: long mode, NX and SYSCALL enables.
+    pub const EFER: u32 = 0xC000_0080;
+    /// STAR: SYSCALL/SYSRET selectors.
+    pub const STAR: u32 = 0xC000_0081;
+    /// LSTAR: the 64-bit SYSCALL target.
+    pub const LSTAR: u32 = 0xC000_0082;
+    /// CSTAR: the compatibility-mode SYSCALL target.
+    pub const CSTAR: u32 = 0xC000_0083;
+    /// SFMASK (IA32_FMASK): RFLAGS bits SYSCALL clears.
+    pub const SFMASK: u32 = 0xC000_0084;
+    /// FS.base.
+    pub const FS_BASE: u32 = 0xC000_0100;
+    /// GS.base.
+    pub const GS_BASE: u32 = 0xC000_0101;
+    /// KERNEL_GS_BASE: what SWAPGS exchanges with GS.base.
+    pub const KERNEL_GS_BASE: u32 = 0xC000_0102;
+    /// IA32_TSC_AUX: the value RDTSCP returns in ECX (an OS puts the CPU number there).
+    pub const TSC_AUX: u32 = 0xC000_0103;
 }
 
 /// The six segment registers, in the order of their encoding in instructions.
@@ -129,6 +232,8 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// Attribute bits: the descriptor type.
+    pub const TYPE: u16 = 0xF;
     /// Attribute bit: descriptor present.
     pub const PRESENT: u16 = 1 << 7;
     /// Attribute bit: code/data (not system) descriptor.
@@ -190,6 +295,8 @@ pub struct Msrs {
     pub kernel_gs_base: u64,
     /// The time-stamp counter.
     pub tsc: u64,
+    /// IA32_TSC_AUX: what RDTSCP returns in ECX.
+    pub tsc_aux: u64,
 }
 
 /// The whole architectural state engines exchange.
@@ -219,6 +326,8 @@ pub struct CpuState {
     pub cr3: u64,
     /// CR4: architecture extensions (PAE, PSE, OSFXSR, ...).
     pub cr4: u64,
+    /// CR8: the task-priority register (64-bit mode; no local APIC consults it yet).
+    pub cr8: u64,
     /// IA32_EFER: long mode, NX and SYSCALL enables.
     pub efer: u64,
     /// Debug registers DR0-DR7 (DR4/DR5 alias DR6/DR7 and stay zero).

@@ -87,7 +87,14 @@ impl Exception {
             error_code: Some(code),
         }
     }
-    /// #NP with an error code (the selector of the segment or gate).
+    /// #DB.
+    pub const fn debug() -> Self {
+        Exception {
+            vector: vector::DB,
+            error_code: None,
+        }
+    }
+    /// #NP with an error code (the selector of the absent segment).
     pub const fn not_present(code: u32) -> Self {
         Exception {
             vector: vector::NP,

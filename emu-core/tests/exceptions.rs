@@ -323,7 +323,6 @@ cases! {
         expect: Expect::Fault(vector::GP, Some(idt_error(SPARE_VECTOR))),
     }
 
-    #[ignore = "needs the privilege checks from the system-instructions branch"]
     gp_hlt_at_cpl3 {
         code: |a| {
             a.label("mark")?;
@@ -342,7 +341,6 @@ cases! {
         expect: Expect::Halts,
     }
 
-    #[ignore = "needs the privilege checks from the system-instructions branch"]
     gp_cli_with_iopl0_at_cpl3 {
         code: |a| {
             a.label("mark")?;
@@ -361,7 +359,6 @@ cases! {
         check: |out| assert_eq!(out.record.eflags & rflags::IF, 0, "IF after CLI"),
     }
 
-    #[ignore = "needs the privilege checks from the system-instructions branch"]
     gp_in_from_a_port_the_bitmap_denies {
         code: |a| {
             a.mov(dx, DENIED_PORT as u32)?;
@@ -385,7 +382,6 @@ cases! {
         check: |out| assert_eq!(out.record.eax, MAGIC as u64, "value read back"),
     }
 
-    #[ignore = "needs the privilege checks from the system-instructions branch"]
     gp_rdmsr_at_cpl3 {
         code: |a| {
             a.xor(ecx, ecx)?;
@@ -395,7 +391,6 @@ cases! {
         expect: Expect::Fault(vector::GP, Some(0)),
     }
 
-    #[ignore = "needs the privilege checks from the system-instructions branch"]
     gp_mov_from_cr0_at_cpl3 {
         code: |a| {
             a.label("mark")?;

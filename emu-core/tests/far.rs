@@ -469,9 +469,10 @@ fn iret_at_cpl3_cannot_change_iopl_or_if() {
     });
     let r = run(&Kernel::legacy(), program);
     r.assert_fault(vector::UD, None);
+    // The #UD's pushed image has RF set, as every fault's does.
     assert_eq!(
         r.record.eflags,
-        rflags::FIXED | rflags::CF,
+        rflags::FIXED | rflags::CF | rflags::RF,
         "only CF changed"
     );
     assert_eq!(
@@ -625,7 +626,8 @@ fn syscall_and_sysret_in_long_mode() {
     assert_eq!(g[15], rflags::FIXED | rflags::CF, "SFMASK cleared IF");
     assert_eq!(r.record.cs, USER_CS64 as u64, "STAR[63:48] + 16, RPL 3");
     assert_eq!(r.record.ss, Some(USER_DS as u64), "STAR[63:48] + 8, RPL 3");
-    assert_eq!(r.record.eflags, user_flags, "RFLAGS from R11");
+    // Recorded by the #UD after SYSRET: RFLAGS from R11, plus the RF every fault pushes.
+    assert_eq!(r.record.eflags, user_flags | rflags::RF, "RFLAGS from R11");
     assert_eq!(
         r.rings,
         [

@@ -139,8 +139,9 @@ impl BlockCache {
             .expect("ids handed out name live blocks")
     }
 
-    /// The id of the block at the CPU's current RIP, decoding it if needed.
-    #[inline]
+    /// The id of the block at the CPU's current RIP, decoding it if needed. Always
+    /// inlined: the run loop calls it once per block it cannot chain to.
+    #[inline(always)]
     pub fn lookup_or_build(&mut self, cx: &mut Ctx<'_>) -> Result<u32, Fault> {
         let rip = cx.cpu.rip;
         let bitness = cx.cpu.code_bitness();

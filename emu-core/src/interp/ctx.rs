@@ -4,8 +4,9 @@
 use super::codemap::CodeMap;
 use super::mmu::{self, Access};
 use super::{Cpu, Fault};
-use crate::cpu::cr0;
 use crate::cpu::SegReg;
+use crate::cpu::{cr0, efer};
+use crate::exception::Exception;
 use crate::exit::{ExitHandler, Flow, GuestEvent, RingCause, StopReason, VmExit};
 use iced_x86::{Instruction, OpKind, Register};
 
@@ -32,7 +33,8 @@ pub struct Ctx<'a> {
     /// Set by a handler when the block must end after this instruction (the execution
     /// environment changed: code was overwritten, a device wants attention, ...).
     pub end_block: bool,
-    /// Set when the VMM asked to stop; the run ends after this instruction.
+    /// Set when the run must end after this instruction: the VMM asked to stop, or an
+    /// exception could not be delivered.
     pub stop: Option<StopReason>,
     /// Which bytes of RAM hold cached code (kept with the block cache).
     pub code_map: &'a mut CodeMap,
@@ -44,6 +46,12 @@ pub struct Ctx<'a> {
     pub next_poll: u64,
     /// The instruction count at which this run's budget is used up.
     pub budget_end: u64,
+    /// The event being delivered is a fault: its pushed EFLAGS image gets RF.
+    pub push_rf: bool,
+    /// The DR6 bits of the #DB trap the current instruction raises when it completes
+    /// (single step, data breakpoints); delivering an event discards them, as the
+    /// processor does for INT n. Only the debug slow path sets it.
+    pub debug_trap: u64,
 }
 
 impl Ctx<'_> {
@@ -74,6 +82,8 @@ impl<'a> Ctx<'a> {
             icount: 0,
             next_poll: 0,
             budget_end: u64::MAX,
+            push_rf: false,
+            debug_trap: 0,
         }
     }
 
@@ -248,6 +258,24 @@ impl<'a> Ctx<'a> {
         self.write_as(lin, size, v, false)
     }
 
+    /// Writes a run of bytes (at most a page) as the current CPL: every page it touches
+    /// is translated before any byte is written, so a fault leaves memory untouched.
+    pub fn write_bytes(&mut self, lin: u64, bytes: &[u8]) -> Result<(), Fault> {
+        let user = self.cpu.cpl() == 3;
+        let first = (0x1000 - (lin & 0xFFF) as usize).min(bytes.len());
+        let pa1 = self.translate(lin, Access::Write, user)?;
+        let pa2 = if bytes.len() > first {
+            Some(self.translate(lin.wrapping_add(first as u64), Access::Write, user)?)
+        } else {
+            None
+        };
+        self.write_phys(pa1, &bytes[..first]);
+        if let Some(pa2) = pa2 {
+            self.write_phys(pa2, &bytes[first..]);
+        }
+        Ok(())
+    }
+
     /// A write with the rights of privilege level `cpl` (interrupt frames are pushed
     /// with the rights of the ring being entered).
     pub fn write_as_cpl(&mut self, lin: u64, size: u8, v: u64, cpl: u8) -> Result<(), Fault> {
@@ -260,8 +288,19 @@ impl<'a> Ctx<'a> {
         Ok(mmu::translate(self.cpu, self.ram, lin, access, user)?)
     }
 
+    /// In long mode a linear address must be canonical (bits 63:47 all equal), else the
+    /// access raises #GP(0) before any translation.
+    #[inline(always)]
+    fn check_canonical(&self, lin: u64) -> Result<(), Fault> {
+        if self.cpu.efer & efer::LMA != 0 && ((lin as i64) << 16 >> 16) as u64 != lin {
+            return Err(Exception::general_protection(0).into());
+        }
+        Ok(())
+    }
+
     #[inline]
     fn read_as(&mut self, lin: u64, size: u8, access: Access, user: bool) -> Result<u64, Fault> {
+        self.check_canonical(lin)?;
         let n = size as usize;
         if self.cpu.cr0 & cr0::PG != 0 && (lin & 0xFFF) as usize + n > 0x1000 {
             return self.read_across_pages(lin, n, access, user);
@@ -296,6 +335,7 @@ impl<'a> Ctx<'a> {
 
     #[inline]
     fn write_as(&mut self, lin: u64, size: u8, v: u64, user: bool) -> Result<(), Fault> {
+        self.check_canonical(lin)?;
         let n = size as usize;
         if self.cpu.cr0 & cr0::PG != 0 && (lin & 0xFFF) as usize + n > 0x1000 {
             return self.write_across_pages(lin, n, v, user);

@@ -5,7 +5,8 @@
 //! missing feature of Popek, not a guest error — while an undecodable one raises #UD.
 
 use super::{
-    alu, bits, control, far, flagops, fpu, io, moves, muldiv, shift, sse, stack, string, system,
+    alu, bits, control, far, flagops, fpu, io, moves, muldiv, shift, sse, stack, string, sysinstr,
+    system,
 };
 use super::{Ctx, Fault, Handler};
 use crate::exception::Exception;
@@ -31,6 +32,7 @@ pub fn handler(ins: &Instruction) -> Handler {
         .or_else(|| flagops::handler(ins))
         .or_else(|| io::handler(ins))
         .or_else(|| system::handler(ins))
+        .or_else(|| sysinstr::handler(ins))
         .unwrap_or(unsupported)
 }
 

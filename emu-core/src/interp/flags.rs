@@ -6,7 +6,7 @@
 //! whose flags are awkward to derive later (shifts, multiplies) compute them at once and
 //! store them as `Eager`.
 
-use crate::cpu::rflags::{AF, ARITH, CF, FIXED, OF, PF, SF, ZF};
+use crate::cpu::rflags::{AF, ARITH, CF, FIXED, IOPL, OF, PF, SF, ZF};
 
 /// The last flag-setting operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +144,12 @@ impl Flags {
     #[inline(always)]
     pub fn control(&self, bit: u64) -> bool {
         self.bits & bit != 0
+    }
+
+    /// The I/O privilege level (EFLAGS bits 12-13).
+    #[inline]
+    pub fn iopl(&self) -> u8 {
+        ((self.bits & IOPL) >> IOPL.trailing_zeros()) as u8
     }
 
     /// Sets or clears one non-arithmetic flag.

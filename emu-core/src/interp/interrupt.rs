@@ -55,6 +55,9 @@ pub fn deliver(
     source: Source,
     error_code: Option<u32>,
 ) -> Result<(), Fault> {
+    // The handler runs in a new context: the current instruction's pending #DB traps
+    // (single step, data breakpoints) are discarded, and resume on return.
+    cx.debug_trap = 0;
     let from = cx.cpu.cpl();
     if cx.cpu.cr0 & cr0::PE == 0 {
         real_mode(cx, vector)?;
@@ -166,10 +169,10 @@ fn real_mode(cx: &mut Ctx<'_>, vector: u8) -> Result<(), Fault> {
     if entry + 3 > cx.cpu.idtr.limit as u64 {
         return Err(Exception::general_protection(0).into());
     }
-    let ip = cx.read_sys(cx.cpu.idtr.base + entry, 2)?;
-    let cs = cx.read_sys(cx.cpu.idtr.base + entry + 2, 2)? as u16;
+    let ip = cx.read_sys(cx.cpu.idtr.base.wrapping_add(entry), 2)?;
+    let cs = cx.read_sys(cx.cpu.idtr.base.wrapping_add(entry + 2), 2)? as u16;
     let frame = [
-        cx.cpu.flags.get(),
+        flags_image(cx),
         cx.cpu.seg[SegReg::Cs as usize].selector as u64,
         cx.cpu.rip,
     ];
@@ -192,9 +195,9 @@ fn read_gate(cx: &mut Ctx<'_>, vector: u8, size: u64, ext: u32) -> Result<(u64, 
     if entry + size - 1 > cx.cpu.idtr.limit as u64 {
         return Err(Exception::general_protection(idt_error).into());
     }
-    let low = cx.read_sys(cx.cpu.idtr.base + entry, 8)?;
+    let low = cx.read_sys(cx.cpu.idtr.base.wrapping_add(entry), 8)?;
     let high = if size == GATE64_SIZE {
-        cx.read_sys(cx.cpu.idtr.base + entry + 8, 8)?
+        cx.read_sys(cx.cpu.idtr.base.wrapping_add(entry + 8), 8)?
     } else {
         0
     };
@@ -289,7 +292,7 @@ fn protected_mode(
         Stack::current(cx)
     };
     let frame = [
-        cx.cpu.flags.get(),
+        flags_image(cx),
         cx.cpu.seg[SegReg::Cs as usize].selector as u64,
         cx.cpu.rip,
     ];
@@ -304,6 +307,11 @@ fn protected_mode(
     let interrupt_gate = kind == system_type::INT_GATE || kind == system_type::INT_GATE16;
     clear_flags_on_entry(cx, interrupt_gate);
     Ok(())
+}
+
+/// The EFLAGS image a delivery pushes: with RF set for faults in protected mode.
+fn flags_image(cx: &Ctx<'_>) -> u64 {
+    cx.cpu.flags.get() | if cx.push_rf { rflags::RF } else { 0 }
 }
 
 /// Every gate clears TF, NT, RF and VM; an interrupt gate (not a trap gate) also IF.
@@ -337,7 +345,7 @@ fn long_mode(
             let code = selector_error(cx.cpu.tr.selector) | ext;
             return Err(Exception::invalid_tss(code).into());
         }
-        cx.read_sys(cx.cpu.tr.base + off, 8)?
+        cx.read_sys(cx.cpu.tr.base.wrapping_add(off), 8)?
     } else if new_cpl < cpl {
         tss_stack(cx, new_cpl, ext)?.1
     } else {
@@ -355,7 +363,7 @@ fn long_mode(
     let frame = [
         old_ss.selector as u64,
         old_rsp,
-        cx.cpu.flags.get(),
+        flags_image(cx),
         cx.cpu.seg[SegReg::Cs as usize].selector as u64,
         cx.cpu.rip,
     ];

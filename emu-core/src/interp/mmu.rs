@@ -46,7 +46,7 @@ pub mod pf {
 
 /// Physical address width Popek implements (what CPUID would report): bits above it
 /// in a 64-bit entry are reserved.
-const MAXPHYADDR: u32 = 40;
+pub const MAXPHYADDR: u32 = 40;
 /// Address bits 51:12 of a 64-bit entry, limited to MAXPHYADDR.
 const ADDR_MASK_64: u64 = ((1 << MAXPHYADDR) - 1) & !0xFFF;
 /// Reserved bits of a 64-bit entry (between MAXPHYADDR and the NX bit).
@@ -94,12 +94,16 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub struct Tlb {
     entries: Box<[Entry; TLB_ENTRIES]>,
+    /// Some entry may come from a large page. Entries are per 4 KiB page, so INVLPG of
+    /// one address could not find the other pieces of a large page: it flushes all.
+    large: bool,
 }
 
 impl Default for Tlb {
     fn default() -> Self {
         Tlb {
             entries: Box::new([Entry::default(); TLB_ENTRIES]),
+            large: false,
         }
     }
 }
@@ -108,6 +112,7 @@ impl Tlb {
     /// Forgets every translation (CR0/CR4 paging changes).
     pub fn flush_all(&mut self) {
         self.entries.iter_mut().for_each(|e| e.perm = 0);
+        self.large = false;
     }
 
     /// Forgets all but global translations (a CR3 load).
@@ -119,8 +124,12 @@ impl Tlb {
         }
     }
 
-    /// Forgets the translation of one linear address (INVLPG).
+    /// Forgets the translation of the page holding one linear address (INVLPG).
     pub fn flush_page(&mut self, lin: u64) {
+        if self.large {
+            self.flush_all();
+            return;
+        }
         let page = lin >> 12;
         let e = &mut self.entries[page as usize & (TLB_ENTRIES - 1)];
         if e.page == page {
@@ -337,6 +346,7 @@ fn walk(
         }
     }
     let page = lin >> 12;
+    cpu.tlb.large |= page_bits > 12;
     cpu.tlb.entries[page as usize & (TLB_ENTRIES - 1)] = Entry {
         page,
         phys: phys & !0xFFF,

@@ -9,9 +9,13 @@
 //!
 //! Instruction semantics live in one file per family: [`alu`], [`shift`], [`muldiv`],
 //! [`bits`], [`flagops`], [`moves`], [`stack`], [`string`], [`control`], [`far`], [`io`],
-//! [`system`], [`sse`] and [`fpu`]. Each
-//! handler returns `Err` without committing anything when the instruction faults, so
-//! every exception is reported at the faulting instruction.
+//! [`system`], [`sysinstr`], [`sse`] and [`fpu`]. Each handler returns `Err` without
+//! committing anything when the instruction faults, so every exception is reported at
+//! the faulting instruction.
+//!
+//! Single-stepping and the debug registers' breakpoints need a look before and after
+//! every instruction; [`debug`] runs blocks that way, and only while EFLAGS.TF or RF or
+//! an enable bit of DR7 is set, so ordinary execution pays one test per block.
 
 mod alu;
 mod bits;
@@ -19,6 +23,7 @@ mod cache;
 mod codemap;
 mod control;
 mod ctx;
+mod debug;
 mod dispatch;
 mod far;
 mod flagops;
@@ -34,7 +39,10 @@ mod shift;
 mod sse;
 mod stack;
 mod string;
+mod sysinstr;
 mod system;
+#[cfg(test)]
+mod systest;
 #[cfg(test)]
 mod testutil;
 
@@ -45,7 +53,7 @@ use crate::engine::Engine;
 use crate::exception::Exception;
 use crate::exit::{ExitHandler, Flow, StopReason, VmExit};
 use crate::memory::GuestRam;
-use cache::BlockCache;
+use cache::{BlockCache, Op};
 use flags::Flags;
 use iced_x86::Instruction;
 
@@ -94,6 +102,8 @@ pub struct Cpu {
     pub cr3: u64,
     /// CR4.
     pub cr4: u64,
+    /// CR8 (task priority).
+    pub cr8: u64,
     /// IA32_EFER.
     pub efer: u64,
     /// DR0-DR7.
@@ -122,6 +132,7 @@ impl Cpu {
             cr2: s.cr2,
             cr3: s.cr3,
             cr4: s.cr4,
+            cr8: s.cr8,
             efer: s.efer,
             dr: s.dr,
             msr: s.msr,
@@ -145,6 +156,7 @@ impl Cpu {
             cr2: self.cr2,
             cr3: self.cr3,
             cr4: self.cr4,
+            cr8: self.cr8,
             efer: self.efer,
             dr: self.dr,
             msr: self.msr,
@@ -250,52 +262,44 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
             if let Some(stop) = poll_interrupts(cx) {
                 return stop;
             }
-            if cx.end_block {
-                // An interrupt was delivered: CS, the stack and maybe the mode changed.
-                cx.end_block = false;
-                cache.new_epoch();
-                prev = None;
-            }
         }
-        let rip = cx.cpu.rip;
-        let id = match prev.and_then(|p| cache.chained(p, rip)) {
-            Some(id) => id,
-            None => match cache.lookup_or_build(cx) {
+        let left = usize::try_from(left).unwrap_or(usize::MAX);
+        if cx.end_block {
+            // An interrupt was delivered: the block below starts afresh.
+        } else if debug::active(cx.cpu) {
+            prev = None;
+            debug::run_block(cx, cache, left);
+        } else {
+            let rip = cx.cpu.rip;
+            let found = match prev.and_then(|p| cache.chained(p, rip)) {
+                Some(id) => Ok(id),
+                None => cache.lookup_or_build(cx),
+            };
+            match found {
                 Ok(id) => {
                     if let Some(p) = prev {
                         cache.link(p, rip, id);
                     }
-                    id
-                }
-                Err(fault) => match fault_stop(cx, fault, None) {
-                    Some(stop) => return stop,
-                    None => {
-                        cache.new_epoch();
-                        prev = None;
-                        continue;
+                    let ops = &cache.block(id).ops;
+                    // A block runs no further than the budget, nor past the next time
+                    // interrupts must be looked at (a timer deadline, the end of an STI
+                    // or MOV SS shadow): an interrupt arrives at its instruction.
+                    let until_poll = cx.next_poll.saturating_sub(cx.icount);
+                    let limit = left
+                        .min(ops.len())
+                        .min(usize::try_from(until_poll).unwrap_or(usize::MAX));
+                    for op in &ops[..limit] {
+                        if !execute(cx, op) {
+                            break;
+                        }
                     }
-                },
-            },
-        };
-        let ops = &cache.block(id).ops;
-        let mut faulted = None;
-        // A block longer than the budget left runs only that far (and is not complete).
-        let limit = usize::try_from(left).unwrap_or(usize::MAX).min(ops.len());
-        for op in &ops[..limit] {
-            cx.cpu.rip = op.ins.next_ip();
-            if let Err(fault) = (op.exec)(cx, &op.ins) {
-                cx.cpu.rip = op.ins.ip();
-                faulted = fault_stop(cx, fault, Some(&op.ins));
-                cx.end_block = true;
-                break;
-            }
-            cx.icount += 1;
-            if cx.end_block {
-                break;
+                    prev = (limit == ops.len()).then_some(id);
+                }
+                Err(fault) => raise_fault(cx, fault, None),
             }
         }
-        // Everything unusual (a fault, a stop request, written code, a change of mode or
-        // paging) raised end_block, so the common case costs one test here.
+        // Everything unusual (a fault, an interrupt, a stop request, written code, a
+        // change of mode or paging) raised end_block, so the common case costs one test.
         if cx.end_block {
             cx.end_block = false;
             cache.new_epoch();
@@ -303,13 +307,25 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
             if cx.has_smc() {
                 cache.invalidate_written(cx);
             }
-            if let Some(stop) = cx.stop.take().or(faulted) {
+            if let Some(stop) = cx.stop.take() {
                 return stop;
             }
-        } else {
-            prev = (limit == ops.len()).then_some(id);
         }
     }
+}
+
+/// Executes one instruction; false if the block ends here: the instruction raised
+/// end_block, or it faulted (then RIP is back at it and the exception was raised).
+#[inline(always)]
+fn execute(cx: &mut Ctx<'_>, op: &Op) -> bool {
+    cx.cpu.rip = op.ins.next_ip();
+    if let Err(fault) = (op.exec)(cx, &op.ins) {
+        cx.cpu.rip = op.ins.ip();
+        raise_fault(cx, fault, Some(&op.ins));
+        return false;
+    }
+    cx.icount += 1;
+    !cx.end_block
 }
 
 /// Delivers a pending hardware interrupt if EFLAGS.IF allows it.
@@ -326,11 +342,29 @@ fn poll_interrupts(cx: &mut Ctx<'_>) -> Option<StopReason> {
     stop
 }
 
-/// Raises a fault at the instruction RIP points to (exceptions go through the IDT);
-/// returns the reason to stop, if any.
-fn fault_stop(cx: &mut Ctx<'_>, fault: Fault, ins: Option<&Instruction>) -> Option<StopReason> {
-    match fault {
-        Fault::Exception(exception) => interrupt::raise(cx, exception),
+/// Ends the block and, if `stop` says so, the run (a stop the VMM asked for during
+/// the instruction comes first).
+fn end_block_with(cx: &mut Ctx<'_>, stop: Option<StopReason>) {
+    cx.end_block = true;
+    if cx.stop.is_none() {
+        cx.stop = stop;
+    }
+}
+
+/// Raises a fault at the instruction RIP points to (exceptions go through the IDT) and
+/// ends the block, and the run if the fault cannot be handled.
+fn raise_fault(cx: &mut Ctx<'_>, fault: Fault, ins: Option<&Instruction>) {
+    // The instruction did not complete: it raises no #DB traps.
+    cx.debug_trap = 0;
+    let stop = match fault {
+        Fault::Exception(exception) => {
+            // A fault pushes RF = 1, so that returning to the instruction does not hit
+            // its instruction breakpoint again; the CPU's own RF is left alone.
+            cx.push_rf = cx.cpu.cr0 & crate::cpu::cr0::PE != 0;
+            let stop = interrupt::raise(cx, exception);
+            cx.push_rf = false;
+            stop
+        }
         Fault::Unsupported => {
             let what = ins
                 .map(|i| format!("{i}"))
@@ -344,5 +378,6 @@ fn fault_stop(cx: &mut Ctx<'_>, fault: Fault, ins: Option<&Instruction>) -> Opti
                 Flow::Stop(reason) => Some(reason),
             }
         }
-    }
+    };
+    end_block_with(cx, stop);
 }

@@ -175,7 +175,7 @@ pub fn read_descriptor(cx: &mut Ctx<'_>, sel: u16) -> Result<Option<(Descriptor,
 pub fn mark_accessed(cx: &mut Ctx<'_>, desc: Descriptor, addr: u64) -> Result<(), Fault> {
     if desc.kind() & code_data::ACCESSED == 0 {
         let byte = ((desc.0 >> 40) as u8 | code_data::ACCESSED as u8) as u64;
-        cx.write_sys(addr + 5, 1, byte)?;
+        cx.write_sys(addr.wrapping_add(5), 1, byte)?;
     }
     Ok(())
 }
@@ -277,7 +277,7 @@ pub fn tss_stack(cx: &mut Ctx<'_>, dpl: u8, ext: u32) -> Result<(u16, u64), Faul
         if off + 7 > tr.limit as u64 {
             return Err(ts(trerr));
         }
-        let rsp = cx.read_sys(tr.base + off, 8)?;
+        let rsp = cx.read_sys(tr.base.wrapping_add(off), 8)?;
         return Ok((dpl as u16, rsp));
     }
     if kind == system_type::TSS16_AVAILABLE || kind == system_type::TSS16_BUSY {
@@ -285,16 +285,16 @@ pub fn tss_stack(cx: &mut Ctx<'_>, dpl: u8, ext: u32) -> Result<(u16, u64), Faul
         if off + 3 > tr.limit as u64 {
             return Err(ts(trerr));
         }
-        let sp = cx.read_sys(tr.base + off, 2)?;
-        let ss = cx.read_sys(tr.base + off + 2, 2)? as u16;
+        let sp = cx.read_sys(tr.base.wrapping_add(off), 2)?;
+        let ss = cx.read_sys(tr.base.wrapping_add(off + 2), 2)? as u16;
         return Ok((ss, sp));
     }
     let off = 4 + 8 * dpl as u64;
     if off + 5 > tr.limit as u64 {
         return Err(ts(trerr));
     }
-    let esp = cx.read_sys(tr.base + off, 4)?;
-    let ss = cx.read_sys(tr.base + off + 4, 2)? as u16;
+    let esp = cx.read_sys(tr.base.wrapping_add(off), 4)?;
+    let ss = cx.read_sys(tr.base.wrapping_add(off + 4), 2)? as u16;
     Ok((ss, esp))
 }
 

@@ -2,6 +2,7 @@
 //! CALL, RET and interrupt delivery use.
 
 use super::flags::size_mask;
+use super::sysinstr::iopl_allows;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::{rflags, SegReg, Segment};
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
@@ -168,11 +169,20 @@ fn pushf(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 }
 
 fn popf(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
+    // Checked before the pop, so that an unsupported mode leaves the stack alone.
+    let may_change_if = iopl_allows(cx)?;
     let size = stack_size(ins);
     let v = pop(cx, size, 0)?;
-    // At CPL 0 every writable flag but VM/VIF/VIP may change; a 16-bit POPF only
-    // touches the low 16 bits.
+    // Every writable flag but VM/VIF/VIP and RF may change, except that IOPL changes
+    // only at CPL 0 and IF only at CPL <= IOPL (silently: no fault). A 16-bit POPF
+    // only touches the low 16 bits.
     let mut writable = rflags::WRITABLE & !(rflags::VIF | rflags::VIP | rflags::RF);
+    if cx.cpu.cpl() > 0 {
+        writable &= !rflags::IOPL;
+    }
+    if !may_change_if {
+        writable &= !rflags::IF;
+    }
     if size == 2 {
         writable &= 0xFFFF;
     }
@@ -247,5 +257,41 @@ fn leave(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
             cx.cpu.regs[4] = saved_sp;
             Err(f)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::systest::{Machine, RBX};
+    use crate::cpu::rflags;
+    use iced_x86::code_asm::*;
+
+    /// POPF of an image with IF clear and IOPL 3; EBX gets the flags that resulted.
+    fn popf_result(user: bool) -> u64 {
+        let m = Machine::protected(|a| {
+            a.pushfd()?;
+            a.pop(eax)?;
+            a.and(eax, !(rflags::IF as i32))?;
+            a.or(eax, rflags::IOPL as i32)?;
+            a.push(eax)?;
+            a.popfd()?;
+            a.pushfd()?;
+            a.pop(ebx)
+        });
+        let mut m = if user { m.user() } else { m }.flags(rflags::IF);
+        m.run();
+        m.state.gpr[RBX]
+    }
+
+    #[test]
+    fn popf_changes_iopl_only_at_cpl_0_and_if_only_within_iopl() {
+        let kernel = popf_result(false);
+        assert_eq!(kernel & (rflags::IF | rflags::IOPL), rflags::IOPL);
+        let user = popf_result(true);
+        assert_eq!(
+            user & (rflags::IF | rflags::IOPL),
+            rflags::IF,
+            "silently kept"
+        );
     }
 }

@@ -1,0 +1,508 @@
+//! A small machine for instruction tests: assembles code with iced-x86, places it at
+//! [`CODE_BASE`] followed by HLT, runs it through the interpreter and hands back the
+//! final state.
+//!
+//! For system-level tests it also builds the processor's tables in guest RAM from
+//! named fields: a GDT ([`Desc`]), an IDT whose handlers record the exception and halt
+//! ([`Trap`]), a TSS, and identity-mapped page tables.
+
+use super::segment::Descriptor;
+use super::Interpreter;
+use crate::cpu::{cr0, cr4, efer, rflags, CpuState, DescriptorTable, SegReg, Segment};
+use crate::engine::Engine;
+use crate::exit::{ExitHandler, Flow, StopReason, VmExit};
+use crate::memory::GuestRam;
+use iced_x86::code_asm::{edi, esi, rdi, CodeAssembler};
+use iced_x86::IcedError;
+use std::collections::VecDeque;
+
+/// Where the code under test is placed (and where execution starts).
+pub(crate) const CODE_BASE: u64 = 0x1000;
+/// Guest RAM size: room for code, tables and a few pages to remap.
+pub(crate) const RAM_SIZE: usize = 4 << 20;
+/// A scratch data area well away from the code.
+pub(crate) const DATA: u64 = 0x8000;
+/// The GDT of protected-mode tests.
+pub(crate) const GDT_BASE: u64 = 0x1_0000;
+/// The IDT.
+pub(crate) const IDT_BASE: u64 = 0x1_1000;
+/// The TSS (with room for an I/O permission bitmap after it).
+pub(crate) const TSS_BASE: u64 = 0x1_2000;
+/// Exception handler stubs, one per vector.
+const HANDLERS: u64 = 0x1_4000;
+/// Bytes reserved per handler stub.
+const HANDLER_SIZE: u64 = 16;
+/// Top of the ring-0 stack (in the TSS, and the initial stack at CPL 0).
+pub(crate) const KERNEL_STACK: u64 = 0x2_0000;
+/// Top of the ring-3 stack.
+pub(crate) const USER_STACK: u64 = 0x3_0000;
+/// Page tables built by the helpers (and free pages for tests' own tables).
+pub(crate) const PAGE_TABLES: u64 = 0x4_0000;
+/// Budget for tests that are expected to halt on their own.
+const DEFAULT_BUDGET: u64 = 1_000_000;
+/// HLT, appended after the code so a test run ends by itself.
+const HLT: u8 = 0xF4;
+/// Exceptions that the IDT handles (the architecturally defined vectors).
+const VECTORS: u8 = 32;
+/// ESI before a run: a handler stub replaces it with its vector.
+const NO_TRAP: u64 = 0xFFFF_FFFF;
+/// Vectors whose exceptions push an error code (#DF #TS #NP #SS #GP #PF #AC).
+const ERROR_CODE_VECTORS: [u8; 7] = [8, 10, 11, 12, 13, 14, 17];
+/// Size of a 32-bit TSS; the I/O bitmap (if any) follows it.
+pub(crate) const TSS32_SIZE: u64 = 0x68;
+/// Offset of ESP0 in a 32-bit TSS (SS0 follows at +4); RSP0 in a 64-bit TSS.
+const TSS_SP0: u64 = 4;
+/// Offset of the I/O bitmap base in a 32/64-bit TSS.
+pub(crate) const TSS_IOMAP: u64 = 0x66;
+/// Page-table entry: present, writable, user.
+const PTE_PRW_US: u64 = 0x7;
+/// Page-directory entry: maps a large page.
+const PDE_PS: u64 = 0x80;
+/// A 2 MiB page.
+const LARGE_PAGE: u64 = 2 << 20;
+
+/// General-purpose register indices, in encoding order (as in [`CpuState::gpr`]).
+pub(crate) const RAX: usize = 0;
+/// RCX.
+pub(crate) const RCX: usize = 1;
+/// RDX.
+pub(crate) const RDX: usize = 2;
+/// RBX.
+pub(crate) const RBX: usize = 3;
+
+/// GDT selectors of the test machines.
+pub(crate) mod sel {
+    /// Ring-0 code (32-bit; 64-bit in long-mode machines).
+    pub(crate) const KERNEL_CODE: u16 = 0x08;
+    /// Ring-0 data.
+    pub(crate) const KERNEL_DATA: u16 = 0x10;
+    /// Ring-3 code, RPL 3.
+    pub(crate) const USER_CODE: u16 = 0x18 | 3;
+    /// Ring-3 data, RPL 3.
+    pub(crate) const USER_DATA: u16 = 0x20 | 3;
+    /// The TSS (16 bytes in long mode: it also takes slot 0x30).
+    pub(crate) const TSS: u16 = 0x28;
+    /// First free GDT slot for a test's own descriptors.
+    pub(crate) const FREE: u16 = 0x38;
+}
+
+/// Descriptor type values of code and data segments (S = 1).
+pub(crate) mod kind {
+    /// Execute/read code, accessed.
+    pub(crate) const CODE: u16 = 0xB;
+    /// Read/write data, accessed.
+    pub(crate) const DATA: u16 = 0x3;
+    /// Read-only data.
+    pub(crate) const DATA_RO: u16 = 0x1;
+    /// Execute-only code.
+    pub(crate) const CODE_XO: u16 = 0x9;
+    /// Execute/read conforming code.
+    pub(crate) const CODE_CONFORMING: u16 = 0xF;
+}
+
+/// A segment or system descriptor by its fields; [`Desc::encode`] packs the bits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Desc {
+    /// Base address (bits 63:32 only for 16-byte system descriptors).
+    pub(crate) base: u64,
+    /// Limit in bytes; above 1 MiB it is stored in pages (G = 1).
+    pub(crate) limit: u32,
+    /// Attributes in the layout of [`Segment::attr`] (type, S, DPL, P, L, D/B).
+    pub(crate) attr: u16,
+}
+
+impl Desc {
+    /// A flat 32-bit execute/read code segment.
+    pub(crate) fn code32(dpl: u8) -> Self {
+        Self::flat(kind::CODE | Segment::DB, dpl)
+    }
+    /// A flat 64-bit code segment.
+    pub(crate) fn code64(dpl: u8) -> Self {
+        Self::flat(kind::CODE | Segment::LONG, dpl)
+    }
+    /// A flat read/write data segment.
+    pub(crate) fn data(dpl: u8) -> Self {
+        Self::flat(kind::DATA | Segment::DB, dpl)
+    }
+    /// A flat code or data segment with these type bits.
+    pub(crate) fn flat(bits: u16, dpl: u8) -> Self {
+        Desc {
+            base: 0,
+            limit: u32::MAX,
+            attr: bits | Segment::CODE_DATA | Segment::PRESENT | (u16::from(dpl) << 5),
+        }
+    }
+    /// A system descriptor (TSS, LDT, gate type) with DPL 0.
+    pub(crate) fn system(kind: u16, base: u64, limit: u32) -> Self {
+        Desc {
+            base,
+            limit,
+            attr: kind | Segment::PRESENT,
+        }
+    }
+    /// The same descriptor marked not present.
+    pub(crate) fn absent(self) -> Self {
+        Desc {
+            attr: self.attr & !Segment::PRESENT,
+            ..self
+        }
+    }
+    /// The 8-byte descriptor.
+    pub(crate) fn encode(&self) -> u64 {
+        let (raw, gran) = if self.limit > 0xF_FFFF {
+            (self.limit >> 12, Segment::GRANULARITY)
+        } else {
+            (self.limit, 0)
+        };
+        let attr = u64::from(self.attr | gran);
+        let (raw, base) = (u64::from(raw), self.base);
+        (raw & 0xFFFF)
+            | (base & 0xFF_FFFF) << 16
+            | (attr & 0xFF) << 40
+            | (raw >> 16 & 0xF) << 48
+            | (attr >> 8 & 0xF) << 52
+            | (base >> 24 & 0xFF) << 56
+    }
+    /// The segment register contents loading `selector` with this descriptor gives.
+    pub(crate) fn segment(&self, selector: u16) -> Segment {
+        Descriptor(self.encode()).segment(selector)
+    }
+}
+
+/// The TSS the test machines run with (busy: it is in TR), without an I/O bitmap.
+pub(crate) fn busy_tss() -> Desc {
+    let limit = TSS32_SIZE as u32 - 1;
+    Desc::system(super::segment::system_type::TSS_BUSY, TSS_BASE, limit)
+}
+
+/// A 32-bit interrupt gate to `offset` in the ring-0 code segment.
+fn gate32(offset: u64, dpl: u8) -> u64 {
+    let attr =
+        u64::from(super::segment::system_type::INT_GATE | Segment::PRESENT) | u64::from(dpl) << 5;
+    (offset & 0xFFFF)
+        | u64::from(sel::KERNEL_CODE) << 16
+        | attr << 40
+        | (offset >> 16 & 0xFFFF) << 48
+}
+
+/// An exception raised in the guest, as the handler stub that caught it recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Trap {
+    /// The vector.
+    pub(crate) vector: u8,
+    /// The error code, for vectors that push one.
+    pub(crate) error_code: Option<u32>,
+    /// The return address in the frame (the faulting or the next instruction).
+    pub(crate) rip: u64,
+    /// The saved CS selector.
+    pub(crate) cs: u16,
+    /// The saved RFLAGS.
+    pub(crate) rflags: u64,
+}
+
+/// The VMM side of a test: records port traffic and stops on HLT and shutdown.
+#[derive(Debug, Default)]
+pub(crate) struct TestExits {
+    /// Bytes IN instructions read, in order (0xFF once exhausted).
+    pub(crate) port_input: VecDeque<u8>,
+    /// Every OUT: port and bytes.
+    pub(crate) port_output: Vec<(u16, Vec<u8>)>,
+    /// Every IN: the port.
+    pub(crate) ports_read: Vec<u16>,
+}
+
+impl ExitHandler for TestExits {
+    fn handle(&mut self, exit: VmExit<'_>, _icount: u64) -> Flow {
+        match exit {
+            VmExit::Hlt { .. } => Flow::Stop(StopReason::Halted),
+            VmExit::Shutdown { cause } => Flow::Stop(StopReason::Shutdown(cause)),
+            VmExit::Unsupported { rip, what } => Flow::Stop(StopReason::Unsupported { rip, what }),
+            VmExit::IoIn { port, data } => {
+                self.ports_read.push(port);
+                for b in data.iter_mut() {
+                    *b = self.port_input.pop_front().unwrap_or(0xFF);
+                }
+                Flow::Continue
+            }
+            VmExit::IoOut { port, data } => {
+                self.port_output.push((port, data.to_vec()));
+                Flow::Continue
+            }
+            VmExit::MmioRead { .. } | VmExit::MmioWrite { .. } => Flow::Continue,
+        }
+    }
+}
+
+/// Builds the code under test.
+pub(crate) type Asm = fn(&mut CodeAssembler) -> Result<(), IcedError>;
+
+/// A guest with code loaded, a CPU state to start from, and a test VMM.
+pub(crate) struct Machine {
+    /// The state the next run starts from; the final state after it.
+    pub(crate) state: CpuState,
+    /// Guest RAM.
+    pub(crate) ram: GuestRam,
+    /// The VMM.
+    pub(crate) exits: TestExits,
+}
+
+impl Machine {
+    /// 32-bit flat protected mode (the Multiboot state, no tables) running `asm`.
+    pub(crate) fn flat32(asm: Asm) -> Self {
+        let mut m = Self::blank();
+        m.assemble(32, CODE_BASE, asm);
+        m.state = CpuState::multiboot(CODE_BASE as u32, 0, 0);
+        m
+    }
+
+    /// 32-bit protected mode at CPL 0 with a GDT, an IDT catching every exception, and
+    /// a 32-bit TSS in TR, running `asm` and then HLT.
+    pub(crate) fn protected(asm: Asm) -> Self {
+        let mut m = Self::flat32(asm);
+        m.gdt(&[
+            Desc::code32(0),
+            Desc::data(0),
+            Desc::code32(3),
+            Desc::data(3),
+        ]);
+        let tss = busy_tss();
+        m.set_gdt_entry(sel::TSS, tss);
+        m.poke_u32(TSS_BASE + TSS_SP0, KERNEL_STACK as u32);
+        m.poke_u32(TSS_BASE + TSS_SP0 + 4, sel::KERNEL_DATA.into());
+        m.idt(32);
+        m.state.tr = tss.segment(sel::TSS);
+        m.kernel_segments(Desc::code32(0));
+        m
+    }
+
+    /// 64-bit mode at CPL 0 with paging (the first GiB identity-mapped), a GDT, a
+    /// 64-bit IDT and TSS, running `asm` and then HLT.
+    pub(crate) fn long(asm: Asm) -> Self {
+        let mut m = Self::blank();
+        m.assemble(64, CODE_BASE, asm);
+        m.state = CpuState::multiboot(CODE_BASE as u32, 0, 0);
+        m.gdt(&[
+            Desc::code64(0),
+            Desc::data(0),
+            Desc::code32(3),
+            Desc::data(3),
+        ]);
+        let tss = busy_tss();
+        m.set_gdt_entry64(sel::TSS, tss);
+        m.poke_u64(TSS_BASE + TSS_SP0, KERNEL_STACK);
+        m.idt(64);
+        m.state.tr = tss.segment(sel::TSS);
+        m.state.cr3 = m.identity_map_long();
+        m.state.cr4 = cr4::PAE;
+        m.state.efer = efer::LME | efer::LMA;
+        m.state.cr0 |= cr0::PG;
+        m.kernel_segments(Desc::code64(0));
+        m
+    }
+
+    fn blank() -> Self {
+        Machine {
+            state: CpuState::default(),
+            ram: GuestRam::new(RAM_SIZE).expect("test RAM maps"),
+            exits: TestExits::default(),
+        }
+    }
+
+    /// Assembles `asm` followed by HLT at `at`.
+    pub(crate) fn assemble(&mut self, bitness: u32, at: u64, asm: Asm) {
+        let mut a = CodeAssembler::new(bitness).expect("valid bitness");
+        asm(&mut a).expect("test code assembles");
+        let mut bytes = a.assemble(at).expect("test code assembles");
+        bytes.push(HLT);
+        self.poke(at, &bytes);
+    }
+
+    /// Ring-0 segments and stack.
+    fn kernel_segments(&mut self, code: Desc) {
+        let data = Desc::data(0).segment(sel::KERNEL_DATA);
+        self.state.seg = [data; 6];
+        self.state.seg[SegReg::Cs as usize] = code.segment(sel::KERNEL_CODE);
+        self.state.gpr[4] = KERNEL_STACK;
+        self.state.gpr[6] = NO_TRAP;
+    }
+
+    /// Starts the code at CPL 3 instead (ring-3 segments and stack; the code and its
+    /// data are reachable since paging, if any, maps them user-accessible).
+    pub(crate) fn user(mut self) -> Self {
+        let data = Desc::data(3).segment(sel::USER_DATA);
+        self.state.seg = [data; 6];
+        self.state.seg[SegReg::Cs as usize] = Desc::code32(3).segment(sel::USER_CODE);
+        self.state.gpr[4] = USER_STACK;
+        self
+    }
+
+    /// Writes GDT entries from slot 1 on (slot 0 is the null descriptor) and loads GDTR
+    /// with room for a few more.
+    pub(crate) fn gdt(&mut self, descs: &[Desc]) {
+        for (i, d) in descs.iter().enumerate() {
+            self.set_gdt_entry(8 * (i as u16 + 1), *d);
+        }
+        self.state.gdtr = DescriptorTable {
+            base: GDT_BASE,
+            limit: 0xFF,
+        };
+    }
+
+    /// Writes the GDT entry of `selector`.
+    pub(crate) fn set_gdt_entry(&mut self, selector: u16, d: Desc) {
+        self.poke_u64(GDT_BASE + u64::from(selector & !7), d.encode());
+    }
+
+    /// Writes a 16-byte long-mode system descriptor at `selector`.
+    pub(crate) fn set_gdt_entry64(&mut self, selector: u16, d: Desc) {
+        let at = GDT_BASE + u64::from(selector & !7);
+        self.poke_u64(at, d.encode());
+        self.poke_u64(at + 8, d.base >> 32);
+    }
+
+    /// An IDT with an interrupt gate per exception vector to a stub that puts the
+    /// vector in ESI and the error code (if any) in EDI, then halts.
+    fn idt(&mut self, bitness: u32) {
+        let gate_size = if bitness == 64 { 16 } else { 8 };
+        for v in 0..VECTORS {
+            let stub = HANDLERS + u64::from(v) * HANDLER_SIZE;
+            let mut a = CodeAssembler::new(bitness).expect("valid bitness");
+            a.mov(esi, u32::from(v)).expect("assembles");
+            if ERROR_CODE_VECTORS.contains(&v) {
+                match bitness {
+                    64 => a.pop(rdi),
+                    _ => a.pop(edi),
+                }
+                .expect("assembles");
+            }
+            a.hlt().expect("assembles");
+            let bytes = a.assemble(stub).expect("assembles");
+            self.poke(stub, &bytes);
+            let entry = IDT_BASE + u64::from(v) * gate_size;
+            self.poke_u64(entry, gate32(stub, 0));
+            if bitness == 64 {
+                self.poke_u64(entry + 8, stub >> 32);
+            }
+        }
+        self.state.idtr = DescriptorTable {
+            base: IDT_BASE,
+            limit: (u64::from(VECTORS) * gate_size - 1) as u16,
+        };
+    }
+
+    /// 4-level page tables mapping the first GiB to itself with 2 MiB pages; returns
+    /// the CR3 value.
+    pub(crate) fn identity_map_long(&mut self) -> u64 {
+        let (pml4, pdpt, pd) = (PAGE_TABLES, PAGE_TABLES + 0x1000, PAGE_TABLES + 0x2000);
+        self.poke_u64(pml4, pdpt | PTE_PRW_US);
+        self.poke_u64(pdpt, pd | PTE_PRW_US);
+        for i in 0..512 {
+            self.poke_u64(pd + 8 * i, (i * LARGE_PAGE) | PDE_PS | PTE_PRW_US);
+        }
+        pml4
+    }
+
+    /// 32-bit page tables mapping the first 4 MiB to itself with 4 KiB pages; returns
+    /// (CR3, the page table's address).
+    pub(crate) fn identity_map32(&mut self) -> (u64, u64) {
+        let (pd, pt) = (PAGE_TABLES + 0x3000, PAGE_TABLES + 0x4000);
+        self.poke_u32(pd, (pt | PTE_PRW_US) as u32);
+        for i in 0..1024 {
+            self.poke_u32(pt + 4 * i, ((i << 12) | PTE_PRW_US) as u32);
+        }
+        (pd, pt)
+    }
+
+    /// Sets RFLAGS (the reserved bit 1 is added).
+    pub(crate) fn flags(mut self, flags: u64) -> Self {
+        self.state.rflags = flags | rflags::FIXED;
+        self
+    }
+
+    /// Copies bytes into guest RAM.
+    pub(crate) fn poke(&mut self, addr: u64, bytes: &[u8]) {
+        let a = addr as usize;
+        self.ram.as_mut_slice()[a..a + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// Writes a little-endian u32.
+    pub(crate) fn poke_u32(&mut self, addr: u64, v: u32) {
+        self.poke(addr, &v.to_le_bytes());
+    }
+
+    /// Writes a little-endian u64.
+    pub(crate) fn poke_u64(&mut self, addr: u64, v: u64) {
+        self.poke(addr, &v.to_le_bytes());
+    }
+
+    /// Reads `n` bytes (1 to 8) of guest RAM, little-endian.
+    pub(crate) fn peek(&self, addr: u64, n: usize) -> u64 {
+        let a = addr as usize;
+        let mut buf = [0u8; 8];
+        buf[..n].copy_from_slice(&self.ram.as_slice()[a..a + n]);
+        u64::from_le_bytes(buf)
+    }
+
+    /// Runs until the guest stops, within a generous budget.
+    pub(crate) fn run(&mut self) -> StopReason {
+        let mut engine = Interpreter::new();
+        engine.set_state(&self.state);
+        let stop = engine.run(&mut self.ram, &mut self.exits, DEFAULT_BUDGET);
+        self.state = engine.state();
+        stop
+    }
+
+    /// Runs to a HLT, failing the test on any other stop.
+    pub(crate) fn run_to_halt(&mut self) -> &CpuState {
+        match self.run() {
+            StopReason::Halted => &self.state,
+            other => panic!("expected HLT, stopped with: {other}"),
+        }
+    }
+
+    /// Runs expecting an exception handler to halt; returns what it caught.
+    pub(crate) fn run_to_trap(&mut self) -> Trap {
+        self.run_to_halt();
+        self.trap().expect("an exception handler halted")
+    }
+
+    /// The exception a handler stub caught, if one halted.
+    pub(crate) fn trap(&self) -> Option<Trap> {
+        let vector = self.state.gpr[6];
+        if vector == NO_TRAP {
+            return None;
+        }
+        let vector = vector as u8;
+        let error_code = ERROR_CODE_VECTORS
+            .contains(&vector)
+            .then_some(self.state.gpr[7] as u32);
+        let sp = self.state.gpr[4];
+        let slot = if self.state.efer & efer::LMA != 0 {
+            8
+        } else {
+            4
+        };
+        Some(Trap {
+            vector,
+            error_code,
+            rip: self.peek(sp, slot),
+            cs: self.peek(sp + slot as u64, 2) as u16,
+            rflags: self.peek(sp + 2 * slot as u64, slot),
+        })
+    }
+
+    /// Returns from the exception a handler stub caught to the same privilege level, as
+    /// its IRET would: RIP and RFLAGS from the frame, the frame popped, ESI reset.
+    pub(crate) fn return_from_trap(&mut self, rflags_set: u64) {
+        let trap = self.trap().expect("an exception handler halted");
+        let slot = if self.state.efer & efer::LMA != 0 {
+            8
+        } else {
+            4
+        };
+        self.state.rip = trap.rip;
+        self.state.rflags = trap.rflags | rflags_set;
+        self.state.gpr[4] += 3 * slot;
+        self.state.gpr[6] = NO_TRAP;
+    }
+}
