@@ -275,7 +275,7 @@ impl KvmEngine {
                 let interruptible = self
                     .vcpu
                     .get_regs()
-                    .map_or(false, |r| r.rflags & rflags::IF != 0);
+                    .is_ok_and(|r| r.rflags & rflags::IF != 0);
                 return Entry::Handled(exits.handle(VmExit::Hlt { interruptible }, 0));
             }
             Ok(VcpuExit::Shutdown) => {
