@@ -108,6 +108,13 @@ impl Exception {
             error_code: None,
         }
     }
+    /// #AC: a misaligned access with alignment checking on (error code 0).
+    pub const fn alignment_check() -> Self {
+        Exception {
+            vector: vector::AC,
+            error_code: Some(0),
+        }
+    }
     /// #BP (INT3).
     pub const fn breakpoint() -> Self {
         Exception {

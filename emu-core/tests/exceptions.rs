@@ -6,8 +6,6 @@
 //! instruction: the one labelled "mark". Cases that must not fault run to a `ud2` at
 //! "mark" instead (vector 6 there proves that everything before it ran).
 //!
-//! Not covered yet, because the interpreter does not implement them: #DB (EFLAGS.TF
-//! single-stepping), #NM (x87 instructions) and #AC (alignment checking).
 
 mod common;
 
@@ -176,7 +174,57 @@ fn from_user(out: &Outcome) {
 }
 
 cases! {
-        divide_error {
+    single_step_traps_after_the_next_instruction {
+        // POPF sets TF; the NOP after it runs with TF set and traps when it is done.
+        code: |a| {
+            a.pushfd()?;
+            a.or(dword_ptr(esp), rflags::TF as i32)?;
+            a.popfd()?;
+            a.nop()?;
+            a.label("mark")?;
+            a.nop()
+        },
+        expect: Expect::Fault(vector::DB, None),
+        check: from_user,
+    }
+
+    device_not_available_with_cr0_ts {
+        // A task switch left TS set: the first x87 instruction asks the kernel to
+        // restore the FPU state.
+        cpl: 0,
+        setup: |k| k.cr0 |= cr0::TS,
+        code: |a| {
+            a.label("mark")?;
+            a.fninit()
+        },
+        expect: Expect::Fault(vector::NM, None),
+    }
+
+    alignment_check_on_a_misaligned_load_at_cpl3 {
+        setup: |k| k.cr0 |= cr0::AM,
+        code: |a| {
+            a.pushfd()?;
+            a.or(dword_ptr(esp), rflags::AC as i32)?;
+            a.popfd()?;
+            a.mov(ebx, USER_STACK as u32 - 0x100)?;
+            a.label("mark")?;
+            a.mov(eax, dword_ptr(ebx + 1))
+        },
+        expect: Expect::Fault(vector::AC, Some(0)),
+        check: from_user,
+    }
+
+    misaligned_load_without_eflags_ac_is_fine {
+        setup: |k| k.cr0 |= cr0::AM,
+        code: |a| {
+            a.mov(ebx, USER_STACK as u32 - 0x100)?;
+            a.mov(eax, dword_ptr(ebx + 1))?;
+            a.label("mark")?;
+            a.ud2()
+        },
+    }
+
+    divide_error {
         code: |a| {
             a.xor(ecx, ecx)?;
             a.label("mark")?;

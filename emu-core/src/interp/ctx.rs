@@ -5,7 +5,7 @@ use super::codemap::CodeMap;
 use super::mmu::{self, Access};
 use super::{Cpu, Fault};
 use crate::cpu::SegReg;
-use crate::cpu::{cr0, efer};
+use crate::cpu::{cr0, efer, rflags};
 use crate::exception::Exception;
 use crate::exit::{ExitHandler, Flow, GuestEvent, RingCause, StopReason, VmExit};
 use iced_x86::{Instruction, OpKind, Register};
@@ -236,13 +236,28 @@ impl<'a> Ctx<'a> {
     #[inline]
     pub fn read(&mut self, lin: u64, size: u8) -> Result<u64, Fault> {
         let user = self.cpu.cpl() == 3;
+        self.check_alignment(lin, size, user)?;
         self.read_as(lin, size, Access::Read, user)
+    }
+
+    /// #AC: with CR0.AM and EFLAGS.AC set, a misaligned data access at CPL 3 faults.
+    #[inline(always)]
+    fn check_alignment(&self, lin: u64, size: u8, user: bool) -> Result<(), Fault> {
+        if self.cpu.cr0 & cr0::AM != 0
+            && user
+            && lin & (size as u64).wrapping_sub(1) != 0
+            && self.cpu.flags.control(rflags::AC)
+        {
+            return Err(Exception::alignment_check().into());
+        }
+        Ok(())
     }
 
     /// Writes the low `size` bytes of `v` at a linear address as the current CPL.
     #[inline]
     pub fn write(&mut self, lin: u64, size: u8, v: u64) -> Result<(), Fault> {
         let user = self.cpu.cpl() == 3;
+        self.check_alignment(lin, size, user)?;
         self.write_as(lin, size, v, user)
     }
 
