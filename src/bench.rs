@@ -34,14 +34,11 @@ fn rom(name: &str) -> Result<RomImage> {
     })
 }
 
-/// One in-process run of `loop` with `iters` iterations: wall time.
-fn popek_loop(iters: u64) -> Result<Duration> {
-    let mut machine = boot(
-        &rom("loop")?,
-        &format!("iters={iters}"),
-        64,
-        Box::new(std::io::sink()),
-    )?;
+/// One in-process run of `loop` with `iters` iterations (with paging on if `paging`):
+/// wall time.
+fn popek_loop(iters: u64, paging: bool) -> Result<Duration> {
+    let append = format!("iters={iters} paging={}", paging as u8);
+    let mut machine = boot(&rom("loop")?, &append, 64, Box::new(std::io::sink()))?;
     let outcome = machine.run(u64::MAX);
     if outcome.stop != StopReason::Exited(0) {
         bail!("the loop ROM did not exit cleanly: {}", outcome.stop);
@@ -128,10 +125,15 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         verdict(startup_ms < TARGET_STARTUP_MS)
     );
 
-    let interp = mips_from(n, popek_loop(n / 10)?, popek_loop(n)?);
+    let interp = mips_from(n, popek_loop(n / 10, false)?, popek_loop(n, false)?);
     println!(
         "interpreter: {interp:.0} MIPS (target >= {TARGET_MIPS}: {})",
         verdict(interp >= TARGET_MIPS)
+    );
+    let paged = mips_from(n, popek_loop(n / 10, true)?, popek_loop(n, true)?);
+    println!(
+        "interpreter with paging on: {paged:.0} MIPS = {:.2} x paging off (target: the same speed)",
+        paged / interp
     );
 
     if args.no_qemu {
