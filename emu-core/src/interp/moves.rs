@@ -1,7 +1,7 @@
 //! Data movement: MOV MOVZX MOVSX MOVSXD LEA XCHG CMPXCHG CMPXCHG8B XADD BSWAP SETcc
 //! CMOVcc, the sign extensions CBW/CWDE/CDQE/CWD/CDQ/CQO, XLAT and NOP.
 
-use super::ctx::{operand_size, seg_of};
+use super::ctx::{operand_size, seg_of, Loc};
 use super::flags::{sign_bit, size_mask, FlagOp};
 use super::segment::load_data_segment;
 use super::{Ctx, Fault, Handler};
@@ -193,8 +193,12 @@ fn cmpxchg(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     if a == d {
         cx.store(dst, size, src)?;
     } else {
-        // The destination is written back unchanged, as the locked cycle does.
-        cx.store(dst, size, d)?;
+        // A memory destination is written back unchanged, as the locked cycle does
+        // (so a read-only page faults either way). A register one is not written: a
+        // 32-bit one keeps its upper half, as the hardware leaves it.
+        if let Loc::Mem(_) = dst {
+            cx.store(dst, size, d)?;
+        }
         cx.set_reg(acc, d);
     }
     cx.cpu.flags.set(FlagOp::Sub, size, a, d, a.wrapping_sub(d));
@@ -303,4 +307,35 @@ fn xlat(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let v = cx.read(lin, 1)?;
     cx.set_reg(Register::AL, v);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{check64, Case, RAX, RBX, RCX};
+    use iced_x86::code_asm::*;
+
+    #[test]
+    fn cmpxchg_writes_only_the_register_it_changes() {
+        const HIGH: u64 = 0xAAAA_AAAA << 32;
+        check64(&[
+            Case {
+                name: "cmpxchg ebx,ecx: not equal, so EAX is loaded, EBX kept whole",
+                asm: |a| a.cmpxchg(ebx, ecx),
+                regs: &[(RAX, HIGH | 1), (RBX, HIGH | 2), (RCX, HIGH | 3)],
+                flags: 0,
+                want: &[(RAX, 2), (RBX, HIGH | 2)],
+                want_flags: 0,
+                mask: 0,
+            },
+            Case {
+                name: "cmpxchg ebx,ecx: equal, so EBX is written, RAX kept whole",
+                asm: |a| a.cmpxchg(ebx, ecx),
+                regs: &[(RAX, HIGH | 1), (RBX, HIGH | 1), (RCX, HIGH | 3)],
+                flags: 0,
+                want: &[(RAX, HIGH | 1), (RBX, 3)],
+                want_flags: 0,
+                mask: 0,
+            },
+        ]);
+    }
 }

@@ -1,55 +1,84 @@
-//! Random instruction sequences whose every defined result is the same in 32-bit
-//! protected mode and in 64-bit mode, with the flags they leave undefined.
+//! Random instruction sequences for a [`Mode`], with the flags they leave undefined.
 //!
 //! The instruction forms are not listed by hand: every iced-x86 `Code` of the families
-//! below that is valid in both modes, has an operand size of at most 32 bits and only
-//! register, immediate or plain memory operands becomes a candidate. So each form
-//! the decoder distinguishes (`add r/m32, imm8` and `add eax, imm32`, `xchg r32, eax`,
-//! `imul r32, r/m32, imm8` ...) gets exercised.
+//! below that the mode allows and that has only register, immediate or plain memory
+//! operands becomes a candidate. So each form the decoder distinguishes (`add r/m32,
+//! imm8` and `add eax, imm32`, `xchg r32, eax`, `imul r32, r/m32, imm8` ...) gets
+//! exercised.
 
 use iced_x86::{
-    Code, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpCodeOperandKind, OpKind,
-    Register, RflagsBits,
+    Code, Encoder, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpCodeInfo,
+    OpCodeOperandKind, OpKind, Register, RflagsBits,
 };
 
 /// Size of the scratch buffer memory operands point into, in bytes.
 pub const MEM_SIZE: usize = 64;
-/// The register that holds the scratch buffer's address in sequences with memory
-/// operands; such sequences never write it.
-pub const MEM_BASE: Register = Register::ESI;
-/// Index of [`MEM_BASE`] in encoding order.
+/// Index, in encoding order, of the register that holds the scratch buffer's address in
+/// sequences with memory operands (ESI or RSI); such sequences never write it.
 pub const MEM_BASE_INDEX: usize = 6;
 
-/// The registers a sequence may use, in encoding order (ESP is the native stack).
-const R32: [Register; 7] = [
-    Register::EAX,
-    Register::ECX,
-    Register::EDX,
-    Register::EBX,
-    Register::EBP,
-    Register::ESI,
-    Register::EDI,
-];
-const R16: [Register; 7] = [
-    Register::AX,
-    Register::CX,
-    Register::DX,
-    Register::BX,
-    Register::BP,
-    Register::SI,
-    Register::DI,
-];
-/// The eight legacy byte registers: encodable in both modes without REX.
-const R8: [Register; 8] = [
-    Register::AL,
-    Register::CL,
-    Register::DL,
-    Register::BL,
-    Register::AH,
-    Register::CH,
-    Register::DH,
-    Register::BH,
-];
+/// Where a sequence runs in the interpreter. Natively it always runs in 64-bit mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// 32-bit protected mode. The host runs the same instructions encoded for 64-bit
+    /// mode, so only forms that mean the same there on 32-, 16- and 8-bit registers are
+    /// used, with the eight legacy registers, and only their low 32 bits count.
+    Protected,
+    /// 64-bit mode: both sides run the same bytes at the same addresses, with all
+    /// sixteen registers (bar RSP) and all their 64 bits.
+    Long,
+}
+
+impl Mode {
+    /// The code bitness the interpreter decodes with.
+    pub fn bitness(self) -> u32 {
+        match self {
+            Mode::Protected => 32,
+            Mode::Long => 64,
+        }
+    }
+
+    /// How many general-purpose registers the mode has.
+    pub fn gprs(self) -> usize {
+        match self {
+            Mode::Protected => 8,
+            Mode::Long => 16,
+        }
+    }
+
+    /// The register bits that count.
+    pub fn reg_mask(self) -> u64 {
+        u64::MAX >> (64 - self.bitness())
+    }
+
+    /// The register that holds the scratch buffer's address.
+    pub fn mem_base(self) -> Register {
+        match self {
+            Mode::Protected => Register::ESI,
+            Mode::Long => Register::RSI,
+        }
+    }
+
+    /// Whether a form is a candidate in this mode.
+    fn allows(self, op: &OpCodeInfo) -> bool {
+        match self {
+            Mode::Protected => op.mode32() && op.mode64() && op.operand_size() != 64,
+            Mode::Long => op.mode64(),
+        }
+    }
+
+    /// Whether a general-purpose register can be used in this mode: never RSP or SPL
+    /// (the host's stack pointer), and in protected mode only what encodes without REX.
+    fn has(self, r: Register) -> bool {
+        let full = r.full_register();
+        let rex_only = full.number() >= 8
+            || matches!(
+                r,
+                Register::SPL | Register::BPL | Register::SIL | Register::DIL
+            );
+        full != Register::RSP && (self == Mode::Long || !rex_only)
+    }
+}
 
 /// The status flags, as iced-x86 numbers them.
 const STATUS: u32 = RflagsBits::OF
@@ -60,10 +89,11 @@ const STATUS: u32 = RflagsBits::OF
     | RflagsBits::PF;
 
 /// Documented encodings only: F6 /1 and F7 /1 are undocumented aliases of TEST.
-const ALIASES: [Code; 3] = [
+const ALIASES: [Code; 4] = [
     Code::Test_rm8_imm8_F6r1,
     Code::Test_rm16_imm16_F7r1,
     Code::Test_rm32_imm32_F7r1,
+    Code::Test_rm64_imm32_F7r1,
 ];
 
 /// The interpreter's instruction families (one source file each).
@@ -102,9 +132,8 @@ impl Family {
             Rol | Ror | Rcl | Rcr | Shl | Shr | Sar | Shld | Shrd => Family::Shift,
             Mul | Imul | Div | Idiv => Family::MulDiv,
             Bt | Bts | Btr | Btc | Bsf | Bsr => Family::Bits,
-            Mov | Movzx | Movsx | Lea | Xchg | Cmpxchg | Xadd | Bswap | Cbw | Cwde | Cwd | Cdq => {
-                Family::Moves
-            }
+            Mov | Movzx | Movsx | Movsxd | Lea | Xchg | Cmpxchg | Xadd | Bswap | Cbw | Cwde
+            | Cdqe | Cwd | Cdq | Cqo => Family::Moves,
             Clc | Stc | Cmc | Lahf | Sahf => Family::FlagOps,
             // SETcc and CMOVcc (Jcc and LOOPcc have branch operands and are filtered out).
             _ if code.condition_code() != iced_x86::ConditionCode::None => Family::Moves,
@@ -120,6 +149,7 @@ fn kind_width(kind: OpCodeOperandKind) -> Option<u32> {
         K::r8_or_mem | K::r8_reg | K::r8_opcode | K::al | K::cl => Some(8),
         K::r16_or_mem | K::r16_reg | K::r16_opcode | K::ax => Some(16),
         K::r32_or_mem | K::r32_reg | K::r32_opcode | K::eax => Some(32),
+        K::r64_or_mem | K::r64_reg | K::r64_opcode | K::rax => Some(64),
         _ => None,
     }
 }
@@ -130,26 +160,36 @@ fn supported(kind: OpCodeOperandKind) -> bool {
     kind_width(kind).is_some()
         || matches!(
             kind,
-            K::imm8 | K::imm8_const_1 | K::imm8sex16 | K::imm8sex32 | K::imm16 | K::imm32 | K::mem
+            K::imm8
+                | K::imm8_const_1
+                | K::imm8sex16
+                | K::imm8sex32
+                | K::imm8sex64
+                | K::imm16
+                | K::imm32
+                | K::imm32sex64
+                | K::imm64
+                | K::mem
         )
 }
 
-/// The candidate instruction forms, by family.
+/// The candidate instruction forms, by family, and the registers, of one mode.
 pub struct Table {
+    mode: Mode,
     codes: Vec<(Family, Vec<Code>)>,
+    /// The usable general-purpose registers of 8, 16, 32 and 64 bits.
+    regs: [Vec<Register>; 4],
 }
 
 impl Table {
-    /// Every usable form; LAHF/SAHF only if the host runs them in 64-bit mode.
-    pub fn new(lahf_in_long_mode: bool) -> Self {
+    /// Every usable form of `mode`; LAHF/SAHF only if the host runs them in 64-bit mode.
+    pub fn new(mode: Mode, lahf_in_long_mode: bool) -> Self {
         let mut codes: Vec<(Family, Vec<Code>)> =
             Family::ALL.iter().map(|&f| (f, Vec::new())).collect();
         for code in Code::values() {
             let op = code.op_code();
             let usable = op.is_instruction()
-                && op.mode32()
-                && op.mode64()
-                && op.operand_size() != 64
+                && mode.allows(op)
                 && op.op_kinds().iter().all(|&k| supported(k))
                 && !ALIASES.contains(&code)
                 // BSWAP of a 16-bit register is undefined.
@@ -160,7 +200,17 @@ impl Table {
                 slot.expect("every family has a slot").1.push(code);
             }
         }
-        Table { codes }
+        let regs = [8, 16, 32, 64].map(|bits| {
+            Register::values()
+                .filter(|r| r.is_gpr() && r.size() * 8 == bits && mode.has(*r))
+                .collect()
+        });
+        Table { mode, codes, regs }
+    }
+
+    /// The usable registers of `width` bits.
+    fn registers(&self, width: u32) -> &[Register] {
+        &self.regs[(width / 8).trailing_zeros() as usize]
     }
 
     /// How many forms each family has.
@@ -211,25 +261,35 @@ impl Rng {
     }
 
     /// A value of `bits` bits, biased towards the edges where flags change.
-    fn value(&mut self, bits: u32) -> u32 {
-        let mask = (u64::MAX >> (64 - bits)) as u32;
-        let sign = 1u32 << (bits - 1);
-        let v = match self.below(10) {
+    fn value(&mut self, bits: u32) -> u64 {
+        let mask = u64::MAX >> (64 - bits);
+        let sign = 1u64 << (bits - 1);
+        let v = match self.below(11) {
             0 => 0,
             1 => 1,
             2 => mask,
             3 => sign,
             4 => sign - 1,
-            5 => self.below(16) as u32,
-            6 => mask - self.below(16) as u32,
+            5 => self.below(16) as u64,
+            6 => mask - self.below(16) as u64,
             // Random with the byte boundaries BCD and parity care about.
-            7 => self.next() as u32 & 0x0F0F_0F0F,
-            _ => self.next() as u32,
+            7 => self.next() & 0x0F0F_0F0F_0F0F_0F0F,
+            // A sign-extended half-width value: where sign extension (MOVSX, MOVSXD,
+            // CDQE) and the overflow of a widening multiplication change.
+            8 => sign_extend(self.next(), bits / 2),
+            _ => self.next(),
         };
         v & mask
     }
 
-    /// A shift or rotate count: around the operand width and the 5-bit count mask.
+    /// A 32-bit displacement, sign-extended as iced-x86 keeps it.
+    fn displacement(&mut self) -> u64 {
+        let bits = if self.one_in(2) { 8 } else { 32 };
+        sign_extend(self.value(bits), bits)
+    }
+
+    /// A shift or rotate count: around the operand width and the 5-bit count mask (the
+    /// 6-bit mask of 64-bit operands is the width).
     fn count(&mut self, width: u32) -> u8 {
         let w = width as u8;
         let any = self.next() as u8;
@@ -237,19 +297,23 @@ impl Rng {
     }
 }
 
+/// The low `bits` bits of `v`, sign-extended.
+fn sign_extend(v: u64, bits: u32) -> u64 {
+    ((v << (64 - bits)) as i64 >> (64 - bits)) as u64
+}
+
 /// One operand to fill in.
 #[derive(Debug, Clone, Copy)]
 enum Operand {
     Reg(Register),
     Imm(u64),
-    /// `[MEM_BASE + disp]`, inside the scratch buffer.
-    Scratch(u32),
-    /// A LEA address: 32-bit base and/or index, never accessed.
-    Address {
+    /// `[base + index * scale + disp]`: a scratch-buffer operand or a LEA address. With
+    /// RIP as the base, `disp` is the absolute target, as iced-x86 keeps it.
+    Memory {
         base: Register,
         index: Register,
         scale: u32,
-        disp: u32,
+        disp: u64,
     },
 }
 
@@ -272,42 +336,37 @@ fn build(code: Code, operands: &[Operand]) -> Instruction {
                     K::imm8 | K::imm8_const_1 => OpKind::Immediate8,
                     K::imm8sex16 => OpKind::Immediate8to16,
                     K::imm8sex32 => OpKind::Immediate8to32,
+                    K::imm8sex64 => OpKind::Immediate8to64,
                     K::imm16 => OpKind::Immediate16,
                     K::imm32 => OpKind::Immediate32,
+                    K::imm32sex64 => OpKind::Immediate32to64,
+                    K::imm64 => OpKind::Immediate64,
                     _ => panic!("{code:?} operand {i} is not an immediate"),
                 };
                 ins.set_op_kind(i, kind);
                 ins.try_set_immediate_u64(i, v)
                     .expect("immediate kind set above");
             }
-            Operand::Scratch(disp) => set_memory(&mut ins, i, MEM_BASE, Register::None, 1, disp),
-            Operand::Address {
+            Operand::Memory {
                 base,
                 index,
                 scale,
                 disp,
-            } => set_memory(&mut ins, i, base, index, scale, disp),
+            } => {
+                ins.set_op_kind(i, OpKind::Memory);
+                ins.set_memory_base(base);
+                ins.set_memory_index(index);
+                ins.set_memory_index_scale(scale);
+                ins.set_memory_displacement64(disp);
+                // A hint: the encoder still picks the shortest form that holds the
+                // value. Otherwise iced-x86 wants the address size.
+                let address_size = base.size().max(index.size()) as u32;
+                let disp8 = base != Register::RIP && i8::try_from(disp as i64).is_ok();
+                ins.set_memory_displ_size(if disp8 { 1 } else { address_size });
+            }
         }
     }
     ins
-}
-
-fn set_memory(
-    ins: &mut Instruction,
-    i: u32,
-    base: Register,
-    index: Register,
-    scale: u32,
-    disp: u32,
-) {
-    ins.set_op_kind(i, OpKind::Memory);
-    ins.set_memory_base(base);
-    ins.set_memory_index(index);
-    ins.set_memory_index_scale(scale);
-    ins.set_memory_displacement64(disp as u64);
-    // A hint: the encoder still picks the shortest form that holds the value.
-    let disp8 = i8::try_from(disp as i32).is_ok();
-    ins.set_memory_displ_size(if disp8 { 1 } else { 4 });
 }
 
 /// What an instruction does to the status flags (iced-x86 bit numbering).
@@ -360,9 +419,10 @@ impl Effect {
         // iced-x86 works out a shift's flags from an immediate count (and takes a
         // rotate through CF by a multiple of its width as a no-op), but not from CL; the
         // SDM rules are applied here to either (vol. 2B, SAL/SAR/SHL/SHR, RCL/RCR/ROL/ROR,
-        // SHLD, SHRD). A masked count of 0 changes no flag. Otherwise rotates write CF
-        // and OF, shifts all six; AF is undefined after a shift, OF after any count but
-        // 1, CF after SHL/SHR by the operand width or more.
+        // SHLD, SHRD). The count is masked to 6 bits for 64-bit operands, else to 5. A
+        // masked count of 0 changes no flag. Otherwise rotates write CF and OF, shifts
+        // all six; AF is undefined after a shift, OF after any count but 1, CF after
+        // SHL/SHR by the operand width or more.
         let rotate = matches!(
             m,
             Mnemonic::Rol | Mnemonic::Ror | Mnemonic::Rcl | Mnemonic::Rcr
@@ -372,7 +432,8 @@ impl Effect {
         } else {
             0
         };
-        let masked = count_of(ins, cl) & 31;
+        let width = op0_width(ins);
+        let masked = count_of(ins, cl) & if width == 64 { 63 } else { 31 };
         if masked == 0 {
             return Effect {
                 read,
@@ -392,7 +453,7 @@ impl Effect {
         if masked != 1 {
             undefined |= RflagsBits::OF;
         }
-        if matches!(m, Mnemonic::Shl | Mnemonic::Shr) && masked >= op0_width(ins) {
+        if matches!(m, Mnemonic::Shl | Mnemonic::Shr) && masked >= width {
             undefined |= RflagsBits::CF;
         }
         Effect {
@@ -451,11 +512,13 @@ pub struct Case {
     /// and the MOV CL that sets its count, a division and the set-up that keeps it from
     /// faulting).
     pub units: Vec<Vec<Instruction>>,
-    /// Initial EAX..EDI (ESP unused; ESI replaced by the buffer address with `memory`).
-    pub regs: [u32; 8],
+    /// Initial general-purpose registers in encoding order, as wide as the mode's (those
+    /// the mode lacks are 0; RSP is unused; ESI/RSI is replaced by the buffer address
+    /// with `memory`).
+    pub regs: [u64; 16],
     /// Initial status flags (EFLAGS bits).
     pub flags: u32,
-    /// Whether ESI points to a scratch buffer that memory operands use.
+    /// Whether ESI/RSI points to a scratch buffer that memory operands use.
     pub memory: bool,
     /// Initial contents of the scratch buffer.
     pub mem: [u8; MEM_SIZE],
@@ -480,7 +543,11 @@ impl Case {
 /// Generates cases from a table of forms.
 pub struct Generator<'t> {
     table: &'t Table,
+    /// The scratch buffer's address: the target of RIP-relative operands (64-bit mode).
+    scratch: u64,
     info: InstructionInfoFactory,
+    /// For the host: checks that a unit has a 64-bit encoding.
+    encoder: Encoder,
     /// Candidate units rejected because they read a flag left undefined.
     pub rejected: u64,
 }
@@ -489,17 +556,20 @@ pub struct Generator<'t> {
 const MAX_UNITS: usize = 12;
 
 impl<'t> Generator<'t> {
-    /// A generator over `table`.
-    pub fn new(table: &'t Table) -> Self {
+    /// A generator over `table`, for a scratch buffer at `scratch`.
+    pub fn new(table: &'t Table, scratch: u64) -> Self {
         Generator {
             table,
+            scratch,
             info: InstructionInfoFactory::new(),
+            encoder: Encoder::new(64),
             rejected: 0,
         }
     }
 
     /// The case for `seed`.
     pub fn case(&mut self, seed: u64) -> Case {
+        let mode = self.table.mode;
         let mut rng = Rng::new(seed);
         let memory = rng.one_in(2);
         // Each sequence mixes a few families, so the families the interpreter lacks
@@ -521,10 +591,12 @@ impl<'t> Generator<'t> {
             let code = rng.pick(self.table.codes(family));
             let unit = Filler {
                 rng: &mut rng,
+                table: self.table,
                 memory,
+                scratch: self.scratch,
             }
             .unit(code);
-            if memory && self.writes_mem_base(&unit) {
+            if (memory && self.writes_mem_base(&unit)) || !self.encodable(&unit) {
                 continue;
             }
             let mut t = tracker;
@@ -535,9 +607,9 @@ impl<'t> Generator<'t> {
                 self.rejected += 1;
             }
         }
-        let mut regs = [0u32; 8];
-        for r in &mut regs {
-            *r = rng.value(32);
+        let mut regs = [0u64; 16];
+        for r in &mut regs[..mode.gprs()] {
+            *r = rng.value(mode.bitness());
         }
         let mut mem = [0u8; MEM_SIZE];
         for b in &mut mem {
@@ -557,17 +629,30 @@ impl<'t> Generator<'t> {
     fn writes_mem_base(&mut self, unit: &[Instruction]) -> bool {
         unit.iter().any(|ins| {
             self.info.info(ins).used_registers().iter().any(|u| {
-                u.register().full_register32() == MEM_BASE
+                u.register().full_register() == Register::RSI
                     && !matches!(u.access(), OpAccess::Read | OpAccess::CondRead)
             })
         })
+    }
+
+    /// Whether the host can run the unit: AH, CH, DH and BH have no encoding in an
+    /// instruction that needs a REX prefix (for a 64-bit operand or another register).
+    fn encodable(&mut self, unit: &[Instruction]) -> bool {
+        let ok = unit
+            .iter()
+            .all(|ins| self.encoder.encode(ins, self.scratch).is_ok());
+        // Only whether it encodes matters: drop the bytes.
+        let _ = self.encoder.take_buffer();
+        ok
     }
 }
 
 /// Fills in the operands of one form.
 struct Filler<'r> {
     rng: &'r mut Rng,
+    table: &'r Table,
     memory: bool,
+    scratch: u64,
 }
 
 impl Filler<'_> {
@@ -594,20 +679,43 @@ impl Filler<'_> {
     }
 
     fn reg(&mut self, width: u32) -> Register {
-        match width {
-            8 => self.rng.pick(&R8),
-            16 => self.rng.pick(&R16),
-            _ => self.rng.pick(&R32),
-        }
+        self.rng.pick(self.table.registers(width))
     }
 
     /// A register or (sometimes, in memory sequences) a scratch-buffer operand.
     fn rm(&mut self, width: u32, memory_ok: bool) -> Operand {
         if self.memory && memory_ok && self.rng.one_in(3) {
             let bytes = (width / 8) as usize;
-            Operand::Scratch(self.rng.below(MEM_SIZE - bytes + 1) as u32)
+            let offset = self.rng.below(MEM_SIZE - bytes + 1) as u64;
+            self.scratch_operand(offset)
         } else {
             Operand::Reg(self.reg(width))
+        }
+    }
+
+    /// `offset` bytes into the scratch buffer: from the base register, or in 64-bit
+    /// mode sometimes RIP-relative.
+    fn scratch_operand(&mut self, offset: u64) -> Operand {
+        let mode = self.table.mode;
+        if mode == Mode::Long && self.rng.one_in(3) {
+            return self.rip_relative(offset);
+        }
+        Operand::Memory {
+            base: mode.mem_base(),
+            index: Register::None,
+            scale: 1,
+            disp: offset,
+        }
+    }
+
+    /// `[rip + disp]` that reaches `offset` bytes into the scratch buffer: code and
+    /// buffer are at the same places on both sides, so the bytes are the same too.
+    fn rip_relative(&self, offset: u64) -> Operand {
+        Operand::Memory {
+            base: Register::RIP,
+            index: Register::None,
+            scale: 1,
+            disp: self.scratch + offset,
         }
     }
 
@@ -628,14 +736,18 @@ impl Filler<'_> {
                 K::cl => Operand::Reg(Register::CL),
                 K::ax => Operand::Reg(Register::AX),
                 K::eax => Operand::Reg(Register::EAX),
-                K::r8_or_mem | K::r16_or_mem | K::r32_or_mem => {
+                K::rax => Operand::Reg(Register::RAX),
+                K::r8_or_mem | K::r16_or_mem | K::r32_or_mem | K::r64_or_mem => {
                     self.rm(kind_width(kind).expect("r/m"), !bit_offset_in_reg)
                 }
                 K::imm8_const_1 => Operand::Imm(1),
                 K::imm8 if counted(m) => Operand::Imm(self.count(m, width).into()),
-                K::imm8 | K::imm8sex16 | K::imm8sex32 => Operand::Imm(self.rng.value(8).into()),
-                K::imm16 => Operand::Imm(self.rng.value(16).into()),
-                K::imm32 => Operand::Imm(self.rng.value(32).into()),
+                K::imm8 | K::imm8sex16 | K::imm8sex32 | K::imm8sex64 => {
+                    Operand::Imm(self.rng.value(8))
+                }
+                K::imm16 => Operand::Imm(self.rng.value(16)),
+                K::imm32 | K::imm32sex64 => Operand::Imm(self.rng.value(32)),
+                K::imm64 => Operand::Imm(self.rng.value(64)),
                 K::mem => self.address(),
                 _ => Operand::Reg(self.reg(kind_width(kind).expect("filtered in Table::new"))),
             })
@@ -660,19 +772,28 @@ impl Filler<'_> {
     }
 
     /// A LEA operand: base and/or index from the usable registers, any scale and
-    /// displacement (32-bit address arithmetic in both modes).
+    /// displacement. 32-bit address arithmetic in protected mode; in 64-bit mode 64-bit,
+    /// 32-bit (with an address-size prefix) or RIP-relative.
     fn address(&mut self) -> Operand {
+        let size = match self.table.mode {
+            Mode::Long if self.rng.one_in(6) => {
+                let offset = self.rng.below(MEM_SIZE) as u64;
+                return self.rip_relative(offset);
+            }
+            Mode::Long if !self.rng.one_in(3) => 64,
+            _ => 32,
+        };
+        let regs = self.table.registers(size);
         let (base, index) = match self.rng.below(3) {
-            0 => (self.rng.pick(&R32), Register::None),
-            1 => (Register::None, self.rng.pick(&R32)),
-            _ => (self.rng.pick(&R32), self.rng.pick(&R32)),
+            0 => (self.rng.pick(regs), Register::None),
+            1 => (Register::None, self.rng.pick(regs)),
+            _ => (self.rng.pick(regs), self.rng.pick(regs)),
         };
         let disp = match self.rng.below(3) {
             0 => 0,
-            1 => self.rng.value(8) as i8 as u32,
-            _ => self.rng.value(32),
+            _ => self.rng.displacement(),
         };
-        Operand::Address {
+        Operand::Memory {
             base,
             index,
             scale: self.rng.pick(&[1, 2, 4, 8]),
@@ -686,31 +807,11 @@ impl Filler<'_> {
     /// low half (IDIV).
     fn division(&mut self, code: Code) -> Vec<Instruction> {
         let width = kind_width(code.op_code().op_kind(0)).expect("r/m operand");
-        let (low, high, or, and, mov, extend) = match width {
-            8 => (
-                Register::AL,
-                Register::AH,
-                Code::Or_rm8_imm8,
-                Code::And_rm8_imm8,
-                Code::Mov_r8_imm8,
-                Code::Cbw,
-            ),
-            16 => (
-                Register::AX,
-                Register::DX,
-                Code::Or_rm16_imm16,
-                Code::And_rm16_imm16,
-                Code::Mov_r16_imm16,
-                Code::Cwd,
-            ),
-            _ => (
-                Register::EAX,
-                Register::EDX,
-                Code::Or_rm32_imm32,
-                Code::And_rm32_imm32,
-                Code::Mov_r32_imm32,
-                Code::Cdq,
-            ),
+        let (low, high, mov, extend) = match width {
+            8 => (Register::AL, Register::AH, Code::Mov_r8_imm8, Code::Cbw),
+            16 => (Register::AX, Register::DX, Code::Mov_r16_imm16, Code::Cwd),
+            32 => (Register::EAX, Register::EDX, Code::Mov_r32_imm32, Code::Cdq),
+            _ => (Register::RAX, Register::RDX, Code::Mov_r64_imm64, Code::Cqo),
         };
         let divisor = loop {
             let d = self.rm(width, true);
@@ -718,12 +819,12 @@ impl Filler<'_> {
                 break d;
             }
         };
-        let top = 1u64 << (width - 1);
+        let top = width - 1;
         let mut unit = if code.mnemonic() == Mnemonic::Div {
             // divisor >= 2^(w-1) > high half: the quotient fits.
-            let h = self.rng.value(width) as u64 & (top - 1);
+            let h = self.rng.value(width) & ((1 << top) - 1);
             vec![
-                build(or, &[divisor, Operand::Imm(top)]),
+                force_bit(width, divisor, top, true),
                 build(mov, &[Operand::Reg(high), Operand::Imm(h)]),
             ]
         } else {
@@ -731,14 +832,31 @@ impl Filler<'_> {
             // dividend |quotient| <= |dividend|, which fits unless it is MIN / -1.
             let clear = self.rng.below(width as usize) as u32;
             let set = (clear + 1 + self.rng.below(width as usize - 1) as u32) % width;
-            let mask = (u64::MAX >> (64 - width)) & !(1u64 << clear);
             vec![
-                build(and, &[divisor, Operand::Imm(mask)]),
-                build(or, &[divisor, Operand::Imm(1 << set)]),
+                force_bit(width, divisor, clear, false),
+                force_bit(width, divisor, set, true),
                 Instruction::with(extend),
             ]
         };
         unit.push(build(code, &[divisor]));
         unit
     }
+}
+
+/// Sets (`on`) or clears bit `bit` of a `width`-bit operand: with OR/AND, or with
+/// BTS/BTR for 64 bits, where no immediate holds every single-bit mask.
+fn force_bit(width: u32, operand: Operand, bit: u32, on: bool) -> Instruction {
+    let mask = 1u64 << bit;
+    let ones = u64::MAX >> (64 - width);
+    let (code, imm) = match (width, on) {
+        (8, true) => (Code::Or_rm8_imm8, mask),
+        (8, false) => (Code::And_rm8_imm8, ones & !mask),
+        (16, true) => (Code::Or_rm16_imm16, mask),
+        (16, false) => (Code::And_rm16_imm16, ones & !mask),
+        (32, true) => (Code::Or_rm32_imm32, mask),
+        (32, false) => (Code::And_rm32_imm32, ones & !mask),
+        (_, true) => (Code::Bts_rm64_imm8, u64::from(bit)),
+        (_, false) => (Code::Btr_rm64_imm8, u64::from(bit)),
+    };
+    build(code, &[operand, Operand::Imm(imm)])
 }

@@ -1,61 +1,84 @@
 //! Runs an instruction sequence on the host CPU, in 64-bit mode.
 //!
-//! The sequence is wrapped in a function assembled at run time: it loads the registers
-//! and RFLAGS from a [`Regs`] block, runs the sequence, stores them back and returns.
-//! Code and scratch buffer live in one mapping below 4 GiB, so a 32-bit register can
-//! hold the buffer's address and the 0x67-prefixed (32-bit) addressing the 64-bit
-//! encoding uses reaches it.
+//! The sequence runs inside a function whose prologue and epilogue are assembled at run
+//! time: the prologue loads the registers and RFLAGS from a [`Regs`] block, the
+//! sequence follows, and the epilogue stores them back and returns. The sequence comes
+//! already encoded, for [`Jit::body_address`], so the caller can run the very same
+//! bytes elsewhere. Code and scratch buffer are two adjacent pages, below 4 GiB (a
+//! 32-bit register then holds the buffer's address, and the 0x67-prefixed addressing of
+//! sequences encoded from 32-bit code reaches it) or far above it.
 
 use iced_x86::code_asm::*;
-use iced_x86::{IcedError, Instruction};
+use iced_x86::IcedError;
 use std::io;
 
 /// Registers in and out of a native run.
 #[repr(C)]
 #[derive(Debug)]
 pub struct Regs {
-    /// RAX..RDI in encoding order; RSP (index 4) is neither loaded nor stored.
-    pub gpr: [u64; 8],
+    /// RAX..R15 in encoding order; RSP (index 4) is neither loaded nor stored.
+    pub gpr: [u64; 16],
     /// RFLAGS.
     pub rflags: u64,
 }
 
 const PAGE: usize = 4096;
-/// Where the pages are mapped if that range is free.
-const ADDRESS_HINT: usize = 0x3EED_0000;
+/// Where the pages are mapped if that range is free: the same address from run to run
+/// keeps the buffer address (a register value, and RIP-relative targets) the same, so a
+/// failing seed reproduces.
+const LOW_HINT: usize = 0x3EED_0000;
+/// The same beyond 4 GiB, with nonzero indices at every level of the page tables.
+const HIGH_HINT: usize = 0x3EED_0000_0000;
 /// Offset of `Regs::rflags`.
-const RFLAGS_AT: i32 = 8 * 8;
+const RFLAGS_AT: i32 = 16 * 8;
 
-/// The registers the wrapper loads and stores, with their slot in [`Regs::gpr`]. RDI,
-/// which holds the `Regs` pointer, comes last on the way in.
-const LOADED: [(AsmRegister64, i32); 7] = [
+/// The registers the prologue loads and the epilogue stores, with their slot in
+/// [`Regs::gpr`]. RDI, which holds the `Regs` pointer, comes last on the way in.
+const LOADED: [(AsmRegister64, i32); 15] = [
     (rax, 0),
     (rcx, 1),
     (rdx, 2),
     (rbx, 3),
     (rbp, 5),
     (rsi, 6),
+    (r8, 8),
+    (r9, 9),
+    (r10, 10),
+    (r11, 11),
+    (r12, 12),
+    (r13, 13),
+    (r14, 14),
+    (r15, 15),
     (rdi, 7),
 ];
+/// The callee-saved registers among them (the System V ABI's, bar RSP).
+const CALLEE_SAVED: [AsmRegister64; 6] = [rbx, rbp, r12, r13, r14, r15];
 
-/// A code page and a data page, below 4 GiB.
+/// A code page and a data page.
 pub struct Jit {
     base: *mut u8,
+    /// Bytes of prologue at the start of the code page.
+    prologue: usize,
+    epilogue: Vec<u8>,
 }
 
 impl Jit {
-    /// Maps the two pages.
-    pub fn new() -> io::Result<Self> {
+    /// Maps the two pages, below 4 GiB if `low`, and writes the prologue.
+    pub fn new(low: bool) -> io::Result<Self> {
+        let (hint, placement) = if low {
+            (LOW_HINT, libc::MAP_32BIT)
+        } else {
+            (HIGH_HINT, 0)
+        };
         // SAFETY: an anonymous private mapping; without MAP_FIXED the address is only a
-        // hint, so no existing memory is affected. The hint keeps the buffer address (a
-        // register value) the same from run to run, so a failing seed reproduces;
-        // MAP_32BIT keeps the fallback in the low 2 GiB.
+        // hint, so no existing memory is affected. MAP_32BIT keeps the fallback of a low
+        // mapping in the low 2 GiB.
         let p = unsafe {
             libc::mmap(
-                ADDRESS_HINT as *mut libc::c_void,
+                hint as *mut libc::c_void,
                 2 * PAGE,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | placement,
                 -1,
                 0,
             )
@@ -63,13 +86,32 @@ impl Jit {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Jit { base: p.cast() })
+        let base: *mut u8 = p.cast();
+        assert!(
+            !low || base as u64 + 2 * PAGE as u64 <= 1 << 32,
+            "MAP_32BIT maps low"
+        );
+        // The prologue and epilogue are position-independent.
+        let prologue = prologue().map_err(io::Error::other)?;
+        let epilogue = epilogue().map_err(io::Error::other)?;
+        // SAFETY: the code page is ours and still writable; the prologue is a few dozen
+        // bytes.
+        unsafe { std::ptr::copy_nonoverlapping(prologue.as_ptr(), base, prologue.len()) };
+        Ok(Jit {
+            base,
+            prologue: prologue.len(),
+            epilogue,
+        })
     }
 
-    /// The address of the scratch buffer (the data page), which fits in 32 bits.
-    pub fn scratch_address(&self) -> u32 {
-        let a = self.base as usize + PAGE;
-        u32::try_from(a).expect("MAP_32BIT mappings lie below 4 GiB")
+    /// Where the sequence starts: its encoding must be for this address.
+    pub fn body_address(&self) -> u64 {
+        self.base as u64 + self.prologue as u64
+    }
+
+    /// The address of the scratch buffer (the data page).
+    pub fn scratch_address(&self) -> u64 {
+        self.base as u64 + PAGE as u64
     }
 
     fn protect_code(&self, prot: libc::c_int) -> io::Result<()> {
@@ -80,29 +122,28 @@ impl Jit {
         Ok(())
     }
 
-    /// Runs `body` (instructions that are valid in 64-bit mode, that neither branch
-    /// nor touch RSP, DF or memory other than the scratch buffer) on `regs`, with the
+    /// Runs `body` (64-bit code encoded for [`Jit::body_address`] that neither branches
+    /// nor touches RSP, DF or memory other than the scratch buffer) on `regs`, with the
     /// scratch buffer holding `scratch` before and after.
-    pub fn run(
-        &mut self,
-        body: impl Iterator<Item = Instruction>,
-        regs: &mut Regs,
-        scratch: &mut [u8],
-    ) -> io::Result<()> {
-        let code = wrap(body, self.base as u64).map_err(io::Error::other)?;
-        assert!(code.len() <= PAGE, "sequence too long for one page");
+    pub fn run(&mut self, body: &[u8], regs: &mut Regs, scratch: &mut [u8]) -> io::Result<()> {
+        let end = self.prologue + body.len() + self.epilogue.len();
+        assert!(end <= PAGE, "sequence too long for one page");
         assert!(scratch.len() <= PAGE);
         self.protect_code(libc::PROT_READ | libc::PROT_WRITE)?;
         // SAFETY: both pages are ours and writable; the lengths were checked above.
         unsafe {
-            std::ptr::copy_nonoverlapping(code.as_ptr(), self.base, code.len());
+            let at = self.base.add(self.prologue);
+            std::ptr::copy_nonoverlapping(body.as_ptr(), at, body.len());
+            let at = at.add(body.len());
+            std::ptr::copy_nonoverlapping(self.epilogue.as_ptr(), at, self.epilogue.len());
             std::ptr::copy_nonoverlapping(scratch.as_ptr(), self.base.add(PAGE), scratch.len());
         }
         self.protect_code(libc::PROT_READ | libc::PROT_EXEC)?;
         // SAFETY: the page now holds a complete function with the C calling convention
-        // (see `wrap`): it saves and restores the callee-saved registers it uses, keeps
-        // RSP balanced, leaves DF clear, and the body only touches registers and the
-        // scratch page. x86 keeps instruction fetch coherent with the stores above.
+        // (see `prologue` and `epilogue`): it saves and restores the callee-saved
+        // registers, keeps RSP balanced, leaves DF clear, and the body only touches
+        // registers and the scratch page. x86 keeps instruction fetch coherent with the
+        // stores above.
         unsafe {
             let f: extern "C" fn(*mut Regs) = std::mem::transmute(self.base);
             f(regs);
@@ -121,12 +162,13 @@ impl Drop for Jit {
     }
 }
 
-/// `extern "C" fn(regs: *mut Regs)` around `body`.
-fn wrap(body: impl Iterator<Item = Instruction>, ip: u64) -> Result<Vec<u8>, IcedError> {
+/// The start of `extern "C" fn(regs: *mut Regs)`: saves what the body may clobber
+/// that the caller keeps, then loads `regs`.
+fn prologue() -> Result<Vec<u8>, IcedError> {
     let mut a = CodeAssembler::new(64)?;
-    // RBX and RBP are callee-saved; the rest the body may clobber are not.
-    a.push(rbx)?;
-    a.push(rbp)?;
+    for r in CALLEE_SAVED {
+        a.push(r)?;
+    }
     // The Regs pointer: RDI is a guest register, so it waits on the stack.
     a.push(rdi)?;
     a.push(qword_ptr(rdi + RFLAGS_AT))?;
@@ -134,19 +176,23 @@ fn wrap(body: impl Iterator<Item = Instruction>, ip: u64) -> Result<Vec<u8>, Ice
     for (r, slot) in LOADED {
         a.mov(r, qword_ptr(rdi + slot * 8))?;
     }
-    for ins in body {
-        a.add_instruction(ins)?;
-    }
+    a.assemble(0)
+}
+
+/// The end of the function: stores the registers back in `regs` and returns.
+fn epilogue() -> Result<Vec<u8>, IcedError> {
+    let mut a = CodeAssembler::new(64)?;
     // Nothing below changes a flag before PUSHFQ.
     a.xchg(qword_ptr(rsp), rdi)?;
-    for (r, slot) in &LOADED[..6] {
+    for (r, slot) in &LOADED[..LOADED.len() - 1] {
         a.mov(qword_ptr(rdi + slot * 8), *r)?;
     }
     a.pushfq()?;
     a.pop(qword_ptr(rdi + RFLAGS_AT))?;
     a.pop(qword_ptr(rdi + 7 * 8))?;
-    a.pop(rbp)?;
-    a.pop(rbx)?;
+    for r in CALLEE_SAVED.iter().rev() {
+        a.pop(*r)?;
+    }
     a.ret()?;
-    a.assemble(ip)
+    a.assemble(0)
 }
