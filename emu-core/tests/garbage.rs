@@ -2,7 +2,7 @@
 //! end in a guest exception, an unsupported-instruction stop, a halt or the budget —
 //! never a panic, a hang or a write outside guest RAM.
 
-use emu_core::cpu::CpuState;
+use emu_core::cpu::{efer, CpuState, SegReg, Segment};
 use emu_core::exit::StopReason;
 use emu_core::machine::Machine;
 use proptest::prelude::*;
@@ -12,11 +12,43 @@ const CODE: u64 = 0x10_0800;
 /// Guest RAM for these tests: small, so wild addresses leave RAM quickly.
 const RAM: usize = 2 << 20;
 
-fn machine_with(code: &[u8], regs: [u32; 8]) -> Machine {
+/// The processor mode random code starts in.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// Real mode, as after reset.
+    Real,
+    /// 32-bit protected mode, as Multiboot leaves it.
+    Protected,
+    /// 64-bit mode (long mode without paging, which the interpreter accepts).
+    Long,
+}
+
+fn state_for(mode: Mode) -> CpuState {
+    match mode {
+        Mode::Protected => CpuState::multiboot(CODE as u32, 0, 0),
+        Mode::Real => {
+            let mut st = CpuState::reset();
+            let cs = &mut st.seg[SegReg::Cs as usize];
+            cs.selector = (CODE >> 4) as u16;
+            cs.base = CODE & !0xF;
+            st.rip = CODE & 0xF;
+            st
+        }
+        Mode::Long => {
+            let mut st = CpuState::multiboot(CODE as u32, 0, 0);
+            st.efer = efer::LME | efer::LMA;
+            let cs = &mut st.seg[SegReg::Cs as usize];
+            cs.attr = (cs.attr | Segment::LONG) & !Segment::DB;
+            st
+        }
+    }
+}
+
+fn machine_in(mode: Mode, code: &[u8], regs: [u32; 8]) -> Machine {
     let mut m = Machine::interpreted(RAM, Box::new(std::io::sink())).expect("machine");
     let at = CODE as usize;
     m.ram_mut().as_mut_slice()[at..at + code.len()].copy_from_slice(code);
-    let mut st = CpuState::multiboot(CODE as u32, 0, 0);
+    let mut st = state_for(mode);
     for (r, v) in st.gpr.iter_mut().zip(regs) {
         *r = v.into();
     }
@@ -24,8 +56,16 @@ fn machine_with(code: &[u8], regs: [u32; 8]) -> Machine {
     m
 }
 
+fn machine_with(code: &[u8], regs: [u32; 8]) -> Machine {
+    machine_in(Mode::Protected, code, regs)
+}
+
 fn run_bytes(code: &[u8], regs: [u32; 8], budget: u64) -> StopReason {
-    let mut m = machine_with(code, regs);
+    run_in(Mode::Protected, code, regs, budget)
+}
+
+fn run_in(mode: Mode, code: &[u8], regs: [u32; 8], budget: u64) -> StopReason {
+    let mut m = machine_in(mode, code, regs);
     let outcome = m.run(budget);
     assert!(outcome.instructions <= budget, "ran past the budget");
     outcome.stop
@@ -57,6 +97,18 @@ proptest! {
         regs in any::<[u32; 8]>(),
     ) {
         let _ = run_bytes(&code, regs, 10_000);
+    }
+
+    /// Real mode and 64-bit mode take other paths: the IVT, 16-bit addressing,
+    /// canonical addresses, 64-bit gates.
+    #[test]
+    fn random_code_in_real_and_long_mode_never_panics(
+        code in proptest::collection::vec(any::<u8>(), 1..64),
+        regs in any::<[u32; 8]>(),
+        long in any::<bool>(),
+    ) {
+        let mode = if long { Mode::Long } else { Mode::Real };
+        let _ = run_in(mode, &code, regs, 10_000);
     }
 }
 
