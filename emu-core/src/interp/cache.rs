@@ -6,7 +6,7 @@
 //! straddles into the next page), so a write to a page invalidates exactly the blocks
 //! decoded from it.
 
-use super::ctx::{Ctx, PAGE_SHIFT};
+use super::ctx::{Ctx, PAGE_SHIFT, PAGE_SIZE};
 use super::mmu::Access;
 use super::{dispatch, Fault, Handler};
 use crate::cpu::SegReg;
@@ -152,6 +152,7 @@ impl BlockCache {
             lin & 0xFFFF_FFFF
         };
         let user = cx.cpu.cpl() == 3;
+        cx.check_canonical(lin)?;
         let phys = cx.translate(lin, Access::Exec, user)?;
         let key = Key { rip, phys, bitness };
         if self.fast.is_empty() {
@@ -182,8 +183,7 @@ impl BlockCache {
         if self.map.len() >= MAX_BLOCKS {
             self.flush(cx);
         }
-        let page_end = ((key.phys >> PAGE_SHIFT) + 1) << PAGE_SHIFT;
-        let in_page = (page_end - key.phys) as usize;
+        let in_page = PAGE_SIZE - (key.phys as usize & (PAGE_SIZE - 1));
         // The bytes after the window: the start of the next linear page, for one
         // instruction straddling out of it. That page may be unmapped: then only an
         // instruction that really needs its bytes faults.
@@ -191,7 +191,7 @@ impl BlockCache {
             // Code outside RAM (a ROM) is fetched over the bus a byte at a time: decode
             // only a few instructions' worth, followed by the same page's next bytes.
             let window = 2 * MAX_INSN_LEN;
-            (window, Ok(key.phys + window as u64))
+            (window, Ok(key.phys.wrapping_add(window as u64)))
         } else {
             (
                 in_page,

@@ -10,8 +10,10 @@ use crate::exception::Exception;
 use crate::exit::{ExitHandler, Flow, GuestEvent, RingCause, StopReason, VmExit};
 use iced_x86::{Instruction, OpKind, Register};
 
-/// Page size for code tracking and (later) paging.
+/// log2 of the page size, for code tracking and paging.
 pub const PAGE_SHIFT: u32 = 12;
+/// The page size.
+pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 
 /// Where an operand lives, resolved once for read-modify-write instructions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,7 +308,7 @@ impl<'a> Ctx<'a> {
     /// In long mode a linear address must be canonical (bits 63:47 all equal), else the
     /// access raises #GP(0) before any translation.
     #[inline(always)]
-    fn check_canonical(&self, lin: u64) -> Result<(), Fault> {
+    pub fn check_canonical(&self, lin: u64) -> Result<(), Fault> {
         if self.cpu.efer & efer::LMA != 0 && ((lin as i64) << 16 >> 16) as u64 != lin {
             return Err(Exception::general_protection(0).into());
         }
