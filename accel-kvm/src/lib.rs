@@ -445,7 +445,7 @@ mod tests {
     #[test]
     fn deviations_list_changed_and_added_leaves_only() {
         let mut entries = cpuid_table().as_slice().to_vec();
-        entries[1].edx |= 1 << 25; // SSE, which the table does not offer
+        entries[1].edx |= 1 << 23; // MMX, which the table does not offer
         entries.push(kvm_cpuid_entry2 {
             function: 0xD,
             index: 1,
@@ -457,7 +457,7 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:?}");
         assert_eq!(found[0].leaf, cpuid::LEAF_FEATURES);
         assert_eq!(found[0].table, cpuid::cpuid(cpuid::LEAF_FEATURES));
-        assert_eq!(found[0].kvm[3], cpuid::FEATURES_EDX | 1 << 25);
+        assert_eq!(found[0].kvm[3], cpuid::FEATURES_EDX | 1 << 23);
         assert_eq!((found[1].leaf, found[1].index), (0xD, 1));
         assert_eq!(found[1].table, [0; 4]);
         assert!(cpuid_deviations(&cpuid_table()).is_empty());
