@@ -5,6 +5,7 @@
 //! difference, so start-up (QEMU's is ~100 ms) cancels out and only the loop is timed.
 
 use crate::cli::BenchArgs;
+use crate::engine;
 use crate::rom::RomImage;
 use crate::run::boot;
 use anyhow::{bail, Context, Result};
@@ -40,6 +41,7 @@ fn popek_loop(iters: u64) -> Result<Duration> {
         &format!("iters={iters}"),
         64,
         Box::new(std::io::sink()),
+        engine::interpreter(),
     )?;
     let outcome = machine.run(u64::MAX);
     if outcome.stop != StopReason::Exited(0) {
@@ -109,7 +111,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let startup = (0..5)
         .map(|_| -> Result<Duration> {
             let t = Instant::now();
-            let mut m = boot(&rom("hello")?, "", 64, Box::new(std::io::sink()))?;
+            let mut m = boot(
+                &rom("hello")?,
+                "",
+                64,
+                Box::new(std::io::sink()),
+                engine::interpreter(),
+            )?;
             let outcome = m.run(u64::MAX);
             if outcome.stop != StopReason::Exited(0) {
                 bail!("the hello ROM did not exit cleanly: {}", outcome.stop);

@@ -1,5 +1,6 @@
 //! Command-line syntax.
 
+use crate::engine::EngineChoice;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -37,7 +38,13 @@ pub struct RunArgs {
     /// The Multiboot command line after the ROM name (as QEMU's -append).
     #[arg(long, default_value = "")]
     pub append: String,
-    /// End the run after this many guest instructions.
+    /// The engine that runs the guest: the interpreter, KVM (the host's processor through
+    /// /dev/kvm; the run fails where it is not available), or auto (KVM where available,
+    /// else the interpreter).
+    #[arg(long, value_enum, default_value_t = EngineChoice::Interp)]
+    pub engine: EngineChoice,
+    /// End the run after this many guest instructions (interpreter only: KVM cannot
+    /// count them).
     #[arg(long, value_name = "N")]
     pub max_instructions: Option<u64>,
     /// Print counters (instructions, exits by reason, port accesses, time) to stderr.
