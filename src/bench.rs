@@ -1,8 +1,11 @@
 //! `popek bench`: the interpreter's speed on the `loop` ROM, beside QEMU TCG's on the same
-//! ROM file when QEMU is installed.
+//! ROM file when QEMU is installed; then, where KVM is usable, the KVM figures of [`kvm`].
 //!
 //! Each side runs the ROM twice, with N/10 and N iterations, and the speed comes from the
 //! difference, so start-up (QEMU's is ~100 ms) cancels out and only the loop is timed.
+
+mod guest;
+mod kvm;
 
 use crate::cli::BenchArgs;
 use crate::engine;
@@ -25,6 +28,8 @@ const TARGET_QEMU_RATIO: f64 = 0.3;
 const TARGET_STARTUP_MS: f64 = 50.0;
 /// QEMU's binary.
 const QEMU: &str = "qemu-system-x86_64";
+/// QEMU's `-accel` for its binary translator.
+const QEMU_TCG: &str = "tcg";
 
 fn rom(name: &str) -> Result<RomImage> {
     let rom = test_roms::find(name).with_context(|| format!("the `{name}` ROM is not embedded"))?;
@@ -50,13 +55,14 @@ fn popek_loop(iters: u64) -> Result<Duration> {
     Ok(outcome.wall)
 }
 
-/// One QEMU TCG run of the same ROM file: wall time including QEMU's start-up.
-fn qemu_loop(elf: &Path, iters: u64) -> Result<Duration> {
+/// One QEMU run of a Multiboot kernel file with accelerator `accel` ("tcg" or "kvm")
+/// and command line `append`: wall time including QEMU's start-up.
+fn qemu_run(accel: &str, kernel: &Path, append: &str) -> Result<Duration> {
     let start = Instant::now();
     let out = Command::new(QEMU)
         .args([
             "-accel",
-            "tcg",
+            accel,
             "-m",
             "64",
             "-display",
@@ -71,8 +77,8 @@ fn qemu_loop(elf: &Path, iters: u64) -> Result<Duration> {
             "isa-debug-exit,iobase=0xf4,iosize=4",
         ])
         .arg("-kernel")
-        .arg(elf)
-        .args(["-append", &format!("iters={iters}")])
+        .arg(kernel)
+        .args(["-append", append])
         .output()
         .with_context(|| format!("cannot run {QEMU}"))?;
     let wall = start.elapsed();
@@ -140,13 +146,22 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         verdict(interp >= TARGET_MIPS)
     );
 
-    if args.no_qemu {
-        return Ok(());
+    let qemu = !args.no_qemu && qemu_installed();
+    if !args.no_qemu && !qemu {
+        println!("QEMU: not measured ({QEMU} is not installed)");
     }
-    if !qemu_installed() {
-        println!("QEMU TCG: not measured ({QEMU} is not installed)");
-        return Ok(());
+    if qemu {
+        qemu_tcg(n, interp)?;
     }
+    if !args.no_kvm {
+        kvm::bench(qemu)?;
+    }
+    Ok(())
+}
+
+/// QEMU TCG's speed on the `loop` ROM file, `n` iterations, against the interpreter's
+/// `interp` MIPS.
+fn qemu_tcg(n: u64, interp: f64) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("popek-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let elf = dir.join("loop.elf");
@@ -154,7 +169,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         &elf,
         test_roms::find("loop").map(|r| r.elf).unwrap_or_default(),
     )?;
-    let qemu = mips_from(n, qemu_loop(&elf, n / 10)?, qemu_loop(&elf, n)?);
+    let qemu_loop = |iters: u64| qemu_run(QEMU_TCG, &elf, &format!("iters={iters}"));
+    let qemu = mips_from(n, qemu_loop(n / 10)?, qemu_loop(n)?);
     let _ = std::fs::remove_dir_all(&dir);
     let ratio = interp / qemu;
     println!("QEMU TCG:    {qemu:.0} MIPS on the same ROM file");

@@ -27,7 +27,8 @@ pub enum Command {
     Run(RunArgs),
     /// List the embedded test ROMs, or write them out as ELF files.
     Roms(RomsArgs),
-    /// Measure the interpreter's speed, against QEMU TCG when QEMU is installed.
+    /// Measure the interpreter's speed, against QEMU TCG when QEMU is installed, and
+    /// KVM's (ring 3 against native, ring 0, port-I/O exits) where /dev/kvm is usable.
     Bench(BenchArgs),
 }
 
@@ -71,7 +72,10 @@ pub struct BenchArgs {
     /// Iterations of the `loop` ROM's two-instruction loop.
     #[arg(long, default_value_t = 100_000_000)]
     pub iters: u64,
-    /// Skip the QEMU comparison even when QEMU is installed.
+    /// Skip the QEMU comparisons even when QEMU is installed.
     #[arg(long)]
     pub no_qemu: bool,
+    /// Skip the KVM figures even where /dev/kvm is usable.
+    #[arg(long)]
+    pub no_kvm: bool,
 }

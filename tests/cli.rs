@@ -185,7 +185,7 @@ fn popek_rom_bytes(name: &str, dir: &std::path::Path) -> Vec<u8> {
 
 #[test]
 fn bench_reports_the_interpreter_speed() {
-    let o = popek(&["bench", "--iters", "200000", "--no-qemu"]);
+    let o = popek(&["bench", "--iters", "200000", "--no-qemu", "--no-kvm"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
@@ -303,4 +303,21 @@ fn max_instructions_under_kvm_is_a_warning() {
           which cannot count instructions"
         ]
     );
+}
+
+#[test]
+fn bench_reports_kvm_figures() {
+    require_kvm!();
+    let o = popek(&["bench", "--iters", "1000", "--no-qemu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for needle in [
+        "KVM ring-3: ",
+        "x native",
+        "KVM ring-0: ",
+        "  ring 3, Popek's KVM engine: ",
+        "  ring 0, Popek's KVM engine: ",
+    ] {
+        assert!(out.contains(needle), "`{needle}` missing from:\n{out}");
+    }
 }
