@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use emu_core::exit::StopReason;
 use std::borrow::Cow;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// Instructions per loop iteration (`dec ecx; jnz`).
@@ -55,37 +55,51 @@ fn popek_loop(iters: u64) -> Result<Duration> {
     Ok(outcome.wall)
 }
 
-/// One QEMU run of a Multiboot kernel file with accelerator `accel` ("tcg" or "kvm")
-/// and command line `append`: wall time including QEMU's start-up.
+/// QEMU booting a Multiboot kernel file on devices like popek-pc's (COM1 on stdout,
+/// isa-debug-exit at 0xF4), with accelerator `accel` ("tcg" or "kvm") and command line
+/// `append`.
+fn qemu_command(accel: &str, kernel: &Path, append: &str) -> Command {
+    let mut qemu = Command::new(QEMU);
+    qemu.args([
+        "-accel",
+        accel,
+        "-m",
+        "64",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-nodefaults",
+    ])
+    .args([
+        "-serial",
+        "stdio",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=4",
+    ])
+    .arg("-kernel")
+    .arg(kernel)
+    .args(["-append", append]);
+    qemu
+}
+
+/// Fails unless QEMU ended with the guest's debug-exit write of 0.
+fn qemu_exited_cleanly(status: ExitStatus) -> Result<()> {
+    // isa-debug-exit: status (v << 1) | 1, so a clean exit (v = 0) is 1.
+    if status.code() != Some(1) {
+        bail!("{QEMU} did not exit cleanly: {status}");
+    }
+    Ok(())
+}
+
+/// One QEMU run of a Multiboot kernel file (see [`qemu_command`]): wall time including
+/// QEMU's start-up.
 fn qemu_run(accel: &str, kernel: &Path, append: &str) -> Result<Duration> {
     let start = Instant::now();
-    let out = Command::new(QEMU)
-        .args([
-            "-accel",
-            accel,
-            "-m",
-            "64",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-nodefaults",
-        ])
-        .args([
-            "-serial",
-            "stdio",
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=4",
-        ])
-        .arg("-kernel")
-        .arg(kernel)
-        .args(["-append", append])
+    let out = qemu_command(accel, kernel, append)
         .output()
         .with_context(|| format!("cannot run {QEMU}"))?;
     let wall = start.elapsed();
-    // isa-debug-exit: status (v << 1) | 1, so a clean exit (v = 0) is 1.
-    if out.status.code() != Some(1) {
-        bail!("{QEMU} did not exit cleanly: {}", out.status);
-    }
+    qemu_exited_cleanly(out.status)?;
     Ok(wall)
 }
 

@@ -9,7 +9,7 @@
 //! |---------|-------|
 //! | 0       | the Multiboot header |
 //! | 0x20    | the ring-0 prologue: stack, GDT, and for ring 3 the drop to ring 3 |
-//! | 0x100   | the loop, then `out 0xF4, eax` with EAX = 0: debug-exit, status 0 |
+//! | 0x100   | a start marker on COM1, the loop, then `out 0xF4, eax` with EAX = 0: debug-exit, status 0 |
 //! | 0x180   | the GDTR pseudo-descriptor, then the GDT |
 //!
 //! No IDT and no TSS: interrupts stay disabled and the loop raises no exception, so
@@ -57,6 +57,11 @@ const EFLAGS_IOPL3: u32 = 3 << 12;
 pub const UNCLAIMED_PORT: u16 = 0x80;
 /// isa-debug-exit's port, on popek-pc and in QEMU with `-device isa-debug-exit,iobase=0xf4`.
 const DEBUG_EXIT_PORT: u8 = devices::DEBUG_EXIT_BASE as u8;
+/// COM1's transmit register.
+const COM1_DATA: u16 = devices::COM1_BASE as u16;
+/// What the guest writes to COM1 as its loop starts, so a timer outside can leave the
+/// VMM's start-up out.
+pub const START_MARKER: u8 = b'>';
 
 /// Where the loop runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,9 +179,13 @@ fn prologue(a: &mut CodeAssembler, ring: Ring) -> Result<(), IcedError> {
     }
 }
 
-/// `iterations` iterations of `body`, then debug-exit with status 0.
+/// [`START_MARKER`] on COM1, `iterations` iterations of `body`, then debug-exit with
+/// status 0.
 fn counted_loop(a: &mut CodeAssembler, body: Body, iterations: u32) -> Result<(), IcedError> {
     let mut top = a.create_label();
+    a.mov(dx, u32::from(COM1_DATA))?;
+    a.mov(al, u32::from(START_MARKER))?;
+    a.out(dx, al)?;
     a.mov(ecx, iterations)?;
     a.mov(dx, u32::from(UNCLAIMED_PORT))?;
     a.set_label(&mut top)?;

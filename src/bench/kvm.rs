@@ -10,12 +10,15 @@
 //! Every figure comes from the difference of two runs, with N/10 and N iterations, so
 //! start-up cancels out; N grows until that difference is long enough to time.
 
-use super::guest::{loop_image, Body, Ring, COMPUTE_INSNS, UNCLAIMED_PORT};
-use super::{qemu_run, verdict};
+use super::guest::{loop_image, Body, Ring, COMPUTE_INSNS, START_MARKER, UNCLAIMED_PORT};
+use super::{qemu_command, qemu_exited_cleanly, verdict, QEMU};
 use crate::engine::{self, EngineKind};
 use anyhow::{bail, Context, Result};
 use emu_core::exit::StopReason;
 use emu_core::machine::Machine;
+use std::io::Read;
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Ring-3 code under KVM against native, the target of DESIGN.md.
@@ -28,9 +31,8 @@ const GROWTH: u32 = 8;
 /// How long the difference of two of Popek's runs must be: far above the host's timer
 /// and scheduling noise.
 const MIN_SPAN: Duration = Duration::from_millis(200);
-/// How long the difference of two QEMU runs is made: QEMU's start-up (seconds where KVM
-/// emulates ring 0 and so the firmware) varies by a tenth of a second from run to run.
-const QEMU_SPAN: Duration = Duration::from_secs(2);
+/// How long the difference of two QEMU runs is made, from Popek's speed.
+const QEMU_SPAN: Duration = Duration::from_secs(1);
 /// QEMU's `-accel` for KVM.
 const QEMU_KVM: &str = "kvm";
 
@@ -181,6 +183,32 @@ pub fn bench(qemu: bool) -> Result<()> {
     Ok(())
 }
 
+/// One run of an image file under QEMU with KVM: the time from the guest's
+/// [`START_MARKER`] on COM1 to QEMU's exit. That leaves out QEMU's start-up and its
+/// firmware, which take seconds where KVM emulates them and vary by a tenth of a second,
+/// more than the exits measured.
+fn qemu_kvm(file: &Path) -> Result<Duration> {
+    let mut qemu = qemu_command(QEMU_KVM, file, "")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run {QEMU}"))?;
+    let mut marker = [0u8];
+    qemu.stdout
+        .take()
+        .context("QEMU's piped stdout")?
+        .read_exact(&mut marker)
+        .context("QEMU ended before the guest started its loop")?;
+    let start = Instant::now();
+    if marker[0] != START_MARKER {
+        bail!("the guest printed {:#04x}, not its start marker", marker[0]);
+    }
+    let status = qemu.wait().with_context(|| format!("waiting for {QEMU}"))?;
+    let elapsed = start.elapsed();
+    qemu_exited_cleanly(status)?;
+    Ok(elapsed)
+}
+
 /// The port-I/O exit round trips under QEMU with KVM, on image files of the guests
 /// [`bench`] ran. The loop's own cost is Popek's figure: it runs inside KVM, whichever
 /// VMM is behind it.
@@ -194,7 +222,7 @@ fn qemu_exits(costs: &[ExitCost]) -> Result<()> {
         let [small, large] = [n / 10, n].map(|iterations| {
             let file = dir.join(format!("ring{}-out-{iterations}.img", c.ring.level()));
             std::fs::write(&file, loop_image(c.ring, Body::PortIo, iterations))?;
-            qemu_run(QEMU_KVM, &file, "")
+            qemu_kvm(&file)
         });
         let span = large?.saturating_sub(small?);
         let qemu = c.micros(span.as_secs_f64() / f64::from(n - n / 10));
