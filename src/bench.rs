@@ -1,17 +1,21 @@
 //! `popek bench`: the interpreter's speed on the `loop` ROM, beside QEMU TCG's on the same
-//! ROM file when QEMU is installed.
+//! ROM file when QEMU is installed; then, where KVM is usable, the KVM figures of [`kvm`].
 //!
 //! Each side runs the ROM twice, with N/10 and N iterations, and the speed comes from the
 //! difference, so start-up (QEMU's is ~100 ms) cancels out and only the loop is timed.
 
+mod guest;
+mod kvm;
+
 use crate::cli::BenchArgs;
+use crate::engine;
 use crate::rom::RomImage;
 use crate::run::boot;
 use anyhow::{bail, Context, Result};
 use emu_core::exit::StopReason;
 use std::borrow::Cow;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// Instructions per loop iteration (`dec ecx; jnz`).
@@ -24,6 +28,8 @@ const TARGET_QEMU_RATIO: f64 = 0.3;
 const TARGET_STARTUP_MS: f64 = 50.0;
 /// QEMU's binary.
 const QEMU: &str = "qemu-system-x86_64";
+/// QEMU's `-accel` for its binary translator.
+const QEMU_TCG: &str = "tcg";
 
 fn rom(name: &str) -> Result<RomImage> {
     let rom = test_roms::find(name).with_context(|| format!("the `{name}` ROM is not embedded"))?;
@@ -38,7 +44,13 @@ fn rom(name: &str) -> Result<RomImage> {
 /// wall time.
 fn popek_loop(iters: u64, paging: bool) -> Result<Duration> {
     let append = format!("iters={iters} paging={}", paging as u8);
-    let mut machine = boot(&rom("loop")?, &append, 64, Box::new(std::io::sink()))?;
+    let mut machine = boot(
+        &rom("loop")?,
+        &append,
+        64,
+        Box::new(std::io::sink()),
+        engine::interpreter(),
+    )?;
     let outcome = machine.run(u64::MAX);
     if outcome.stop != StopReason::Exited(0) {
         bail!("the loop ROM did not exit cleanly: {}", outcome.stop);
@@ -46,36 +58,51 @@ fn popek_loop(iters: u64, paging: bool) -> Result<Duration> {
     Ok(outcome.wall)
 }
 
-/// One QEMU TCG run of the same ROM file: wall time including QEMU's start-up.
-fn qemu_loop(elf: &Path, iters: u64) -> Result<Duration> {
+/// QEMU booting a Multiboot kernel file on devices like popek-pc's (COM1 on stdout,
+/// isa-debug-exit at 0xF4), with accelerator `accel` ("tcg" or "kvm") and command line
+/// `append`.
+fn qemu_command(accel: &str, kernel: &Path, append: &str) -> Command {
+    let mut qemu = Command::new(QEMU);
+    qemu.args([
+        "-accel",
+        accel,
+        "-m",
+        "64",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-nodefaults",
+    ])
+    .args([
+        "-serial",
+        "stdio",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=4",
+    ])
+    .arg("-kernel")
+    .arg(kernel)
+    .args(["-append", append]);
+    qemu
+}
+
+/// Fails unless QEMU ended with the guest's debug-exit write of 0.
+fn qemu_exited_cleanly(status: ExitStatus) -> Result<()> {
+    // isa-debug-exit: status (v << 1) | 1, so a clean exit (v = 0) is 1.
+    if status.code() != Some(1) {
+        bail!("{QEMU} did not exit cleanly: {status}");
+    }
+    Ok(())
+}
+
+/// One QEMU run of a Multiboot kernel file (see [`qemu_command`]): wall time including
+/// QEMU's start-up.
+fn qemu_run(accel: &str, kernel: &Path, append: &str) -> Result<Duration> {
     let start = Instant::now();
-    let out = Command::new(QEMU)
-        .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "64",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-nodefaults",
-        ])
-        .args([
-            "-serial",
-            "stdio",
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=4",
-        ])
-        .arg("-kernel")
-        .arg(elf)
-        .args(["-append", &format!("iters={iters}")])
+    let out = qemu_command(accel, kernel, append)
         .output()
         .with_context(|| format!("cannot run {QEMU}"))?;
     let wall = start.elapsed();
-    // isa-debug-exit: status (v << 1) | 1, so a clean exit (v = 0) is 1.
-    if out.status.code() != Some(1) {
-        bail!("{QEMU} did not exit cleanly: {}", out.status);
-    }
+    qemu_exited_cleanly(out.status)?;
     Ok(wall)
 }
 
@@ -136,13 +163,22 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         paged / interp
     );
 
-    if args.no_qemu {
-        return Ok(());
+    let qemu = !args.no_qemu && qemu_installed();
+    if !args.no_qemu && !qemu {
+        println!("QEMU: not measured ({QEMU} is not installed)");
     }
-    if !qemu_installed() {
-        println!("QEMU TCG: not measured ({QEMU} is not installed)");
-        return Ok(());
+    if qemu {
+        qemu_tcg(n, interp)?;
     }
+    if !args.no_kvm {
+        kvm::bench(qemu)?;
+    }
+    Ok(())
+}
+
+/// QEMU TCG's speed on the `loop` ROM file, `n` iterations, against the interpreter's
+/// `interp` MIPS.
+fn qemu_tcg(n: u64, interp: f64) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("popek-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let elf = dir.join("loop.elf");
@@ -150,7 +186,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         &elf,
         test_roms::find("loop").map(|r| r.image).unwrap_or_default(),
     )?;
-    let qemu = mips_from(n, qemu_loop(&elf, n / 10)?, qemu_loop(&elf, n)?);
+    let qemu_loop = |iters: u64| qemu_run(QEMU_TCG, &elf, &format!("iters={iters}"));
+    let qemu = mips_from(n, qemu_loop(n / 10)?, qemu_loop(n)?);
     let _ = std::fs::remove_dir_all(&dir);
     let ratio = interp / qemu;
     println!("QEMU TCG:    {qemu:.0} MIPS on the same ROM file");

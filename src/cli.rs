@@ -1,5 +1,6 @@
 //! Command-line syntax.
 
+use crate::engine::EngineChoice;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -26,7 +27,8 @@ pub enum Command {
     Run(RunArgs),
     /// List the embedded test ROMs, or write them out as ELF files.
     Roms(RomsArgs),
-    /// Measure the interpreter's speed, against QEMU TCG when QEMU is installed.
+    /// Measure the interpreter's speed, against QEMU TCG when QEMU is installed, and
+    /// KVM's (ring 3 against native, ring 0, port-I/O exits) where /dev/kvm is usable.
     Bench(BenchArgs),
 }
 
@@ -37,7 +39,13 @@ pub struct RunArgs {
     /// The Multiboot command line after the ROM name (as QEMU's -append).
     #[arg(long, default_value = "")]
     pub append: String,
-    /// End the run after this many guest instructions.
+    /// The engine that runs the guest: the interpreter, KVM (the host's processor through
+    /// /dev/kvm; the run fails where it is not available), or auto (KVM where available,
+    /// else the interpreter).
+    #[arg(long, value_enum, default_value_t = EngineChoice::Interp)]
+    pub engine: EngineChoice,
+    /// End the run after this many guest instructions (interpreter only: KVM cannot
+    /// count them).
     #[arg(long, value_name = "N")]
     pub max_instructions: Option<u64>,
     /// Print counters (instructions, exits by reason, port accesses, time) to stderr.
@@ -69,7 +77,10 @@ pub struct BenchArgs {
     /// Iterations of the `loop` ROM's two-instruction loop.
     #[arg(long, default_value_t = 100_000_000)]
     pub iters: u64,
-    /// Skip the QEMU comparison even when QEMU is installed.
+    /// Skip the QEMU comparisons even when QEMU is installed.
     #[arg(long)]
     pub no_qemu: bool,
+    /// Skip the KVM figures even where /dev/kvm is usable.
+    #[arg(long)]
+    pub no_kvm: bool,
 }

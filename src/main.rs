@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod engine;
 mod rom;
 mod run;
 

@@ -1,26 +1,28 @@
 //! `popek run`: boot a ROM, run it, report how it ended.
 
 use crate::cli::{RunArgs, EXIT_BUDGET, EXIT_GUEST_CRASH};
+use crate::engine::{self, EngineKind};
 use crate::rom::{resolve, RomImage};
 use anyhow::{bail, Result};
 use emu_core::exit::{ExitReason, StopReason};
-use emu_core::machine::{Machine, RunOutcome};
+use emu_core::machine::{EngineFactory, Machine, RunOutcome};
 use emu_core::trace::EventMask;
 use std::io::Write;
 use std::process::ExitCode;
 use test_roms::Boot;
 
-/// Builds a machine running the interpreter with `rom` loaded.
+/// Builds a machine on the engine `engine` builds, with `rom` loaded.
 pub fn boot(
     rom: &RomImage,
     append: &str,
     ram_mib: usize,
     serial: Box<dyn Write + Send>,
+    engine: Box<EngineFactory<'_>>,
 ) -> Result<Machine> {
     if ram_mib == 0 || ram_mib > 3072 {
         bail!("--ram {ram_mib}: guest RAM must be between 1 and 3072 MiB");
     }
-    let mut machine = Machine::interpreted(ram_mib << 20, serial)?;
+    let mut machine = Machine::new(ram_mib << 20, serial, engine)?;
     let loaded = match rom.boot {
         Boot::Multiboot => {
             let cmdline = if append.is_empty() {
@@ -49,7 +51,24 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         None => EventMask::NONE,
     };
     let rom = resolve(&args.rom, args.bios)?;
-    let mut machine = boot(&rom, &args.append, args.ram, Box::new(std::io::stdout()))?;
+    let kind = engine::choose(args.engine)?;
+    if kind == EngineKind::Kvm && args.max_instructions.is_some() {
+        eprintln!(
+            "popek: warning: --max-instructions is not enforced under kvm, \
+             which cannot count instructions"
+        );
+    }
+    let mut deviations = Vec::new();
+    let mut machine = boot(
+        &rom,
+        &args.append,
+        args.ram,
+        Box::new(std::io::stdout()),
+        engine::factory(kind, &mut deviations),
+    )?;
+    for deviation in &deviations {
+        eprintln!("popek: warning: {deviation}");
+    }
     machine.vmm.trace.set_mask(mask);
     if mask != EventMask::NONE {
         machine

@@ -193,7 +193,7 @@ fn popek_rom_bytes(name: &str, dir: &std::path::Path) -> Vec<u8> {
 
 #[test]
 fn bench_reports_the_interpreter_speed() {
-    let o = popek(&["bench", "--iters", "200000", "--no-qemu"]);
+    let o = popek(&["bench", "--iters", "200000", "--no-qemu", "--no-kvm"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
@@ -201,4 +201,152 @@ fn bench_reports_the_interpreter_speed() {
         "{out}"
     );
     assert!(out.contains("start-up"), "{out}");
+}
+
+/// Skips the calling test, passing, on a host without usable /dev/kvm.
+macro_rules! require_kvm {
+    () => {
+        if !accel_kvm::kvm_available() {
+            println!("skipped: /dev/kvm not available");
+            return;
+        }
+    };
+}
+
+/// What `popek` says when KVM's instruction emulator gives up on a guest instruction:
+/// on hosts whose KVM emulates ring-0 code (PVM), one it does not implement, such as
+/// ENTER with a nesting level.
+const EMULATION_FAILED: &str = "instruction emulation failed";
+
+/// Whether the host's KVM is PVM, which emulates guest ring-0 code in the host kernel
+/// (the module that provides it is loaded).
+fn pvm_host() -> bool {
+    std::path::Path::new("/sys/module/kvm_pvm").exists()
+}
+
+#[test]
+fn every_rom_prints_the_same_under_kvm_and_the_interpreter() {
+    require_kvm!();
+    for rom in test_roms::all() {
+        let mut args = vec!["run", rom.name];
+        // A short loop: under KVM emulating ring 0, a guest instruction costs ~1 µs.
+        if rom.name == "loop" {
+            args.extend(["--append", "iters=100000"]);
+        }
+        let interp = popek(&[&args[..], &["--engine", "interp"]].concat());
+        let kvm = popek(&[&args[..], &["--engine", "kvm"]].concat());
+        let (iout, kout) = (stdout(&interp), stdout(&kvm));
+        let kerr = stderr(&kvm);
+        let emulation_failed = kerr.lines().find(|l| l.contains(EMULATION_FAILED));
+        if kout != iout && (pvm_host() || emulation_failed.is_some()) {
+            // A limit of this host's KVM, not a difference of the engines. PVM emulates
+            // ring-0 code with gaps of its own (QEMU + KVM on this host fails the same
+            // ROMs at the same places): either it stops on an instruction it cannot
+            // emulate, or the guest notices a wrong result and prints FAIL. Everything
+            // before that must be the same.
+            let same = kout
+                .lines()
+                .zip(iout.lines())
+                .take_while(|(k, i)| k == i)
+                .count();
+            let departs = kout.lines().nth(same);
+            let host_limit = match departs {
+                Some(line) => line.starts_with("FAIL") && pvm_host(),
+                None => emulation_failed.is_some(),
+            };
+            assert!(
+                host_limit,
+                "{}: KVM's output departs at line {} ({departs:?}) for no host reason; \
+                 KVM printed\n{kout}\nthe interpreter\n{iout}",
+                rom.name,
+                same + 1
+            );
+            println!(
+                "{}: this host's KVM deviates after {same} identical lines: {}",
+                rom.name,
+                departs.or(emulation_failed).unwrap_or_default()
+            );
+            continue;
+        }
+        assert_eq!(kout, iout, "{}: output differs (left KVM)", rom.name);
+        assert_eq!(
+            kvm.status.code(),
+            interp.status.code(),
+            "{}: exit status differs (left KVM); KVM's stderr:\n{kerr}",
+            rom.name,
+        );
+    }
+}
+
+#[test]
+fn engine_kvm_runs_the_guest_or_says_why_not() {
+    let o = popek(&["run", "hello", "--engine", "kvm"]);
+    match accel_kvm::check_kvm() {
+        Ok(()) => {
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            assert_eq!(stdout(&o), stdout(&popek(&["run", "hello"])));
+            // Warnings only: the CPUID leaves this host's KVM changes.
+            for line in stderr(&o).lines() {
+                assert!(line.starts_with("popek: warning: CPUID leaf"), "{line}");
+            }
+        }
+        Err(why) => {
+            assert_one_error_line(&o, &format!("popek: error: {why}"));
+            assert_eq!(o.status.code(), Some(2));
+        }
+    }
+}
+
+#[test]
+fn engine_auto_says_which_engine_it_took() {
+    let o = popek(&["run", "hello", "--engine", "auto"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let first = stderr(&o).lines().next().unwrap_or_default().to_string();
+    match accel_kvm::check_kvm() {
+        Ok(()) => assert_eq!(first, "popek: engine auto: using kvm"),
+        Err(why) => assert_eq!(first, format!("popek: engine auto: using interp ({why})")),
+    }
+}
+
+#[test]
+fn max_instructions_under_kvm_is_a_warning() {
+    require_kvm!();
+    let o = popek(&[
+        "run",
+        "hello",
+        "--engine",
+        "kvm",
+        "--max-instructions",
+        "10",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let warnings: Vec<_> = stderr(&o)
+        .lines()
+        .filter(|l| l.contains("--max-instructions"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "popek: warning: --max-instructions is not enforced under kvm, \
+          which cannot count instructions"
+        ]
+    );
+}
+
+#[test]
+fn bench_reports_kvm_figures() {
+    require_kvm!();
+    let o = popek(&["bench", "--iters", "1000", "--no-qemu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for needle in [
+        "KVM ring-3: ",
+        "x native",
+        "KVM ring-0: ",
+        "  ring 3, Popek's KVM engine: ",
+        "  ring 0, Popek's KVM engine: ",
+    ] {
+        assert!(out.contains(needle), "`{needle}` missing from:\n{out}");
+    }
 }

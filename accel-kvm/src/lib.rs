@@ -6,6 +6,14 @@
 //! MMIO, HLT, triple fault) is handed as a [`VmExit`]. So devices, counters and traces
 //! behave the same under both engines, and a paused machine can move between them.
 //!
+//! Interrupts come from the same PIC and PIT: before each entry the engine polls the
+//! handler ([`ExitHandler::poll_interrupts`]) and injects a pending interrupt with
+//! KVM_INTERRUPT when the guest can take it, or asks KVM for an exit as soon as it can
+//! (an interrupt window). Under KVM virtual time is host time, so a guest that runs
+//! without exits is kicked out of KVM_RUN by a host timer at the PIT's next deadline (see
+//! `kick`). The interrupt-window and kick exits are the engine's own business: they do
+//! not reach the handler and are not counted, as the interpreter has neither.
+//!
 //! What KVM cannot do like the interpreter:
 //! - it does not count instructions (the budget is not enforced, see [`KvmEngine`]);
 //! - exceptions the guest cannot handle end in a triple fault ([`StopReason::Shutdown`])
@@ -18,18 +26,25 @@
 //!   [`StopReason::EngineFailure`] "instruction emulation failed", and the guest may see
 //!   some CPUID leaves differently (see [`KvmEngine::cpuid_deviations`]).
 
+mod kick;
 mod state;
 
-use emu_core::cpu::{rflags, CpuState};
+use emu_core::cpu::CpuState;
 use emu_core::cpuid;
 use emu_core::engine::Engine;
-use emu_core::exit::{ExitHandler, Flow, StopReason, VmExit};
+use emu_core::exit::{ExitHandler, Flow, GuestEvent, StopReason, VmExit};
 use emu_core::memory::GuestRam;
+use kick::Kicker;
 use kvm_bindings::{
-    kvm_cpuid_entry2, kvm_userspace_memory_region, CpuId, KVM_API_VERSION, KVM_MAX_CPUID_ENTRIES,
+    kvm_cpuid_entry2, kvm_interrupt, kvm_userspace_memory_region, kvm_vcpu_events, kvm_xsave,
+    CpuId, Msrs, KVMIO, KVM_API_VERSION, KVM_MAX_CPUID_ENTRIES, KVM_VCPUEVENT_VALID_NMI_PENDING,
+    KVM_VCPUEVENT_VALID_SHADOW,
 };
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
+use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd};
+use state::{KvmState, MSR_INDICES};
 use std::fmt;
+use std::os::fd::AsRawFd;
+use std::time::Instant;
 use thiserror::Error;
 
 /// Guest-physical address of the three pages Intel's VMX needs for the real-mode TSS of
@@ -43,6 +58,22 @@ const RAM_SLOT: u32 = 0;
 
 /// The only vCPU: popek-pc is a uniprocessor.
 const VCPU_ID: u64 = 0;
+
+/// The "write" direction of an ioctl number (`_IOC_WRITE`): the kernel reads the argument.
+const IOC_WRITE: libc::c_ulong = 1;
+/// Where an ioctl number keeps its direction, argument size and type (`_IOC_*SHIFT`).
+const IOC_DIR_SHIFT: u32 = 30;
+const IOC_SIZE_SHIFT: u32 = 16;
+const IOC_TYPE_SHIFT: u32 = 8;
+/// KVM_INTERRUPT's number within the KVM ioctls.
+const KVM_INTERRUPT_NR: libc::c_ulong = 0x86;
+/// `_IOW(KVMIO, 0x86, struct kvm_interrupt)`: queues an external interrupt for a vCPU
+/// whose interrupt controller lives in user space, as popek-pc's PIC does. kvm-ioctls
+/// does not wrap it.
+const KVM_INTERRUPT: libc::c_ulong = (IOC_WRITE << IOC_DIR_SHIFT)
+    | ((std::mem::size_of::<kvm_interrupt>() as libc::c_ulong) << IOC_SIZE_SHIFT)
+    | ((KVMIO as libc::c_ulong) << IOC_TYPE_SHIFT)
+    | KVM_INTERRUPT_NR;
 
 /// Errors setting up the KVM engine.
 #[derive(Debug, Error)]
@@ -61,6 +92,9 @@ pub enum KvmError {
         /// The kernel's error.
         source: kvm_ioctls::Error,
     },
+    /// The new vCPU's state cannot be read, so it could not be handed to another engine.
+    #[error("KVM cannot read the vCPU state: {0}")]
+    State(String),
 }
 
 /// Opens /dev/kvm with the API version this engine is written for.
@@ -72,15 +106,26 @@ fn open_kvm() -> Result<Kvm, KvmError> {
     }
 }
 
-/// Whether this host can run the KVM engine: /dev/kvm opens and speaks the stable API.
-/// For tests and `--engine auto`.
+/// Whether this host can run the KVM engine — /dev/kvm opens and speaks the stable
+/// API — and if not, why.
+pub fn check_kvm() -> Result<(), KvmError> {
+    open_kvm().map(drop)
+}
+
+/// Whether this host can run the KVM engine (see [`check_kvm`]). For tests and
+/// `--engine auto`.
 pub fn kvm_available() -> bool {
-    open_kvm().is_ok()
+    check_kvm().is_ok()
 }
 
 /// Shorthand for the `map_err` of each setup ioctl.
 fn setup(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
     move |source| KvmError::Setup { step, source }
+}
+
+/// Shorthand for the `map_err` of each state-transfer ioctl: its name and the error.
+fn failed(ioctl: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> String {
+    move |e| format!("{ioctl}: {e}")
 }
 
 /// The shared CPUID table ([`emu_core::cpuid`]) as KVM_SET_CPUID2 takes it.
@@ -214,6 +259,13 @@ impl KvmEngine {
     /// own RAM.
     pub fn new(ram: &GuestRam) -> Result<KvmEngine, KvmError> {
         let vm = open_kvm()?.create_vm().map_err(setup("create VM"))?;
+        // KVM_SET_XSAVE reads as much as this says (0 before Linux 5.17: kvm_xsave's size).
+        let xsave_size = vm.check_extension_int(Cap::Xsave2);
+        if usize::try_from(xsave_size).unwrap_or(usize::MAX) > std::mem::size_of::<kvm_xsave>() {
+            return Err(KvmError::State(format!(
+                "the XSAVE area is {xsave_size} bytes, more than kvm_xsave holds"
+            )));
+        }
         vm.set_tss_address(TSS_ADDRESS)
             .map_err(setup("set TSS address"))?;
         let host = ram.as_slice();
@@ -243,12 +295,15 @@ impl KvmEngine {
             .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
             .map_err(setup("read back CPUID"))?;
         // The vCPU keeps the VM alive in the kernel; the VM fd itself is no longer needed.
-        Ok(KvmEngine {
+        let engine = KvmEngine {
             vcpu,
             ram_host,
             rejected_state: None,
             cpuid_deviations: cpuid_deviations(&installed),
-        })
+        };
+        // Every ioctl `state` needs works now, so it will later: `state` cannot fail.
+        engine.read_state().map_err(KvmError::State)?;
+        Ok(engine)
     }
 
     /// The CPUID leaves the guest sees differently from the shared table (empty on a
@@ -272,10 +327,7 @@ impl KvmEngine {
                 return Entry::Handled(exits.handle(VmExit::MmioWrite { addr, data }, 0))
             }
             Ok(VcpuExit::Hlt) => {
-                let interruptible = self
-                    .vcpu
-                    .get_regs()
-                    .is_ok_and(|r| r.rflags & rflags::IF != 0);
+                let interruptible = self.vcpu.get_kvm_run().if_flag != 0;
                 return Entry::Handled(exits.handle(VmExit::Hlt { interruptible }, 0));
             }
             Ok(VcpuExit::Shutdown) => {
@@ -283,6 +335,9 @@ impl KvmEngine {
             }
             // A host interrupt ended the run; the guest has nothing for us.
             Ok(VcpuExit::Intr) => return Entry::Retry,
+            // The guest can take the interrupt it could not before: the next entry
+            // injects it.
+            Ok(VcpuExit::IrqWindowOpen) => return Entry::Retry,
             Ok(VcpuExit::FailEntry(reason, cpu)) => {
                 return Entry::Failed(format!(
                     "KVM could not enter the guest on cpu {cpu} \
@@ -351,6 +406,186 @@ impl KvmEngine {
     }
 }
 
+/// Pending events as [`CpuState`] has them: none (see the `state` module).
+const NO_EVENTS: kvm_vcpu_events = kvm_vcpu_events {
+    // Also clear the interrupt shadow and pending NMIs, which KVM only sets when told to.
+    flags: KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_NMI_PENDING,
+    ..zeroed_events()
+};
+
+/// An all-zero `kvm_vcpu_events` (its `Default` is not `const`).
+const fn zeroed_events() -> kvm_vcpu_events {
+    // SAFETY: kvm_vcpu_events is plain integers and arrays of them; all-zero is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+impl KvmEngine {
+    /// Reads every register [`CpuState`] holds from the vCPU.
+    fn read_state(&self) -> Result<KvmState, String> {
+        let mut msrs =
+            Msrs::from_entries(&state::msr_requests()).map_err(|e| format!("MSR list: {e:?}"))?;
+        let read = self
+            .vcpu
+            .get_msrs(&mut msrs)
+            .map_err(failed("KVM_GET_MSRS"))?;
+        if let Some(index) = MSR_INDICES.get(read) {
+            return Err(format!("KVM_GET_MSRS: KVM cannot read MSR {index:#x}"));
+        }
+        Ok(KvmState {
+            regs: self.vcpu.get_regs().map_err(failed("KVM_GET_REGS"))?,
+            sregs: self.vcpu.get_sregs().map_err(failed("KVM_GET_SREGS"))?,
+            msrs: msrs
+                .as_slice()
+                .try_into()
+                .map_err(|_| "KVM_GET_MSRS: wrong entry count".to_string())?,
+            debugregs: self
+                .vcpu
+                .get_debug_regs()
+                .map_err(failed("KVM_GET_DEBUGREGS"))?,
+            fxsave: state::fxsave_of(&self.vcpu.get_xsave().map_err(failed("KVM_GET_XSAVE"))?),
+        })
+    }
+
+    /// Loads `state` into the vCPU, with no event pending.
+    fn write_state(&mut self, state: &CpuState) -> Result<(), String> {
+        let sregs = self.vcpu.get_sregs().map_err(failed("KVM_GET_SREGS"))?;
+        let k = state::to_kvm(state, sregs);
+        // System registers first: how KVM holds RFLAGS depends on the mode they set (VMX
+        // without unrestricted guest runs real mode as virtual-8086 mode).
+        self.vcpu
+            .set_sregs(&k.sregs)
+            .map_err(failed("KVM_SET_SREGS"))?;
+        self.vcpu
+            .set_regs(&k.regs)
+            .map_err(failed("KVM_SET_REGS"))?;
+        let msrs = Msrs::from_entries(&k.msrs).map_err(|e| format!("MSR list: {e:?}"))?;
+        let written = self.vcpu.set_msrs(&msrs).map_err(failed("KVM_SET_MSRS"))?;
+        if let Some(entry) = k.msrs.get(written) {
+            return Err(format!(
+                "KVM_SET_MSRS: KVM refused MSR {:#x} = {:#x}",
+                entry.index, entry.data
+            ));
+        }
+        self.vcpu
+            .set_debug_regs(&k.debugregs)
+            .map_err(failed("KVM_SET_DEBUGREGS"))?;
+        let mut xsave = self.vcpu.get_xsave().map_err(failed("KVM_GET_XSAVE"))?;
+        state::put_fxsave(&mut xsave, &k.fxsave);
+        // SAFETY: `xsave` is the whole area KVM_SET_XSAVE reads: `new` checked that the
+        // guest's XSAVE area fits the 4096-byte kvm_xsave (KVM_CAP_XSAVE2), which holds
+        // because Popek never asks for dynamically enabled XSAVE features (AMX).
+        unsafe { self.vcpu.set_xsave(&xsave) }.map_err(failed("KVM_SET_XSAVE"))?;
+        self.vcpu
+            .set_vcpu_events(&NO_EVENTS)
+            .map_err(failed("KVM_SET_VCPU_EVENTS"))
+    }
+
+    /// Queues `vector` for delivery at the next entry (KVM_INTERRUPT).
+    fn inject(&self, vector: u8) -> Result<(), String> {
+        let irq = kvm_interrupt { irq: vector.into() };
+        // SAFETY: KVM_INTERRUPT reads one kvm_interrupt through the pointer, which is
+        // valid for the call, from a live vCPU fd this engine owns.
+        let rc = unsafe { libc::ioctl(self.vcpu.as_raw_fd(), KVM_INTERRUPT, &irq) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "KVM_INTERRUPT {vector:#x}: {}",
+                std::io::Error::last_os_error()
+            ))
+        }
+    }
+
+    /// Before an entry: brings the devices up to date and injects the interrupt the PIC
+    /// has pending if the guest can take it now, or asks KVM to exit as soon as it can
+    /// (the interrupt window: IF set and no STI/MOV SS shadow). Returns when the next
+    /// timer interrupt is due.
+    fn deliver_interrupts(
+        &mut self,
+        exits: &mut dyn ExitHandler,
+    ) -> Result<Option<Instant>, String> {
+        let poll = exits.poll_interrupts(0);
+        let mut pending = poll.pending;
+        // What KVM said at the last exit (cleared by `set_state`, which makes it stale).
+        let run = self.vcpu.get_kvm_run();
+        if pending && run.ready_for_interrupt_injection != 0 && run.if_flag != 0 {
+            if let Some(vector) = exits.acknowledge_interrupt() {
+                let rip = self.vcpu.get_regs().map_err(failed("KVM_GET_REGS"))?.rip;
+                exits.notify(GuestEvent::Interrupt { vector, rip }, 0);
+                self.inject(vector)?;
+            }
+            // KVM takes one interrupt an entry: another one waits for the window.
+            pending = exits.poll_interrupts(0).pending;
+        }
+        self.vcpu.get_kvm_run().request_interrupt_window = u8::from(pending);
+        Ok(poll.next_poll_at)
+    }
+
+    /// Arms the kick timer for `deadline`, creating it the first time one is due.
+    fn arm_kick(
+        &mut self,
+        kicker: &mut Option<Kicker>,
+        deadline: Option<Instant>,
+    ) -> std::io::Result<()> {
+        let kicker = match kicker {
+            Some(k) => k,
+            None if deadline.is_none() => return Ok(()),
+            None => kicker.insert(Kicker::new(
+                &raw mut self.vcpu.get_kvm_run().immediate_exit,
+            )?),
+        };
+        kicker.arm(deadline)
+    }
+
+    /// The body of [`Engine::run`]: enters the guest until a stop, completing the
+    /// exiting instruction first.
+    fn run_until_stop(
+        &mut self,
+        exits: &mut dyn ExitHandler,
+        kicker: &mut Option<Kicker>,
+    ) -> StopReason {
+        let mut stop = None;
+        loop {
+            // Once stopping, the next entry only completes the exiting instruction: no
+            // interrupt may start (the state handed over could not say it is pending).
+            if stop.is_none() {
+                let deadline = match self.deliver_interrupts(exits) {
+                    Ok(deadline) => deadline,
+                    Err(why) => return StopReason::EngineFailure(why),
+                };
+                if let Err(e) = self.arm_kick(kicker, deadline) {
+                    return StopReason::EngineFailure(format!("cannot arm the kick timer: {e}"));
+                }
+            }
+            match self.enter(exits) {
+                Entry::Handled(Flow::Continue) | Entry::Retry => {}
+                Entry::Handled(Flow::Stop(reason)) => {
+                    if stop.is_none() {
+                        stop = Some(reason);
+                        // The exiting instruction is not finished yet: KVM completes an IN
+                        // or MMIO load, or steps past an OUT, on the next KVM_RUN. With
+                        // immediate_exit set, that KVM_RUN does just this and returns EINTR
+                        // without entering the guest. Exits it still raises (the second
+                        // half of an MMIO access split across pages) are the same
+                        // instruction's and go to the handler as usual.
+                        self.vcpu.set_kvm_immediate_exit(1);
+                    }
+                }
+                Entry::Interrupted => {
+                    if let Some(reason) = stop {
+                        return reason;
+                    }
+                    // The kick (or another signal for this thread): clear it before
+                    // polling again, so a kick that comes later still stops the next
+                    // KVM_RUN, and one that came earlier is covered by that poll.
+                    self.vcpu.set_kvm_immediate_exit(0);
+                }
+                Entry::Failed(why) => return StopReason::EngineFailure(why),
+            }
+        }
+    }
+}
+
 impl Engine for KvmEngine {
     fn name(&self) -> &'static str {
         "kvm"
@@ -367,56 +602,34 @@ impl Engine for KvmEngine {
                 "the guest RAM given to the KVM engine is not the RAM it was created for".into(),
             );
         }
-        let mut stop = None;
-        loop {
-            match self.enter(exits) {
-                Entry::Handled(Flow::Continue) | Entry::Retry => {}
-                Entry::Handled(Flow::Stop(reason)) => {
-                    if stop.is_none() {
-                        stop = Some(reason);
-                        // The exiting instruction is not finished yet: KVM completes an IN
-                        // or MMIO load, or steps past an OUT, on the next KVM_RUN. With
-                        // immediate_exit set, that KVM_RUN does just this and returns EINTR
-                        // without entering the guest. Exits it still raises (the second
-                        // half of an MMIO access split across pages) are the same
-                        // instruction's and go to the handler as usual.
-                        self.vcpu.set_kvm_immediate_exit(1);
-                    }
-                }
-                Entry::Interrupted => {
-                    if let Some(reason) = stop.take() {
-                        self.vcpu.set_kvm_immediate_exit(0);
-                        return reason;
-                    }
-                    // A signal for this thread: nothing for the guest, run on.
-                }
-                Entry::Failed(why) => {
-                    self.vcpu.set_kvm_immediate_exit(0);
-                    return StopReason::EngineFailure(why);
-                }
-            }
-        }
+        let mut kicker = None;
+        let stop = self.run_until_stop(exits, &mut kicker);
+        // The timer goes first, so no kick comes after the flag is cleared for the next run.
+        drop(kicker);
+        self.vcpu.set_kvm_immediate_exit(0);
+        stop
     }
 
     /// # Panics
-    /// If KVM_GET_REGS or KVM_GET_SREGS fail, which they only do for an invalid vCPU fd.
+    /// If KVM cannot read the vCPU's registers, which [`KvmEngine::new`] checked it can:
+    /// only a vCPU fd gone bad would.
     fn state(&self) -> CpuState {
-        let regs = self.vcpu.get_regs().expect("KVM_GET_REGS on a live vCPU");
-        let sregs = self.vcpu.get_sregs().expect("KVM_GET_SREGS on a live vCPU");
-        state::from_kvm(&regs, &sregs)
+        match self.read_state() {
+            Ok(k) => state::from_kvm(&k),
+            Err(why) => panic!("KVM cannot read the vCPU state any more: {why}"),
+        }
     }
 
     /// If KVM refuses the state (e.g. CR4 bits the CPUID table does not offer), the next
     /// [`Engine::run`] returns [`StopReason::EngineFailure`] saying why.
     fn set_state(&mut self, state: &CpuState) {
-        let result = self.vcpu.get_sregs().and_then(|mut sregs| {
-            state::to_kvm_sregs(state, &mut sregs);
-            self.vcpu.set_sregs(&sregs)?;
-            self.vcpu.set_regs(&state::to_kvm_regs(state))
-        });
-        self.rejected_state = result
+        self.rejected_state = self
+            .write_state(state)
             .err()
             .map(|e| format!("KVM rejected the CPU state: {e}\n{}", state.dump()));
+        // Whether the guest could take an interrupt was KVM's answer for the old state;
+        // until the next exit answers afresh, interrupts wait for a window exit.
+        self.vcpu.get_kvm_run().ready_for_interrupt_injection = 0;
     }
 
     /// Always 0: KVM does not count retired instructions.

@@ -1,16 +1,26 @@
-//! Converting the architectural state between Popek's [`CpuState`] and KVM's
-//! `kvm_regs` + `kvm_sregs`.
+//! Converting the architectural state between Popek's [`CpuState`] and the structures
+//! of the KVM ioctls that carry it: `kvm_regs`, `kvm_sregs`, the MSRs, `kvm_debugregs`
+//! and the XSAVE area. Every field of [`CpuState`] has its place in one of them.
+//!
+//! The x87/SSE state travels in the XSAVE area (KVM_GET/SET_XSAVE), whose first 512
+//! bytes are the FXSAVE image [`FpuState`] converts to and from. KVM_GET/SET_FPU would
+//! seem the natural pair, but KVM ignores the `mxcsr` field of `kvm_fpu` both ways.
 //!
 //! The conversion is pure (no ioctls), so it is unit-tested without /dev/kvm.
 //!
-//! Not converted yet, because [`CpuState`] has no field for them: the x87/SSE state
-//! (KVM_GET/SET_FPU or XSAVE), debug registers, MSRs other than EFER, and pending events
-//! (KVM_GET/SET_VCPU_EVENTS: interrupt shadow, pending exception). A fresh vCPU has KVM's
-//! reset values for these, and the engine only stops at instruction boundaries where no
-//! event is pending (see `KvmEngine::run`), so nothing the guest relies on is lost today.
+//! Pending events (KVM_GET/SET_VCPU_EVENTS: an interrupt or exception KVM has yet to
+//! deliver, the STI/MOV SS interrupt shadow) have no place in [`CpuState`], because the
+//! interpreter delivers an event within one step and so never stops with one pending. The
+//! engine keeps KVM to the same rule: it injects no interrupt once a stop is requested,
+//! every stop completes the instruction that exited (which ends any shadow), and
+//! `set_state` clears KVM's events. The one case left is an exit *during* an interrupt's
+//! delivery (its stack or IDT entry in MMIO space), whose stop leaves the interrupt to
+//! KVM: the same engine delivers it when it runs again, another engine never sees it.
 
-use emu_core::cpu::{CpuState, DescriptorTable, Segment};
-use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
+use emu_core::cpu::{self, fxsave, msr, CpuState, DescriptorTable, FpuState, Segment};
+use kvm_bindings::{
+    kvm_debugregs, kvm_dtable, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, kvm_xsave,
+};
 
 /// [`Segment::attr`] bits 0-3: the descriptor type.
 const ATTR_TYPE: u16 = 0xF;
@@ -112,46 +122,157 @@ fn from_kvm_dtable(t: &kvm_dtable) -> DescriptorTable {
     }
 }
 
-/// The general registers of `state` as KVM takes them.
-pub(crate) fn to_kvm_regs(state: &CpuState) -> kvm_regs {
-    let mut regs = kvm_regs {
-        rip: state.rip,
-        rflags: state.rflags,
-        ..Default::default()
-    };
-    for (dst, src) in gprs_mut(&mut regs).into_iter().zip(state.gpr) {
-        *dst = src;
-    }
-    regs
+/// The MSRs [`cpu::Msrs`] holds, in the order of [`msr_fields_mut`]. (EFER travels in
+/// `kvm_sregs`, the FS and GS bases in their segments.)
+pub(crate) const MSR_INDICES: [u32; 10] = [
+    msr::SYSENTER_CS,
+    msr::SYSENTER_ESP,
+    msr::SYSENTER_EIP,
+    msr::STAR,
+    msr::LSTAR,
+    msr::CSTAR,
+    msr::SFMASK,
+    msr::KERNEL_GS_BASE,
+    msr::TSC,
+    msr::TSC_AUX,
+];
+
+/// The fields of `m`, in the order of [`MSR_INDICES`].
+fn msr_fields_mut(m: &mut cpu::Msrs) -> [&mut u64; MSR_INDICES.len()] {
+    [
+        &mut m.sysenter_cs,
+        &mut m.sysenter_esp,
+        &mut m.sysenter_eip,
+        &mut m.star,
+        &mut m.lstar,
+        &mut m.cstar,
+        &mut m.fmask,
+        &mut m.kernel_gs_base,
+        &mut m.tsc,
+        &mut m.tsc_aux,
+    ]
 }
 
-/// Writes the system registers of `state` into `sregs`, which holds the vCPU's current
-/// ones so the fields [`CpuState`] does not cover (APIC base, CR8, pending interrupt
-/// bitmap) keep KVM's values.
-pub(crate) fn to_kvm_sregs(state: &CpuState, sregs: &mut kvm_sregs) {
-    for (dst, src) in segments_mut(sregs).into_iter().zip(&state.seg) {
+/// The vCPU state as the KVM ioctls carry it: everything [`CpuState`] holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KvmState {
+    /// KVM_GET/SET_REGS: general registers, RIP, RFLAGS.
+    pub regs: kvm_regs,
+    /// KVM_GET/SET_SREGS: segments, descriptor tables, control registers, EFER.
+    pub sregs: kvm_sregs,
+    /// KVM_GET/SET_MSRS: the MSRs of [`MSR_INDICES`], in that order.
+    pub msrs: [kvm_msr_entry; MSR_INDICES.len()],
+    /// KVM_GET/SET_DEBUGREGS: DR0-DR3, DR6, DR7.
+    pub debugregs: kvm_debugregs,
+    /// The FXSAVE image, as [`fxsave_of`] and [`put_fxsave`] find it in the XSAVE area.
+    pub fxsave: [u8; fxsave::SIZE],
+}
+
+/// The MSR entries KVM_GET_MSRS is asked to fill: the indices, data zero.
+pub(crate) fn msr_requests() -> [kvm_msr_entry; MSR_INDICES.len()] {
+    MSR_INDICES.map(|index| kvm_msr_entry {
+        index,
+        ..Default::default()
+    })
+}
+
+/// Debug register numbers [`CpuState::dr`] and `kvm_debugregs` share: DR0-DR3
+/// (breakpoint addresses), DR6 (status) and DR7 (control). DR4 and DR5 are aliases.
+const DR_ADDRESSES: usize = 4;
+const DR6: usize = 6;
+const DR7: usize = 7;
+
+/// XSAVE header: the state-component bitmap (XSTATE_BV) follows the legacy area.
+const XSTATE_BV_WORD: usize = fxsave::SIZE / 4;
+/// XSTATE_BV bits of the components the legacy area holds: x87 and SSE. A component
+/// whose bit is clear is in its initial state, and KVM would ignore what the area says.
+const XSTATE_X87_SSE: u32 = 0b11;
+
+/// The FXSAVE image at the start of an XSAVE area.
+pub(crate) fn fxsave_of(xsave: &kvm_xsave) -> [u8; fxsave::SIZE] {
+    let mut img = [0u8; fxsave::SIZE];
+    for (bytes, word) in img.chunks_exact_mut(4).zip(xsave.region) {
+        bytes.copy_from_slice(&word.to_le_bytes());
+    }
+    img
+}
+
+/// Replaces the x87 and SSE state of `xsave` with the FXSAVE image `img`, leaving the
+/// other components (AVX, ...) as they are.
+pub(crate) fn put_fxsave(xsave: &mut kvm_xsave, img: &[u8; fxsave::SIZE]) {
+    for (word, bytes) in xsave.region.iter_mut().zip(img.chunks_exact(4)) {
+        *word = u32::from_le_bytes(bytes.try_into().expect("4-byte chunk"));
+    }
+    xsave.region[XSTATE_BV_WORD] |= XSTATE_X87_SSE;
+}
+
+/// `state` as the KVM ioctls take it. `sregs` holds the vCPU's current system registers,
+/// so the fields [`CpuState`] does not cover (APIC base, CR8, pending interrupt bitmap)
+/// keep KVM's values.
+pub(crate) fn to_kvm(state: &CpuState, sregs: kvm_sregs) -> KvmState {
+    let mut k = KvmState {
+        regs: kvm_regs {
+            rip: state.rip,
+            rflags: state.rflags,
+            ..Default::default()
+        },
+        sregs,
+        msrs: msr_requests(),
+        debugregs: kvm_debugregs {
+            dr6: state.dr[DR6],
+            dr7: state.dr[DR7],
+            ..Default::default()
+        },
+        fxsave: state.fpu.to_fxsave(),
+    };
+    for (dst, src) in gprs_mut(&mut k.regs).into_iter().zip(state.gpr) {
+        *dst = src;
+    }
+    for (dst, src) in segments_mut(&mut k.sregs).into_iter().zip(&state.seg) {
         *dst = to_kvm_segment(src);
     }
-    sregs.ldt = to_kvm_segment(&state.ldtr);
+    let s = &mut k.sregs;
+    s.ldt = to_kvm_segment(&state.ldtr);
     let tr = if state.tr == Segment::default() {
         UNDEFINED_TR
     } else {
         state.tr
     };
-    sregs.tr = to_kvm_segment(&tr);
-    sregs.gdt = to_kvm_dtable(&state.gdtr);
-    sregs.idt = to_kvm_dtable(&state.idtr);
-    sregs.cr0 = state.cr0;
-    sregs.cr2 = state.cr2;
-    sregs.cr3 = state.cr3;
-    sregs.cr4 = state.cr4;
-    sregs.efer = state.efer;
+    s.tr = to_kvm_segment(&tr);
+    s.gdt = to_kvm_dtable(&state.gdtr);
+    s.idt = to_kvm_dtable(&state.idtr);
+    s.cr0 = state.cr0;
+    s.cr2 = state.cr2;
+    s.cr3 = state.cr3;
+    s.cr4 = state.cr4;
+    s.cr8 = state.cr8;
+    s.efer = state.efer;
+    let mut msr = state.msr;
+    for (entry, value) in k.msrs.iter_mut().zip(msr_fields_mut(&mut msr)) {
+        entry.data = *value;
+    }
+    k.debugregs.db.copy_from_slice(&state.dr[..DR_ADDRESSES]);
+    k
 }
 
-/// The architectural state held in `regs` and `sregs`.
-pub(crate) fn from_kvm(regs: &kvm_regs, sregs: &kvm_sregs) -> CpuState {
-    let (mut regs, mut sregs) = (*regs, *sregs);
+/// The architectural state `k` holds.
+pub(crate) fn from_kvm(k: &KvmState) -> CpuState {
+    let KvmState {
+        mut regs,
+        mut sregs,
+        msrs,
+        debugregs,
+        fxsave,
+    } = *k;
     let tr = from_kvm_segment(&sregs.tr);
+    let mut msr = cpu::Msrs::default();
+    for (field, entry) in msr_fields_mut(&mut msr).into_iter().zip(msrs) {
+        *field = entry.data;
+    }
+    let mut dr = [0; 8];
+    dr[..DR_ADDRESSES].copy_from_slice(&debugregs.db);
+    dr[DR6] = debugregs.dr6;
+    dr[DR7] = debugregs.dr7;
     CpuState {
         gpr: gprs_mut(&mut regs).map(|r| *r),
         rip: regs.rip,
@@ -169,10 +290,11 @@ pub(crate) fn from_kvm(regs: &kvm_regs, sregs: &kvm_sregs) -> CpuState {
         cr2: sregs.cr2,
         cr3: sregs.cr3,
         cr4: sregs.cr4,
+        cr8: sregs.cr8,
         efer: sregs.efer,
-        // Debug registers and MSRs travel through other ioctls (KVM_GET_DEBUGREGS,
-        // KVM_GET_MSRS); the engine fills them in where it transfers them.
-        ..CpuState::default()
+        dr,
+        msr,
+        fpu: FpuState::from_fxsave(&fxsave),
     }
 }
 
@@ -180,10 +302,9 @@ pub(crate) fn from_kvm(regs: &kvm_regs, sregs: &kvm_sregs) -> CpuState {
 mod tests {
     use super::*;
 
-    fn round_trip(state: &CpuState) -> (CpuState, kvm_sregs) {
-        let mut sregs = kvm_sregs::default();
-        to_kvm_sregs(state, &mut sregs);
-        (from_kvm(&to_kvm_regs(state), &sregs), sregs)
+    fn round_trip(state: &CpuState) -> (CpuState, KvmState) {
+        let k = to_kvm(state, kvm_sregs::default());
+        (from_kvm(&k), k)
     }
 
     #[test]
@@ -196,8 +317,9 @@ mod tests {
             base: 0x1000,
             limit: 0x17,
         };
-        let (back, sregs) = round_trip(&state);
+        let (back, k) = round_trip(&state);
         assert_eq!(back, state);
+        let sregs = k.sregs;
         assert_eq!(sregs.tr.type_, TYPE_TSS32_BUSY as u8);
         assert_eq!((sregs.tr.present, sregs.tr.unusable), (1, 0));
         assert_eq!(sregs.ldt.unusable, 1, "a null LDTR is unusable");
@@ -237,5 +359,57 @@ mod tests {
             attr: TYPE_TSS32_BUSY | Segment::PRESENT,
         };
         assert_eq!(round_trip(&state).0, state);
+    }
+
+    #[test]
+    fn msrs_travel_by_index() {
+        let mut state = CpuState::multiboot(0, 0, 0);
+        for (i, field) in msr_fields_mut(&mut state.msr).into_iter().enumerate() {
+            *field = 0x1000 + i as u64;
+        }
+        let (back, k) = round_trip(&state);
+        assert_eq!(back.msr, state.msr);
+        let index_of = |data: u64| k.msrs.iter().find(|e| e.data == data).unwrap().index;
+        assert_eq!(index_of(state.msr.sysenter_eip), msr::SYSENTER_EIP);
+        assert_eq!(index_of(state.msr.kernel_gs_base), msr::KERNEL_GS_BASE);
+        assert_eq!(index_of(state.msr.tsc), msr::TSC);
+    }
+
+    #[test]
+    fn debug_registers_skip_the_dr4_dr5_aliases() {
+        let mut state = CpuState::multiboot(0, 0, 0);
+        state.dr = [0x1000, 0x2000, 0x3000, 0x4000, 0, 0, 0xFFFF_4FF1, 0x0402];
+        let (back, k) = round_trip(&state);
+        assert_eq!(back.dr, state.dr);
+        assert_eq!(k.debugregs.db, [0x1000, 0x2000, 0x3000, 0x4000]);
+        assert_eq!((k.debugregs.dr6, k.debugregs.dr7), (0xFFFF_4FF1, 0x0402));
+    }
+
+    #[test]
+    fn fpu_state_travels_in_the_legacy_area_of_the_xsave_area() {
+        let mut state = CpuState::multiboot(0, 0, 0);
+        let fpu = &mut state.fpu;
+        fpu.fsw = 3 << 11; // TOP = 3: ST(0) is R3
+        fpu.ftw = 0b1000_1000;
+        fpu.fop = 0x5D9;
+        fpu.fip = 0x0008_0010_2030;
+        fpu.fdp = 0x0010_0000_4050;
+        fpu.regs[3] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+        fpu.xmm = std::array::from_fn(|i| 0x0102_0304_0506_0708_090A_0B0C_0D0E_0F00 + i as u128);
+        fpu.mxcsr = 0x1F80 | 0x3;
+        fpu.set_fcw(0x027F);
+        let mut xsave = kvm_xsave::default();
+        let avx_word = 576 / 4; // the first word of the AVX component, which must survive
+        xsave.region[avx_word] = 0xA5A5_A5A5;
+        xsave.region[XSTATE_BV_WORD] = 1 << 2; // AVX in use, x87 and SSE initial
+        put_fxsave(&mut xsave, &to_kvm(&state, kvm_sregs::default()).fxsave);
+        assert_eq!(xsave.region[XSTATE_BV_WORD], 0b111);
+        assert_eq!(xsave.region[avx_word], 0xA5A5_A5A5);
+        assert_eq!(xsave.region[fxsave::MXCSR / 4], 0x1F83);
+        let k = KvmState {
+            fxsave: fxsave_of(&xsave),
+            ..to_kvm(&CpuState::default(), kvm_sregs::default())
+        };
+        assert_eq!(from_kvm(&k).fpu, state.fpu);
     }
 }

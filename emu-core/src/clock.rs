@@ -72,6 +72,17 @@ impl Clock {
         }
     }
 
+    /// The host time at which virtual time reaches `ns` (host clocks only; an
+    /// instruction clock reaches it at [`Clock::icount_at`] instead).
+    pub fn host_instant_at(&self, ns: u64) -> Option<Instant> {
+        match self.source {
+            Source::Instructions { .. } => None,
+            Source::Host { since } => {
+                Some(since + Duration::from_nanos(ns.saturating_sub(self.base_ns)))
+            }
+        }
+    }
+
     /// Lets a halted processor's time run on to `ns`: skipped instantly under an
     /// instruction clock, slept through under the host clock.
     pub fn wait_until(&mut self, ns: u64, icount: u64) {
@@ -105,6 +116,16 @@ mod tests {
         c.wait_until(5000, 100);
         assert_eq!(c.now_ns(100), 5000);
         assert_eq!(c.icount_at(6000), Some(200));
+    }
+
+    #[test]
+    fn host_time_deadlines_are_host_instants() {
+        let c = Clock::new(false);
+        assert_eq!(c.icount_at(1000), None);
+        let at = c.host_instant_at(c.now_ns(0) + 1_000_000).unwrap();
+        let ahead = at.saturating_duration_since(Instant::now());
+        assert!(ahead > Duration::ZERO && ahead <= Duration::from_millis(1));
+        assert_eq!(Clock::new(true).host_instant_at(1000), None);
     }
 
     #[test]

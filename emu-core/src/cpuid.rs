@@ -10,10 +10,27 @@ pub const LEAF_VENDOR: u32 = 0;
 pub const LEAF_FEATURES: u32 = 1;
 /// Leaf 0x8000_0000: highest extended leaf.
 pub const LEAF_EXT_MAX: u32 = 0x8000_0000;
+/// Leaf 0x8000_0001: extended feature bits (long mode, NX, SYSCALL).
+pub const LEAF_EXT_FEATURES: u32 = 0x8000_0001;
+/// Leaf 0x8000_0008: physical and linear address widths.
+pub const LEAF_ADDRESS_SIZES: u32 = 0x8000_0008;
 /// The vendor string, returned in EBX, EDX, ECX order.
 pub const VENDOR: &[u8; 12] = b"PopekVirtCPU";
-/// Leaf 1 EAX: family 6, model 0, stepping 0 — a plain P6-class processor.
-pub const FAMILY_MODEL_STEPPING: u32 = 6 << 8;
+/// Leaf 1 EAX: family 6, model 15, stepping 0 — a P6-class processor recent enough that
+/// operating systems trust its SYSENTER (family 6 below model 3 had a broken one).
+pub const FAMILY_MODEL_STEPPING: u32 = (6 << 8) | (15 << 4);
+/// Leaf 1 EDX bit: debugging extensions (CR4.DE).
+pub const EDX_DE: u32 = 1 << 2;
+/// Leaf 1 EDX bit: 4 MiB pages (CR4.PSE).
+pub const EDX_PSE: u32 = 1 << 3;
+/// Leaf 1 EDX bit: RDMSR/WRMSR.
+pub const EDX_MSR: u32 = 1 << 5;
+/// Leaf 1 EDX bit: physical address extension (CR4.PAE).
+pub const EDX_PAE: u32 = 1 << 6;
+/// Leaf 1 EDX bit: SYSENTER/SYSEXIT.
+pub const EDX_SEP: u32 = 1 << 11;
+/// Leaf 1 EDX bit: global pages (CR4.PGE).
+pub const EDX_PGE: u32 = 1 << 13;
 /// Leaf 1 EDX bit: time-stamp counter (RDTSC).
 pub const EDX_TSC: u32 = 1 << 4;
 /// Leaf 1 EDX bit: CMPXCHG8B.
@@ -30,10 +47,42 @@ pub const EDX_SSE2: u32 = 1 << 26;
 /// instructions are all there; their floating-point arithmetic is not yet in the
 /// interpreter. FPU (bit 0) and MMX (bit 23) stay clear: the interpreter has the x87
 /// state and control instructions but no x87 arithmetic, and no MMX.
-pub const FEATURES_EDX: u32 = EDX_TSC | EDX_CX8 | EDX_CMOV | EDX_FXSR | EDX_SSE | EDX_SSE2;
+pub const FEATURES_EDX: u32 = EDX_DE
+    | EDX_PSE
+    | EDX_TSC
+    | EDX_MSR
+    | EDX_PAE
+    | EDX_CX8
+    | EDX_SEP
+    | EDX_PGE
+    | EDX_CMOV
+    | EDX_FXSR
+    | EDX_SSE
+    | EDX_SSE2;
+/// Leaf 0x8000_0001 ECX bit: LAHF/SAHF in 64-bit mode.
+pub const EXT_ECX_LAHF_LM: u32 = 1 << 0;
+/// Leaf 0x8000_0001 EDX bit: SYSCALL/SYSRET.
+pub const EXT_EDX_SYSCALL: u32 = 1 << 11;
+/// Leaf 0x8000_0001 EDX bit: no-execute pages (EFER.NXE).
+pub const EXT_EDX_NX: u32 = 1 << 20;
+/// Leaf 0x8000_0001 EDX bit: RDTSCP.
+pub const EXT_EDX_RDTSCP: u32 = 1 << 27;
+/// Leaf 0x8000_0001 EDX bit: long mode (EFER.LME).
+pub const EXT_EDX_LM: u32 = 1 << 29;
+/// Leaf 0x8000_0001 EDX: the extended features every engine implements.
+pub const EXT_FEATURES_EDX: u32 = EXT_EDX_SYSCALL | EXT_EDX_NX | EXT_EDX_RDTSCP | EXT_EDX_LM;
+/// Leaf 0x8000_0008 EAX: 48-bit linear and 40-bit physical addresses (the MAXPHYADDR
+/// the page walker enforces).
+pub const ADDRESS_SIZES: u32 = (48 << 8) | 40;
 
 /// The leaves the table defines, for engines that load it up front.
-pub const LEAVES: [u32; 3] = [LEAF_VENDOR, LEAF_FEATURES, LEAF_EXT_MAX];
+pub const LEAVES: [u32; 5] = [
+    LEAF_VENDOR,
+    LEAF_FEATURES,
+    LEAF_EXT_MAX,
+    LEAF_EXT_FEATURES,
+    LEAF_ADDRESS_SIZES,
+];
 
 /// EAX, EBX, ECX, EDX for `leaf` (sub-leaf ignored: no defined leaf has sub-leaves).
 pub fn cpuid(leaf: u32) -> [u32; 4] {
@@ -42,7 +91,9 @@ pub fn cpuid(leaf: u32) -> [u32; 4] {
     match leaf {
         LEAF_VENDOR => [LEAF_FEATURES, word(0), word(8), word(4)],
         LEAF_FEATURES => [FAMILY_MODEL_STEPPING, 0, 0, FEATURES_EDX],
-        LEAF_EXT_MAX => [LEAF_EXT_MAX, 0, 0, 0],
+        LEAF_EXT_MAX => [LEAF_ADDRESS_SIZES, 0, 0, 0],
+        LEAF_EXT_FEATURES => [0, 0, EXT_ECX_LAHF_LM, EXT_FEATURES_EDX],
+        LEAF_ADDRESS_SIZES => [ADDRESS_SIZES, 0, 0, 0],
         _ => [0; 4],
     }
 }

@@ -7,6 +7,7 @@
 use crate::cpu::CpuState;
 use crate::exception::Exception;
 use std::fmt;
+use std::time::Instant;
 
 /// Something the vCPU needs from the VMM. Data buffers are borrowed from the engine: the
 /// handler fills them for reads.
@@ -268,6 +269,10 @@ pub struct InterruptPoll {
     /// The instruction count by which the engine should poll again even if nothing
     /// else happens (a timer deadline); `u64::MAX` when nothing is scheduled.
     pub next_poll: u64,
+    /// The same deadline as a host time, for engines that cannot count instructions
+    /// (KVM), whose virtual time is host time: they arm a host timer for it. `None` when
+    /// nothing is scheduled, or when virtual time counts instructions.
+    pub next_poll_at: Option<Instant>,
 }
 
 /// The VMM side of the exit interface.
@@ -286,6 +291,7 @@ pub trait ExitHandler {
         InterruptPoll {
             pending: false,
             next_poll: u64::MAX,
+            next_poll_at: None,
         }
     }
 

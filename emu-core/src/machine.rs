@@ -146,6 +146,7 @@ impl ExitHandler for Vmm {
             next_poll: next_tick
                 .and_then(|ns| self.clock.icount_at(ns))
                 .unwrap_or(u64::MAX),
+            next_poll_at: next_tick.and_then(|ns| self.clock.host_instant_at(ns)),
         }
     }
 

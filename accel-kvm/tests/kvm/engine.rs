@@ -4,7 +4,10 @@ use crate::common::*;
 use crate::guests::*;
 use crate::require_kvm;
 use accel_kvm::KvmEngine;
-use emu_core::cpu::{CpuState, DescriptorTable, Segment};
+use emu_core::cpu::{
+    cr0, cr4, efer, fxsave, rflags, CpuState, DescriptorTable, FpuState, Msrs, SegReg, Segment,
+    MXCSR_INIT,
+};
 use emu_core::cpuid;
 use emu_core::engine::Engine;
 use emu_core::exit::{ExitReason, StopReason};
@@ -149,16 +152,16 @@ fn stopping_on_a_read_exit_completes_the_load() {
     assert_eq!(stop, StopReason::Halted);
 }
 
-#[test]
-fn state_round_trips_through_kvm() {
-    require_kvm!();
-    let ram = GuestRam::new(RAM_SIZE).unwrap();
-    let mut kvm = KvmEngine::new(&ram).unwrap();
+/// A valid 32-bit protected-mode state with every field of [`CpuState`] set, most to
+/// values no reset or Multiboot state has.
+fn every_field_set() -> CpuState {
     let mut state = CpuState::multiboot(ENTRY as u32, 0x2BAD_B002, 0x9500);
-    for (i, r) in state.gpr.iter_mut().enumerate().take(8) {
+    for (i, r) in state.gpr.iter_mut().enumerate() {
         *r = 0x0101_0101 * i as u64;
     }
-    state.rflags |= emu_core::cpu::rflags::CF | emu_core::cpu::rflags::ZF;
+    state.rflags |= rflags::CF | rflags::ZF | rflags::DF | rflags::IOPL;
+    state.seg[SegReg::Fs as usize].base = 0x0012_3000;
+    state.seg[SegReg::Gs as usize].base = 0x0045_6000;
     state.gdtr = DescriptorTable {
         base: 0x1000,
         limit: 0x37,
@@ -179,15 +182,119 @@ fn state_round_trips_through_kvm() {
         limit: 0x67,
         attr: 0xB | Segment::PRESENT,
     };
+    state.cr0 |= cr0::MP | cr0::NE | cr0::WP;
     state.cr2 = 0xDEAD_B000;
     state.cr3 = 0x7000;
-    kvm.set_state(&state);
-    assert_eq!(kvm.state(), state);
+    state.cr4 = cr4::OSFXSR | cr4::OSXMMEXCPT;
+    state.efer = efer::SCE;
+    // DR6 and DR7 with the bits that always read as one; a breakpoint on DR0.
+    state.dr = [
+        0x1000,
+        0x2000,
+        0x3000,
+        0x4000,
+        0,
+        0,
+        0xFFFF_0FF1,
+        0x0000_0401,
+    ];
+    state.msr = Msrs {
+        sysenter_cs: 0x08,
+        sysenter_esp: 0x8_F000,
+        sysenter_eip: 0x10_2000,
+        star: 0x0023_0008_0000_0000,
+        lstar: 0xFFFF_8000_0010_0000,
+        cstar: 0xFFFF_8000_0020_0000,
+        fmask: 0x4_7700,
+        kernel_gs_base: 0xFFFF_8000_0030_0000,
+        tsc: 1 << 40,
+        tsc_aux: 0x1234,
+    };
+    let fpu = &mut state.fpu;
+    fpu.fsw = 5 << 11 | 0x0041; // TOP 5, C0 and invalid-operation flags (masked)
+    fpu.ftw = 0b1110_0000;
+    fpu.fop = 0x1D9;
+    fpu.fip = 0x0008_0010_0040;
+    fpu.fdp = 0x0010_0009_0000;
+    for (i, r) in fpu.regs.iter_mut().enumerate() {
+        *r = [i as u8 + 1; 10];
+    }
+    fpu.xmm = std::array::from_fn(|i| u128::MAX / 3 * i as u128);
+    fpu.mxcsr = MXCSR_INIT | 0x3F; // every SIMD exception flag raised (masked)
+    fpu.set_fcw(0x0F7F);
+    state
+}
 
-    // The Multiboot state, with TR undefined, comes back unchanged too.
+/// How far the TSC may have counted on between setting and reading it: a minute at
+/// 10 GHz, far more than the test takes.
+const TSC_SLACK: u64 = 600_000_000_000;
+
+/// The host's time-stamp counter.
+fn host_tsc() -> u64 {
+    // SAFETY: RDTSC has no preconditions; every x86-64 processor has it.
+    unsafe { std::arch::x86_64::_rdtsc() }
+}
+
+#[test]
+fn state_round_trips_through_kvm() {
+    require_kvm!();
+    let ram = GuestRam::new(RAM_SIZE).unwrap();
+    let mut kvm = KvmEngine::new(&ram).unwrap();
+    let state = every_field_set();
+    let host_before = host_tsc();
+    kvm.set_state(&state);
+    let back = kvm.state();
+    // The TSC is a clock: it keeps counting after it is set. A KVM that cannot offset
+    // the guest's TSC (PVM, whose guests read the host's) ignores the write.
+    let tsc = back.msr.tsc;
+    let counted_on_from = |start: u64| (start..start + TSC_SLACK).contains(&tsc);
+    if !counted_on_from(state.msr.tsc) {
+        assert!(
+            counted_on_from(host_before),
+            "TSC set to {:#x}, read {tsc:#x}: neither that nor the host's",
+            state.msr.tsc
+        );
+        println!("this host's KVM does not offset the TSC: the guest reads the host's");
+    }
+    let mut expected = state.clone();
+    expected.msr.tsc = tsc;
+    assert_eq!(back, expected);
+
+    // The Multiboot state, with TR undefined, comes back unchanged too (but for the TSC,
+    // which KVM takes a write of 0 to mean "keep in step with the host").
     let multiboot = CpuState::multiboot(ENTRY as u32, 0, 0);
     kvm.set_state(&multiboot);
-    assert_eq!(kvm.state(), multiboot);
+    let mut back = kvm.state();
+    back.msr.tsc = 0;
+    assert_eq!(back, multiboot);
+}
+
+#[test]
+fn the_guest_runs_with_the_state_set_and_state_reads_what_it_did() {
+    require_kvm!();
+    let mut rig = Rig::new(&registers());
+    let mut state = every_field_set();
+    state.rip = ENTRY;
+    rig.kvm.set_state(&state);
+    let stop = rig.kvm.run(&mut rig.ram, &mut rig.vmm, UNLIMITED);
+    assert_eq!(stop, StopReason::Halted);
+    let ram = rig.ram.as_slice();
+    let dword = |at: u64| u32::from_le_bytes(ram[at as usize..][..4].try_into().unwrap());
+    assert_eq!(dword(REGISTERS_DUMP), state.msr.sysenter_esp as u32);
+    assert_eq!(dword(REGISTERS_DUMP + 4), state.dr[1] as u32);
+    let image: &[u8; fxsave::SIZE] = ram[FXSAVE_AT as usize..][..fxsave::SIZE]
+        .try_into()
+        .unwrap();
+    let seen = FpuState::from_fxsave(image);
+    // What FXSAVE stores on every processor: not the last-instruction pointers, which
+    // AMD's store only while an x87 exception is pending, and outside 64-bit mode only
+    // XMM0-XMM7.
+    let legacy = |f: &FpuState| (f.fcw, f.fsw, f.ftw, f.regs, f.mxcsr, f.xmm[..8].to_vec());
+    assert_eq!(legacy(&seen), legacy(&state.fpu));
+    let after = rig.kvm.state();
+    assert_eq!(after.fpu.mxcsr, NEW_MXCSR);
+    assert_eq!(after.msr.sysenter_eip, u64::from(NEW_SYSENTER_EIP));
+    assert_eq!(after.fpu.xmm, state.fpu.xmm);
 }
 
 /// CR4 bit 63: reserved on every x86 processor.

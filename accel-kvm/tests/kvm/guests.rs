@@ -6,7 +6,9 @@
 //! differ in the flags an instruction leaves undefined.
 
 use crate::common::*;
+use emu_core::cpu::{fxsave, CpuState, DescriptorTable};
 use emu_core::cpuid;
+use emu_core::memory::GuestRam;
 use iced_x86::code_asm::*;
 
 /// What [`hello`] prints.
@@ -214,6 +216,181 @@ pub fn out_loop(with_out: bool) -> Guest {
         }
         a.dec(ecx)?;
         a.jnz(top)?;
+        a.hlt()?;
+        Ok(vec![])
+    })
+}
+
+/// Where [`timer`] keeps its tick count.
+pub const TICKS: u64 = 0x0F00;
+/// Where [`install_descriptor_tables`] puts the GDT and the IDT.
+const GDT_AT: u64 = 0x1000;
+const IDT_AT: u64 = 0x2000;
+/// Flat 4 GiB descriptors, 32-bit, DPL 0: execute/read code and read/write data, the
+/// segments Multiboot leaves loaded as selectors 0x08 and 0x10.
+const FLAT_CODE: u64 = 0x00CF_9A00_0000_FFFF;
+const FLAT_DATA: u64 = 0x00CF_9200_0000_FFFF;
+/// Selector of [`FLAT_CODE`].
+const CODE_SELECTOR: u64 = 0x08;
+/// A present 32-bit interrupt gate, DPL 0 (bits 40-47 of the gate descriptor).
+const INTERRUPT_GATE: u64 = 0x8E;
+/// The vector the master PIC is programmed to give IRQ 0 (the first after the
+/// exceptions), and the slave's base.
+pub const TIMER_VECTOR: u8 = 0x20;
+const SLAVE_VECTORS: u8 = 0x28;
+/// PIC programming: ICW1 (edge-triggered, cascade, ICW4 follows), ICW3 (the slave on
+/// IRQ 2), ICW4 (8086 mode), the masks (only IRQ 0 on the master, the slave all masked).
+const ICW1: u8 = devices::pic::ICW1_INIT | devices::pic::ICW1_IC4;
+const ICW3_MASTER: u8 = 1 << devices::pic::CASCADE_IRQ;
+const ICW3_SLAVE: u8 = devices::pic::CASCADE_IRQ;
+const ICW4_8086: u8 = 1;
+const MASK_ALL_BUT_IRQ0: u8 = 0xFE;
+const MASK_ALL: u8 = 0xFF;
+const PIC_MASTER_CMD: u16 = devices::PIC_MASTER_BASE as u16;
+const PIC_SLAVE_CMD: u16 = devices::PIC_SLAVE_BASE as u16;
+/// PIT control word: counter 0, low then high byte, mode 2 (rate generator), binary.
+const PIT_CH0_RATE: u8 = 0x34;
+const PIT_CH0: u16 = devices::PIT_BASE as u16;
+const PIT_CONTROL: u16 = PIT_CH0 + devices::pit::CONTROL as u16;
+/// [`timer`]'s tick rate: 100 Hz, a PC's classic HZ.
+pub const TIMER_HZ: u64 = 100;
+/// Ticks [`timer`] waits for in HLT, then in total (the rest spinning).
+pub const HLT_TICKS: u32 = 3;
+pub const ALL_TICKS: u32 = 5;
+/// What [`timer`] prints.
+pub const TIMER_TEXT: &[u8] = b"timer: 3 ticks in HLT, 5 in all\n";
+
+/// Emits `out port, value` through AL.
+fn outb(a: &mut CodeAssembler, port: u16, value: u8) -> Result<(), IcedError> {
+    a.mov(al, u32::from(value))?;
+    a.out(i32::from(port), al)
+}
+
+/// Programs the PIT for [`TIMER_HZ`] ticks on IRQ 0, which the PIC delivers as
+/// [`TIMER_VECTOR`] to a handler (the label) that counts them at [`TICKS`]; waits for
+/// [`HLT_TICKS`] of them with `sti; hlt`, then spins until [`ALL_TICKS`] (so only a host
+/// timer can bring the ticks to a guest that makes no exits), prints [`TIMER_TEXT`] and
+/// exits with 0. Ring 0 throughout, and few instructions but for the spinning. It needs
+/// the tables of [`install_descriptor_tables`]. The handler returns with POPFD and RET:
+/// see there.
+pub fn timer() -> Guest {
+    assemble(|a| {
+        let mut putc = a.create_label();
+        let mut handler = a.create_label();
+        let mut halt = a.create_label();
+        let mut spin = a.create_label();
+        a.mov(esp, STACK_TOP)?;
+        a.mov(dword_ptr(TICKS), 0)?;
+        for (cmd, vectors, icw3, mask) in [
+            (PIC_MASTER_CMD, TIMER_VECTOR, ICW3_MASTER, MASK_ALL_BUT_IRQ0),
+            (PIC_SLAVE_CMD, SLAVE_VECTORS, ICW3_SLAVE, MASK_ALL),
+        ] {
+            outb(a, cmd, ICW1)?;
+            for data in [vectors, icw3, ICW4_8086, mask] {
+                outb(a, cmd + 1, data)?;
+            }
+        }
+        let [low, high] = ((devices::Pit8254::FREQUENCY_HZ / TIMER_HZ) as u16).to_le_bytes();
+        outb(a, PIT_CONTROL, PIT_CH0_RATE)?;
+        outb(a, PIT_CH0, low)?;
+        outb(a, PIT_CH0, high)?;
+        a.sti()?;
+        a.set_label(&mut halt)?;
+        a.hlt()?;
+        a.cmp(dword_ptr(TICKS), HLT_TICKS)?;
+        a.jb(halt)?;
+        a.set_label(&mut spin)?;
+        a.cmp(dword_ptr(TICKS), ALL_TICKS)?;
+        a.jb(spin)?;
+        a.cli()?;
+        emit_print(a, putc, TIMER_TEXT)?;
+        a.xor(eax, eax)?;
+        emit_exit_with_eax(a)?;
+
+        a.set_label(&mut handler)?;
+        a.inc(dword_ptr(TICKS))?;
+        a.push(eax)?;
+        outb(a, PIC_MASTER_CMD, devices::pic::OCW2_EOI)?;
+        a.pop(eax)?;
+        // IRET's work without IRET, which KVM's instruction emulator lacks in protected
+        // mode (and it emulates all ring-0 code on hosts like PVM): restore EFLAGS from
+        // the frame, then return and drop CS and EFLAGS. A tick that comes between the
+        // two nests harmlessly below the frame.
+        a.push(dword_ptr(esp + 8))?;
+        a.popfd()?;
+        a.ret_1(8)?;
+        emit_putc(a, &mut putc)?;
+        Ok(vec![handler])
+    })
+}
+
+/// Writes a GDT with the segments Multiboot leaves loaded (which interrupt delivery and
+/// IRET reload CS from) and an IDT whose entry `vector` is an interrupt gate to
+/// `handler`, and points GDTR and IDTR at them, as a loader could: the guest need not
+/// run LGDT and LIDT.
+pub fn install_descriptor_tables(
+    ram: &mut GuestRam,
+    state: &mut CpuState,
+    vector: u8,
+    handler: u64,
+) {
+    let mut put = |at: u64, descriptor: u64| {
+        let at = at as usize;
+        ram.as_mut_slice()[at..at + 8].copy_from_slice(&descriptor.to_le_bytes());
+    };
+    let gdt = [0, FLAT_CODE, FLAT_DATA];
+    for (i, &descriptor) in gdt.iter().enumerate() {
+        put(GDT_AT + 8 * i as u64, descriptor);
+    }
+    let gate = (handler & 0xFFFF)
+        | CODE_SELECTOR << 16
+        | INTERRUPT_GATE << 40
+        | (handler & 0xFFFF_0000) << 32;
+    put(IDT_AT + 8 * u64::from(vector), gate);
+    state.gdtr = DescriptorTable {
+        base: GDT_AT,
+        limit: (8 * gdt.len() - 1) as u16,
+    };
+    state.idtr = DescriptorTable {
+        base: IDT_AT,
+        limit: 8 * (u16::from(vector) + 1) - 1,
+    };
+}
+
+/// Where [`registers`] stores IA32_SYSENTER_ESP's low dword and DR1.
+pub const REGISTERS_DUMP: u64 = 0x0B00;
+/// Where [`registers`] stores its FXSAVE image (16-byte aligned, as FXSAVE wants).
+pub const FXSAVE_AT: u64 = 0x0C00;
+/// What [`registers`] loads into MXCSR and IA32_SYSENTER_EIP before it halts.
+pub const NEW_MXCSR: u32 = 0x1F80 | 0x8000; // flush-to-zero set
+pub const NEW_SYSENTER_EIP: u32 = 0x0010_4000;
+/// IA32_SYSENTER_ESP and IA32_SYSENTER_EIP.
+const MSR_SYSENTER_ESP: u32 = 0x175;
+const MSR_SYSENTER_EIP: u32 = 0x176;
+
+/// Stores registers that travel outside `kvm_regs`/`kvm_sregs` (an MSR and a debug
+/// register at [`REGISTERS_DUMP`], the x87/SSE state with FXSAVE at [`FXSAVE_AT`]), then
+/// loads MXCSR (FXRSTOR of the image with [`NEW_MXCSR`]) and an MSR, and halts: what
+/// the guest sees of `set_state`, and `state` of what it did. Needs CR4.OSFXSR.
+/// (FXSAVE rather than STMXCSR and MOVD: KVM's instruction emulator, which runs ring 0
+/// on hosts like PVM, has the former but not the latter.)
+pub fn registers() -> Guest {
+    assemble(|a| {
+        a.mov(ecx, MSR_SYSENTER_ESP)?;
+        a.rdmsr()?;
+        a.mov(dword_ptr(REGISTERS_DUMP), eax)?;
+        a.mov(eax, dr1)?;
+        a.mov(dword_ptr(REGISTERS_DUMP + 4), eax)?;
+        a.fxsave(ptr(FXSAVE_AT))?;
+        // A second image, the first kept for the test, to load the new MXCSR from.
+        let scratch = FXSAVE_AT + fxsave::SIZE as u64;
+        a.fxsave(ptr(scratch))?;
+        a.mov(dword_ptr(scratch + fxsave::MXCSR as u64), NEW_MXCSR)?;
+        a.fxrstor(ptr(scratch))?;
+        a.mov(ecx, MSR_SYSENTER_EIP)?;
+        a.mov(eax, NEW_SYSENTER_EIP)?;
+        a.xor(edx, edx)?;
+        a.wrmsr()?;
         a.hlt()?;
         Ok(vec![])
     })

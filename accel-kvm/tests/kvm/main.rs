@@ -4,4 +4,5 @@
 mod common;
 mod engine;
 mod guests;
+mod interrupts;
 mod switch;

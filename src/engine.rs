@@ -1,0 +1,70 @@
+//! Choosing the engine a machine runs on, and building it.
+
+use accel_kvm::{CpuidDeviation, KvmEngine};
+use anyhow::Result;
+use clap::ValueEnum;
+use emu_core::engine::Engine;
+use emu_core::interp::Interpreter;
+use emu_core::machine::EngineFactory;
+use emu_core::memory::GuestRam;
+
+/// What `--engine` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineChoice {
+    /// The interpreter: counts every instruction, runs on any host.
+    Interp,
+    /// KVM: the guest runs on the host's processor through /dev/kvm.
+    Kvm,
+    /// KVM where /dev/kvm is usable, else the interpreter.
+    Auto,
+}
+
+/// The engine a machine runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    /// [`Interpreter`].
+    Interp,
+    /// [`KvmEngine`].
+    Kvm,
+}
+
+/// The engine `choice` means on this host. `kvm` fails where KVM is not usable, with the
+/// reason; `auto` says on stderr which engine it took and why.
+pub fn choose(choice: EngineChoice) -> Result<EngineKind> {
+    match choice {
+        EngineChoice::Interp => Ok(EngineKind::Interp),
+        EngineChoice::Kvm => {
+            accel_kvm::check_kvm()?;
+            Ok(EngineKind::Kvm)
+        }
+        EngineChoice::Auto => Ok(match accel_kvm::check_kvm() {
+            Ok(()) => {
+                eprintln!("popek: engine auto: using kvm");
+                EngineKind::Kvm
+            }
+            Err(why) => {
+                eprintln!("popek: engine auto: using interp ({why})");
+                EngineKind::Interp
+            }
+        }),
+    }
+}
+
+/// Builds `kind` for a machine's RAM. A KVM engine's CPUID deviations (leaves the host's
+/// KVM reports differently from Popek's table) are added to `deviations`, for the caller
+/// to warn about.
+pub fn factory(kind: EngineKind, deviations: &mut Vec<CpuidDeviation>) -> Box<EngineFactory<'_>> {
+    match kind {
+        EngineKind::Interp => interpreter(),
+        EngineKind::Kvm => Box::new(move |ram: &GuestRam| {
+            let engine = KvmEngine::new(ram).map_err(|e| e.to_string())?;
+            deviations.extend_from_slice(engine.cpuid_deviations());
+            Ok(Box::new(engine) as Box<dyn Engine>)
+        }),
+    }
+}
+
+/// Builds the interpreter.
+pub fn interpreter() -> Box<EngineFactory<'static>> {
+    Box::new(|_: &GuestRam| Ok(Box::new(Interpreter::new()) as Box<dyn Engine>))
+}
