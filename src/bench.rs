@@ -38,7 +38,13 @@ fn rom(name: &str) -> Result<RomImage> {
 /// wall time.
 fn popek_loop(iters: u64, paging: bool) -> Result<Duration> {
     let append = format!("iters={iters} paging={}", paging as u8);
-    let mut machine = boot(&rom("loop")?, &append, 64, Box::new(std::io::sink()))?;
+    let mut machine = boot(
+        &rom("loop")?,
+        &append,
+        64,
+        Default::default(),
+        Box::new(std::io::sink()),
+    )?;
     let outcome = machine.run(u64::MAX);
     if outcome.stop != StopReason::Exited(0) {
         bail!("the loop ROM did not exit cleanly: {}", outcome.stop);

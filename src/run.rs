@@ -4,23 +4,30 @@ use crate::cli::{RunArgs, EXIT_BUDGET, EXIT_GUEST_CRASH};
 use crate::rom::{resolve, RomImage};
 use anyhow::{bail, Result};
 use emu_core::exit::{ExitReason, StopReason};
-use emu_core::machine::{Machine, RunOutcome};
+use emu_core::interp::{Assist, Interpreter};
+use emu_core::machine::{EngineFactory, Machine, RunOutcome};
 use emu_core::trace::EventMask;
 use std::io::Write;
 use std::process::ExitCode;
 use test_roms::Boot;
+
+/// The engine a run uses: the interpreter, playing the VMM policy `assist`.
+fn engine(assist: Assist) -> Box<EngineFactory<'static>> {
+    Box::new(move |_| Ok(Box::new(Interpreter::with_assist(assist))))
+}
 
 /// Builds a machine running the interpreter with `rom` loaded.
 pub fn boot(
     rom: &RomImage,
     append: &str,
     ram_mib: usize,
+    assist: Assist,
     serial: Box<dyn Write + Send>,
 ) -> Result<Machine> {
     if ram_mib == 0 || ram_mib > 3072 {
         bail!("--ram {ram_mib}: guest RAM must be between 1 and 3072 MiB");
     }
-    let mut machine = Machine::interpreted(ram_mib << 20, serial)?;
+    let mut machine = Machine::new(ram_mib << 20, serial, engine(assist))?;
     let loaded = match rom.boot {
         Boot::Multiboot => {
             let cmdline = if append.is_empty() {
@@ -49,7 +56,13 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         None => EventMask::NONE,
     };
     let rom = resolve(&args.rom, args.bios)?;
-    let mut machine = boot(&rom, &args.append, args.ram, Box::new(std::io::stdout()))?;
+    let mut machine = boot(
+        &rom,
+        &args.append,
+        args.ram,
+        args.assist.into(),
+        Box::new(std::io::stdout()),
+    )?;
     machine.vmm.trace.set_mask(mask);
     if mask != EventMask::NONE {
         machine
@@ -96,12 +109,21 @@ pub fn stats(machine: &Machine, outcome: &RunOutcome) -> String {
         outcome.host_cpu.as_secs_f64() * 1e3,
         mips,
     );
-    let exits: Vec<String> = ExitReason::ALL
-        .iter()
-        .filter(|r| c.exits(**r) > 0)
-        .map(|r| format!("{} {}", r.name(), c.exits(*r)))
-        .collect();
-    s += &format!("exits         {} ({})\n", c.total_exits(), exits.join(", "));
+    // KVM handles the VT-x-only exits in the kernel: only the interpreter's VT-x model
+    // shows them, so they are listed apart.
+    let list = |vtx_only: bool| -> Vec<String> {
+        ExitReason::ALL
+            .iter()
+            .filter(|r| r.vtx_only() == vtx_only && c.exits(**r) > 0)
+            .map(|r| format!("{} {}", r.name(), c.exits(*r)))
+            .collect()
+    };
+    let mut exits = list(false).join(", ");
+    let vtx = list(true);
+    if !vtx.is_empty() {
+        exits += &format!("; VT-x only: {}", vtx.join(", "));
+    }
+    s += &format!("exits         {} ({exits})\n", c.total_exits());
     for (port, n) in &c.ports {
         s += &format!(
             "port {port:#06x}   {} reads, {} writes\n",
