@@ -1,7 +1,7 @@
 //! Command-line syntax.
 
 use crate::engine::EngineChoice;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// Exit status for bad input from the user (clap uses the same).
@@ -62,6 +62,29 @@ pub struct RunArgs {
     /// F000:FFF0, not a Multiboot kernel. Embedded ROMs know which they are.
     #[arg(long)]
     pub bios: bool,
+    /// The interpreter's VMM policy: none (trap and emulate) or vtx (a model of VT-x
+    /// hardware assist: CPUID, MSR, control-register and external-interrupt exits too,
+    /// counted by --stats and shown by --trace exits).
+    #[arg(long, value_enum, default_value_t = AssistArg::None)]
+    pub assist: AssistArg,
+}
+
+/// `--assist`: which VMM policy the interpreter plays.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssistArg {
+    /// Trap and emulate.
+    None,
+    /// VT-x hardware assist.
+    Vtx,
+}
+
+impl From<AssistArg> for emu_core::interp::Assist {
+    fn from(a: AssistArg) -> Self {
+        match a {
+            AssistArg::None => Self::None,
+            AssistArg::Vtx => Self::Vtx,
+        }
+    }
 }
 
 #[derive(Args, Debug)]

@@ -1,10 +1,10 @@
 //! Choosing the engine a machine runs on, and building it.
 
 use accel_kvm::{CpuidDeviation, KvmEngine};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::ValueEnum;
 use emu_core::engine::Engine;
-use emu_core::interp::Interpreter;
+use emu_core::interp::{Assist, Interpreter};
 use emu_core::machine::EngineFactory;
 use emu_core::memory::GuestRam;
 
@@ -29,8 +29,23 @@ pub enum EngineKind {
 }
 
 /// The engine `choice` means on this host. `kvm` fails where KVM is not usable, with the
-/// reason; `auto` says on stderr which engine it took and why.
-pub fn choose(choice: EngineChoice) -> Result<EngineKind> {
+/// reason; `auto` says on stderr which engine it took and why. The VT-x model is the
+/// interpreter's: with `--assist vtx` only the interpreter will do.
+pub fn choose(choice: EngineChoice, assist: Assist) -> Result<EngineKind> {
+    if assist == Assist::Vtx {
+        return match choice {
+            EngineChoice::Kvm => {
+                bail!(
+                    "--assist vtx models hardware assist in the interpreter; KVM is the real thing"
+                )
+            }
+            EngineChoice::Auto => {
+                eprintln!("popek: engine auto: using interp (--assist vtx is the interpreter's)");
+                Ok(EngineKind::Interp)
+            }
+            EngineChoice::Interp => Ok(EngineKind::Interp),
+        };
+    }
     match choice {
         EngineChoice::Interp => Ok(EngineKind::Interp),
         EngineChoice::Kvm => {
@@ -53,9 +68,15 @@ pub fn choose(choice: EngineChoice) -> Result<EngineKind> {
 /// Builds `kind` for a machine's RAM. A KVM engine's CPUID deviations (leaves the host's
 /// KVM reports differently from Popek's table) are added to `deviations`, for the caller
 /// to warn about.
-pub fn factory(kind: EngineKind, deviations: &mut Vec<CpuidDeviation>) -> Box<EngineFactory<'_>> {
+pub fn factory(
+    kind: EngineKind,
+    assist: Assist,
+    deviations: &mut Vec<CpuidDeviation>,
+) -> Box<EngineFactory<'_>> {
     match kind {
-        EngineKind::Interp => interpreter(),
+        EngineKind::Interp => Box::new(move |_: &GuestRam| {
+            Ok(Box::new(Interpreter::with_assist(assist)) as Box<dyn Engine>)
+        }),
         EngineKind::Kvm => Box::new(move |ram: &GuestRam| {
             let engine = KvmEngine::new(ram).map_err(|e| e.to_string())?;
             deviations.extend_from_slice(engine.cpuid_deviations());
@@ -64,7 +85,7 @@ pub fn factory(kind: EngineKind, deviations: &mut Vec<CpuidDeviation>) -> Box<En
     }
 }
 
-/// Builds the interpreter.
+/// Builds the interpreter, with no hardware-assist model.
 pub fn interpreter() -> Box<EngineFactory<'static>> {
     Box::new(|_: &GuestRam| Ok(Box::new(Interpreter::new()) as Box<dyn Engine>))
 }

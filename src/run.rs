@@ -51,7 +51,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         None => EventMask::NONE,
     };
     let rom = resolve(&args.rom, args.bios)?;
-    let kind = engine::choose(args.engine)?;
+    let kind = engine::choose(args.engine, args.assist.into())?;
     if kind == EngineKind::Kvm && args.max_instructions.is_some() {
         eprintln!(
             "popek: warning: --max-instructions is not enforced under kvm, \
@@ -64,7 +64,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         &args.append,
         args.ram,
         Box::new(std::io::stdout()),
-        engine::factory(kind, &mut deviations),
+        engine::factory(kind, args.assist.into(), &mut deviations),
     )?;
     for deviation in &deviations {
         eprintln!("popek: warning: {deviation}");
@@ -115,12 +115,21 @@ pub fn stats(machine: &Machine, outcome: &RunOutcome) -> String {
         outcome.host_cpu.as_secs_f64() * 1e3,
         mips,
     );
-    let exits: Vec<String> = ExitReason::ALL
-        .iter()
-        .filter(|r| c.exits(**r) > 0)
-        .map(|r| format!("{} {}", r.name(), c.exits(*r)))
-        .collect();
-    s += &format!("exits         {} ({})\n", c.total_exits(), exits.join(", "));
+    // KVM handles the VT-x-only exits in the kernel: only the interpreter's VT-x model
+    // shows them, so they are listed apart.
+    let list = |vtx_only: bool| -> Vec<String> {
+        ExitReason::ALL
+            .iter()
+            .filter(|r| r.vtx_only() == vtx_only && c.exits(**r) > 0)
+            .map(|r| format!("{} {}", r.name(), c.exits(*r)))
+            .collect()
+    };
+    let mut exits = list(false).join(", ");
+    let vtx = list(true);
+    if !vtx.is_empty() {
+        exits += &format!("; VT-x only: {}", vtx.join(", "));
+    }
+    s += &format!("exits         {} ({exits})\n", c.total_exits());
     for (port, n) in &c.ports {
         s += &format!(
             "port {port:#06x}   {} reads, {} writes\n",

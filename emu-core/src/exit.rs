@@ -60,9 +60,65 @@ pub enum VmExit<'a> {
         /// Its disassembly.
         what: String,
     },
+    /// CPUID (hardware assist only: VT-x always exits on it). The VMM answers it, filling
+    /// `result` with EAX, EBX, ECX, EDX.
+    Cpuid {
+        /// EAX: the leaf.
+        leaf: u32,
+        /// ECX: the sub-leaf.
+        subleaf: u32,
+        /// The answer.
+        result: &'a mut [u32; 4],
+    },
+    /// RDMSR or WRMSR (hardware assist only).
+    Msr {
+        /// WRMSR (true) or RDMSR (false).
+        write: bool,
+        /// ECX: the MSR.
+        index: u32,
+        /// EDX:EAX for WRMSR; 0 for RDMSR, whose value the MSR emulation supplies.
+        value: u64,
+    },
+    /// MOV to or from CR0, CR3, CR4 or CR8, CLTS or LMSW (hardware assist only).
+    CrAccess {
+        /// The control register.
+        cr: u8,
+        /// A write (MOV to CR, CLTS, LMSW) or a read (MOV from CR).
+        write: bool,
+    },
+    /// The processor took an interrupt from the interrupt controller (hardware assist
+    /// only); the engine delivers it to the guest once the VMM returns.
+    ExternalInterrupt {
+        /// The vector the interrupt controller supplied.
+        vector: u8,
+    },
 }
 
-/// Exit reasons, for counting. One per [`VmExit`] variant.
+/// VT-x basic exit reasons (Intel SDM Vol. 3, Appendix C), the number in bits 15:0 of
+/// the VMCS exit-reason field.
+pub mod vmx_reason {
+    /// An external interrupt arrived while the guest ran.
+    pub const EXTERNAL_INTERRUPT: u16 = 1;
+    /// The guest triple-faulted.
+    pub const TRIPLE_FAULT: u16 = 2;
+    /// The guest executed CPUID.
+    pub const CPUID: u16 = 10;
+    /// The guest executed HLT.
+    pub const HLT: u16 = 12;
+    /// MOV to/from CR0, CR3, CR4, CR8, CLTS or LMSW.
+    pub const CR_ACCESS: u16 = 28;
+    /// IN, OUT, INS or OUTS.
+    pub const IO_INSTRUCTION: u16 = 30;
+    /// The guest executed RDMSR.
+    pub const RDMSR: u16 = 31;
+    /// The guest executed WRMSR.
+    pub const WRMSR: u16 = 32;
+    /// A guest-physical access that EPT does not map: how MMIO reaches the VMM.
+    pub const EPT_VIOLATION: u16 = 48;
+}
+
+/// Exit reasons, for counting. One per [`VmExit`] variant, except that MSR accesses count
+/// as reads and writes apart, as VT-x reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ExitReason {
     /// IN.
@@ -79,11 +135,21 @@ pub enum ExitReason {
     Shutdown,
     /// Unsupported instruction.
     Unsupported,
+    /// CPUID.
+    Cpuid,
+    /// RDMSR.
+    Rdmsr,
+    /// WRMSR.
+    Wrmsr,
+    /// Control-register access.
+    CrAccess,
+    /// External interrupt.
+    ExternalInterrupt,
 }
 
 impl ExitReason {
     /// How many reasons there are (the size of a per-reason counter array).
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 12;
     /// Every reason, in counter order.
     pub const ALL: [ExitReason; Self::COUNT] = [
         ExitReason::IoIn,
@@ -93,6 +159,11 @@ impl ExitReason {
         ExitReason::Hlt,
         ExitReason::Shutdown,
         ExitReason::Unsupported,
+        ExitReason::Cpuid,
+        ExitReason::Rdmsr,
+        ExitReason::Wrmsr,
+        ExitReason::CrAccess,
+        ExitReason::ExternalInterrupt,
     ];
 
     /// Short name used in statistics and traces.
@@ -105,7 +176,43 @@ impl ExitReason {
             ExitReason::Hlt => "hlt",
             ExitReason::Shutdown => "shutdown",
             ExitReason::Unsupported => "unsupported",
+            ExitReason::Cpuid => "cpuid",
+            ExitReason::Rdmsr => "rdmsr",
+            ExitReason::Wrmsr => "wrmsr",
+            ExitReason::CrAccess => "cr-access",
+            ExitReason::ExternalInterrupt => "external-interrupt",
         }
+    }
+
+    /// The VT-x basic exit reason this corresponds to; None for an unsupported
+    /// instruction, which is Popek's limitation, not the processor's.
+    pub fn vmx_basic_reason(self) -> Option<u16> {
+        Some(match self {
+            ExitReason::IoIn | ExitReason::IoOut => vmx_reason::IO_INSTRUCTION,
+            ExitReason::MmioRead | ExitReason::MmioWrite => vmx_reason::EPT_VIOLATION,
+            ExitReason::Hlt => vmx_reason::HLT,
+            ExitReason::Shutdown => vmx_reason::TRIPLE_FAULT,
+            ExitReason::Unsupported => return None,
+            ExitReason::Cpuid => vmx_reason::CPUID,
+            ExitReason::Rdmsr => vmx_reason::RDMSR,
+            ExitReason::Wrmsr => vmx_reason::WRMSR,
+            ExitReason::CrAccess => vmx_reason::CR_ACCESS,
+            ExitReason::ExternalInterrupt => vmx_reason::EXTERNAL_INTERRUPT,
+        })
+    }
+
+    /// Whether only the interpreter's VT-x model reports it. On a KVM host these exits
+    /// happen too, but KVM handles them inside the kernel, so Popek's user-space VMM never
+    /// sees them; the other reasons reach it from either engine.
+    pub fn vtx_only(self) -> bool {
+        matches!(
+            self,
+            ExitReason::Cpuid
+                | ExitReason::Rdmsr
+                | ExitReason::Wrmsr
+                | ExitReason::CrAccess
+                | ExitReason::ExternalInterrupt
+        )
     }
 }
 
@@ -120,6 +227,11 @@ impl VmExit<'_> {
             VmExit::Hlt { .. } => ExitReason::Hlt,
             VmExit::Shutdown { .. } => ExitReason::Shutdown,
             VmExit::Unsupported { .. } => ExitReason::Unsupported,
+            VmExit::Cpuid { .. } => ExitReason::Cpuid,
+            VmExit::Msr { write: false, .. } => ExitReason::Rdmsr,
+            VmExit::Msr { write: true, .. } => ExitReason::Wrmsr,
+            VmExit::CrAccess { .. } => ExitReason::CrAccess,
+            VmExit::ExternalInterrupt { .. } => ExitReason::ExternalInterrupt,
         }
     }
 }
@@ -299,5 +411,73 @@ pub trait ExitHandler {
     /// service, or None if it went away.
     fn acknowledge_interrupt(&mut self) -> Option<u8> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_vtx_basic_exit_reason() {
+        // Intel SDM Vol. 3, Appendix C, written out rather than through the constants.
+        let table = [
+            (ExitReason::IoIn, Some(30)),
+            (ExitReason::IoOut, Some(30)),
+            (ExitReason::MmioRead, Some(48)),
+            (ExitReason::MmioWrite, Some(48)),
+            (ExitReason::Hlt, Some(12)),
+            (ExitReason::Shutdown, Some(2)),
+            (ExitReason::Unsupported, None),
+            (ExitReason::Cpuid, Some(10)),
+            (ExitReason::Rdmsr, Some(31)),
+            (ExitReason::Wrmsr, Some(32)),
+            (ExitReason::CrAccess, Some(28)),
+            (ExitReason::ExternalInterrupt, Some(1)),
+        ];
+        assert_eq!(table.len(), ExitReason::COUNT);
+        for (reason, number) in table {
+            assert_eq!(reason.vmx_basic_reason(), number, "{}", reason.name());
+        }
+    }
+
+    #[test]
+    fn all_lists_every_reason_once_in_counter_order() {
+        for (i, reason) in ExitReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "{}", reason.name());
+        }
+        let mut names: Vec<_> = ExitReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ExitReason::COUNT, "names are distinct");
+    }
+
+    #[test]
+    fn only_exits_kvm_keeps_in_the_kernel_are_vtx_only() {
+        let vtx_only: Vec<_> = ExitReason::ALL
+            .into_iter()
+            .filter(|r| r.vtx_only())
+            .collect();
+        assert_eq!(
+            vtx_only,
+            [
+                ExitReason::Cpuid,
+                ExitReason::Rdmsr,
+                ExitReason::Wrmsr,
+                ExitReason::CrAccess,
+                ExitReason::ExternalInterrupt
+            ]
+        );
+    }
+
+    #[test]
+    fn msr_exits_count_reads_and_writes_apart() {
+        let exit = |write| VmExit::Msr {
+            write,
+            index: 0x174,
+            value: 0,
+        };
+        assert_eq!(exit(false).reason(), ExitReason::Rdmsr);
+        assert_eq!(exit(true).reason(), ExitReason::Wrmsr);
     }
 }

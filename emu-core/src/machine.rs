@@ -190,6 +190,18 @@ impl ExitHandler for Vmm {
     fn handle(&mut self, exit: VmExit<'_>, icount: u64) -> Flow {
         let reason = exit.reason();
         self.counters.exits[reason as usize] += 1;
+        // Accesses are traced with their data, under their own kinds; every other exit
+        // is traced by reason.
+        let access = matches!(
+            reason,
+            ExitReason::IoIn | ExitReason::IoOut | ExitReason::MmioRead | ExitReason::MmioWrite
+        );
+        if !access {
+            self.trace.record(EventMask::EXITS, || Event {
+                icount,
+                kind: EventKind::Exit(reason),
+            });
+        }
         match exit {
             VmExit::IoIn { port, data } => {
                 self.sync_devices(icount);
@@ -215,26 +227,18 @@ impl ExitHandler for Vmm {
                 self.mmio_event(icount, addr, true, data);
                 write_flow(self.devices.mmio.write(addr, data))
             }
-            VmExit::Hlt { interruptible } => {
-                self.trace.record(EventMask::EXITS, || Event {
-                    icount,
-                    kind: EventKind::Exit(ExitReason::Hlt),
-                });
-                self.wait_for_interrupt(interruptible, icount)
+            VmExit::Hlt { interruptible } => self.wait_for_interrupt(interruptible, icount),
+            VmExit::Shutdown { cause } => Flow::Stop(StopReason::Shutdown(cause)),
+            VmExit::Unsupported { rip, what } => Flow::Stop(StopReason::Unsupported { rip, what }),
+            VmExit::Cpuid { leaf, result, .. } => {
+                // The VMM emulates CPUID, from the table KVM loads with KVM_SET_CPUID2.
+                *result = crate::cpuid::cpuid(leaf);
+                Flow::Continue
             }
-            VmExit::Shutdown { cause } => {
-                self.trace.record(EventMask::EXITS, || Event {
-                    icount,
-                    kind: EventKind::Exit(ExitReason::Shutdown),
-                });
-                Flow::Stop(StopReason::Shutdown(cause))
-            }
-            VmExit::Unsupported { rip, what } => {
-                self.trace.record(EventMask::EXITS, || Event {
-                    icount,
-                    kind: EventKind::Exit(ExitReason::Unsupported),
-                });
-                Flow::Stop(StopReason::Unsupported { rip, what })
+            // The engine completes these once the VMM returns (see `Assist::Vtx`): the
+            // VMM's part is to count and trace them.
+            VmExit::Msr { .. } | VmExit::CrAccess { .. } | VmExit::ExternalInterrupt { .. } => {
+                Flow::Continue
             }
         }
     }

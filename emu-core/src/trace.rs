@@ -21,7 +21,8 @@ impl EventMask {
     pub const MMIO: EventMask = EventMask(1 << 1);
     /// Exceptions.
     pub const EXCEPTIONS: EventMask = EventMask(1 << 2);
-    /// Every other exit (HLT, shutdown, unsupported instruction).
+    /// Every other exit (HLT, shutdown, unsupported instruction, and under hardware
+    /// assist CPUID, MSR, control-register and external-interrupt exits).
     pub const EXITS: EventMask = EventMask(1 << 3);
     /// Privilege-level changes.
     pub const RINGS: EventMask = EventMask(1 << 4);
@@ -180,7 +181,11 @@ impl fmt::Display for Event {
                 write!(f, "interrupt vector {vector:#04x} at rip {rip:#x}")
             }
             EventKind::Ring { from, to, cause } => write!(f, "ring {from} -> {to}: {cause}"),
-            EventKind::Exit(reason) => write!(f, "exit {}", reason.name()),
+            // The VT-x number says which hardware exit this is, whichever engine saw it.
+            EventKind::Exit(reason) => match reason.vmx_basic_reason() {
+                Some(n) => write!(f, "vm-exit {} (VT-x reason {n})", reason.name()),
+                None => write!(f, "exit {}", reason.name()),
+            },
         }
     }
 }

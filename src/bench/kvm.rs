@@ -15,6 +15,7 @@ use super::{qemu_command, qemu_exited_cleanly, verdict, QEMU};
 use crate::engine::{self, EngineKind};
 use anyhow::{bail, Context, Result};
 use emu_core::exit::StopReason;
+use emu_core::interp::Assist;
 use emu_core::machine::Machine;
 use std::io::Read;
 use std::path::Path;
@@ -56,7 +57,7 @@ fn popek_kvm(ring: Ring, body: Body, iterations: u32) -> Result<Duration> {
     let mut machine = Machine::new(
         RAM,
         Box::new(std::io::sink()),
-        engine::factory(EngineKind::Kvm, &mut Vec::new()),
+        engine::factory(EngineKind::Kvm, Assist::None, &mut Vec::new()),
     )?;
     machine.load_multiboot(&loop_image(ring, body, iterations), "bench")?;
     let outcome = machine.run(u64::MAX);

@@ -3,7 +3,7 @@
 
 use super::codemap::CodeMap;
 use super::mmu::{self, Access};
-use super::{Cpu, Fault};
+use super::{Assist, Cpu, Fault};
 use crate::cpu::SegReg;
 use crate::cpu::{cr0, efer, rflags};
 use crate::exception::Exception;
@@ -54,6 +54,8 @@ pub struct Ctx<'a> {
     /// (single step, data breakpoints); delivering an event discards them, as the
     /// processor does for INT n. Only the debug slow path sets it.
     pub debug_trap: u64,
+    /// The VMM policy: which events are exits.
+    pub assist: Assist,
 }
 
 impl Ctx<'_> {
@@ -86,6 +88,7 @@ impl<'a> Ctx<'a> {
             budget_end: u64::MAX,
             push_rf: false,
             debug_trap: 0,
+            assist: Assist::None,
         }
     }
 
@@ -102,6 +105,14 @@ impl<'a> Ctx<'a> {
         }
         // A device may have raised or lowered an interrupt line.
         self.next_poll = 0;
+    }
+
+    /// Under hardware assist, hands the VM exit `make` builds to the VMM (the events
+    /// VT-x exits on that the interpreter otherwise handles itself).
+    pub fn assist_exit<'e>(&mut self, make: impl FnOnce() -> VmExit<'e>) {
+        if self.assist == Assist::Vtx {
+            self.exit(make());
+        }
     }
 
     /// Tells the VMM if a control transfer that just committed changed the CPL.

@@ -190,6 +190,22 @@ impl Cpu {
     }
 }
 
+/// The VMM policy the interpreter plays: which guest events leave the guest for the VMM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Assist {
+    /// Trap and emulate: only what needs a device (port I/O, MMIO, HLT, a triple fault)
+    /// exits; the interpreter handles everything else itself.
+    #[default]
+    None,
+    /// Hardware assist, modelled on VT-x: the guest runs at its own ring, and the events
+    /// VT-x exits on leave the guest for the VMM — besides the exits above, CPUID,
+    /// RDMSR/WRMSR, control-register accesses and external interrupts, each with its
+    /// VT-x exit reason. The VMM answers CPUID; for the others it counts and traces the
+    /// exit and the interpreter then completes the instruction or delivers the interrupt,
+    /// as the VMM's emulation would.
+    Vtx,
+}
+
 /// The interpreter engine.
 #[derive(Debug, Default)]
 pub struct Interpreter {
@@ -197,12 +213,21 @@ pub struct Interpreter {
     cache: BlockCache,
     code_map: codemap::CodeMap,
     retired: u64,
+    assist: Assist,
 }
 
 impl Interpreter {
     /// An interpreter with a zeroed CPU; give it a state with [`Engine::set_state`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An interpreter playing the VMM policy `assist`.
+    pub fn with_assist(assist: Assist) -> Self {
+        Interpreter {
+            assist,
+            ..Self::default()
+        }
     }
 
     /// Cached blocks (for statistics).
@@ -222,9 +247,11 @@ impl Engine for Interpreter {
             cache,
             code_map,
             retired,
+            assist,
         } = self;
         let mut cx = Ctx::new(cpu, ram.as_mut_slice(), exits, code_map);
         cx.icount = *retired;
+        cx.assist = *assist;
         let stop = run_blocks(&mut cx, cache, budget);
         *retired = cx.icount;
         stop
@@ -336,6 +363,9 @@ fn poll_interrupts(cx: &mut Ctx<'_>) -> Option<StopReason> {
         return None;
     }
     let vector = cx.exits.acknowledge_interrupt()?;
+    // VT-x exits on the interrupt (acknowledging it on exit, so the vector is known);
+    // the VMM then has it delivered to the guest.
+    cx.assist_exit(|| VmExit::ExternalInterrupt { vector });
     let stop = interrupt::external(cx, vector);
     // Another request may be waiting behind this one.
     cx.next_poll = 0;

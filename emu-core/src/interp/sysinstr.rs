@@ -15,6 +15,7 @@ use super::system::{edx_eax, read_tsc, set_edx_eax, tsc};
 use super::{Ctx, Fault, Handler};
 use crate::cpu::{cr0, cr4, efer, msr, rflags, DescriptorTable, SegReg, Segment};
 use crate::exception::Exception;
+use crate::exit::VmExit;
 use iced_x86::{Instruction, Mnemonic, Register};
 
 /// Linear addresses are 48 bits, sign-extended to 64 (4-level paging): the bytes of a
@@ -127,6 +128,7 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         Mnemonic::Arpl => arpl,
         Mnemonic::Clts => |cx: &mut Ctx<'_>, _: &Instruction| {
             require_cpl0(cx)?;
+            cr_exit(cx, Register::CR0, true);
             write_cr0(cx, cx.cpu.cr0 & !cr0::TS)
         },
         Mnemonic::Lmsw => lmsw,
@@ -489,14 +491,30 @@ fn write_cr4(cx: &mut Ctx<'_>, v: u64) -> Result<(), Fault> {
 
 fn lmsw(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     require_cpl0(cx)?;
+    // VT-x reports the source operand with the exit: a fault reading it comes first.
     let msw = cx.operand(ins, 0)? & MSW_BITS;
+    cr_exit(cx, Register::CR0, true);
     let cr0 = cx.cpu.cr0;
     // LMSW can enter protected mode but not leave it.
     write_cr0(cx, (cr0 & !MSW_BITS) | msw | (cr0 & cr0::PE))
 }
 
+/// Under hardware assist, the VM exit VT-x takes on an access to `cr`. It comes after
+/// the privilege check (a #GP at CPL > 0 has priority) and before the access, which the
+/// interpreter then completes for the VMM. CR2 accesses do not exit.
+fn cr_exit(cx: &mut Ctx<'_>, cr: Register, write: bool) {
+    if matches!(
+        cr,
+        Register::CR0 | Register::CR3 | Register::CR4 | Register::CR8
+    ) {
+        let cr = cr.number() as u8;
+        cx.assist_exit(|| VmExit::CrAccess { cr, write });
+    }
+}
+
 fn mov_to_cr(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     require_cpl0(cx)?;
+    cr_exit(cx, ins.op0_register(), true);
     let v = cx.reg(ins.op1_register());
     match ins.op0_register() {
         Register::CR0 => write_cr0(cx, v)?,
@@ -521,6 +539,7 @@ fn mov_from_cr(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
         _ => return Err(Exception::invalid_opcode().into()),
     };
     require_cpl0(cx)?;
+    cr_exit(cx, ins.op1_register(), false);
     cx.set_reg(ins.op0_register(), v);
     Ok(())
 }
@@ -563,8 +582,22 @@ fn mov_from_dr(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 
 // ---- model-specific registers ----
 
+/// Under hardware assist, the VM exit VT-x takes on RDMSR/WRMSR (Popek's model has no
+/// MSR bitmaps: every access exits). The interpreter's MSR logic below then completes
+/// the access: it plays the part of the VMM's MSR emulation.
+fn msr_exit(cx: &mut Ctx<'_>, write: bool) {
+    let index = cx.cpu.regs[1] as u32;
+    let value = if write { edx_eax(cx) } else { 0 };
+    cx.assist_exit(|| VmExit::Msr {
+        write,
+        index,
+        value,
+    });
+}
+
 fn rdmsr(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
     require_cpl0(cx)?;
+    msr_exit(cx, false);
     let m = &cx.cpu.msr;
     let v = match cx.cpu.regs[1] as u32 {
         msr::TSC => tsc(cx),
@@ -589,6 +622,7 @@ fn rdmsr(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
 
 fn wrmsr(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
     require_cpl0(cx)?;
+    msr_exit(cx, true);
     let v = edx_eax(cx);
     match cx.cpu.regs[1] as u32 {
         msr::EFER => write_efer(cx, v)?,

@@ -2,7 +2,7 @@
 //! in [`super::sysinstr`].
 
 use super::sysinstr::{iopl_allows, require_cpl0};
-use super::{Ctx, Fault, Handler};
+use super::{Assist, Ctx, Fault, Handler};
 use crate::cpu::cr4;
 use crate::cpu::rflags::IF;
 use crate::exception::Exception;
@@ -51,7 +51,19 @@ fn set_if(cx: &mut Ctx<'_>, on: bool) -> Result<(), Fault> {
 }
 
 fn cpuid(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
-    let [a, b, c, d] = crate::cpuid::cpuid(cx.cpu.regs[0] as u32);
+    let leaf = cx.cpu.regs[0] as u32;
+    let [a, b, c, d] = if cx.assist == Assist::Vtx {
+        // VT-x cannot run CPUID in the guest: the VMM answers it.
+        let mut result = [0; 4];
+        cx.exit(VmExit::Cpuid {
+            leaf,
+            subleaf: cx.cpu.regs[1] as u32,
+            result: &mut result,
+        });
+        result
+    } else {
+        crate::cpuid::cpuid(leaf)
+    };
     for (r, v) in [(0, a), (3, b), (1, c), (2, d)] {
         cx.cpu.regs[r] = v as u64;
     }
