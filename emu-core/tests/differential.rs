@@ -31,7 +31,9 @@ fn interpreter_matches_host_cpu() {
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod host {
-    use super::generate::{Case, Generator, Mode, Table, MEM_BASE_INDEX, MEM_SIZE};
+    use super::generate::{
+        lahf_in_long_mode, Case, Generator, Mode, Table, MEM_BASE_INDEX, MEM_SIZE,
+    };
     use super::native::{Jit, Regs};
     use emu_core::cpu::{cr0, cr4, efer, rflags, CpuState, SegReg, Segment, GPR_NAMES};
     use emu_core::engine::Engine;
@@ -425,13 +427,6 @@ mod host {
             }
         }
         s
-    }
-
-    /// Whether the host runs LAHF and SAHF in 64-bit mode (CPUID 0x8000_0001 ECX.0).
-    fn lahf_in_long_mode() -> bool {
-        use std::arch::x86_64::__cpuid;
-        // Leaf 0x8000_0000 says whether the extended leaf is there before it is read.
-        __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & 1 != 0
     }
 
     /// Runs `cases` sequences of `mode`; returns what went wrong.

@@ -80,6 +80,14 @@ impl Mode {
     }
 }
 
+/// Whether the host runs LAHF and SAHF in 64-bit mode (CPUID 0x8000_0001 ECX.0): what
+/// [`Table::new`] needs to know when the host CPU runs the sequences.
+pub fn lahf_in_long_mode() -> bool {
+    use std::arch::x86_64::__cpuid;
+    // Leaf 0x8000_0000 says whether the extended leaf is there before it is read.
+    __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & 1 != 0
+}
+
 /// The status flags, as iced-x86 numbers them.
 const STATUS: u32 = RflagsBits::OF
     | RflagsBits::SF
