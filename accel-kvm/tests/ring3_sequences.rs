@@ -337,6 +337,8 @@ fn run_mode(mode: Mode, cases: u64, first_seed: u64) -> Vec<String> {
         problems.len(),
         host_limited.len()
     );
+    let forms: Vec<String> = table.sizes().map(|(f, n)| format!("{f:?} {n}")).collect();
+    eprintln!("  forms per family: {}", forms.join(", "));
     for line in &host_limited {
         eprintln!("  host limit: {line}");
     }
