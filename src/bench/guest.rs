@@ -81,11 +81,23 @@ const GDT64: [u64; 7] = [
 const SYSRET_BASE: u32 = 0x10;
 /// The TSS selector.
 const TSS_SELECTOR: u32 = 0x28;
-/// A 64-bit TSS's size; its limit is one less.
+/// A 64-bit TSS's size, without an I/O permission bitmap.
 const TSS_SIZE: u32 = 104;
+/// Where the TSS's I/O-bitmap offset field is.
+const TSS_IOMAP_FIELD: usize = 102;
+/// The ports the I/O permission bitmap lets the guest use: all below 0x400, which covers
+/// every port it writes. Ring 3 has IOPL 3, so a processor never reads the bitmap; but
+/// PVM, which runs long mode's code on the host's ring 3 and emulates its OUTs, checks
+/// the bitmap regardless of IOPL (seen on this project's host: an OUT to a port outside
+/// it faults, even in ring 0 after SYSCALL).
+const IO_BITMAP_PORTS: u32 = 0x400;
+const IO_BITMAP_SIZE: u32 = IO_BITMAP_PORTS / 8;
+/// The TSS's limit: the bitmap is followed by a byte of all ones, which the processor
+/// may read with the last byte of the bitmap (SDM vol. 1, "I/O Permission Bit Map").
+const TSS_LIMIT: u32 = TSS_SIZE + IO_BITMAP_SIZE;
 /// The low half of the TSS descriptor: base [`TSS_AT`], limit, type 9 (available 64-bit
 /// TSS), present.
-const TSS_DESCRIPTOR_LOW: u64 = (TSS_SIZE as u64 - 1)
+const TSS_DESCRIPTOR_LOW: u64 = TSS_LIMIT as u64
     | ((TSS_AT as u64 & 0xFF_FFFF) << 16)
     | (0x89 << 40)
     | ((TSS_AT as u64 >> 24) << 56);
@@ -224,9 +236,12 @@ pub fn loop_image(mode: Mode, ring: Ring, body: Body, iterations: u32) -> Vec<u8
     let gdt_bytes: Vec<u8> = gdt.iter().flat_map(|d| d.to_le_bytes()).collect();
     place(&mut image, GDT_AT, &gdt_bytes);
     if mode == Mode::Long {
-        // All zeros: no stack pointer is ever taken from it (no interrupt or exception
-        // enters ring 0), and with IOPL 3 no I/O permission bitmap is consulted.
-        place(&mut image, TSS_AT, &[0; TSS_SIZE as usize]);
+        // The stack pointers stay zero: no interrupt or exception enters ring 0. The
+        // bitmap follows the TSS and lets every port of IO_BITMAP_PORTS through.
+        let mut tss = vec![0; (TSS_LIMIT + 1) as usize];
+        tss[TSS_IOMAP_FIELD..TSS_IOMAP_FIELD + 2].copy_from_slice(&(TSS_SIZE as u16).to_le_bytes());
+        tss[TSS_LIMIT as usize] = 0xFF;
+        place(&mut image, TSS_AT, &tss);
         for (at, entry) in PAGE_TABLES {
             place(&mut image, at, &entry.to_le_bytes());
         }
@@ -325,12 +340,11 @@ fn prologue(a: &mut CodeAssembler, mode: Mode, ring: Ring) -> Result<(), IcedErr
 }
 
 /// Long mode's 64-bit prologue: loads TR (hardware virtualization will not enter a
-/// long-mode guest whose TR is not a 64-bit TSS, and Multiboot leaves TR unset), writes
-/// [`START_MARKER`] (here in ring 0, because PVM runs 64-bit ring 3 on the host's ring 3,
-/// where IOPL 3 does not reach: an OUT there faults), then goes to the loop: in ring 0
-/// with a jump, in ring 3 with SYSRET, after pointing STAR and LSTAR at the selectors and
-/// the exit for the SYSCALL back. Ring 3 still gets IOPL 3, so the port-I/O loop is
-/// right wherever ring 3 may use OUT (the interpreter, QEMU, hardware virtualization).
+/// long-mode guest whose TR is not a 64-bit TSS, Multiboot leaves TR unset, and PVM
+/// needs the TSS's I/O permission bitmap), writes [`START_MARKER`], then goes to the
+/// loop: in ring 0 with a jump, in ring 3 with SYSRET (with IOPL 3, so the port-I/O loop
+/// may use OUT), after pointing STAR and LSTAR at the selectors and the exit for the
+/// SYSCALL back.
 fn prologue64(a: &mut CodeAssembler, ring: Ring) -> Result<(), IcedError> {
     a.mov(eax, TSS_SELECTOR)?;
     a.ltr(ax)?;

@@ -6,9 +6,9 @@
 //! - compute speed in ring 0, in both modes (the same on a KVM with hardware
 //!   virtualization, far lower where KVM emulates the guest, as PVM does);
 //! - the cost of one port-I/O exit round trip (guest OUT → VMM → guest) in each ring of
-//!   the 32-bit guest (PVM does not let 64-bit ring 3 use OUT), under Popek's engine and,
-//!   when QEMU is installed, under `qemu-system-x86_64 -accel kvm` running the same image
-//!   files.
+//!   the 32-bit guest, under Popek's engine and, when QEMU is installed, under
+//!   `qemu-system-x86_64 -accel kvm` running the same image files (QEMU triple-faults
+//!   the 64-bit guest's SYSCALL on PVM).
 //!
 //! Every figure comes from the difference of two runs, with N/10 and N iterations, so
 //! start-up cancels out; N grows until that difference is long enough to time.
