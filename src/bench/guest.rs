@@ -13,7 +13,7 @@
 //! | 0x100   | the loop, then `out 0xF4, eax` with EAX = 0: debug-exit, status 0 (64-bit ring 3: SYSCALL first) |
 //! | 0x140   | long mode only: where SYSCALL enters ring 0, to exit |
 //! | 0x180   | the GDTR pseudo-descriptor, then the GDT |
-//! | 0x200   | long mode only: the TSS |
+//! | 0x200   | long mode only: the TSS and its I/O permission bitmap |
 //! | 0x1000  | long mode only: the page tables (PML4, PDPT, page directory) |
 //!
 //! Everything ring 0 does is kept to a few instructions, because KVM may emulate ring-0
