@@ -341,9 +341,9 @@ fn bench_reports_kvm_figures() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     for needle in [
-        "KVM ring-3: ",
+        "KVM ring-3 (64-bit): ",
         "x native",
-        "KVM ring-0: ",
+        "KVM ring-0 (64-bit): ",
         "  ring 3, Popek's KVM engine: ",
         "  ring 0, Popek's KVM engine: ",
     ] {
