@@ -101,8 +101,11 @@ impl Flags {
     /// INC or DEC: CF is left as it was.
     #[inline(always)]
     pub fn set_keep_cf(&mut self, op: FlagOp, size: u8, a: u64, res: u64) {
-        let cf = self.cf();
-        self.bits = (self.bits & !CF) | cf as u64;
+        // After an eager update or another INC/DEC, CF already sits in `bits`.
+        if !matches!(self.op, FlagOp::Eager | FlagOp::Inc | FlagOp::Dec) {
+            let cf = self.cf();
+            self.bits = (self.bits & !CF) | cf as u64;
+        }
         self.set(op, size, a, 1, res);
     }
 

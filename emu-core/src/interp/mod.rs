@@ -300,13 +300,15 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
             let rip = cx.cpu.rip;
             let found = match prev.and_then(|p| cache.chained(p, rip)) {
                 Some(id) => Ok(id),
-                None => cache.lookup_or_build(cx),
-            };
-            match found {
-                Ok(id) => {
+                None => cache.lookup_or_build(cx).inspect(|&id| {
+                    // Found the slow way: remember it for next time.
                     if let Some(p) = prev {
                         cache.link(p, rip, id);
                     }
+                }),
+            };
+            match found {
+                Ok(id) => {
                     let ops = &cache.block(id).ops;
                     // A block runs no further than the budget, nor past the next time
                     // interrupts must be looked at (a timer deadline, the end of an STI
