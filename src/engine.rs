@@ -4,8 +4,8 @@ use accel_kvm::{CpuidDeviation, KvmEngine};
 use anyhow::{bail, Result};
 use clap::ValueEnum;
 use emu_core::engine::Engine;
-use emu_core::interp::{Assist, Interpreter};
-use emu_core::machine::EngineFactory;
+use emu_core::interp::Assist;
+use emu_core::machine::{interpreter_factory, EngineFactory};
 use emu_core::memory::GuestRam;
 
 /// What `--engine` asks for.
@@ -74,9 +74,7 @@ pub fn factory(
     deviations: &mut Vec<CpuidDeviation>,
 ) -> Box<EngineFactory<'_>> {
     match kind {
-        EngineKind::Interp => Box::new(move |_: &GuestRam| {
-            Ok(Box::new(Interpreter::with_assist(assist)) as Box<dyn Engine>)
-        }),
+        EngineKind::Interp => interpreter_factory(assist),
         EngineKind::Kvm => Box::new(move |ram: &GuestRam| {
             let engine = KvmEngine::new(ram).map_err(|e| e.to_string())?;
             deviations.extend_from_slice(engine.cpuid_deviations());
@@ -87,5 +85,5 @@ pub fn factory(
 
 /// Builds the interpreter, with no hardware-assist model.
 pub fn interpreter() -> Box<EngineFactory<'static>> {
-    Box::new(|_: &GuestRam| Ok(Box::new(Interpreter::new()) as Box<dyn Engine>))
+    interpreter_factory(Assist::None)
 }

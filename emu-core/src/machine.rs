@@ -5,6 +5,7 @@ use crate::clock::Clock;
 use crate::cpu::CpuState;
 use crate::engine::Engine;
 use crate::exit::{ExitHandler, ExitReason, Flow, GuestEvent, InterruptPoll, StopReason, VmExit};
+use crate::interp::{Assist, Interpreter};
 use crate::loader::{load_multiboot, BootInfo, LoadError};
 use crate::memory::{GuestRam, MemoryError};
 use crate::trace::{Counters, Event, EventKind, EventMask, Trace};
@@ -266,6 +267,11 @@ pub enum MachineError {
 /// Builds an engine for a machine's RAM (KVM registers it as a memory slot).
 pub type EngineFactory<'a> = dyn FnOnce(&GuestRam) -> Result<Box<dyn Engine>, String> + 'a;
 
+/// Builds the interpreter, playing the VMM policy `assist`.
+pub fn interpreter_factory(assist: Assist) -> Box<EngineFactory<'static>> {
+    Box::new(move |_| Ok(Box::new(Interpreter::with_assist(assist))))
+}
+
 /// BIOS images come in 64 KiB units.
 const BIOS_ALIGN: usize = 64 << 10;
 /// The largest BIOS image popek-pc maps.
@@ -332,11 +338,7 @@ impl Machine {
         ram_size: usize,
         serial_out: Box<dyn Write + Send>,
     ) -> Result<Self, MachineError> {
-        Self::new(
-            ram_size,
-            serial_out,
-            Box::new(|_| Ok(Box::new(crate::interp::Interpreter::new()))),
-        )
+        Self::new(ram_size, serial_out, interpreter_factory(Assist::None))
     }
 
     /// Moves the paused machine to another engine, with the whole CPU state, at the

@@ -96,11 +96,6 @@ impl std::fmt::Debug for BlockCache {
 }
 
 impl BlockCache {
-    /// Number of cached blocks.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
     /// Forgets every link (something ended a block early).
     #[inline]
     pub fn new_epoch(&mut self) {

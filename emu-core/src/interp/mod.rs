@@ -229,11 +229,6 @@ impl Interpreter {
             ..Self::default()
         }
     }
-
-    /// Cached blocks (for statistics).
-    pub fn cached_blocks(&self) -> usize {
-        self.cache.len()
-    }
 }
 
 impl Engine for Interpreter {
