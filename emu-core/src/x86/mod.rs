@@ -1,0 +1,3 @@
+//! The x86 architecture, shared by every software engine.
+
+pub mod opcode;
