@@ -1,5 +1,6 @@
-//! Paging: linear to physical translation for 32-bit, PAE and 4-level paging, with
-//! U/S, R/W, NX and CR0.WP checks, accessed and dirty bits, and a software TLB.
+//! The CPU's access path through paging: a software TLB in front of the page walk of
+//! [`crate::x86::paging`], with the walk's side effects — accessed and dirty bits, CR2,
+//! the TLB fill — applied here, where the CPU makes an access, and nowhere else.
 //!
 //! The TLB is direct-mapped by linear page number. An entry remembers what the walk
 //! allowed (user access, writes, execution) and whether the dirty bit is already set, so
@@ -7,63 +8,14 @@
 //! which also gives the precise page-fault error code.
 
 use super::Cpu;
-use crate::cpu::{cr0, cr4, efer};
+use crate::cpu::cr0;
 use crate::exception::{vector, Exception};
+use crate::x86::paging::{self, PagingRegs};
 
-/// Page-table entry bits.
-mod pte {
-    /// Present.
-    pub const P: u64 = 1 << 0;
-    /// Writable.
-    pub const RW: u64 = 1 << 1;
-    /// User-accessible.
-    pub const US: u64 = 1 << 2;
-    /// Accessed (set by the processor on any use).
-    pub const A: u64 = 1 << 5;
-    /// Dirty (set by the processor on a write through a leaf entry).
-    pub const D: u64 = 1 << 6;
-    /// Page size: this directory entry maps a large page.
-    pub const PS: u64 = 1 << 7;
-    /// Global (with CR4.PGE).
-    pub const G: u64 = 1 << 8;
-    /// No-execute (with EFER.NXE).
-    pub const NX: u64 = 1 << 63;
-}
+pub use crate::x86::paging::{Access, MAXPHYADDR};
 
-/// #PF error-code bits.
-pub mod pf {
-    /// The page was present: a protection violation, not a missing page.
-    pub const PRESENT: u32 = 1 << 0;
-    /// The access was a write.
-    pub const WRITE: u32 = 1 << 1;
-    /// The access came from CPL 3.
-    pub const USER: u32 = 1 << 2;
-    /// A reserved bit was set in a paging-structure entry.
-    pub const RSVD: u32 = 1 << 3;
-    /// The access was an instruction fetch (reported with EFER.NXE).
-    pub const FETCH: u32 = 1 << 4;
-}
-
-/// Physical address width Popek implements (what CPUID would report): bits above it
-/// in a 64-bit entry are reserved.
-pub const MAXPHYADDR: u32 = 40;
-/// Address bits 51:12 of a 64-bit entry, limited to MAXPHYADDR.
-const ADDR_MASK_64: u64 = ((1 << MAXPHYADDR) - 1) & !0xFFF;
-/// Reserved bits of a 64-bit entry (between MAXPHYADDR and the NX bit).
-const RSVD_64: u64 = ((1 << 52) - 1) & !((1 << MAXPHYADDR) - 1);
 /// TLB entries (a power of two).
 const TLB_ENTRIES: usize = 256;
-
-/// How memory is being accessed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// A data read.
-    Read,
-    /// A data write.
-    Write,
-    /// An instruction fetch.
-    Exec,
-}
 
 /// What a TLB entry allows.
 mod perm {
@@ -176,21 +128,8 @@ pub fn translate(
     walk(cpu, ram, lin, access, user)
 }
 
-/// A page-table entry read from guest RAM; outside RAM reads as not present.
-fn read_entry(ram: &[u8], pa: u64, wide: bool) -> u64 {
-    let n = if wide { 8 } else { 4 };
-    let Some(bytes) = usize::try_from(pa)
-        .ok()
-        .and_then(|p| ram.get(p..p.checked_add(n)?))
-    else {
-        return 0;
-    };
-    let mut buf = [0u8; 8];
-    buf[..n].copy_from_slice(bytes);
-    u64::from_le_bytes(buf)
-}
-
-/// Sets bits in a page-table entry in RAM (accessed, dirty).
+/// Sets bits in a page-table entry in RAM (accessed, dirty). The bits live in the low
+/// dword of every entry format, so a 4-byte update serves 32-bit and 64-bit entries.
 fn set_entry_bits(ram: &mut [u8], pa: u64, bits: u64) {
     if let Some(b) = usize::try_from(pa)
         .ok()
@@ -201,14 +140,8 @@ fn set_entry_bits(ram: &mut [u8], pa: u64, bits: u64) {
     }
 }
 
-/// One level of a walk: where its entry is and what it held.
-#[derive(Debug, Clone, Copy, Default)]
-struct Level {
-    entry_pa: u64,
-    entry: u64,
-}
-
-/// Walks the paging structures, setting accessed/dirty bits and filling the TLB.
+/// Walks the paging structures for an access: on success sets the accessed and dirty
+/// bits the access calls for and fills the TLB; on failure sets CR2 and gives the #PF.
 fn walk(
     cpu: &mut Cpu,
     ram: &mut [u8],
@@ -216,141 +149,48 @@ fn walk(
     access: Access,
     user: bool,
 ) -> Result<u64, Exception> {
-    let nxe = cpu.efer & efer::NXE != 0;
-    let long = cpu.efer & efer::LMA != 0;
-    let pae = cpu.cr4 & cr4::PAE != 0;
-    let mut err = match access {
-        Access::Write => pf::WRITE,
-        Access::Exec if nxe => pf::FETCH,
-        _ => 0,
+    let regs = PagingRegs {
+        cr0: cpu.cr0,
+        cr3: cpu.cr3,
+        cr4: cpu.cr4,
+        efer: cpu.efer,
     };
-    if user {
-        err |= pf::USER;
-    }
-    let fault = |cpu: &mut Cpu, code: u32| {
+    let fault = |cpu: &mut Cpu, fault| {
         cpu.cr2 = lin;
         Exception {
             vector: vector::PF,
-            error_code: Some(code),
+            error_code: Some(paging::fault_code(&regs, access, user, fault)),
         }
     };
-
-    // The levels of this paging mode: (index shift, entry is 8 bytes).
-    let (mut table, shifts, wide): (u64, &[u32], bool) = if long {
-        (cpu.cr3 & ADDR_MASK_64, &[39, 30, 21, 12], true)
-    } else if pae {
-        // PAE's four PDPTEs are read from CR3 (bits 31:5) like a first level.
-        (cpu.cr3 & 0xFFFF_FFE0, &[30, 21, 12], true)
-    } else {
-        (cpu.cr3 & 0xFFFF_F000, &[22, 12], false)
+    let t = match paging::walk(&regs, &*ram, lin) {
+        Ok(t) => t,
+        Err(e) => return Err(fault(cpu, Some(e))),
     };
-    let mut levels = [Level::default(); 4];
-    let mut used = 0;
-    let (mut writable, mut usr, mut nx) = (true, true, false);
-    let mut page_bits = 12;
-    let mut global = false;
-    for (depth, &shift) in shifts.iter().enumerate() {
-        let index_bits = if !wide {
-            10
-        } else if pae && !long && depth == 0 {
-            2
-        } else {
-            9
-        };
-        let index = (lin >> shift) & ((1 << index_bits) - 1);
-        let entry_pa = table + index * if wide { 8 } else { 4 };
-        let entry = read_entry(ram, entry_pa, wide);
-        if entry & pte::P == 0 {
-            return Err(fault(cpu, err));
-        }
-        let pdpte = pae && !long && depth == 0;
-        let last = depth == shifts.len() - 1;
-        let large = !last && !pdpte && entry & pte::PS != 0 && (wide || cpu.cr4 & cr4::PSE != 0);
-        let reserved = if wide {
-            let mut r = entry & RSVD_64;
-            if !nxe {
-                r |= entry & pte::NX;
-            }
-            if pdpte {
-                // PAE PDPTEs have no R/W, U/S, A, D, PS or NX bits.
-                r |= entry & (pte::RW | pte::US | 0x1E0 | pte::NX);
-            }
-            if large {
-                // The bits between the PAT bit (12) and the page base must be zero.
-                r |= entry & (((1 << shift) - 1) & !0x1FFF);
-            }
-            r
-        } else if large {
-            // 4 MiB page: bits 21:13 reserved (no PSE-36 here).
-            entry & 0x003F_E000
-        } else {
-            0
-        };
-        if reserved != 0 {
-            return Err(fault(cpu, err | pf::PRESENT | pf::RSVD));
-        }
-        if !pdpte {
-            writable &= entry & pte::RW != 0;
-            usr &= entry & pte::US != 0;
-            nx |= nxe && entry & pte::NX != 0;
-        }
-        levels[used] = Level { entry_pa, entry };
-        used += 1;
-        if last || large {
-            page_bits = shift;
-            global = cpu.cr4 & cr4::PGE != 0 && entry & pte::G != 0;
-            break;
-        }
-        table = if wide {
-            entry & ADDR_MASK_64
-        } else {
-            entry & 0xFFFF_F000
-        };
+    if !t.allows(access, user, cpu.cr0 & cr0::WP != 0) {
+        return Err(fault(cpu, None));
     }
-    let levels = &levels[..used];
-    let leaf = levels.last().map(|l| l.entry).unwrap_or(0);
-    let wp = cpu.cr0 & cr0::WP != 0;
-    let denied = (user && !usr)
-        || (access == Access::Write && !writable && (user || wp))
-        || (access == Access::Exec && nx);
-    if denied {
-        return Err(fault(cpu, err | pf::PRESENT));
+    for (entry_pa, bits) in t.bits_to_set(access) {
+        set_entry_bits(ram, entry_pa, bits);
     }
-    // Accessed on every level used (PAE PDPTEs have none), dirty on the leaf for writes.
-    for (i, level) in levels.iter().enumerate() {
-        if pae && !long && i == 0 {
-            continue;
-        }
-        let mut bits = pte::A;
-        if i == levels.len() - 1 && access == Access::Write {
-            bits |= pte::D;
-        }
-        if level.entry & bits != bits {
-            set_entry_bits(ram, level.entry_pa, bits);
-        }
-    }
-    let base_mask = if wide { ADDR_MASK_64 } else { 0xFFFF_F000 };
-    let offset_mask = (1u64 << page_bits) - 1;
-    let phys = (leaf & base_mask & !offset_mask) | (lin & offset_mask);
-    let dirty = access == Access::Write || leaf & pte::D != 0;
+    let dirty = access == Access::Write || t.dirty;
     let mut p = perm::VALID;
     for (on, bit) in [
-        (usr, perm::USER),
-        (writable, perm::WRITE),
-        (nx, perm::NX),
+        (t.user, perm::USER),
+        (t.writable, perm::WRITE),
+        (t.no_exec, perm::NX),
         (dirty, perm::DIRTY),
-        (global, perm::GLOBAL),
+        (t.global, perm::GLOBAL),
     ] {
         if on {
             p |= bit;
         }
     }
     let page = lin >> 12;
-    cpu.tlb.large |= page_bits > 12;
+    cpu.tlb.large |= t.page_bits > 12;
     cpu.tlb.entries[page as usize & (TLB_ENTRIES - 1)] = Entry {
         page,
-        phys: phys & !0xFFF,
+        phys: t.phys & !0xFFF,
         perm: p,
     };
-    Ok(phys)
+    Ok(t.phys)
 }

@@ -1,3 +1,4 @@
 //! The x86 architecture, shared by every software engine.
 
 pub mod opcode;
+pub mod paging;
