@@ -268,8 +268,7 @@ impl KvmEngine {
         }
         vm.set_tss_address(TSS_ADDRESS)
             .map_err(setup("set TSS address"))?;
-        let host = ram.as_slice();
-        let ram_host = (host.as_ptr() as u64, host.len() as u64);
+        let ram_host = ram.host_range();
         let region = kvm_userspace_memory_region {
             slot: RAM_SLOT,
             flags: 0,
@@ -281,8 +280,10 @@ impl KvmEngine {
         // writable anonymous memory at `userspace_addr`, owned by its GuestMemoryMmap. KVM
         // accesses it only for the guest, inside KVM_RUN (this VM enables no feature, such
         // as kvmclock, that would have KVM write guest memory on its own), and `run` calls
-        // KVM_RUN only while holding `&mut GuestRam` for exactly this range, so the guest
-        // writes memory nobody else borrows — the protocol GuestRam documents. Should the
+        // KVM_RUN only inside `Machine::run`, which holds the machine (and so its RAM)
+        // exclusively: no Rust reference into the guest's bytes exists while the guest
+        // writes them, and the devices reach them only through vm-memory's raw accessors,
+        // between exits, on this thread — the protocol GuestRam documents. Should the
         // RAM be unmapped while the VM still exists, the kernel drops the guest's view of
         // it along with the host's (KVM's MMU notifiers), and `run` refuses to start
         // without a GuestRam at this range, so the guest never reaches freed memory.
@@ -592,12 +593,11 @@ impl Engine for KvmEngine {
     }
 
     /// Runs until the exit handler stops the run. `budget` is ignored: see [`KvmEngine`].
-    fn run(&mut self, ram: &mut GuestRam, exits: &mut dyn ExitHandler, _budget: u64) -> StopReason {
+    fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, _budget: u64) -> StopReason {
         if let Some(why) = self.rejected_state.take() {
             return StopReason::EngineFailure(why);
         }
-        let host = ram.as_slice();
-        if (host.as_ptr() as u64, host.len() as u64) != self.ram_host {
+        if ram.host_range() != self.ram_host {
             return StopReason::EngineFailure(
                 "the guest RAM given to the KVM engine is not the RAM it was created for".into(),
             );

@@ -12,7 +12,7 @@ pub trait Engine: Send {
     /// Runs the guest until an exit handler asks to stop, or until `budget` instructions
     /// have retired (engines that cannot count instructions may overshoot or ignore it;
     /// they say so in [`Engine::counts_instructions`]).
-    fn run(&mut self, ram: &mut GuestRam, exits: &mut dyn ExitHandler, budget: u64) -> StopReason;
+    fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, budget: u64) -> StopReason;
 
     /// The architectural state at the current instruction boundary.
     fn state(&self) -> CpuState;

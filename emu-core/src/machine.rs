@@ -381,8 +381,8 @@ impl Machine {
             return Err(MachineError::Bios(image.len()));
         }
         let low = image.len().min(BIOS_LOW_MAX);
-        let ram = self.ram.as_mut_slice();
-        ram[BIOS_LOW_END - low..BIOS_LOW_END].copy_from_slice(&image[image.len() - low..]);
+        self.ram
+            .write((BIOS_LOW_END - low) as u64, &image[image.len() - low..])?;
         let rom = devices::Rom::new(Arc::from(image));
         let base = (1u64 << 32) - image.len() as u64;
         self.vmm
@@ -398,7 +398,7 @@ impl Machine {
     pub fn run(&mut self, budget: u64) -> RunOutcome {
         let before = self.engine.instructions_retired();
         let (wall0, cpu0) = (Instant::now(), thread_cpu_time());
-        let stop = self.engine.run(&mut self.ram, &mut self.vmm, budget);
+        let stop = self.engine.run(&self.ram, &mut self.vmm, budget);
         RunOutcome {
             stop,
             instructions: self.engine.instructions_retired() - before,

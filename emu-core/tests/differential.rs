@@ -240,7 +240,7 @@ mod host {
             }
             st.rflags = u64::from(case.flags) | rflags::FIXED;
             self.interp.set_state(&st);
-            match self.interp.run(&mut self.ram, &mut StopAtHlt, BUDGET) {
+            match self.interp.run(&self.ram, &mut StopAtHlt, BUDGET) {
                 StopReason::Halted => {}
                 other => return Err(other),
             }

@@ -106,7 +106,7 @@ fn execute(mut ram: GuestRam, state: &CpuState, program: Program, long: bool) ->
     let mut engine = Interpreter::new();
     engine.set_state(state);
     let mut recorder = Recorder::default();
-    let stop = engine.run(&mut ram, &mut recorder, BUDGET);
+    let stop = engine.run(&ram, &mut recorder, BUDGET);
     Run {
         stop,
         state: engine.state(),

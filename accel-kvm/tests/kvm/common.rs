@@ -240,7 +240,7 @@ impl Rig {
     /// and the bytes the last read exit returned.
     pub fn run_until_first(&mut self, reason: ExitReason) -> (StopReason, Vec<u8>) {
         let mut pause = PauseAfter::new(&mut self.vmm, reason);
-        let stop = self.kvm.run(&mut self.ram, &mut pause, UNLIMITED);
+        let stop = self.kvm.run(&self.ram, &mut pause, UNLIMITED);
         (stop, pause.read)
     }
 

@@ -276,7 +276,7 @@ fn the_guest_runs_with_the_state_set_and_state_reads_what_it_did() {
     let mut state = every_field_set();
     state.rip = ENTRY;
     rig.kvm.set_state(&state);
-    let stop = rig.kvm.run(&mut rig.ram, &mut rig.vmm, UNLIMITED);
+    let stop = rig.kvm.run(&rig.ram, &mut rig.vmm, UNLIMITED);
     assert_eq!(stop, StopReason::Halted);
     let ram = rig.ram.as_slice();
     let dword = |at: u64| u32::from_le_bytes(ram[at as usize..][..4].try_into().unwrap());
@@ -308,7 +308,7 @@ fn a_state_kvm_refuses_fails_the_next_run() {
     // A reserved CR4 bit: no CPU has it, so KVM refuses it.
     state.cr4 = RESERVED_CR4_BIT;
     rig.kvm.set_state(&state);
-    let stop = rig.kvm.run(&mut rig.ram, &mut rig.vmm, UNLIMITED);
+    let stop = rig.kvm.run(&rig.ram, &mut rig.vmm, UNLIMITED);
     let StopReason::EngineFailure(why) = stop else {
         panic!("expected an engine failure, got {stop}");
     };
@@ -320,9 +320,9 @@ fn run_refuses_ram_it_was_not_created_for() {
     require_kvm!();
     let ram = GuestRam::new(RAM_SIZE).unwrap();
     let mut kvm = KvmEngine::new(&ram).unwrap();
-    let mut other = GuestRam::new(RAM_SIZE).unwrap();
+    let other = GuestRam::new(RAM_SIZE).unwrap();
     let mut vmm = Vmm::new(Box::new(std::io::sink()));
-    let stop = kvm.run(&mut other, &mut vmm, UNLIMITED);
+    let stop = kvm.run(&other, &mut vmm, UNLIMITED);
     assert!(
         matches!(&stop, StopReason::EngineFailure(why) if why.contains("not the RAM")),
         "{stop}"

@@ -10,6 +10,7 @@ use super::ctx::{Ctx, PAGE_SHIFT, PAGE_SIZE};
 use super::mmu::Access;
 use super::{dispatch, Fault, Handler};
 use crate::cpu::SegReg;
+use crate::memory::CodeWatch;
 use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -68,7 +69,7 @@ fn copy_code(cx: &mut Ctx<'_>, pa: u64, out: &mut [u8]) {
         .unwrap_or(0);
     if in_ram > 0 {
         let p = pa as usize;
-        out[..in_ram].copy_from_slice(&cx.ram[p..p + in_ram]);
+        cx.ram.read(p as u64, &mut out[..in_ram]);
     }
     for (i, byte) in out.iter_mut().enumerate().skip(in_ram) {
         *byte = cx.read_phys(pa.wrapping_add(i as u64), 1) as u8;
@@ -176,7 +177,7 @@ impl BlockCache {
 
     fn build(&mut self, cx: &mut Ctx<'_>, key: Key, lin: u64, user: bool) -> Result<u32, Fault> {
         if self.map.len() >= MAX_BLOCKS {
-            self.flush(cx);
+            self.flush(cx.code);
         }
         let in_page = PAGE_SIZE - (key.phys as usize & (PAGE_SIZE - 1));
         // The bytes after the window: the start of the next linear page, for one
@@ -247,33 +248,39 @@ impl BlockCache {
         for page in pages {
             self.by_page.entry(page).or_default().push(id);
         }
-        cx.code_map.mark(key.phys, end.min(in_page));
+        cx.code.mark(key.phys, end.min(in_page));
         if let (true, Ok(next_pa)) = (end > in_page, next) {
-            cx.code_map.mark(next_pa, end - in_page);
+            cx.code.mark(next_pa, end - in_page);
         }
         Ok(id)
     }
 
-    /// Drops the blocks decoded from pages the guest wrote (self-modifying code).
-    pub fn invalidate_written(&mut self, cx: &mut Ctx<'_>) {
+    /// Drops the blocks decoded from code that was overwritten since the last call: by
+    /// the guest (self-modifying code), a device or a debugger.
+    pub fn invalidate_written(&mut self, code: &CodeWatch) {
         self.new_epoch();
-        for page in std::mem::take(&mut cx.smc_pages) {
+        let written = code.take_written();
+        if written.all {
+            self.flush(code);
+            return;
+        }
+        for page in written.pages {
             for id in self.by_page.remove(&page).unwrap_or_default() {
                 if let Some(block) = self.blocks[id as usize].take() {
                     self.map.remove(&block.key);
                     self.free.push(id);
                 }
             }
-            cx.code_map.clear_page(page);
         }
     }
 
-    fn flush(&mut self, cx: &mut Ctx<'_>) {
+    /// Drops every block.
+    pub fn flush(&mut self, code: &CodeWatch) {
         *self = BlockCache {
             fast: vec![None; FAST_ENTRIES],
             epoch: self.epoch + 1,
             ..BlockCache::default()
         };
-        cx.code_map.clear();
+        code.clear();
     }
 }

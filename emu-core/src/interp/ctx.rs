@@ -1,19 +1,16 @@
 //! What an instruction handler works on: the CPU, guest RAM and the exit handler, with
 //! register, memory and operand access.
 
-use super::codemap::CodeMap;
 use super::mmu::{self, Access};
 use super::{Assist, Cpu, Fault};
 use crate::cpu::SegReg;
 use crate::cpu::{cr0, efer, rflags};
 use crate::exception::Exception;
 use crate::exit::{ExitHandler, Flow, GuestEvent, RingCause, StopReason, VmExit};
+use crate::memory::{CodeWatch, RamView};
 use iced_x86::{Instruction, OpKind, Register};
 
-/// log2 of the page size, for code tracking and paging.
-pub const PAGE_SHIFT: u32 = 12;
-/// The page size.
-pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+pub use crate::memory::{PAGE_SHIFT, PAGE_SIZE};
 
 /// Where an operand lives, resolved once for read-modify-write instructions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +26,7 @@ pub struct Ctx<'a> {
     /// The CPU.
     pub cpu: &'a mut Cpu,
     /// Guest RAM (guest-physical 0 upwards).
-    pub ram: &'a mut [u8],
+    pub ram: RamView<'a>,
     /// The VMM, for port I/O, MMIO and other exits.
     pub exits: &'a mut dyn ExitHandler,
     /// Set by a handler when the block must end after this instruction (the execution
@@ -38,10 +35,8 @@ pub struct Ctx<'a> {
     /// Set when the run must end after this instruction: the VMM asked to stop, or an
     /// exception could not be delivered.
     pub stop: Option<StopReason>,
-    /// Which bytes of RAM hold cached code (kept with the block cache).
-    pub code_map: &'a mut CodeMap,
-    /// Code pages written since the last check (self-modifying code).
-    pub smc_pages: Vec<u64>,
+    /// Which bytes of RAM hold decoded code, and which of them were written.
+    pub code: &'a CodeWatch,
     /// Instructions retired so far (the guest's time-stamp counter).
     pub icount: u64,
     /// When to ask the interrupt controller again (an instruction count); 0 = at once.
@@ -70,19 +65,17 @@ impl<'a> Ctx<'a> {
     /// A context over this CPU, RAM and VMM.
     pub fn new(
         cpu: &'a mut Cpu,
-        ram: &'a mut [u8],
+        ram: RamView<'a>,
         exits: &'a mut dyn ExitHandler,
-        code_map: &'a mut CodeMap,
+        code: &'a CodeWatch,
     ) -> Self {
-        code_map.fit(ram.len() >> PAGE_SHIFT);
         Ctx {
             cpu,
             ram,
             exits,
             end_block: false,
             stop: None,
-            code_map,
-            smc_pages: Vec::new(),
+            code,
             icount: 0,
             next_poll: 0,
             budget_end: u64::MAX,
@@ -92,15 +85,20 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Whether code pages were written since the last check.
+    /// Whether code was written since the engine last dropped what was overwritten:
+    /// by the CPU (self-modifying code) or by a device or debugger during an exit.
     pub fn has_smc(&self) -> bool {
-        !self.smc_pages.is_empty()
+        self.code.has_written()
     }
 
     /// Hands an exit to the VMM; a stop request ends the run after this instruction.
     pub fn exit(&mut self, exit: VmExit<'_>) {
         if let Flow::Stop(reason) = self.exits.handle(exit, self.icount) {
             self.stop = Some(reason);
+            self.end_block = true;
+        }
+        // A device may have written over code (DMA).
+        if self.code.has_written() {
             self.end_block = true;
         }
         // A device may have raised or lowered an interrupt line.
@@ -313,7 +311,9 @@ impl<'a> Ctx<'a> {
     /// Translates a linear address for an access.
     #[inline(always)]
     pub fn translate(&mut self, lin: u64, access: Access, user: bool) -> Result<u64, Fault> {
-        Ok(mmu::translate(self.cpu, self.ram, lin, access, user)?)
+        Ok(mmu::translate(
+            self.cpu, self.ram, self.code, lin, access, user,
+        )?)
     }
 
     /// In long mode a linear address must be canonical (bits 63:47 all equal), else the
@@ -388,15 +388,10 @@ impl<'a> Ctx<'a> {
     /// Reads `n` bytes at a guest-physical address: RAM, or MMIO beyond it.
     #[inline]
     pub fn read_phys(&mut self, pa: u64, n: usize) -> u64 {
-        if let Some(bytes) = usize::try_from(pa)
-            .ok()
-            .and_then(|p| self.ram.get(p..p.wrapping_add(n)))
-        {
-            let mut buf = [0u8; 8];
-            buf[..n].copy_from_slice(bytes);
-            return u64::from_le_bytes(buf);
+        match self.ram.read_le(pa, n) {
+            Some(v) => v,
+            None => self.read_slow(pa, n),
         }
-        self.read_slow(pa, n)
     }
 
     /// A read that leaves RAM: each byte from RAM or, as a whole, from MMIO.
@@ -406,7 +401,7 @@ impl<'a> Ctx<'a> {
         if pa < self.ram.len() as u64 {
             // Straddles the end of RAM: the RAM part, then open bus (0xFF).
             for (i, b) in buf.iter_mut().enumerate().take(n) {
-                *b = self.ram.get(pa as usize + i).copied().unwrap_or(0xFF);
+                *b = self.ram.read_le(pa + i as u64, 1).unwrap_or(0xFF) as u8;
             }
         } else {
             buf[..n].fill(0xFF);
@@ -421,13 +416,8 @@ impl<'a> Ctx<'a> {
     /// Writes bytes at a guest-physical address: RAM, or MMIO beyond it.
     #[inline]
     pub fn write_phys(&mut self, pa: u64, bytes: &[u8]) {
-        let n = bytes.len();
-        if let Some(dst) = usize::try_from(pa)
-            .ok()
-            .and_then(|p| self.ram.get_mut(p..p.wrapping_add(n)))
-        {
-            dst.copy_from_slice(bytes);
-            self.note_code_write(pa, n);
+        if self.ram.write(pa, bytes) {
+            self.note_code_write(pa, bytes.len());
             return;
         }
         self.write_slow(pa, bytes);
@@ -438,7 +428,7 @@ impl<'a> Ctx<'a> {
         if pa < self.ram.len() as u64 {
             let ram_part = (self.ram.len() as u64 - pa) as usize;
             let n = ram_part.min(bytes.len());
-            self.ram[pa as usize..pa as usize + n].copy_from_slice(&bytes[..n]);
+            self.ram.write(pa, &bytes[..n]);
             self.note_code_write(pa, n);
         } else {
             self.exit(VmExit::MmioWrite {
@@ -448,19 +438,13 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Notes a write to RAM that may hit cached code.
+    /// Notes a write to RAM that may hit decoded code: the block ends after this
+    /// instruction, and the run loop drops what was overwritten.
     #[inline(always)]
     fn note_code_write(&mut self, pa: u64, n: usize) {
-        let Ctx {
-            code_map,
-            smc_pages,
-            end_block,
-            ..
-        } = self;
-        code_map.written(pa, n, |page| {
-            smc_pages.push(page);
-            *end_block = true;
-        });
+        if self.code.cpu_write(pa, n) {
+            self.end_block = true;
+        }
     }
 
     // ---- operands ----

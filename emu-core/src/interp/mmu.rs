@@ -10,6 +10,7 @@
 use super::Cpu;
 use crate::cpu::cr0;
 use crate::exception::{vector, Exception};
+use crate::memory::{CodeWatch, RamView};
 use crate::x86::paging::{self, PagingRegs};
 
 pub use crate::x86::paging::{Access, MAXPHYADDR};
@@ -109,7 +110,8 @@ fn allows(p: u8, access: Access, user: bool, wp: bool) -> bool {
 #[inline]
 pub fn translate(
     cpu: &mut Cpu,
-    ram: &mut [u8],
+    ram: RamView<'_>,
+    code: &CodeWatch,
     lin: u64,
     access: Access,
     user: bool,
@@ -125,18 +127,15 @@ pub fn translate(
     {
         return Ok(e.phys | (lin & 0xFFF));
     }
-    walk(cpu, ram, lin, access, user)
+    walk(cpu, ram, code, lin, access, user)
 }
 
 /// Sets bits in a page-table entry in RAM (accessed, dirty). The bits live in the low
 /// dword of every entry format, so a 4-byte update serves 32-bit and 64-bit entries.
-fn set_entry_bits(ram: &mut [u8], pa: u64, bits: u64) {
-    if let Some(b) = usize::try_from(pa)
-        .ok()
-        .and_then(|p| ram.get_mut(p..p.checked_add(4)?))
-    {
-        let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) | bits as u32;
-        b.copy_from_slice(&v.to_le_bytes());
+fn set_entry_bits(ram: RamView<'_>, code: &CodeWatch, pa: u64, bits: u64) {
+    if let Some(v) = ram.read_le(pa, 4) {
+        ram.write(pa, &((v | bits) as u32).to_le_bytes());
+        code.cpu_write(pa, 4);
     }
 }
 
@@ -144,7 +143,8 @@ fn set_entry_bits(ram: &mut [u8], pa: u64, bits: u64) {
 /// bits the access calls for and fills the TLB; on failure sets CR2 and gives the #PF.
 fn walk(
     cpu: &mut Cpu,
-    ram: &mut [u8],
+    ram: RamView<'_>,
+    code: &CodeWatch,
     lin: u64,
     access: Access,
     user: bool,
@@ -162,7 +162,7 @@ fn walk(
             error_code: Some(paging::fault_code(&regs, access, user, fault)),
         }
     };
-    let t = match paging::walk(&regs, &*ram, lin) {
+    let t = match paging::walk(&regs, &ram, lin) {
         Ok(t) => t,
         Err(e) => return Err(fault(cpu, Some(e))),
     };
@@ -170,7 +170,7 @@ fn walk(
         return Err(fault(cpu, None));
     }
     for (entry_pa, bits) in t.bits_to_set(access) {
-        set_entry_bits(ram, entry_pa, bits);
+        set_entry_bits(ram, code, entry_pa, bits);
     }
     let dirty = access == Access::Write || t.dirty;
     let mut p = perm::VALID;

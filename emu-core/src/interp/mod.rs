@@ -20,7 +20,6 @@
 mod alu;
 mod bits;
 mod cache;
-mod codemap;
 mod control;
 mod ctx;
 mod debug;
@@ -211,7 +210,9 @@ pub enum Assist {
 pub struct Interpreter {
     cpu: Cpu,
     cache: BlockCache,
-    code_map: codemap::CodeMap,
+    /// The state was replaced: guest memory may have changed under another engine, so
+    /// every decoded block is dropped before the next run.
+    stale: bool,
     retired: u64,
     assist: Assist,
 }
@@ -236,15 +237,21 @@ impl Engine for Interpreter {
         "interp"
     }
 
-    fn run(&mut self, ram: &mut GuestRam, exits: &mut dyn ExitHandler, budget: u64) -> StopReason {
+    fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, budget: u64) -> StopReason {
         let Interpreter {
             cpu,
             cache,
-            code_map,
+            stale,
             retired,
             assist,
         } = self;
-        let mut cx = Ctx::new(cpu, ram.as_mut_slice(), exits, code_map);
+        if std::mem::take(stale) {
+            cache.flush(ram.code());
+        } else if ram.code().has_written() {
+            // Written from outside while the guest was stopped (a debugger, a loader).
+            cache.invalidate_written(ram.code());
+        }
+        let mut cx = Ctx::new(cpu, ram.view(), exits, ram.code());
         cx.icount = *retired;
         cx.assist = *assist;
         let stop = run_blocks(&mut cx, cache, budget);
@@ -258,9 +265,7 @@ impl Engine for Interpreter {
 
     fn set_state(&mut self, state: &CpuState) {
         self.cpu = Cpu::from_state(state);
-        // Guest memory may have changed under another engine: decode afresh.
-        self.cache = BlockCache::default();
-        self.code_map.clear();
+        self.stale = true;
     }
 
     fn instructions_retired(&self) -> u64 {
@@ -329,7 +334,7 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
             cache.new_epoch();
             prev = None;
             if cx.has_smc() {
-                cache.invalidate_written(cx);
+                cache.invalidate_written(cx.code);
             }
             if let Some(stop) = cx.stop.take() {
                 return stop;

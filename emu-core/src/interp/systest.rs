@@ -452,7 +452,7 @@ impl Machine {
     pub(crate) fn run(&mut self) -> StopReason {
         let mut engine = Interpreter::new();
         engine.set_state(&self.state);
-        let stop = engine.run(&mut self.ram, &mut self.exits, DEFAULT_BUDGET);
+        let stop = engine.run(&self.ram, &mut self.exits, DEFAULT_BUDGET);
         self.state = engine.state();
         stop
     }

@@ -174,7 +174,7 @@ impl Machine {
     pub(crate) fn run_for(&mut self, budget: u64) -> StopReason {
         let mut engine = Interpreter::new();
         engine.set_state(&self.state);
-        let stop = engine.run(&mut self.ram, &mut self.exits, budget);
+        let stop = engine.run(&self.ram, &mut self.exits, budget);
         self.state = engine.state();
         stop
     }

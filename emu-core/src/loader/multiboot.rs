@@ -13,9 +13,7 @@ use std::fmt;
 use std::ops::Range;
 
 use thiserror::Error;
-use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryMmap, GuestMemoryRegion,
-};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryRegion};
 
 use super::{elf, read_u32, U32_LEN};
 
@@ -588,7 +586,7 @@ struct Header {
 /// Returns a [`LoadError`] if the image is not a loadable Multiboot v1 kernel, does not fit
 /// in guest RAM or would overwrite the MBI, or if `cmdline` contains a NUL or is too long.
 pub fn load_multiboot(
-    mem: &GuestMemoryMmap,
+    mem: &impl GuestMemoryBackend,
     image: &[u8],
     cmdline: &str,
 ) -> Result<BootInfo, LoadError> {
@@ -770,7 +768,7 @@ fn check_cmdline(cmdline: &str) -> Result<(), LoadError> {
 }
 
 /// Size of the RAM region at guest-physical 0, which must reach past 1 MiB.
-fn ram_size(mem: &GuestMemoryMmap) -> Result<u64, LoadError> {
+fn ram_size(mem: &impl GuestMemoryBackend) -> Result<u64, LoadError> {
     let region = mem
         .find_region(GuestAddress(0))
         .ok_or(LoadError::NoRamAtZero)?;
@@ -862,7 +860,7 @@ fn place(plan: &LoadPlan<'_>, ram_size: u64) -> Result<Range<u32>, LoadError> {
 }
 
 /// Copies a segment's file bytes to guest RAM and zeroes the rest of it (the bss).
-fn write_segment(mem: &GuestMemoryMmap, segment: &Segment<'_>) -> Result<(), LoadError> {
+fn write_segment(mem: &impl GuestMemoryBackend, segment: &Segment<'_>) -> Result<(), LoadError> {
     let start = u64::from(segment.addr);
     write_bytes(mem, start, segment.data)?;
     let data_len = len_u64(segment.data.len());
@@ -878,7 +876,11 @@ fn write_segment(mem: &GuestMemoryMmap, segment: &Segment<'_>) -> Result<(), Loa
 }
 
 /// Writes the MBI, the memory map, the boot loader name and the command line.
-fn write_boot_info(mem: &GuestMemoryMmap, ram_size: u64, cmdline: &str) -> Result<(), LoadError> {
+fn write_boot_info(
+    mem: &impl GuestMemoryBackend,
+    ram_size: u64,
+    cmdline: &str,
+) -> Result<(), LoadError> {
     let upper_size = ram_size.saturating_sub(HIGH_MEMORY_START);
 
     let mut mbi = [0u8; MBI_SIZE];
@@ -933,7 +935,7 @@ fn write_boot_info(mem: &GuestMemoryMmap, ram_size: u64, cmdline: &str) -> Resul
 }
 
 /// Writes `bytes` at guest-physical `addr`, reporting any failure with its address.
-fn write_bytes(mem: &GuestMemoryMmap, addr: u64, bytes: &[u8]) -> Result<(), LoadError> {
+fn write_bytes(mem: &impl GuestMemoryBackend, addr: u64, bytes: &[u8]) -> Result<(), LoadError> {
     mem.write_slice(bytes, GuestAddress(addr))
         .map_err(|source| LoadError::GuestWrite {
             addr,

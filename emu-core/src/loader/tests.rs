@@ -1108,7 +1108,7 @@ fn unsuitable_guest_ram_is_rejected() {
     );
 
     let high_only =
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0x10_0000), 1 << 20)]).expect("create");
+        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0x10_0000), 1 << 20)]).expect("create");
     assert!(matches!(
         load_multiboot(&high_only, &image, "").expect_err("no RAM at 0"),
         LoadError::NoRamAtZero

@@ -1,0 +1,259 @@
+//! Which bytes of guest RAM hold decoded or translated code, and which of them were
+//! written since the engine last looked: self-modifying code, and code changed under the
+//! CPU by a device's DMA, a debugger or a loader.
+//!
+//! One 64-bit mask per 4 KiB page, a bit per 64-byte chunk: a store tests one word, and
+//! data that shares a page with code (as in small kernels, whose `.data` follows `.text`)
+//! does not throw away the page's decoded blocks unless it really lands on code.
+//!
+//! Two kinds of writer report here. The CPU's own stores call [`CodeWatch::cpu_write`]
+//! on their fast path. Every other writer goes through vm-memory, which reports each
+//! write to the region's dirty bitmap: [`CodeWatch`] *is* that bitmap, so no device,
+//! loader or debugger can write guest RAM without the engines hearing of it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use vm_memory::bitmap::{ArcSlice, Bitmap, RefSlice, WithBitmapSlice};
+
+/// log2 of the page size.
+pub const PAGE_SHIFT: u32 = 12;
+/// Bytes per tracked chunk (log2).
+const CHUNK_SHIFT: u32 = 6;
+
+/// The chunks of one page covered by `[offset, offset + len)` (within the page).
+fn chunk_mask(offset: u64, len: u64) -> u64 {
+    let first = offset >> CHUNK_SHIFT;
+    let last = (offset + len - 1) >> CHUNK_SHIFT;
+    let bits = last - first + 1;
+    let ones = if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
+    ones << first
+}
+
+/// Splits `[pa, pa + len)` into (page, chunk mask) pieces.
+fn pieces(pa: u64, len: usize) -> impl Iterator<Item = (usize, u64)> {
+    let end = pa.saturating_add(len as u64);
+    let mut at = pa;
+    std::iter::from_fn(move || {
+        if at >= end {
+            return None;
+        }
+        let page = at >> PAGE_SHIFT;
+        let page_end = (page + 1) << PAGE_SHIFT;
+        let stop = end.min(page_end);
+        let mask = chunk_mask(at & 0xFFF, stop - at);
+        at = stop;
+        Some((page as usize, mask))
+    })
+}
+
+/// Code pages written since the engine last took them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WrittenCode {
+    /// Pages (guest-physical page numbers) whose code was overwritten.
+    pub pages: Vec<u64>,
+    /// Anything may have changed (RAM was handed out as a mutable slice): drop all code.
+    pub all: bool,
+}
+
+/// The shared state behind [`CodeWatch`].
+#[derive(Debug, Default)]
+pub struct CodeWatchInner {
+    /// A chunk mask per page of RAM.
+    pages: Box<[AtomicU64]>,
+    /// Something was written over code since the last [`CodeWatch::take_written`].
+    pending: AtomicBool,
+    written: Mutex<WrittenCode>,
+}
+
+impl CodeWatchInner {
+    fn note(&self, page: usize, all: bool) {
+        let mut w = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        if all {
+            w.all = true;
+        } else if !w.pages.contains(&(page as u64)) {
+            w.pages.push(page as u64);
+        }
+        self.pending.store(true, Relaxed);
+    }
+
+    /// Records the pages where `[pa, pa + len)` overlaps code; true if any did.
+    #[inline(always)]
+    fn write(&self, pa: u64, len: usize) -> bool {
+        let mut hit = false;
+        for (page, mask) in pieces(pa, len) {
+            if self
+                .pages
+                .get(page)
+                .is_some_and(|m| m.load(Relaxed) & mask != 0)
+            {
+                self.note(page, false);
+                hit = true;
+            }
+        }
+        hit
+    }
+}
+
+/// The code map of guest RAM, shared by the engines and vm-memory's write path.
+#[derive(Debug, Clone, Default)]
+pub struct CodeWatch(Arc<CodeWatchInner>);
+
+impl CodeWatch {
+    /// A watch over `bytes` bytes of RAM.
+    pub fn new(bytes: usize) -> Self {
+        let pages = bytes.div_ceil(1 << PAGE_SHIFT);
+        CodeWatch(Arc::new(CodeWatchInner {
+            pages: (0..pages).map(|_| AtomicU64::new(0)).collect(),
+            ..CodeWatchInner::default()
+        }))
+    }
+
+    /// Notes that `[pa, pa + len)` was decoded or translated.
+    pub fn mark(&self, pa: u64, len: usize) {
+        for (page, mask) in pieces(pa, len) {
+            if let Some(m) = self.0.pages.get(page) {
+                m.fetch_or(mask, Relaxed);
+            }
+        }
+    }
+
+    /// A store by the CPU to `[pa, pa + len)`: true if it wrote over code, which is
+    /// then waiting in [`CodeWatch::take_written`].
+    #[inline(always)]
+    pub fn cpu_write(&self, pa: u64, len: usize) -> bool {
+        self.0.write(pa, len)
+    }
+
+    /// Whether code was written since the last [`CodeWatch::take_written`]: one load.
+    #[inline(always)]
+    pub fn has_written(&self) -> bool {
+        self.0.pending.load(Relaxed)
+    }
+
+    /// The code written since the last call; those pages stop being code (their
+    /// decoded or translated forms are to be dropped by the caller).
+    pub fn take_written(&self) -> WrittenCode {
+        let mut w = self
+            .0
+            .written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.0.pending.store(false, Relaxed);
+        let w = std::mem::take(&mut *w);
+        if w.all {
+            self.0.pages.iter().for_each(|m| m.store(0, Relaxed));
+        } else {
+            for &page in &w.pages {
+                self.0.pages[page as usize].store(0, Relaxed);
+            }
+        }
+        w
+    }
+
+    /// Anything in RAM may have changed: every engine drops all its code.
+    pub fn invalidate_all(&self) {
+        self.0.note(0, true);
+    }
+
+    /// Forgets all code without reporting it (the engine dropped its caches itself).
+    pub fn clear(&self) {
+        self.0.pages.iter().for_each(|m| m.store(0, Relaxed));
+        let mut w = self
+            .0
+            .written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *w = WrittenCode::default();
+        self.0.pending.store(false, Relaxed);
+    }
+}
+
+// vm-memory calls `mark_dirty` for every write made through its accessors (devices,
+// loaders, the debugger): exactly the writes from outside the CPU.
+impl<'a> WithBitmapSlice<'a> for CodeWatchInner {
+    type S = RefSlice<'a, CodeWatchInner>;
+}
+
+impl Bitmap for CodeWatchInner {
+    fn mark_dirty(&self, offset: usize, len: usize) {
+        self.write(offset as u64, len);
+    }
+
+    fn dirty_at(&self, offset: usize) -> bool {
+        let page = offset >> PAGE_SHIFT;
+        self.pages
+            .get(page)
+            .is_some_and(|m| m.load(Relaxed) & chunk_mask(offset as u64 & 0xFFF, 1) != 0)
+    }
+
+    fn slice_at(&self, offset: usize) -> RefSlice<'_, CodeWatchInner> {
+        RefSlice::new(self, offset)
+    }
+}
+
+impl WithBitmapSlice<'_> for CodeWatch {
+    type S = ArcSlice<CodeWatchInner>;
+}
+
+impl Bitmap for CodeWatch {
+    fn mark_dirty(&self, offset: usize, len: usize) {
+        self.0.mark_dirty(offset, len);
+    }
+
+    fn dirty_at(&self, offset: usize) -> bool {
+        self.0.dirty_at(offset)
+    }
+
+    fn slice_at(&self, offset: usize) -> ArcSlice<CodeWatchInner> {
+        ArcSlice::new(self.0.clone(), offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_writes_to_code_chunks_hit() {
+        let w = CodeWatch::new(4 << PAGE_SHIFT);
+        w.mark(0x1040, 0x30); // chunk 1 of page 1
+        assert!(!w.cpu_write(0x1000, 0x40)); // chunk 0: data next to code
+        assert!(!w.has_written());
+        assert!(w.cpu_write(0x107F, 2)); // straddles chunks 1 and 2
+        assert!(w.has_written());
+        assert_eq!(
+            w.take_written(),
+            WrittenCode {
+                pages: vec![1],
+                all: false
+            }
+        );
+        assert!(!w.has_written());
+        assert!(!w.cpu_write(0x1040, 1), "the page stopped being code");
+    }
+
+    #[test]
+    fn ranges_across_pages_split() {
+        let w = CodeWatch::new(4 << PAGE_SHIFT);
+        w.mark(0x1FF8, 16);
+        assert!(w.cpu_write(0x2000, 1));
+        assert!(w.cpu_write(0x1FFF, 1));
+        assert_eq!(w.take_written().pages, vec![2, 1]);
+    }
+
+    #[test]
+    fn writes_through_vm_memory_are_seen() {
+        use vm_memory::{Bytes, GuestAddress};
+        let ram = super::super::GuestRam::new(0x4000).unwrap();
+        let (mem, watch) = (ram.guest_memory(), ram.code());
+        watch.mark(0x2100, 8);
+        mem.write_slice(&[1, 2, 3], GuestAddress(0x3000)).unwrap();
+        assert!(!watch.has_written());
+        mem.write_obj(7u32, GuestAddress(0x2104)).unwrap();
+        assert_eq!(watch.take_written().pages, vec![2]);
+    }
+}
