@@ -102,7 +102,7 @@ impl Run {
 }
 
 /// Runs from `state` with RAM as it is.
-fn execute(mut ram: GuestRam, state: &CpuState, program: Program, long: bool) -> Run {
+fn execute(ram: GuestRam, state: &CpuState, program: Program, long: bool) -> Run {
     let mut engine = Interpreter::new();
     engine.set_state(state);
     let mut recorder = Recorder::default();
