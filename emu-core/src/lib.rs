@@ -11,4 +11,5 @@ pub mod interp;
 pub mod loader;
 pub mod machine;
 pub mod memory;
+pub mod stop;
 pub mod trace;
