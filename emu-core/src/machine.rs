@@ -104,12 +104,7 @@ impl Vmm {
     }
 
     fn io_event(&mut self, icount: u64, port: u16, write: bool, data: &[u8]) {
-        let count = self.counters.ports.entry(port).or_default();
-        if write {
-            count.writes += 1;
-        } else {
-            count.reads += 1;
-        }
+        self.counters.ports.entry(port).or_default().add(write);
         self.trace.record(EventMask::IO, || Event {
             icount,
             kind: EventKind::Io {
@@ -122,12 +117,7 @@ impl Vmm {
     }
 
     fn mmio_event(&mut self, icount: u64, addr: u64, write: bool, data: &[u8]) {
-        let count = self.counters.mmio.entry(addr).or_default();
-        if write {
-            count.writes += 1;
-        } else {
-            count.reads += 1;
-        }
+        self.counters.mmio.add(addr, write);
         self.trace.record(EventMask::MMIO, || Event {
             icount,
             kind: EventKind::Mmio {
@@ -307,7 +297,7 @@ pub fn interpreter_factory(assist: Assist) -> Box<EngineFactory<'static>> {
 /// BIOS images come in 64 KiB units.
 const BIOS_ALIGN: usize = 64 << 10;
 /// The largest BIOS image popek-pc maps.
-const BIOS_MAX: usize = 1 << 20;
+pub const BIOS_MAX: usize = 1 << 20;
 /// How much of the image also appears below 1 MiB (0xE0000-0xFFFFF on a PC).
 const BIOS_LOW_MAX: usize = 128 << 10;
 /// The end of the low BIOS area.
@@ -453,6 +443,12 @@ impl Machine {
     /// The engine's name.
     pub fn engine_name(&self) -> &'static str {
         self.engine.name()
+    }
+
+    /// Whether the engine counts the instructions it runs (see
+    /// [`Engine::counts_instructions`]).
+    pub fn counts_instructions(&self) -> bool {
+        self.engine.counts_instructions()
     }
 
     /// The CPU state at the current instruction boundary.
