@@ -9,6 +9,7 @@ mod kvm;
 
 use crate::cli::BenchArgs;
 use crate::engine;
+use crate::output::outln;
 use crate::rom::RomImage;
 use crate::run::boot;
 use anyhow::{bail, Context, Result};
@@ -126,10 +127,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         bail!("--iters {}: use at least 1000 iterations", args.iters);
     }
     let n = args.iters;
-    println!(
+    outln!(
         "loop ROM: {n} iterations of `dec ecx; jnz` ({} instructions)",
         n * INSNS_PER_ITER
-    );
+    )?;
 
     // Start-up is what a user waits for: a whole `popek run hello` process, best of five.
     let exe = std::env::current_exe().context("cannot find the popek executable")?;
@@ -147,25 +148,25 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         .min()
         .unwrap_or_default();
     let startup_ms = startup.as_secs_f64() * 1e3;
-    println!(
+    outln!(
         "start-up (`popek run hello`, whole process): {startup_ms:.1} ms (target < {TARGET_STARTUP_MS} ms: {})",
         verdict(startup_ms < TARGET_STARTUP_MS)
-    );
+    )?;
 
     let interp = mips_from(n, popek_loop(n / 10, false)?, popek_loop(n, false)?);
-    println!(
+    outln!(
         "interpreter: {interp:.0} MIPS (target >= {TARGET_MIPS}: {})",
         verdict(interp >= TARGET_MIPS)
-    );
+    )?;
     let paged = mips_from(n, popek_loop(n / 10, true)?, popek_loop(n, true)?);
-    println!(
+    outln!(
         "interpreter with paging on: {paged:.0} MIPS = {:.2} x paging off (target: the same speed)",
         paged / interp
-    );
+    )?;
 
     let qemu = !args.no_qemu && qemu_installed();
     if !args.no_qemu && !qemu {
-        println!("QEMU: not measured ({QEMU} is not installed)");
+        outln!("QEMU: not measured ({QEMU} is not installed)")?;
     }
     if qemu {
         qemu_tcg(n, interp)?;
@@ -190,11 +191,11 @@ fn qemu_tcg(n: u64, interp: f64) -> Result<()> {
     let qemu = mips_from(n, qemu_loop(n / 10)?, qemu_loop(n)?);
     let _ = std::fs::remove_dir_all(&dir);
     let ratio = interp / qemu;
-    println!("QEMU TCG:    {qemu:.0} MIPS on the same ROM file");
-    println!(
+    outln!("QEMU TCG:    {qemu:.0} MIPS on the same ROM file")?;
+    outln!(
         "ratio:       {ratio:.2} x QEMU TCG (target >= {TARGET_QEMU_RATIO}: {})",
         verdict(ratio >= TARGET_QEMU_RATIO)
-    );
+    )?;
     Ok(())
 }
 

@@ -1,16 +1,60 @@
 //! Command-line syntax.
 
 use crate::engine::EngineChoice;
+use crate::output::errln;
+use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// Exit status for bad input from the user (clap uses the same).
 pub const EXIT_USAGE: u8 = 2;
+/// Exit status when stdout or stderr cannot be written (sysexits' EX_IOERR).
+pub const EXIT_OUTPUT: u8 = 74;
 /// Exit status when the instruction budget ran out (as timeout(1) does).
 pub const EXIT_BUDGET: u8 = 124;
 /// Exit status when the guest crashed: triple fault, unsupported
 /// instruction, or a halt nothing can wake.
 pub const EXIT_GUEST_CRASH: u8 = 125;
+/// Exit status after Ctrl-C, as a shell reports a process SIGINT killed: 128 + 2.
+pub const EXIT_INTERRUPTED: u8 = 128 + 2;
+/// Exit status when the reader of stdout or stderr went away, as a shell reports a
+/// process SIGPIPE killed: 128 + 13.
+pub const EXIT_BROKEN_PIPE: u8 = 128 + 13;
+
+/// Reports a command-line error of clap's in one line, `popek: error: ...`, with exit
+/// status [`EXIT_USAGE`]; `--help` and `--version` print as usual and succeed.
+pub fn usage_error(e: clap::Error) -> ExitCode {
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        // Help and version go to stdout; clap's exit status says whether that worked.
+        let printed = e.print().is_ok();
+        return if printed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_OUTPUT)
+        };
+    }
+    let _ = errln!("popek: error: {}", one_line(&e));
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Clap's message without its usage text: the first paragraph and any tip, on one line.
+fn one_line(e: &clap::Error) -> String {
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "no command given: run, roms or bench (see `popek --help`)".into();
+    }
+    let text = e.to_string();
+    let mut paragraphs = text
+        .split("\n\n")
+        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "));
+    let first = paragraphs.next().unwrap_or_default();
+    let mut line = first.strip_prefix("error: ").unwrap_or(&first).to_string();
+    for tip in paragraphs.filter(|p| p.starts_with("tip: ")) {
+        line += &format!(" ({tip})");
+    }
+    line
+}
 
 /// Popek: a teaching x86 emulator, hypervisor and debugger.
 #[derive(Parser, Debug)]
@@ -35,7 +79,7 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// An embedded ROM name (see `popek roms`) or the path of a Multiboot ELF file.
-    pub rom: String,
+    pub rom: OsString,
     /// The Multiboot command line after the ROM name (as QEMU's -append).
     #[arg(long, default_value = "")]
     pub append: String,
@@ -51,6 +95,10 @@ pub struct RunArgs {
     /// Print counters (instructions, exits by reason, port accesses, time) to stderr.
     #[arg(long)]
     pub stats: bool,
+    /// Print more about the run to stderr: where KVM shows the guest CPUID leaves
+    /// different from Popek's table.
+    #[arg(long, short)]
+    pub verbose: bool,
     /// Print events to stderr as they happen: a comma-separated list of io, mmio,
     /// exceptions, interrupts, rings, exits, or all.
     #[arg(long, value_name = "KINDS")]

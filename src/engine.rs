@@ -1,5 +1,6 @@
 //! Choosing the engine a machine runs on, and building it.
 
+use crate::output::errln;
 use accel_kvm::{CpuidDeviation, KvmEngine};
 use anyhow::{bail, Result};
 use clap::ValueEnum;
@@ -40,7 +41,7 @@ pub fn choose(choice: EngineChoice, assist: Assist) -> Result<EngineKind> {
                 )
             }
             EngineChoice::Auto => {
-                eprintln!("popek: engine auto: using interp (--assist vtx is the interpreter's)");
+                errln!("popek: engine auto: using interp (--assist vtx is the interpreter's)")?;
                 Ok(EngineKind::Interp)
             }
             EngineChoice::Interp => Ok(EngineKind::Interp),
@@ -54,11 +55,11 @@ pub fn choose(choice: EngineChoice, assist: Assist) -> Result<EngineKind> {
         }
         EngineChoice::Auto => Ok(match accel_kvm::check_kvm() {
             Ok(()) => {
-                eprintln!("popek: engine auto: using kvm");
+                errln!("popek: engine auto: using kvm")?;
                 EngineKind::Kvm
             }
             Err(why) => {
-                eprintln!("popek: engine auto: using interp ({why})");
+                errln!("popek: engine auto: using interp ({why})")?;
                 EngineKind::Interp
             }
         }),

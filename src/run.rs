@@ -1,15 +1,29 @@
 //! `popek run`: boot a ROM, run it, report how it ended.
 
-use crate::cli::{RunArgs, EXIT_BUDGET, EXIT_GUEST_CRASH};
+use crate::cli::{RunArgs, EXIT_BUDGET, EXIT_GUEST_CRASH, EXIT_INTERRUPTED};
 use crate::engine::{self, EngineKind};
+use crate::output::{errln, GuestStdout, RunOutput, Stream};
 use crate::rom::{resolve, RomImage};
-use anyhow::{bail, Result};
-use emu_core::exit::{ExitReason, StopReason};
-use emu_core::machine::{EngineFactory, Machine, RunOutcome};
+use crate::{ctrl_c, stats};
+use anyhow::{bail, Context, Result};
+use emu_core::exit::StopReason;
+use emu_core::machine::{EngineFactory, Machine};
 use emu_core::trace::EventMask;
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 use test_roms::Boot;
+
+/// Guest RAM of `ram_mib` MiB, in bytes, if popek-pc can have that much.
+pub fn ram_bytes(ram_mib: usize) -> Result<usize> {
+    if ram_mib == 0 || ram_mib > MAX_RAM_MIB {
+        bail!("--ram {ram_mib}: guest RAM must be between 1 and {MAX_RAM_MIB} MiB");
+    }
+    Ok(ram_mib << 20)
+}
+
+/// The most guest RAM `--ram` accepts, in MiB.
+const MAX_RAM_MIB: usize = 3072;
 
 /// Builds a machine on the engine `engine` builds, with `rom` loaded.
 pub fn boot(
@@ -19,10 +33,7 @@ pub fn boot(
     serial: Box<dyn Write + Send>,
     engine: Box<EngineFactory<'_>>,
 ) -> Result<Machine> {
-    if ram_mib == 0 || ram_mib > 3072 {
-        bail!("--ram {ram_mib}: guest RAM must be between 1 and 3072 MiB");
-    }
-    let mut machine = Machine::new(ram_mib << 20, serial, engine)?;
+    let mut machine = Machine::new(ram_bytes(ram_mib)?, serial, engine)?;
     let loaded = match rom.boot {
         Boot::Multiboot => {
             let cmdline = if append.is_empty() {
@@ -50,107 +61,82 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         Some(list) => EventMask::parse(list).map_err(|e| anyhow::anyhow!("--trace: {e}"))?,
         None => EventMask::NONE,
     };
-    let rom = resolve(&args.rom, args.bios)?;
+    let rom = resolve(&args.rom, args.bios, ram_bytes(args.ram)?)?;
     let kind = engine::choose(args.engine, args.assist.into())?;
     if kind == EngineKind::Kvm && args.max_instructions.is_some() {
-        eprintln!(
+        errln!(
             "popek: warning: --max-instructions is not enforced under kvm, \
              which cannot count instructions"
-        );
+        )?;
     }
+    let output = RunOutput::new();
     let mut deviations = Vec::new();
     let mut machine = boot(
         &rom,
         &args.append,
         args.ram,
-        Box::new(std::io::stdout()),
+        Box::new(GuestStdout::new(Arc::clone(&output))),
         engine::factory(kind, args.assist.into(), &mut deviations),
     )?;
-    for deviation in &deviations {
-        eprintln!("popek: warning: {deviation}");
+    // Deviations are this host's, the same on every run: worth saying when asked.
+    if args.verbose || args.stats {
+        for deviation in &deviations {
+            errln!("popek: warning: {deviation}")?;
+        }
     }
+    let stop = machine.stop_request();
+    output.connect(Arc::clone(&stop));
+    ctrl_c::stop_on_ctrl_c(stop).context("cannot catch Ctrl-C")?;
     machine.vmm.trace.set_mask(mask);
     if mask != EventMask::NONE {
-        machine
-            .vmm
-            .trace
-            .set_sink(Some(Box::new(|e| eprintln!("trace: {e}"))));
+        let output = Arc::clone(&output);
+        machine.vmm.trace.set_sink(Some(Box::new(move |e| {
+            output.trace(format_args!("trace: {e}\n"))
+        })));
     }
     let outcome = machine.run(args.max_instructions.unwrap_or(u64::MAX));
-    let _ = std::io::stdout().flush();
-    if args.stats {
-        eprint!("{}", stats(&machine, &outcome));
+    // What the guest printed last is out before anything else is said.
+    let _ = GuestStdout::new(Arc::clone(&output)).flush();
+    let stats = if args.stats {
+        errln!("{}", stats::stats(&machine, &outcome).trim_end())
+    } else {
+        Ok(())
+    };
+    if let Some(failure) = output.take_failure() {
+        return Err(match failure.stream {
+            Stream::Stdout => {
+                anyhow::Error::new(failure).context("the guest's serial output is lost")
+            }
+            Stream::Stderr => failure.into(),
+        });
     }
+    stats?;
     Ok(match &outcome.stop {
         StopReason::Exited(status) => ExitCode::from(u8::try_from(*status).unwrap_or(u8::MAX)),
         StopReason::Budget => {
-            eprintln!(
+            errln!(
                 "popek: {} after {} instructions",
-                outcome.stop, outcome.instructions
-            );
+                outcome.stop,
+                outcome.instructions
+            )?;
             ExitCode::from(EXIT_BUDGET)
         }
+        // Nothing but Ctrl-C and a failed output (reported above) stops this run.
+        StopReason::Paused => {
+            let rip = machine.cpu_state().rip;
+            if machine.counts_instructions() {
+                errln!(
+                    "popek: interrupted (Ctrl-C) at rip {rip:#x} after {} instructions",
+                    outcome.instructions
+                )?;
+            } else {
+                errln!("popek: interrupted (Ctrl-C) at rip {rip:#x}")?;
+            }
+            ExitCode::from(EXIT_INTERRUPTED)
+        }
         other => {
-            eprintln!("popek: {other}");
+            errln!("popek: {other}")?;
             ExitCode::from(EXIT_GUEST_CRASH)
         }
     })
-}
-
-/// The counters, as `--stats` prints them.
-pub fn stats(machine: &Machine, outcome: &RunOutcome) -> String {
-    let c = &machine.vmm.counters;
-    let secs = outcome.wall.as_secs_f64();
-    let mips = if secs > 0.0 {
-        outcome.instructions as f64 / secs / 1e6
-    } else {
-        0.0
-    };
-    let mut s = format!(
-        "engine        {}\nstop          {}\ninstructions  {}\nwall time     {:.3} ms\nhost cpu      {:.3} ms\nspeed         {:.1} MIPS\n",
-        machine.engine_name(),
-        first_line(&outcome.stop.to_string()),
-        outcome.instructions,
-        secs * 1e3,
-        outcome.host_cpu.as_secs_f64() * 1e3,
-        mips,
-    );
-    // KVM handles the VT-x-only exits in the kernel: only the interpreter's VT-x model
-    // shows them, so they are listed apart.
-    let list = |vtx_only: bool| -> Vec<String> {
-        ExitReason::ALL
-            .iter()
-            .filter(|r| r.vtx_only() == vtx_only && c.exits(**r) > 0)
-            .map(|r| format!("{} {}", r.name(), c.exits(*r)))
-            .collect()
-    };
-    let mut exits = list(false).join(", ");
-    let vtx = list(true);
-    if !vtx.is_empty() {
-        exits += &format!("; VT-x only: {}", vtx.join(", "));
-    }
-    s += &format!("exits         {} ({exits})\n", c.total_exits());
-    for (port, n) in &c.ports {
-        s += &format!(
-            "port {port:#06x}   {} reads, {} writes\n",
-            n.reads, n.writes
-        );
-    }
-    for (addr, n) in &c.mmio {
-        s += &format!("mmio {addr:#x}  {} reads, {} writes\n", n.reads, n.writes);
-    }
-    for (vector, n) in &c.exceptions {
-        s += &format!("exception {vector:>3}  {n}\n");
-    }
-    for (vector, n) in &c.interrupts {
-        s += &format!("interrupt {vector:#04x} {n}\n");
-    }
-    for ((from, to), n) in &c.ring_transitions {
-        s += &format!("ring {from} -> {to}   {n}\n");
-    }
-    s
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("")
 }

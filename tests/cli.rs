@@ -1,8 +1,11 @@
 //! End-to-end tests of the `popek` command: real guests, real exit statuses, and one
 //! clear error line for every kind of bad input.
 
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn popek(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_popek"))
@@ -285,8 +288,12 @@ fn engine_kvm_runs_the_guest_or_says_why_not() {
         Ok(()) => {
             assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
             assert_eq!(stdout(&o), stdout(&popek(&["run", "hello"])));
-            // Warnings only: the CPUID leaves this host's KVM changes.
-            for line in stderr(&o).lines() {
+            // Nothing on stderr: the CPUID leaves this host's KVM changes are told only
+            // under --verbose (or --stats), and only those.
+            assert_eq!(stderr(&o), "");
+            let verbose = popek(&["run", "hello", "--engine", "kvm", "--verbose"]);
+            assert_eq!(verbose.status.code(), Some(0), "{}", stderr(&verbose));
+            for line in stderr(&verbose).lines() {
                 assert!(line.starts_with("popek: warning: CPUID leaf"), "{line}");
             }
         }
@@ -349,4 +356,316 @@ fn bench_reports_kvm_figures() {
     ] {
         assert!(out.contains(needle), "`{needle}` missing from:\n{out}");
     }
+}
+
+/// Runs popek with its stdin empty and stdout and stderr as given, waiting at most
+/// `limit` (a hang fails the test instead of stalling the run).
+fn popek_with(args: &[&str], stdout: Stdio, stderr: Stdio, limit: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_popek"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("popek runs");
+    let start = Instant::now();
+    while child.try_wait().expect("wait works").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("popek {args:?} ran longer than {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("output is collected")
+}
+
+/// A pipe whose reader is gone: every write to it fails with EPIPE.
+fn closed_pipe() -> Stdio {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    writer.into()
+}
+
+/// A file where every write fails with ENOSPC.
+fn full_disk() -> Stdio {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full")
+        .into()
+}
+
+/// Exit status when the reader of stdout or stderr went away (as for SIGPIPE).
+const EXIT_BROKEN_PIPE: i32 = 141;
+/// Exit status when stdout or stderr cannot be written.
+const EXIT_OUTPUT: i32 = 74;
+/// Exit status after Ctrl-C.
+const EXIT_INTERRUPTED: i32 = 130;
+/// Longer than any of these runs takes.
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_closed_pipe_ends_popek_quietly() {
+    for args in [
+        &["roms"][..],
+        &["run", "hello"],
+        &["run", "arith", "--stats"],
+    ] {
+        let o = popek_with(args, closed_pipe(), Stdio::piped(), LIMIT);
+        assert_eq!(
+            o.status.code(),
+            Some(EXIT_BROKEN_PIPE),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+        assert!(!stderr(&o).contains("error"), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
+    }
+    // The trace and stderr are the same pipe in `2>&1 | head`.
+    let o = popek_with(
+        &["run", "rings", "--trace", "all"],
+        Stdio::null(),
+        closed_pipe(),
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(EXIT_BROKEN_PIPE));
+    let o = popek_with(
+        &["run", "hello", "--stats"],
+        Stdio::null(),
+        closed_pipe(),
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(EXIT_BROKEN_PIPE));
+}
+
+#[test]
+fn a_full_disk_is_one_error_line() {
+    let o = popek_with(&["roms"], full_disk(), Stdio::piped(), LIMIT);
+    assert_eq!(o.status.code(), Some(EXIT_OUTPUT));
+    assert_one_error_line(&o, "cannot write to standard output");
+    let o = popek_with(&["run", "hello"], full_disk(), Stdio::piped(), LIMIT);
+    assert_eq!(o.status.code(), Some(EXIT_OUTPUT));
+    assert_one_error_line(&o, "the guest's serial output is lost");
+    // With stderr full, only the status can tell.
+    for args in [
+        &["run", "hello", "--stats"][..],
+        &["run", "rings", "--trace", "all"],
+    ] {
+        let o = popek_with(args, Stdio::null(), full_disk(), LIMIT);
+        assert_eq!(o.status.code(), Some(EXIT_OUTPUT), "{args:?}");
+    }
+}
+
+#[test]
+fn bad_options_are_one_line_and_help_still_works() {
+    for args in [
+        &["run", "hello", "--no-such-option"][..],
+        &["run", "hello", "--ram"],
+        &["run", "hello", "--engine", "warp"],
+        &["run", "hello", "--ram", "lots"],
+        &["run"],
+        &["no-such-command"],
+        &[],
+    ] {
+        let o = popek(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert_one_error_line(&o, "popek: error: ");
+        assert!(!stderr(&o).contains("Usage"), "{args:?}: {}", stderr(&o));
+    }
+    let o = popek(&["run", "hello", "--engine", "warp"]);
+    assert_one_error_line(&o, "possible values: interp, kvm, auto");
+    for args in [&["--help"][..], &["run", "--help"], &["--version"]] {
+        let o = popek(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}");
+        assert!(!stdout(&o).is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn rom_files_that_are_not_regular_files_are_refused() {
+    let dir = scratch("special");
+    let fifo = dir.join("fifo");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c_path` is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let dir_arg = dir.to_str().unwrap();
+    let fifo_arg = fifo.to_str().unwrap();
+    for (args, kind) in [
+        (&["run", "/dev/zero"][..], "a character device"),
+        (&["run", "--bios", "/dev/urandom"], "a character device"),
+        (&["run", dir_arg], "a directory"),
+        // No writer: opening must not wait for one.
+        (&["run", fifo_arg], "a FIFO"),
+    ] {
+        let o = popek_with(args, Stdio::piped(), Stdio::piped(), LIMIT);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert_one_error_line(&o, &format!("is {kind}, not a regular file"));
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn rom_files_larger_than_any_rom_are_refused() {
+    let dir = scratch("large");
+    let kernel = dir.join("huge.elf");
+    // Sparse: 65 MiB that take no disk space.
+    let file = std::fs::File::create(&kernel).unwrap();
+    file.set_len(65 << 20).unwrap();
+    let path = kernel.to_str().unwrap();
+    let o = popek(&["run", path]);
+    assert_one_error_line(&o, "is larger than the guest's RAM (64 MiB, --ram)");
+    // With room for it, it is read (and is no kernel).
+    let o = popek(&["run", path, "--ram", "128"]);
+    assert_one_error_line(&o, "Multiboot");
+    file.set_len(2 << 20).unwrap();
+    let o = popek(&["run", "--bios", path]);
+    assert_one_error_line(&o, "is larger than a BIOS image can be (1 MiB)");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_file_name_that_is_not_utf8_is_accepted() {
+    let dir = scratch("nonutf8");
+    let hello = popek_rom_bytes("hello", &dir);
+    let path = dir.join(std::ffi::OsStr::from_bytes(b"hello-\xff.elf"));
+    std::fs::write(&path, hello).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_popek"))
+        .arg("run")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Hello"), "{}", stdout(&o));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Whether process `pid` blocks SIGINT: Popek does once it waits for Ctrl-C.
+fn blocks_sigint(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0)
+}
+
+/// Runs the `loop` ROM for longer than any test, presses Ctrl-C once it runs, and
+/// returns what Popek printed.
+fn ctrl_c_on_a_long_loop(engine: &str) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_popek"))
+        .args(["run", "loop", "--append", "iters=4000000000", "--stats"])
+        .args(["--engine", engine])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("popek runs");
+    let pid = child.id() as i32;
+    let signal = |signal| {
+        // SAFETY: kill has no memory-safety preconditions; `pid` is our child's, not yet
+        // reaped (the waiting thread below reaps it only once it ended).
+        unsafe { libc::kill(pid, signal) }
+    };
+    let start = Instant::now();
+    while !blocks_sigint(child.id()) {
+        if start.elapsed() > LIMIT {
+            signal(libc::SIGKILL);
+            panic!("popek never got ready for Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Well into the guest's loop.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(signal(libc::SIGINT), 0);
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match result.recv_timeout(LIMIT) {
+        Ok(output) => output.expect("output is collected"),
+        Err(_) => {
+            signal(libc::SIGKILL);
+            panic!("Ctrl-C did not end the run");
+        }
+    }
+}
+
+/// Checks a run that Ctrl-C ended: status 130, the stats and the summary printed.
+fn assert_interrupted(o: &Output) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(EXIT_INTERRUPTED), "{err}");
+    assert!(err.contains("stop          stopped on request"), "{err}");
+    assert!(err.contains("instructions  "), "{err}");
+    assert!(
+        err.contains("popek: interrupted (Ctrl-C) at rip 0x"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn ctrl_c_stops_the_interpreter_and_prints_the_stats() {
+    let o = ctrl_c_on_a_long_loop("interp");
+    assert_interrupted(&o);
+    let insns: u64 = stderr(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("instructions"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("--stats prints the instruction count");
+    assert!(insns > 0, "the guest ran before Ctrl-C");
+}
+
+#[test]
+fn ctrl_c_stops_kvm_and_prints_the_stats() {
+    require_kvm!();
+    assert_interrupted(&ctrl_c_on_a_long_loop("kvm"));
+}
+
+#[test]
+#[expect(
+    clippy::zombie_processes,
+    reason = "wait4 reaps the child, and gives its peak memory as well"
+)]
+fn a_guest_sweeping_mmio_runs_in_bounded_memory_with_short_stats() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_popek"))
+        .args(["run", "mmio", "--append", "count=10000000", "--stats"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("popek runs");
+    let mut status = 0;
+    // SAFETY: rusage is plain data; all-zero is valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, writing its status and resource use into valid,
+    // exclusively borrowed places.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "mmio: 10000000 stores past RAM\n");
+    // ru_maxrss is in KiB.
+    assert!(
+        usage.ru_maxrss < 100 << 10,
+        "peak RSS {} KiB for 10^7 MMIO addresses",
+        usage.ru_maxrss
+    );
+    assert!(
+        err.lines().count() < 100,
+        "{} lines of stats",
+        err.lines().count()
+    );
+    assert!(err.contains("mmio-write 10000000"), "{err}");
+    assert!(err.contains("mmio others   0 reads, "), "{err}");
 }

@@ -14,10 +14,15 @@
 //! guest past the deadline. Either way no tick is lost, and the engine clears the flag
 //! and goes back to polling the interrupt controller.
 //!
+//! A [`StopRequest`](emu_core::stop::StopRequest) (Ctrl-C, the control plane) kicks the
+//! vCPU the same way, from another thread: [`Kicker::kick_this_thread`] is the kick the
+//! engine installs in it while it runs.
+//!
 //! The signal comes from a POSIX timer (`timer_create`) aimed at this very thread
 //! (`SIGEV_THREAD_ID`), so other threads of the process never see it; it is armed
 //! one-shot, only when the deadline changes.
 
+use emu_core::stop::Kick;
 use std::cell::Cell;
 use std::io;
 use std::ptr;
@@ -150,6 +155,24 @@ impl Kicker {
         }
         self.armed = deadline;
         Ok(())
+    }
+}
+
+impl Kicker {
+    /// A kick, for a stop request, that sends the kick signal to the calling thread (the
+    /// one running the vCPU). The engine must remove it (drop its
+    /// [`KickGuard`](emu_core::stop::KickGuard)) before this kicker and before the thread's
+    /// run ends.
+    pub(crate) fn kick_this_thread(&self) -> Kick {
+        // SAFETY: pthread_self has no preconditions.
+        let thread = unsafe { libc::pthread_self() };
+        Box::new(move || {
+            // SAFETY: `thread` is the vCPU thread, which runs the engine as long as the kick
+            // is installed: the engine removes it before its run returns, and removing it
+            // waits for a kick in progress. The handler for the signal is installed (by
+            // `Kicker::new`) and only touches this thread's vCPU.
+            unsafe { libc::pthread_kill(thread, kick_signal()) };
+        })
     }
 }
 

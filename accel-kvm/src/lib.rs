@@ -34,6 +34,7 @@ use emu_core::cpuid;
 use emu_core::engine::Engine;
 use emu_core::exit::{ExitHandler, Flow, GuestEvent, StopReason, VmExit};
 use emu_core::memory::GuestRam;
+use emu_core::stop::StopRequest;
 use kick::Kicker;
 use kvm_bindings::{
     kvm_cpuid_entry2, kvm_interrupt, kvm_userspace_memory_region, kvm_vcpu_events, kvm_xsave,
@@ -522,20 +523,26 @@ impl KvmEngine {
         Ok(poll.next_poll_at)
     }
 
+    /// The kicker of this run, created the first time one is needed.
+    fn kicker<'k>(&mut self, kicker: &'k mut Option<Kicker>) -> std::io::Result<&'k mut Kicker> {
+        match kicker {
+            Some(k) => Ok(k),
+            None => Ok(kicker.insert(Kicker::new(
+                &raw mut self.vcpu.get_kvm_run().immediate_exit,
+            )?)),
+        }
+    }
+
     /// Arms the kick timer for `deadline`, creating it the first time one is due.
     fn arm_kick(
         &mut self,
         kicker: &mut Option<Kicker>,
         deadline: Option<Instant>,
     ) -> std::io::Result<()> {
-        let kicker = match kicker {
-            Some(k) => k,
-            None if deadline.is_none() => return Ok(()),
-            None => kicker.insert(Kicker::new(
-                &raw mut self.vcpu.get_kvm_run().immediate_exit,
-            )?),
-        };
-        kicker.arm(deadline)
+        if kicker.is_none() && deadline.is_none() {
+            return Ok(());
+        }
+        self.kicker(kicker)?.arm(deadline)
     }
 
     /// The body of [`Engine::run`]: enters the guest until a stop, completing the
@@ -544,18 +551,28 @@ impl KvmEngine {
         &mut self,
         exits: &mut dyn ExitHandler,
         kicker: &mut Option<Kicker>,
+        stop_request: Option<&StopRequest>,
     ) -> StopReason {
         let mut stop = None;
         loop {
             // Once stopping, the next entry only completes the exiting instruction: no
             // interrupt may start (the state handed over could not say it is pending).
             if stop.is_none() {
-                let deadline = match self.deliver_interrupts(exits) {
-                    Ok(deadline) => deadline,
-                    Err(why) => return StopReason::EngineFailure(why),
-                };
-                if let Err(e) = self.arm_kick(kicker, deadline) {
-                    return StopReason::EngineFailure(format!("cannot arm the kick timer: {e}"));
+                if stop_request.is_some_and(StopRequest::take) {
+                    // Asked to stop from outside: like an exit whose handler said stop,
+                    // the entry below only completes an instruction that exited.
+                    stop = Some(StopReason::Paused);
+                    self.vcpu.set_kvm_immediate_exit(1);
+                } else {
+                    let deadline = match self.deliver_interrupts(exits) {
+                        Ok(deadline) => deadline,
+                        Err(why) => return StopReason::EngineFailure(why),
+                    };
+                    if let Err(e) = self.arm_kick(kicker, deadline) {
+                        return StopReason::EngineFailure(format!(
+                            "cannot arm the kick timer: {e}"
+                        ));
+                    }
                 }
             }
             match self.enter(exits) {
@@ -603,8 +620,21 @@ impl Engine for KvmEngine {
             );
         }
         let mut kicker = None;
-        let stop = self.run_until_stop(exits, &mut kicker);
-        // The timer goes first, so no kick comes after the flag is cleared for the next run.
+        let stop_request = exits.stop_request();
+        let stop = match &stop_request {
+            // A stop request kicks the vCPU with the same signal as the timer: the handler
+            // must be installed and pointed at this vCPU before the kick is.
+            Some(request) => match self.kicker(&mut kicker) {
+                Ok(k) => {
+                    let _kick = request.install_kick(k.kick_this_thread());
+                    self.run_until_stop(exits, &mut kicker, Some(request))
+                }
+                Err(e) => StopReason::EngineFailure(format!("cannot set up the vCPU kick: {e}")),
+            },
+            None => self.run_until_stop(exits, &mut kicker, None),
+        };
+        // The kick and the timer go first, so no kick comes after the flag is cleared for
+        // the next run.
         drop(kicker);
         self.vcpu.set_kvm_immediate_exit(0);
         stop

@@ -6,6 +6,7 @@
 //! a fast one. A halted processor skips ahead to the next timer event, so waiting costs
 //! nothing. Under engines that cannot count instructions (KVM), time is host time.
 
+use crate::stop::StopRequest;
 use std::time::{Duration, Instant};
 
 /// Where time comes from.
@@ -84,15 +85,19 @@ impl Clock {
     }
 
     /// Lets a halted processor's time run on to `ns`: skipped instantly under an
-    /// instruction clock, slept through under the host clock.
-    pub fn wait_until(&mut self, ns: u64, icount: u64) {
+    /// instruction clock, slept through under the host clock unless `stop` is requested
+    /// meanwhile. False if the wait was cut short.
+    pub fn wait_until(&mut self, ns: u64, icount: u64, stop: &StopRequest) -> bool {
         let now = self.now_ns(icount);
         if ns <= now {
-            return;
+            return true;
         }
         match self.source {
-            Source::Instructions { .. } => self.base_ns += ns - now,
-            Source::Host { .. } => std::thread::sleep(Duration::from_nanos(ns - now)),
+            Source::Instructions { .. } => {
+                self.base_ns += ns - now;
+                true
+            }
+            Source::Host { .. } => !stop.sleep(Duration::from_nanos(ns - now)),
         }
     }
 
@@ -113,7 +118,7 @@ mod tests {
         let mut c = Clock::new(true);
         assert_eq!(c.now_ns(100), 1000);
         assert_eq!(c.icount_at(1000), Some(100));
-        c.wait_until(5000, 100);
+        assert!(c.wait_until(5000, 100, &StopRequest::new()));
         assert_eq!(c.now_ns(100), 5000);
         assert_eq!(c.icount_at(6000), Some(200));
     }

@@ -6,7 +6,9 @@
 
 use crate::cpu::CpuState;
 use crate::exception::Exception;
+use crate::stop::StopRequest;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Something the vCPU needs from the VMM. Data buffers are borrowed from the engine: the
@@ -250,8 +252,20 @@ pub enum Flow {
 pub enum StopReason {
     /// The guest wrote this value to the debug-exit port.
     Exited(u32),
-    /// The guest halted with nothing left that could wake it.
+    /// The guest halted with interrupts disabled (EFLAGS.IF clear): only an NMI, which
+    /// popek-pc never raises, could wake it.
     Halted,
+    /// The guest halted with interrupts enabled, but no interrupt can reach the
+    /// processor: no timer is programmed and no device has one pending
+    /// (`timer_ticks` = 0), or the timer ticked `timer_ticks` times while its interrupt
+    /// stayed masked or unacknowledged at the PIC.
+    HaltedNoInterrupt {
+        /// Timer ticks waited for in vain.
+        timer_ticks: u64,
+    },
+    /// A stop was requested ([`StopRequest`](crate::stop::StopRequest)): the run ended at
+    /// an instruction boundary, and the next run continues from there.
+    Paused,
     /// Triple fault, with the exception that could not be delivered where known.
     Shutdown(Option<(Exception, Box<CpuState>)>),
     /// An instruction Popek does not implement.
@@ -277,6 +291,18 @@ impl fmt::Display for StopReason {
                     "guest halted with interrupts disabled and nothing to wake it"
                 )
             }
+            StopReason::HaltedNoInterrupt { timer_ticks: 0 } => write!(
+                f,
+                "guest halted with interrupts enabled, but nothing can raise one: \
+                 no timer is programmed and no device has an interrupt pending"
+            ),
+            StopReason::HaltedNoInterrupt { timer_ticks } => write!(
+                f,
+                "guest halted with interrupts enabled, but no interrupt reached the \
+                 processor in {timer_ticks} timer ticks (masked, or never acknowledged \
+                 with an EOI, at the PIC)"
+            ),
+            StopReason::Paused => write!(f, "stopped on request"),
             StopReason::Shutdown(None) => write!(f, "triple fault: the processor shut down"),
             StopReason::Shutdown(Some((exception, state))) => write!(
                 f,
@@ -410,6 +436,14 @@ pub trait ExitHandler {
     /// The interrupt-acknowledge cycle: the vector of the pending interrupt, now in
     /// service, or None if it went away.
     fn acknowledge_interrupt(&mut self) -> Option<u8> {
+        None
+    }
+
+    /// The request to stop this run from outside, if the handler has one: the engine
+    /// takes it ([`StopRequest::take`]) at instruction boundaries and, if it needs a kick
+    /// to look in time, installs one ([`StopRequest::install_kick`]) while it runs; a
+    /// run that honours it ends with [`StopReason::Paused`].
+    fn stop_request(&self) -> Option<Arc<StopRequest>> {
         None
     }
 }

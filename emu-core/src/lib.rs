@@ -11,5 +11,6 @@ pub mod interp;
 pub mod loader;
 pub mod machine;
 pub mod memory;
+pub mod stop;
 pub mod trace;
 pub mod x86;

@@ -8,6 +8,7 @@ use crate::exit::{ExitHandler, ExitReason, Flow, GuestEvent, InterruptPoll, Stop
 use crate::interp::{Assist, Interpreter};
 use crate::loader::{load_multiboot, BootInfo, LoadError};
 use crate::memory::{GuestRam, MemoryError};
+use crate::stop::StopRequest;
 use crate::trace::{Counters, Event, EventKind, EventMask, Trace};
 use devices::{BusError, DeviceRequest, PcDevices, OPEN_BUS};
 use std::io::Write;
@@ -25,6 +26,11 @@ pub struct Vmm {
     pub trace: Trace,
     /// Virtual time, as the devices see it.
     pub clock: Clock,
+    /// Stops the run from outside (Ctrl-C, the control plane).
+    stop: Arc<StopRequest>,
+    /// The processor is halted, waiting for an interrupt, since a stop request ended
+    /// the run during the wait.
+    halted: bool,
 }
 
 impl Vmm {
@@ -35,6 +41,8 @@ impl Vmm {
             counters: Counters::default(),
             trace: Trace::new(Trace::DEFAULT_CAPACITY),
             clock: Clock::new(true),
+            stop: Arc::new(StopRequest::new()),
+            halted: false,
         }
     }
 
@@ -50,7 +58,8 @@ impl Vmm {
     }
 
     /// A halted CPU: with interrupts enabled, let time run on to the next interrupt;
-    /// with nothing that could ever wake it, stop.
+    /// with nothing that could ever wake it, stop. A stop request cuts a wait in real
+    /// time (under KVM) short: the processor stays halted, and the next run waits on.
     fn wait_for_interrupt(&mut self, interruptible: bool, icount: u64) -> Flow {
         if !interruptible {
             return Flow::Stop(StopReason::Halted);
@@ -58,30 +67,44 @@ impl Vmm {
         self.sync_devices(icount);
         // A timer whose interrupt is masked may tick many times: give up after that
         // many ticks without a deliverable interrupt.
-        for _ in 0..MAX_IDLE_TICKS {
+        let mut ticks = 0;
+        while ticks < MAX_IDLE_TICKS {
             if self.has_interrupt() {
                 return Flow::Continue;
             }
             let Some(next) = lock(&self.devices.pit).next_irq0_ns() else {
                 break;
             };
-            self.clock.wait_until(next, icount);
+            if !self.clock.wait_until(next, icount, &self.stop) {
+                self.stop.take();
+                self.halted = true;
+                return Flow::Stop(StopReason::Paused);
+            }
             self.sync_devices(icount);
+            ticks += 1;
         }
         if self.has_interrupt() {
             Flow::Continue
         } else {
-            Flow::Stop(StopReason::Halted)
+            Flow::Stop(StopReason::HaltedNoInterrupt { timer_ticks: ticks })
+        }
+    }
+
+    /// Before a run: a processor paused while halted goes on waiting for its interrupt
+    /// (the engine's state is past the HLT, as a woken processor's is). The reason the
+    /// run ends, if the wait does not end in an interrupt.
+    fn resume_halt(&mut self, icount: u64) -> Option<StopReason> {
+        if !std::mem::take(&mut self.halted) {
+            return None;
+        }
+        match self.wait_for_interrupt(true, icount) {
+            Flow::Continue => None,
+            Flow::Stop(reason) => Some(reason),
         }
     }
 
     fn io_event(&mut self, icount: u64, port: u16, write: bool, data: &[u8]) {
-        let count = self.counters.ports.entry(port).or_default();
-        if write {
-            count.writes += 1;
-        } else {
-            count.reads += 1;
-        }
+        self.counters.ports.entry(port).or_default().add(write);
         self.trace.record(EventMask::IO, || Event {
             icount,
             kind: EventKind::Io {
@@ -94,12 +117,7 @@ impl Vmm {
     }
 
     fn mmio_event(&mut self, icount: u64, addr: u64, write: bool, data: &[u8]) {
-        let count = self.counters.mmio.entry(addr).or_default();
-        if write {
-            count.writes += 1;
-        } else {
-            count.reads += 1;
-        }
+        self.counters.mmio.add(addr, write);
         self.trace.record(EventMask::MMIO, || Event {
             icount,
             kind: EventKind::Mmio {
@@ -114,7 +132,7 @@ impl Vmm {
 
 /// How many timer ticks a halted CPU waits for a deliverable interrupt before the machine
 /// is declared stuck.
-const MAX_IDLE_TICKS: usize = 10_000;
+const MAX_IDLE_TICKS: u64 = 10_000;
 
 /// Locks a device; a device that panicked while locked is still usable for reading.
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -153,6 +171,10 @@ impl ExitHandler for Vmm {
 
     fn acknowledge_interrupt(&mut self) -> Option<u8> {
         lock(&self.devices.pic).acknowledge()
+    }
+
+    fn stop_request(&self) -> Option<Arc<StopRequest>> {
+        Some(Arc::clone(&self.stop))
     }
 
     fn notify(&mut self, event: GuestEvent, icount: u64) {
@@ -275,7 +297,7 @@ pub fn interpreter_factory(assist: Assist) -> Box<EngineFactory<'static>> {
 /// BIOS images come in 64 KiB units.
 const BIOS_ALIGN: usize = 64 << 10;
 /// The largest BIOS image popek-pc maps.
-const BIOS_MAX: usize = 1 << 20;
+pub const BIOS_MAX: usize = 1 << 20;
 /// How much of the image also appears below 1 MiB (0xE0000-0xFFFFF on a PC).
 const BIOS_LOW_MAX: usize = 128 << 10;
 /// The end of the low BIOS area.
@@ -394,11 +416,16 @@ impl Machine {
         Ok(())
     }
 
-    /// Runs until the guest stops or `budget` instructions have retired.
+    /// Runs until the guest stops, `budget` instructions have retired, or a stop is
+    /// requested ([`Machine::stop_request`]; the run then ends with
+    /// [`StopReason::Paused`], and the next one continues where it stopped).
     pub fn run(&mut self, budget: u64) -> RunOutcome {
         let before = self.engine.instructions_retired();
         let (wall0, cpu0) = (Instant::now(), thread_cpu_time());
-        let stop = self.engine.run(&self.ram, &mut self.vmm, budget);
+        let stop = match self.vmm.resume_halt(before) {
+            Some(stop) => stop,
+            None => self.engine.run(&self.ram, &mut self.vmm, budget),
+        };
         RunOutcome {
             stop,
             instructions: self.engine.instructions_retired() - before,
@@ -407,9 +434,21 @@ impl Machine {
         }
     }
 
+    /// The machine's stop request: [`StopRequest::request`] on it, from any thread, ends
+    /// the current (or next) [`Machine::run`] at an instruction boundary.
+    pub fn stop_request(&self) -> Arc<StopRequest> {
+        Arc::clone(&self.vmm.stop)
+    }
+
     /// The engine's name.
     pub fn engine_name(&self) -> &'static str {
         self.engine.name()
+    }
+
+    /// Whether the engine counts the instructions it runs (see
+    /// [`Engine::counts_instructions`]).
+    pub fn counts_instructions(&self) -> bool {
+        self.engine.counts_instructions()
     }
 
     /// The CPU state at the current instruction boundary.

@@ -281,7 +281,70 @@ pub struct AccessCount {
     pub writes: u64,
 }
 
-/// Counters every engine feeds.
+impl AccessCount {
+    /// Counts one access.
+    pub fn add(&mut self, write: bool) {
+        if write {
+            self.writes += 1;
+        } else {
+            self.reads += 1;
+        }
+    }
+
+    /// Both counts of `other` added to these.
+    pub fn merge(&mut self, other: AccessCount) {
+        self.reads += other.reads;
+        self.writes += other.writes;
+    }
+
+    /// Reads and writes.
+    pub fn total(&self) -> u64 {
+        self.reads + self.writes
+    }
+}
+
+/// Access counts by MMIO address, for at most [`AddressCounts::CAPACITY`] distinct
+/// addresses (the first the guest touches); accesses to any other address are counted
+/// together ([`AddressCounts::others`]). The guest chooses the addresses, so without a
+/// bound a guest sweeping the address space would grow Popek's memory without end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressCounts {
+    by_address: BTreeMap<u64, AccessCount>,
+    others: AccessCount,
+}
+
+impl AddressCounts {
+    /// How many addresses are counted apart: every register of many devices.
+    pub const CAPACITY: usize = 1024;
+
+    /// Counts one access at `addr`.
+    pub fn add(&mut self, addr: u64, write: bool) {
+        let full = self.by_address.len() >= Self::CAPACITY;
+        match self.by_address.get_mut(&addr) {
+            Some(count) => count.add(write),
+            None if full => self.others.add(write),
+            None => self.by_address.entry(addr).or_default().add(write),
+        }
+    }
+
+    /// The accesses at `addr`, if it is counted apart.
+    pub fn get(&self, addr: u64) -> Option<AccessCount> {
+        self.by_address.get(&addr).copied()
+    }
+
+    /// The addresses counted apart, in ascending order, with their counts.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, AccessCount)> + '_ {
+        self.by_address.iter().map(|(&addr, &count)| (addr, count))
+    }
+
+    /// Accesses to addresses beyond the first [`AddressCounts::CAPACITY`].
+    pub fn others(&self) -> AccessCount {
+        self.others
+    }
+}
+
+/// Counters every engine feeds. Each is bounded whatever the guest does: ports, vectors
+/// and rings by their types, MMIO addresses by [`AddressCounts::CAPACITY`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Exits by reason, indexed like [`ExitReason::ALL`].
@@ -289,7 +352,7 @@ pub struct Counters {
     /// Port accesses by port.
     pub ports: BTreeMap<u16, AccessCount>,
     /// MMIO accesses by address.
-    pub mmio: BTreeMap<u64, AccessCount>,
+    pub mmio: AddressCounts,
     /// Exceptions by vector.
     pub exceptions: BTreeMap<u8, u64>,
     /// Hardware interrupts by vector.
@@ -307,5 +370,36 @@ impl Counters {
     /// All exits.
     pub fn total_exits(&self) -> u64 {
         self.exits.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mmio_counts_stay_bounded_and_lose_no_access() {
+        let mut counts = AddressCounts::default();
+        let sweep = 3 * AddressCounts::CAPACITY as u64;
+        for addr in 0..sweep {
+            counts.add(0x1000 + addr, addr % 2 == 1);
+        }
+        // An address counted apart stays counted apart once the table is full.
+        counts.add(0x1000, false);
+        assert_eq!(counts.iter().count(), AddressCounts::CAPACITY);
+        assert_eq!(
+            counts.get(0x1000),
+            Some(AccessCount {
+                reads: 2,
+                writes: 0
+            })
+        );
+        assert_eq!(counts.get(0x1000 + sweep - 1), None);
+        let apart: u64 = counts.iter().map(|(_, c)| c.total()).sum();
+        assert_eq!(apart + counts.others().total(), sweep + 1);
+        assert_eq!(
+            counts.others().total(),
+            sweep - AddressCounts::CAPACITY as u64
+        );
     }
 }

@@ -16,6 +16,7 @@
 use super::guest::{loop_image, Body, Mode, Ring, COMPUTE_INSNS, START_MARKER, UNCLAIMED_PORT};
 use super::{qemu_command, qemu_exited_cleanly, verdict, QEMU};
 use crate::engine::{self, EngineKind};
+use crate::output::outln;
 use anyhow::{bail, Context, Result};
 use emu_core::exit::StopReason;
 use emu_core::interp::Assist;
@@ -112,13 +113,14 @@ fn ratio_text(ratio: f64) -> String {
 }
 
 /// Says what a speed `ratio` to native below [`EMULATED_BELOW`] means.
-fn emulation_note(ratio: f64) {
+fn emulation_note(ratio: f64) -> Result<()> {
     if ratio < EMULATED_BELOW {
-        println!(
+        outln!(
             "  (this host's KVM emulates the guest's code instead of running it, as PVM \
              does with ring 0 and with 32-bit guests)"
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// The port-I/O exit round trip in `ring` under Popek's engine: an iteration of the loop
@@ -152,36 +154,36 @@ fn compute(mode: Mode, ring: Ring, native: f64, target: bool) -> Result<f64> {
     } else {
         String::new()
     };
-    println!(
+    outln!(
         "KVM ring-{} ({}-bit): {:.1} MIPS = {} x native{verdict}",
         ring.level(),
         mode.bits(),
         mips(secs),
         ratio_text(ratio)
-    );
-    emulation_note(ratio);
+    )?;
+    emulation_note(ratio)?;
     Ok(secs)
 }
 
 /// `popek bench`'s KVM part; `qemu` says whether QEMU is there to compare with.
 pub fn bench(qemu: bool) -> Result<()> {
     if let Err(why) = accel_kvm::check_kvm() {
-        println!("KVM: not measured ({why})");
+        outln!("KVM: not measured ({why})")?;
         return Ok(());
     }
     let native = per_iteration(|n| Ok(native(n)))?;
-    println!(
+    outln!(
         "native: {:.0} MIPS (the guests' loop, run by this process)",
         mips(native)
-    );
+    )?;
     compute(Mode::Long, Ring::User, native, true)?;
     let user = compute(Mode::Protected, Ring::User, native, false)?;
     compute(Mode::Long, Ring::Kernel, native, false)?;
     let kernel = compute(Mode::Protected, Ring::Kernel, native, false)?;
-    println!(
+    outln!(
         "KVM port-I/O exit round trip (32-bit guest, OUT to the unclaimed port \
          {UNCLAIMED_PORT:#x}, the loop's own cost subtracted):"
-    );
+    )?;
     let mut costs = Vec::new();
     for (ring, compute) in [(Ring::User, user), (Ring::Kernel, kernel)] {
         let cost = ExitCost {
@@ -189,11 +191,11 @@ pub fn bench(qemu: bool) -> Result<()> {
             compute,
             with_out: per_iteration(|n| popek_kvm(Mode::Protected, ring, Body::PortIo, n))?,
         };
-        println!(
+        outln!(
             "  ring {}, Popek's KVM engine: {:.2} µs",
             ring.level(),
             cost.micros(cost.with_out)
-        );
+        )?;
         costs.push(cost);
     }
     if qemu {
@@ -249,13 +251,13 @@ fn qemu_exits(costs: &[ExitCost]) -> Result<()> {
         let span = large?.saturating_sub(small?);
         let qemu = c.micros(span.as_secs_f64() / f64::from(n - n / 10));
         let popek = c.micros(c.with_out);
-        println!(
+        outln!(
             "  ring {}, qemu-system-x86_64 -accel kvm (same image): {qemu:.2} µs \
              (Popek's is {:.2} x that; target <= 1: {})",
             c.ring.level(),
             popek / qemu,
             verdict(popek <= qemu)
-        );
+        )?;
         Ok(())
     });
     let _ = std::fs::remove_dir_all(&dir);

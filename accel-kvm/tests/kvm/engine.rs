@@ -63,7 +63,7 @@ fn assorted_guest_sees_the_shared_cpuid_vendor() {
     require_kvm!();
     let (m, out, _) = run_on(Start::Kvm, &assorted());
     assert_eq!(out, [cpuid::VENDOR.as_slice(), b"\n"].concat());
-    let mmio = m.vmm.counters.mmio[&MMIO_NOWHERE];
+    let mmio = m.vmm.counters.mmio.get(MMIO_NOWHERE).expect("counted");
     assert_eq!((mmio.reads, mmio.writes), (1, 1));
 }
 

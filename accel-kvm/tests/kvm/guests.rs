@@ -221,7 +221,7 @@ pub fn out_loop(with_out: bool) -> Guest {
     })
 }
 
-/// Where [`timer`] keeps its tick count.
+/// Where the timer guests keep their tick count.
 pub const TICKS: u64 = 0x0F00;
 /// Where [`install_descriptor_tables`] puts the GDT and the IDT.
 const GDT_AT: u64 = 0x1000;
@@ -272,7 +272,7 @@ fn outb(a: &mut CodeAssembler, port: u16, value: u8) -> Result<(), IcedError> {
 /// timer can bring the ticks to a guest that makes no exits), prints [`TIMER_TEXT`] and
 /// exits with 0. Ring 0 throughout, and few instructions but for the spinning. It needs
 /// the tables of [`install_descriptor_tables`]. The handler returns with POPFD and RET:
-/// see there.
+/// see `emit_tick_handler`.
 pub fn timer() -> Guest {
     assemble(|a| {
         let mut putc = a.create_label();
@@ -280,20 +280,8 @@ pub fn timer() -> Guest {
         let mut halt = a.create_label();
         let mut spin = a.create_label();
         a.mov(esp, STACK_TOP)?;
-        a.mov(dword_ptr(TICKS), 0)?;
-        for (cmd, vectors, icw3, mask) in [
-            (PIC_MASTER_CMD, TIMER_VECTOR, ICW3_MASTER, MASK_ALL_BUT_IRQ0),
-            (PIC_SLAVE_CMD, SLAVE_VECTORS, ICW3_SLAVE, MASK_ALL),
-        ] {
-            outb(a, cmd, ICW1)?;
-            for data in [vectors, icw3, ICW4_8086, mask] {
-                outb(a, cmd + 1, data)?;
-            }
-        }
-        let [low, high] = ((devices::Pit8254::FREQUENCY_HZ / TIMER_HZ) as u16).to_le_bytes();
-        outb(a, PIT_CONTROL, PIT_CH0_RATE)?;
-        outb(a, PIT_CH0, low)?;
-        outb(a, PIT_CH0, high)?;
+        let reload = (devices::Pit8254::FREQUENCY_HZ / TIMER_HZ) as u16;
+        emit_timer_setup(a, reload, MASK_ALL_BUT_IRQ0)?;
         a.sti()?;
         a.set_label(&mut halt)?;
         a.hlt()?;
@@ -306,22 +294,71 @@ pub fn timer() -> Guest {
         emit_print(a, putc, TIMER_TEXT)?;
         a.xor(eax, eax)?;
         emit_exit_with_eax(a)?;
-
-        a.set_label(&mut handler)?;
-        a.inc(dword_ptr(TICKS))?;
-        a.push(eax)?;
-        outb(a, PIC_MASTER_CMD, devices::pic::OCW2_EOI)?;
-        a.pop(eax)?;
-        // IRET's work without IRET, which KVM's instruction emulator lacks in protected
-        // mode (and it emulates all ring-0 code on hosts like PVM): restore EFLAGS from
-        // the frame, then return and drop CS and EFLAGS. A tick that comes between the
-        // two nests harmlessly below the frame.
-        a.push(dword_ptr(esp + 8))?;
-        a.popfd()?;
-        a.ret_1(8)?;
+        emit_tick_handler(a, &mut handler)?;
         emit_putc(a, &mut putc)?;
         Ok(vec![handler])
     })
+}
+
+/// The PIT's slowest rate: a reload value of 0 counts 2^16 input clocks, 55 ms a tick.
+pub const SLOWEST_TICK_MS: u64 = 55;
+
+/// Programs the PIT for its slowest rate ([`SLOWEST_TICK_MS`]), halts with interrupts
+/// enabled, and exits with the tick count: 1, woken by the first tick, or, with
+/// `masked`, never (IRQ 0 stays masked at the PIC). Needs [`install_descriptor_tables`]
+/// for the handler, the first label returned; the second is the instruction after HLT.
+pub fn halt_for_tick(masked: bool) -> Guest {
+    assemble(|a| {
+        let mut handler = a.create_label();
+        let mut woken = a.create_label();
+        a.mov(esp, STACK_TOP)?;
+        emit_timer_setup(a, 0, if masked { MASK_ALL } else { MASK_ALL_BUT_IRQ0 })?;
+        a.sti()?;
+        a.hlt()?;
+        a.set_label(&mut woken)?;
+        a.cli()?;
+        a.mov(eax, dword_ptr(TICKS))?;
+        emit_exit_with_eax(a)?;
+        emit_tick_handler(a, &mut handler)?;
+        Ok(vec![handler, woken])
+    })
+}
+
+/// Zeroes the tick count at [`TICKS`], programs the PICs to deliver IRQ 0 as
+/// [`TIMER_VECTOR`] (the master's interrupt mask `master_mask`, the slave's all masked)
+/// and the PIT to raise it every `reload` input clocks (0: 2^16).
+fn emit_timer_setup(a: &mut CodeAssembler, reload: u16, master_mask: u8) -> Result<(), IcedError> {
+    a.mov(dword_ptr(TICKS), 0)?;
+    for (cmd, vectors, icw3, mask) in [
+        (PIC_MASTER_CMD, TIMER_VECTOR, ICW3_MASTER, master_mask),
+        (PIC_SLAVE_CMD, SLAVE_VECTORS, ICW3_SLAVE, MASK_ALL),
+    ] {
+        outb(a, cmd, ICW1)?;
+        for data in [vectors, icw3, ICW4_8086, mask] {
+            outb(a, cmd + 1, data)?;
+        }
+    }
+    let [low, high] = reload.to_le_bytes();
+    outb(a, PIT_CONTROL, PIT_CH0_RATE)?;
+    outb(a, PIT_CH0, low)?;
+    outb(a, PIT_CH0, high)
+}
+
+/// Emits the timer's interrupt handler at `handler`: counts the tick at [`TICKS`] and
+/// sends the PIC its EOI.
+fn emit_tick_handler(a: &mut CodeAssembler, handler: &mut CodeLabel) -> Result<(), IcedError> {
+    a.set_label(handler)?;
+    a.inc(dword_ptr(TICKS))?;
+    a.push(eax)?;
+    outb(a, PIC_MASTER_CMD, devices::pic::OCW2_EOI)?;
+    a.pop(eax)?;
+    // IRET's work without IRET, which KVM's instruction emulator lacks in protected
+    // mode (and it emulates all ring-0 code on hosts like PVM): restore EFLAGS from
+    // the frame, then return and drop CS and EFLAGS. A tick that comes between the
+    // two nests harmlessly below the frame.
+    a.push(dword_ptr(esp + 8))?;
+    a.popfd()?;
+    a.ret_1(8)
 }
 
 /// Writes a GDT with the segments Multiboot leaves loaded (which interrupt delivery and

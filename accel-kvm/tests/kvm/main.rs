@@ -5,4 +5,5 @@ mod common;
 mod engine;
 mod guests;
 mod interrupts;
+mod stop;
 mod switch;

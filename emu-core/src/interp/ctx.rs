@@ -8,7 +8,9 @@ use crate::cpu::{cr0, efer, rflags};
 use crate::exception::Exception;
 use crate::exit::{ExitHandler, Flow, GuestEvent, RingCause, StopReason, VmExit};
 use crate::memory::{CodeWatch, RamView};
+use crate::stop::StopRequest;
 use iced_x86::{Instruction, OpKind, Register};
+use std::sync::Arc;
 
 pub use crate::memory::{PAGE_SHIFT, PAGE_SIZE};
 
@@ -51,6 +53,8 @@ pub struct Ctx<'a> {
     pub debug_trap: u64,
     /// The VMM policy: which events are exits.
     pub assist: Assist,
+    /// The request to stop from outside, taken when interrupts are polled.
+    pub stop_request: Option<Arc<StopRequest>>,
 }
 
 impl Ctx<'_> {
@@ -82,6 +86,7 @@ impl<'a> Ctx<'a> {
             push_rf: false,
             debug_trap: 0,
             assist: Assist::None,
+            stop_request: None,
         }
     }
 

@@ -52,6 +52,7 @@ use crate::engine::Engine;
 use crate::exception::Exception;
 use crate::exit::{ExitHandler, Flow, StopReason, VmExit};
 use crate::memory::GuestRam;
+use crate::stop::POLL_INTERVAL;
 use cache::{BlockCache, Op};
 use flags::Flags;
 use iced_x86::Instruction;
@@ -251,9 +252,11 @@ impl Engine for Interpreter {
             // Written from outside while the guest was stopped (a debugger, a loader).
             cache.invalidate_written(ram.code());
         }
+        let stop_request = exits.stop_request();
         let mut cx = Ctx::new(cpu, ram.view(), exits, ram.code());
         cx.icount = *retired;
         cx.assist = *assist;
+        cx.stop_request = stop_request;
         let stop = run_blocks(&mut cx, cache, budget);
         *retired = cx.icount;
         stop
@@ -357,10 +360,16 @@ fn execute(cx: &mut Ctx<'_>, op: &Op) -> bool {
     !cx.end_block
 }
 
-/// Delivers a pending hardware interrupt if EFLAGS.IF allows it.
+/// Ends the run if a stop was requested; else delivers a pending hardware interrupt if
+/// EFLAGS.IF allows it.
 fn poll_interrupts(cx: &mut Ctx<'_>) -> Option<StopReason> {
+    if cx.stop_request.as_ref().is_some_and(|s| s.take()) {
+        return Some(StopReason::Paused);
+    }
     let poll = cx.exits.poll_interrupts(cx.icount);
-    cx.next_poll = poll.next_poll;
+    // Polled again at the next timer deadline, and at least every POLL_INTERVAL
+    // instructions for the stop request.
+    cx.next_poll = poll.next_poll.min(cx.icount.saturating_add(POLL_INTERVAL));
     if !poll.pending || !cx.cpu.flags.control(crate::cpu::rflags::IF) {
         return None;
     }
