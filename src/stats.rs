@@ -140,10 +140,7 @@ type Entries<T> = Vec<(String, T)>;
 
 /// Splits `entries` (in key order) into the [`MAX_LINES`] with the largest `weight`,
 /// still in key order, and the rest.
-fn busiest<T>(
-    entries: Entries<T>,
-    weight: impl Fn(&T) -> u64,
-) -> (Entries<T>, Entries<T>) {
+fn busiest<T>(entries: Entries<T>, weight: impl Fn(&T) -> u64) -> (Entries<T>, Entries<T>) {
     if entries.len() <= MAX_LINES {
         return (entries, Vec::new());
     }

@@ -14,6 +14,11 @@
 //! `kick`). The interrupt-window and kick exits are the engine's own business: they do
 //! not reach the handler and are not counted, as the interpreter has neither.
 //!
+//! A stop requested from another thread ([`ExitHandler::stop_request`], e.g. Ctrl-C) gets
+//! the vCPU out the same way: while the engine runs, the request's kick sends the kick
+//! signal to the vCPU thread; the request is taken before each entry, and the run ends
+//! with [`StopReason::Paused`] once KVM has completed the instruction in progress.
+//!
 //! What KVM cannot do like the interpreter:
 //! - it does not count instructions (the budget is not enforced, see [`KvmEngine`]);
 //! - exceptions the guest cannot handle end in a triple fault ([`StopReason::Shutdown`])

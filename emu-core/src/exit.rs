@@ -263,7 +263,7 @@ pub enum StopReason {
         /// Timer ticks waited for in vain.
         timer_ticks: u64,
     },
-    /// A stop was requested ([`StopRequest`](crate::stop::StopRequest)): the run ended at
+    /// A stop was requested ([`StopRequest`]): the run ended at
     /// an instruction boundary, and the next run continues from there.
     Paused,
     /// Triple fault, with the exception that could not be delivered where known.

@@ -8,9 +8,7 @@ use crate::cpu::{cr0, efer, rflags};
 use crate::exception::Exception;
 use crate::exit::{ExitHandler, Flow, GuestEvent, RingCause, StopReason, VmExit};
 use crate::memory::{CodeWatch, RamView};
-use crate::stop::StopRequest;
 use iced_x86::{Instruction, OpKind, Register};
-use std::sync::Arc;
 
 pub use crate::memory::{PAGE_SHIFT, PAGE_SIZE};
 
@@ -53,8 +51,6 @@ pub struct Ctx<'a> {
     pub debug_trap: u64,
     /// The VMM policy: which events are exits.
     pub assist: Assist,
-    /// The request to stop from outside, taken when interrupts are polled.
-    pub stop_request: Option<Arc<StopRequest>>,
 }
 
 impl Ctx<'_> {
@@ -86,7 +82,6 @@ impl<'a> Ctx<'a> {
             push_rf: false,
             debug_trap: 0,
             assist: Assist::None,
-            stop_request: None,
         }
     }
 

@@ -252,11 +252,9 @@ impl Engine for Interpreter {
             // Written from outside while the guest was stopped (a debugger, a loader).
             cache.invalidate_written(ram.code());
         }
-        let stop_request = exits.stop_request();
         let mut cx = Ctx::new(cpu, ram.view(), exits, ram.code());
         cx.icount = *retired;
         cx.assist = *assist;
-        cx.stop_request = stop_request;
         let stop = run_blocks(&mut cx, cache, budget);
         *retired = cx.icount;
         stop
@@ -363,7 +361,7 @@ fn execute(cx: &mut Ctx<'_>, op: &Op) -> bool {
 /// Ends the run if a stop was requested; else delivers a pending hardware interrupt if
 /// EFLAGS.IF allows it.
 fn poll_interrupts(cx: &mut Ctx<'_>) -> Option<StopReason> {
-    if cx.stop_request.as_ref().is_some_and(|s| s.take()) {
+    if cx.exits.stop_request().is_some_and(|s| s.take()) {
         return Some(StopReason::Paused);
     }
     let poll = cx.exits.poll_interrupts(cx.icount);
