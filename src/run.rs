@@ -123,7 +123,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         }
         // Nothing but Ctrl-C and a failed output (reported above) stops this run.
         StopReason::Paused => {
-            let rip = machine.cpu_state().rip;
+            let rip = machine.cpu_state()?.rip;
             if machine.counts_instructions() {
                 errln!(
                     "popek: interrupted (Ctrl-C) at rip {rip:#x} after {} instructions",

@@ -36,7 +36,7 @@ mod state;
 
 use emu_core::cpu::CpuState;
 use emu_core::cpuid;
-use emu_core::engine::Engine;
+use emu_core::engine::{DebugConfig, Engine, EngineError};
 use emu_core::exit::{ExitHandler, Flow, GuestEvent, StopReason, VmExit};
 use emu_core::memory::GuestRam;
 use emu_core::stop::StopRequest;
@@ -648,23 +648,45 @@ impl Engine for KvmEngine {
     /// # Panics
     /// If KVM cannot read the vCPU's registers, which [`KvmEngine::new`] checked it can:
     /// only a vCPU fd gone bad would.
-    fn state(&self) -> CpuState {
-        match self.read_state() {
-            Ok(k) => state::from_kvm(&k),
-            Err(why) => panic!("KVM cannot read the vCPU state any more: {why}"),
-        }
+    fn state(&self) -> Result<CpuState, EngineError> {
+        self.read_state()
+            .map(|k| state::from_kvm(&k))
+            .map_err(|reason| EngineError::Host {
+                engine: "kvm",
+                what: "read the vCPU state".into(),
+                reason,
+            })
     }
 
-    /// If KVM refuses the state (e.g. CR4 bits the CPUID table does not offer), the next
-    /// [`Engine::run`] returns [`StopReason::EngineFailure`] saying why.
-    fn set_state(&mut self, state: &CpuState) {
-        self.rejected_state = self
-            .write_state(state)
-            .err()
-            .map(|e| format!("KVM rejected the CPU state: {e}\n{}", state.dump()));
+    fn set_state(&mut self, state: &CpuState) -> Result<(), EngineError> {
+        let result = self.write_state(state);
         // Whether the guest could take an interrupt was KVM's answer for the old state;
         // until the next exit answers afresh, interrupts wait for a window exit.
         self.vcpu.get_kvm_run().ready_for_interrupt_injection = 0;
+        let Err(reason) = result else {
+            self.rejected_state = None;
+            return Ok(());
+        };
+        let dump = format!("{reason}\n{}", state.dump());
+        // The vCPU may hold part of the state: it must not run until a state is taken.
+        self.rejected_state = Some(format!("KVM rejected the CPU state: {dump}"));
+        Err(EngineError::StateRejected {
+            engine: "kvm",
+            reason: dump,
+        })
+    }
+
+    /// Popek's own breakpoints and watchpoints are not yet wired to KVM's guest-debug
+    /// interface: only an empty configuration is accepted.
+    fn set_debug(&mut self, debug: &DebugConfig) -> Result<(), EngineError> {
+        if debug.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::Unsupported {
+                engine: "kvm",
+                what: "set breakpoints or watchpoints yet",
+            })
+        }
     }
 
     /// Always 0: KVM does not count retired instructions.

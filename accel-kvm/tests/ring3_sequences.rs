@@ -185,7 +185,7 @@ fn run(side: Side, kernel: &Kernel, program: &Program, case: &Case) -> End {
     let at = (REGS_IN + FLAGS_SLOT) as usize;
     ram[at..at + 8].copy_from_slice(&flags.to_le_bytes());
     ram[SCRATCH as usize..][..MEM_SIZE].copy_from_slice(&case.mem);
-    m.set_cpu_state(&state);
+    m.set_cpu_state(&state).unwrap();
     match m.run(BUDGET).stop {
         StopReason::Halted => {}
         StopReason::EngineFailure(why) if why.contains("instruction emulation failed") => {

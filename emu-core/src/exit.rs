@@ -279,6 +279,87 @@ pub enum StopReason {
     Budget,
     /// The engine itself failed (e.g. KVM refused to run the vCPU).
     EngineFailure(String),
+    /// A debugger's breakpoint, watchpoint or stop condition: the machine is paused at
+    /// an instruction boundary and can go on.
+    Debug(DebugStop),
+}
+
+/// Why a run stopped for the debugger (gdb, the GUI, a lab).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DebugStop {
+    /// A breakpoint at this linear address: RIP is at it, and it has not run.
+    Breakpoint {
+        /// Linear address of the instruction.
+        addr: u64,
+    },
+    /// A watchpoint: the instruction that made the access completed, and RIP is at the
+    /// next one.
+    Watchpoint {
+        /// Linear address of the access.
+        addr: u64,
+        /// Bytes accessed.
+        len: u64,
+        /// A write (true) or a read.
+        write: bool,
+    },
+    /// A guest event the run was asked to stop at (see [`StopOn`]), after it happened:
+    /// an exception or interrupt was delivered, or the ring changed, and RIP is at the
+    /// first instruction of the new context.
+    Event(GuestEvent),
+    /// A VM exit the run was asked to stop at, after the VMM handled it.
+    Exit(ExitReason),
+}
+
+impl fmt::Display for DebugStop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DebugStop::Breakpoint { addr } => write!(f, "breakpoint at {addr:#x}"),
+            DebugStop::Watchpoint { addr, len, write } => write!(
+                f,
+                "watchpoint: {} of {len} bytes at {addr:#x}",
+                if *write { "write" } else { "read" }
+            ),
+            DebugStop::Event(GuestEvent::Exception { vector, rip, .. }) => {
+                let e = Exception {
+                    vector: *vector,
+                    error_code: None,
+                };
+                write!(f, "exception {e} raised at rip {rip:#x}")
+            }
+            DebugStop::Event(GuestEvent::Interrupt { vector, rip }) => {
+                write!(f, "interrupt {vector:#04x} taken at rip {rip:#x}")
+            }
+            DebugStop::Event(GuestEvent::RingTransition { from, to, cause }) => {
+                write!(f, "ring {from} -> {to}: {cause}")
+            }
+            DebugStop::Exit(reason) => write!(f, "vm exit: {}", reason.name()),
+        }
+    }
+}
+
+/// The guest events a run stops at, besides breakpoints and watchpoints: "run until the
+/// next ring change / exception / interrupt / exit".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StopOn {
+    /// A change of CPL.
+    pub ring_change: bool,
+    /// An exception delivered to the guest.
+    pub exception: bool,
+    /// A hardware interrupt delivered to the guest.
+    pub interrupt: bool,
+    /// A VM exit (port I/O, MMIO, HLT, ...).
+    pub exit: bool,
+}
+
+impl StopOn {
+    /// Whether the run stops at `event`.
+    pub fn matches(&self, event: &GuestEvent) -> bool {
+        match event {
+            GuestEvent::Exception { .. } => self.exception,
+            GuestEvent::Interrupt { .. } => self.interrupt,
+            GuestEvent::RingTransition { .. } => self.ring_change,
+        }
+    }
 }
 
 impl fmt::Display for StopReason {
@@ -316,6 +397,7 @@ impl fmt::Display for StopReason {
             }
             StopReason::Budget => write!(f, "instruction budget used up"),
             StopReason::EngineFailure(why) => write!(f, "engine failure: {why}"),
+            StopReason::Debug(stop) => write!(f, "stopped for the debugger: {stop}"),
         }
     }
 }
@@ -420,8 +502,11 @@ pub trait ExitHandler {
     /// engines that cannot count them).
     fn handle(&mut self, exit: VmExit<'_>, icount: u64) -> Flow;
 
-    /// Counts and traces something the guest did without an exit.
-    fn notify(&mut self, _event: GuestEvent, _icount: u64) {}
+    /// Counts and traces something the guest did without an exit; a debugger waiting
+    /// for it stops the run once it has happened.
+    fn notify(&mut self, _event: GuestEvent, _icount: u64) -> Flow {
+        Flow::Continue
+    }
 
     /// Brings the devices to the virtual time of `icount` and says whether an interrupt
     /// is pending. A machine without an interrupt controller never has one.

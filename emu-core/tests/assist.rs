@@ -44,7 +44,8 @@ fn run(
     )
     .expect("machine");
     m.ram_mut().as_mut_slice()[CODE as usize..][..code.len()].copy_from_slice(&code);
-    m.set_cpu_state(&CpuState::multiboot(CODE as u32, 0, 0));
+    m.set_cpu_state(&CpuState::multiboot(CODE as u32, 0, 0))
+        .unwrap();
     let stop = m.run(BUDGET).stop;
     (m, stop)
 }
@@ -63,7 +64,11 @@ fn run_to_halt(
 fn run_both(asm: fn(&mut CodeAssembler) -> Result<(), IcedError>) -> Machine {
     let plain = run_to_halt(Assist::None, asm);
     let vtx = run_to_halt(Assist::Vtx, asm);
-    assert_eq!(plain.cpu_state().gpr, vtx.cpu_state().gpr, "same results");
+    assert_eq!(
+        plain.cpu_state().unwrap().gpr,
+        vtx.cpu_state().unwrap().gpr,
+        "same results"
+    );
     for reason in ExitReason::ALL.into_iter().filter(|r| r.vtx_only()) {
         assert_eq!(plain.vmm.counters.exits(reason), 0, "{}", reason.name());
     }
@@ -79,7 +84,7 @@ fn cpuid_is_answered_by_the_vmm_from_the_cpuid_table() {
             a.mov(eax, leaf)?;
             a.cpuid()
         });
-        let gpr = m.cpu_state().gpr;
+        let gpr = m.cpu_state().unwrap().gpr;
         let got = [gpr[EAX], gpr[EBX], gpr[ECX], gpr[EDX]].map(|r| r as u32);
         assert_eq!(got, cpuid::cpuid(leaf), "leaf {leaf:#x}");
         assert_eq!(m.vmm.counters.exits(ExitReason::Cpuid), 1);
@@ -87,7 +92,11 @@ fn cpuid_is_answered_by_the_vmm_from_the_cpuid_table() {
             a.mov(eax, leaf)?;
             a.cpuid()
         });
-        assert_eq!(plain.cpu_state().gpr, gpr, "trap and emulate agrees");
+        assert_eq!(
+            plain.cpu_state().unwrap().gpr,
+            gpr,
+            "trap and emulate agrees"
+        );
         assert_eq!(plain.vmm.counters.exits(ExitReason::Cpuid), 0);
     }
 }
@@ -120,7 +129,11 @@ fn rdmsr_and_wrmsr_exit() {
         a.xor(eax, eax)?;
         a.rdmsr()
     });
-    assert_eq!(m.cpu_state().gpr[EAX], 0x1234, "the access completed");
+    assert_eq!(
+        m.cpu_state().unwrap().gpr[EAX],
+        0x1234,
+        "the access completed"
+    );
     assert_eq!(m.vmm.counters.exits(ExitReason::Wrmsr), 1);
     assert_eq!(m.vmm.counters.exits(ExitReason::Rdmsr), 1);
 }

@@ -239,12 +239,12 @@ mod host {
                 st.gpr[i] = regs[i];
             }
             st.rflags = u64::from(case.flags) | rflags::FIXED;
-            self.interp.set_state(&st);
+            self.interp.set_state(&st).unwrap();
             match self.interp.run(&self.ram, &mut StopAtHlt, BUDGET) {
                 StopReason::Halted => {}
                 other => return Err(other),
             }
-            let st = self.interp.state();
+            let st = self.interp.state().unwrap();
             let mut mem = [0u8; MEM_SIZE];
             mem.copy_from_slice(&self.ram.as_slice()[SCRATCH_AT as usize..][..MEM_SIZE]);
             Ok(Outcome {

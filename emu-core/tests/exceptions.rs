@@ -101,12 +101,12 @@ fn run(name: &str, case: Case) {
     let program = assemble(32, CODE, case.code);
     let mut m = Machine::interpreted(RAM, Box::new(std::io::sink())).expect("machine");
     let state = kernel.install(m.ram_mut().as_mut_slice(), &program);
-    m.set_cpu_state(&state);
+    m.set_cpu_state(&state).unwrap();
     let stop = m.run(BUDGET).stop;
     let out = Outcome {
         stop,
         record: Record::read(m.ram().as_slice(), false),
-        state: m.cpu_state(),
+        state: m.cpu_state().unwrap(),
         program,
         ram: m.ram().as_slice()[..0x2_0000].to_vec(),
     };

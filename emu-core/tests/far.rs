@@ -50,10 +50,11 @@ impl ExitHandler for Recorder {
         }
     }
 
-    fn notify(&mut self, event: GuestEvent, _icount: u64) {
+    fn notify(&mut self, event: GuestEvent, _icount: u64) -> Flow {
         if let GuestEvent::RingTransition { from, to, cause } = event {
             self.rings.push((from, to, cause));
         }
+        Flow::Continue
     }
 }
 
@@ -104,12 +105,12 @@ impl Run {
 /// Runs from `state` with RAM as it is.
 fn execute(ram: GuestRam, state: &CpuState, program: Program, long: bool) -> Run {
     let mut engine = Interpreter::new();
-    engine.set_state(state);
+    engine.set_state(state).unwrap();
     let mut recorder = Recorder::default();
     let stop = engine.run(&ram, &mut recorder, BUDGET);
     Run {
         stop,
-        state: engine.state(),
+        state: engine.state().unwrap(),
         record: Record::read(ram.as_slice(), long),
         rings: recorder.rings,
         program,

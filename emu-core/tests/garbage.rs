@@ -52,7 +52,7 @@ fn machine_in(mode: Mode, code: &[u8], regs: [u32; 8]) -> Machine {
     for (r, v) in st.gpr.iter_mut().zip(regs) {
         *r = v.into();
     }
-    m.set_cpu_state(&st);
+    m.set_cpu_state(&st).unwrap();
     m
 }
 
@@ -152,7 +152,7 @@ fn self_modifying_code_runs_the_new_bytes() {
     assert_eq!(code[10], 0x40, "the patched byte is the inc");
     let mut m = machine_with(&code, [0; 8]);
     assert_eq!(m.run(100).stop, StopReason::Halted);
-    let st = m.cpu_state();
+    let st = m.cpu_state().unwrap();
     assert_eq!(
         (st.gpr[0], st.gpr[1]),
         (0, 1),
@@ -169,7 +169,7 @@ fn writes_beyond_ram_go_to_the_mmio_bus_not_the_host() {
     let mut m = machine_with(&code, [0x1234_5678, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(m.run(100).stop, StopReason::Halted);
     // Nothing answers there: the load reads open bus.
-    assert_eq!(m.cpu_state().gpr[3], 0xFFFF_FFFF);
+    assert_eq!(m.cpu_state().unwrap().gpr[3], 0xFFFF_FFFF);
     let c = &m.vmm.counters;
     assert_eq!(c.exits(emu_core::exit::ExitReason::MmioWrite), 1);
     assert_eq!(c.exits(emu_core::exit::ExitReason::MmioRead), 1);

@@ -22,7 +22,8 @@ fn run(build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> StopR
     let code = a.assemble(CODE).expect("guest encodes");
     let mut m = Machine::interpreted(RAM, Box::new(std::io::sink())).expect("machine");
     m.ram_mut().as_mut_slice()[CODE as usize..][..code.len()].copy_from_slice(&code);
-    m.set_cpu_state(&CpuState::multiboot(CODE as u32, 0, 0));
+    m.set_cpu_state(&CpuState::multiboot(CODE as u32, 0, 0))
+        .unwrap();
     m.run(1_000_000).stop
 }
 

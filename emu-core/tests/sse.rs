@@ -74,7 +74,7 @@ fn run(
     ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(&code);
     ram[DATA as usize..DATA as usize + 0x3000].fill(UNTOUCHED);
     setup(&mut st, ram);
-    m.set_cpu_state(&st);
+    m.set_cpu_state(&st).unwrap();
     let stop = m.run(1000).stop;
     (stop, m)
 }
@@ -183,7 +183,7 @@ fn a_pending_x87_exception_raises_math_fault_with_cr0_ne() {
         a.wait()
     });
     assert_eq!(stop, StopReason::Halted);
-    let state = m.cpu_state();
+    let state = m.cpu_state().unwrap();
     assert_eq!(state.gpr[0] & 0xFFFF, 0x8081, "FNSTSW saw IE, ES and B");
     assert_eq!(state.fpu.fsw, 0);
 }
@@ -261,7 +261,7 @@ fn fxsave_and_fxrstor_round_trip_in_32_bit_mode() {
         a.fxrstor(ptr(area))
     });
     assert_eq!(stop, StopReason::Halted);
-    let after = m.cpu_state().fpu;
+    let after = m.cpu_state().unwrap().fpu;
     let mut expect = saved.to_fxsave();
     expect[fxsave::ST + 3 * fxsave::SLOT..][..4].fill(0);
     assert_eq!(after, FpuState::from_fxsave(&expect));
@@ -363,7 +363,7 @@ fn gcc_style_32_bit_code_runs() {
         },
     );
     assert_eq!(stop, StopReason::Halted);
-    let st = m.cpu_state();
+    let st = m.cpu_state().unwrap();
     assert_eq!(st.gpr[1], 6 + 7 + 8 + 9, "ecx: the sum");
     let ram = m.ram().as_slice();
     let word = |at: u64| u32::from_le_bytes(ram[at as usize..][..4].try_into().unwrap());

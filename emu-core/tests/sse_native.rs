@@ -513,14 +513,14 @@ fn interpret(m: &mut Machine, bytes: &[u8], b: &mut Block) {
     ram[CODE as usize..CODE as usize + bytes.len()].copy_from_slice(bytes);
     ram[CODE as usize + bytes.len()] = 0xF4; // hlt
     ram[MEM as usize..MEM as usize + MEM_BYTES].copy_from_slice(&b.mem);
-    m.set_cpu_state(&long_mode_state(b));
+    m.set_cpu_state(&long_mode_state(b)).unwrap();
     let outcome = m.run(100);
     assert_eq!(
         outcome.stop,
         StopReason::Halted,
         "interpreter did not finish"
     );
-    let st = m.cpu_state();
+    let st = m.cpu_state().unwrap();
     b.gpr = [st.gpr[0], st.gpr[1]];
     b.fx = st.fpu.to_fxsave();
     b.mem

@@ -70,7 +70,8 @@ fn machine(code: &[u8]) -> (Machine, SharedBuffer) {
     let mut m = Machine::interpreted(RAM, Box::new(serial.clone())).expect("machine");
     let at = CODE as usize;
     m.ram_mut().as_mut_slice()[at..at + code.len()].copy_from_slice(code);
-    m.set_cpu_state(&CpuState::multiboot(CODE as u32, 0, 0));
+    m.set_cpu_state(&CpuState::multiboot(CODE as u32, 0, 0))
+        .unwrap();
     (m, serial)
 }
 
@@ -105,7 +106,7 @@ fn a_guest_stopped_from_another_thread_resumes_where_it_stopped() {
     assert_eq!(second.stop, StopReason::Exited(0));
     assert_eq!(first.instructions + second.instructions, end.instructions);
     assert_eq!(out.contents(), whole_out.contents());
-    assert_eq!(m.cpu_state(), whole.cpu_state());
+    assert_eq!(m.cpu_state().unwrap(), whole.cpu_state().unwrap());
 }
 
 #[test]
@@ -158,12 +159,14 @@ fn with_no_timer_the_interpreter_still_looks_every_poll_interval() {
     let mut ram = GuestRam::new(RAM).unwrap();
     ram.as_mut_slice()[CODE as usize..][..code.len()].copy_from_slice(&code);
     let mut engine = Interpreter::new();
-    engine.set_state(&CpuState::multiboot(CODE as u32, 0, 0));
+    engine
+        .set_state(&CpuState::multiboot(CODE as u32, 0, 0))
+        .unwrap();
     let mut handler = PollRecorder {
         stop: Arc::new(StopRequest::new()),
         polls: Vec::new(),
     };
-    let stop = engine.run(&mut ram, &mut handler, 100 * POLL_INTERVAL);
+    let stop = engine.run(&ram, &mut handler, 100 * POLL_INTERVAL);
     assert_eq!(stop, StopReason::Paused, "polls at {:?}", handler.polls);
     // Asked at the third poll, honoured at the fourth.
     assert_eq!(handler.polls.len(), 3);
@@ -172,6 +175,6 @@ fn with_no_timer_the_interpreter_still_looks_every_poll_interval() {
         assert!(pair[1] - pair[0] <= POLL_INTERVAL, "{:?}", handler.polls);
     }
     // The next run goes on from there.
-    assert_eq!(engine.run(&mut ram, &mut handler, 10), StopReason::Budget);
+    assert_eq!(engine.run(&ram, &mut handler, 10), StopReason::Budget);
     assert_eq!(engine.instructions_retired(), 3 * POLL_INTERVAL + 10);
 }

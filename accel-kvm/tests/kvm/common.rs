@@ -124,7 +124,8 @@ pub fn boot(start: Start, guest: &Guest) -> (Machine, SharedBuffer) {
     }
     .expect("machine builds");
     load(m.ram_mut(), guest);
-    m.set_cpu_state(&CpuState::multiboot(ENTRY as u32, 0, 0));
+    m.set_cpu_state(&CpuState::multiboot(ENTRY as u32, 0, 0))
+        .unwrap();
     (m, serial)
 }
 
@@ -225,7 +226,8 @@ impl Rig {
         let mut ram = GuestRam::new(RAM_SIZE).expect("guest RAM");
         load(&mut ram, guest);
         let mut kvm = KvmEngine::new(&ram).expect("KVM engine");
-        kvm.set_state(&CpuState::multiboot(ENTRY as u32, 0, 0));
+        kvm.set_state(&CpuState::multiboot(ENTRY as u32, 0, 0))
+            .unwrap();
         let serial = SharedBuffer::new();
         let vmm = Vmm::new(Box::new(serial.clone()));
         Rig {
@@ -251,7 +253,7 @@ impl Rig {
             .as_mut_slice()
             .copy_from_slice(self.ram.as_slice());
         m.vmm = self.vmm;
-        m.set_cpu_state(&self.kvm.state());
+        m.set_cpu_state(&self.kvm.state().unwrap()).unwrap();
         m
     }
 }

@@ -50,7 +50,10 @@ fn kvm_and_the_interpreter_agree_on_output_state_and_exits() {
             String::from_utf8_lossy(&kout),
             String::from_utf8_lossy(&iout)
         );
-        assert_eq!(user_visible(&km.cpu_state()), user_visible(&im.cpu_state()));
+        assert_eq!(
+            user_visible(&km.cpu_state().unwrap()),
+            user_visible(&im.cpu_state().unwrap())
+        );
         let (ic, kc) = (&im.vmm.counters, &km.vmm.counters);
         assert_eq!(kc.exits, ic.exits, "exit counts by reason");
         assert_eq!(kc.ports, ic.ports);
@@ -104,12 +107,12 @@ fn hlt_stops_with_halted_after_the_hlt() {
     let guest = halts();
     let (m, _, outcome) = run_on(Start::Kvm, &guest);
     assert_eq!(outcome.stop, StopReason::Halted);
-    let state = m.cpu_state();
+    let state = m.cpu_state().unwrap();
     assert_eq!(state.rip, guest.labels[0]);
     assert_eq!(state.gpr[0], u64::from(HALT_EAX));
     assert_eq!(m.vmm.counters.exits(ExitReason::Hlt), 1);
     let (im, _, _) = run_on(Start::Interp, &guest);
-    assert_eq!(user_visible(&state), user_visible(&im.cpu_state()));
+    assert_eq!(user_visible(&state), user_visible(&im.cpu_state().unwrap()));
 }
 
 #[test]
@@ -128,7 +131,7 @@ fn stopping_on_a_read_exit_completes_the_load() {
 
     let (stop, read) = rig.run_until_first(ExitReason::IoIn);
     assert_eq!(stop, StopReason::Budget);
-    let state = rig.kvm.state();
+    let state = rig.kvm.state().unwrap();
     assert_eq!(state.rip, guest.labels[0], "stopped after the IN");
     assert_eq!(read.len(), 1);
     let expected = (READS_EAX & !0xFF) | u32::from(read[0]);
@@ -140,7 +143,7 @@ fn stopping_on_a_read_exit_completes_the_load() {
 
     let (stop, read) = rig.run_until_first(ExitReason::MmioRead);
     assert_eq!(stop, StopReason::Budget);
-    let state = rig.kvm.state();
+    let state = rig.kvm.state().unwrap();
     assert_eq!(state.rip, guest.labels[1], "stopped after the load");
     assert_eq!(read, [devices::OPEN_BUS; 4]);
     assert_eq!(
@@ -242,8 +245,8 @@ fn state_round_trips_through_kvm() {
     let mut kvm = KvmEngine::new(&ram).unwrap();
     let state = every_field_set();
     let host_before = host_tsc();
-    kvm.set_state(&state);
-    let back = kvm.state();
+    kvm.set_state(&state).unwrap();
+    let back = kvm.state().unwrap();
     // The TSC is a clock: it keeps counting after it is set. A KVM that cannot offset
     // the guest's TSC (PVM, whose guests read the host's) ignores the write.
     let tsc = back.msr.tsc;
@@ -263,8 +266,8 @@ fn state_round_trips_through_kvm() {
     // The Multiboot state, with TR undefined, comes back unchanged too (but for the TSC,
     // which KVM takes a write of 0 to mean "keep in step with the host").
     let multiboot = CpuState::multiboot(ENTRY as u32, 0, 0);
-    kvm.set_state(&multiboot);
-    let mut back = kvm.state();
+    kvm.set_state(&multiboot).unwrap();
+    let mut back = kvm.state().unwrap();
     back.msr.tsc = 0;
     assert_eq!(back, multiboot);
 }
@@ -275,7 +278,7 @@ fn the_guest_runs_with_the_state_set_and_state_reads_what_it_did() {
     let mut rig = Rig::new(&registers());
     let mut state = every_field_set();
     state.rip = ENTRY;
-    rig.kvm.set_state(&state);
+    rig.kvm.set_state(&state).unwrap();
     let stop = rig.kvm.run(&rig.ram, &mut rig.vmm, UNLIMITED);
     assert_eq!(stop, StopReason::Halted);
     let ram = rig.ram.as_slice();
@@ -291,7 +294,7 @@ fn the_guest_runs_with_the_state_set_and_state_reads_what_it_did() {
     // XMM0-XMM7.
     let legacy = |f: &FpuState| (f.fcw, f.fsw, f.ftw, f.regs, f.mxcsr, f.xmm[..8].to_vec());
     assert_eq!(legacy(&seen), legacy(&state.fpu));
-    let after = rig.kvm.state();
+    let after = rig.kvm.state().unwrap();
     assert_eq!(after.fpu.mxcsr, NEW_MXCSR);
     assert_eq!(after.msr.sysenter_eip, u64::from(NEW_SYSENTER_EIP));
     assert_eq!(after.fpu.xmm, state.fpu.xmm);
@@ -307,7 +310,8 @@ fn a_state_kvm_refuses_fails_the_next_run() {
     let mut state = CpuState::multiboot(ENTRY as u32, 0, 0);
     // A reserved CR4 bit: no CPU has it, so KVM refuses it.
     state.cr4 = RESERVED_CR4_BIT;
-    rig.kvm.set_state(&state);
+    let refused = rig.kvm.set_state(&state).unwrap_err();
+    assert!(refused.to_string().contains("rejected the CPU state"), "{refused}");
     let stop = rig.kvm.run(&rig.ram, &mut rig.vmm, UNLIMITED);
     let StopReason::EngineFailure(why) = stop else {
         panic!("expected an engine failure, got {stop}");

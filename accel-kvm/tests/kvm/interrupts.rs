@@ -20,9 +20,9 @@ fn run_timer(start: Start) -> (Machine, Vec<u8>, RunOutcome) {
     std::thread::spawn(move || {
         let guest = timer();
         let (mut m, serial) = boot(start, &guest);
-        let mut state = m.cpu_state();
+        let mut state = m.cpu_state().unwrap();
         install_descriptor_tables(m.ram_mut(), &mut state, TIMER_VECTOR, guest.labels[0]);
-        m.set_cpu_state(&state);
+        m.set_cpu_state(&state).unwrap();
         let outcome = m.run(UNLIMITED);
         let _ = done.send((m, serial.contents(), outcome));
     });

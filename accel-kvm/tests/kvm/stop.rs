@@ -67,9 +67,9 @@ fn a_guest_that_makes_no_exits_is_stopped_and_resumed() {
 fn halting(masked: bool) -> (Machine, u64) {
     let guest = halt_for_tick(masked);
     let (mut m, _) = boot(Start::Kvm, &guest);
-    let mut state = m.cpu_state();
+    let mut state = m.cpu_state().unwrap();
     install_descriptor_tables(m.ram_mut(), &mut state, TIMER_VECTOR, guest.labels[0]);
-    m.set_cpu_state(&state);
+    m.set_cpu_state(&state).unwrap();
     (m, guest.labels[1])
 }
 
@@ -80,7 +80,7 @@ fn a_halted_guest_is_stopped_and_stays_halted() {
     let (m, woken) = halting(true);
     let (m, outcome) = run_and_stop(m);
     assert_eq!(outcome.stop, StopReason::Paused);
-    assert_eq!(m.cpu_state().rip, woken, "stopped in HLT");
+    assert_eq!(m.cpu_state().unwrap().rip, woken, "stopped in HLT");
     // Still halted: the next run waits again (and can be stopped again) rather than
     // running the code after HLT, which would end the run.
     let (_, outcome) = run_and_stop(m);
@@ -93,7 +93,7 @@ fn a_guest_stopped_in_hlt_is_woken_by_its_tick_after_resuming() {
     let (m, woken) = halting(false);
     let (mut m, outcome) = run_and_stop(m);
     assert_eq!(outcome.stop, StopReason::Paused);
-    assert_eq!(m.cpu_state().rip, woken, "stopped in HLT");
+    assert_eq!(m.cpu_state().unwrap().rip, woken, "stopped in HLT");
     assert!(
         outcome.wall < Duration::from_millis(SLOWEST_TICK_MS),
         "the wait for the tick was cut short, not waited out: {:?}",

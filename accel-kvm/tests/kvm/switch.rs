@@ -29,8 +29,8 @@ fn interpreter_to_kvm_mid_run() {
     assert_eq!(m.run(UNLIMITED).stop, ref_outcome.stop);
     assert_eq!(serial.contents(), ref_out);
     assert_eq!(
-        user_visible(&m.cpu_state()),
-        user_visible(&reference.cpu_state())
+        user_visible(&m.cpu_state().unwrap()),
+        user_visible(&reference.cpu_state().unwrap())
     );
     assert_eq!(m.vmm.counters.exits, reference.vmm.counters.exits);
 }
@@ -52,8 +52,8 @@ fn kvm_to_interpreter_after_the_first_port_write() {
     assert_eq!(m.run(UNLIMITED).stop, ref_outcome.stop);
     assert_eq!(serial.contents(), ref_out);
     assert_eq!(
-        user_visible(&m.cpu_state()),
-        user_visible(&reference.cpu_state())
+        user_visible(&m.cpu_state().unwrap()),
+        user_visible(&reference.cpu_state().unwrap())
     );
     assert_eq!(m.vmm.counters.exits, reference.vmm.counters.exits);
 }

@@ -134,14 +134,11 @@ fn jcxz(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 /// they are refused by a gate with DPL below the CPL.
 fn software_exception(cx: &mut Ctx<'_>, e: Exception) -> Result<(), Fault> {
     let rip = cx.cpu.rip;
-    cx.exits.notify(
-        GuestEvent::Exception {
-            vector: e.vector,
-            error_code: None,
-            rip,
-        },
-        cx.icount,
-    );
+    cx.notify(GuestEvent::Exception {
+        vector: e.vector,
+        error_code: None,
+        rip,
+    });
     deliver(cx, e.vector, Source::SoftwareException, None)
 }
 

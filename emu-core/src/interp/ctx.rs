@@ -5,6 +5,7 @@ use super::mmu::{self, Access};
 use super::{Assist, Cpu, Fault};
 use crate::cpu::SegReg;
 use crate::cpu::{cr0, efer, rflags};
+use crate::engine::DebugConfig;
 use crate::exception::Exception;
 use crate::exit::{ExitHandler, Flow, GuestEvent, RingCause, StopReason, VmExit};
 use crate::memory::{CodeWatch, RamView};
@@ -51,6 +52,11 @@ pub struct Ctx<'a> {
     pub debug_trap: u64,
     /// The VMM policy: which events are exits.
     pub assist: Assist,
+    /// The debugger's breakpoints and watchpoints, if it set any.
+    pub debugger: Option<&'a DebugConfig>,
+    /// The run's first instruction is not stopped at by a breakpoint (a run resumed at
+    /// a breakpoint moves on); cleared once it has run.
+    pub skip_breakpoint: bool,
 }
 
 impl Ctx<'_> {
@@ -82,6 +88,8 @@ impl<'a> Ctx<'a> {
             push_rf: false,
             debug_trap: 0,
             assist: Assist::None,
+            debugger: None,
+            skip_breakpoint: true,
         }
     }
 
@@ -113,12 +121,21 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Reports a guest event to the VMM; a debugger waiting for it stops the run after
+    /// this instruction.
+    pub fn notify(&mut self, event: GuestEvent) {
+        if let Flow::Stop(reason) = self.exits.notify(event, self.icount) {
+            self.stop = Some(reason);
+            self.end_block = true;
+        }
+    }
+
     /// Tells the VMM if a control transfer that just committed changed the CPL.
     pub fn report_ring_change(&mut self, from: u8, cause: RingCause) {
         let to = self.cpu.cpl();
         if to != from {
             let event = GuestEvent::RingTransition { from, to, cause };
-            self.exits.notify(event, self.icount);
+            self.notify(event);
         }
     }
 

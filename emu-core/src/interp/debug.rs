@@ -19,6 +19,7 @@ use super::ctx::seg_of;
 use super::{end_block_with, execute, interrupt, raise_fault, Cpu, Ctx};
 use crate::cpu::{dr6, dr7, rflags, SegReg};
 use crate::exception::Exception;
+use crate::exit::{DebugStop, StopReason};
 use iced_x86::{Instruction, InstructionInfoFactory, OpAccess, Register};
 
 /// Index of DR6 in [`Cpu::dr`].
@@ -44,10 +45,20 @@ pub fn fixed_bits(index: usize, v: u64) -> u64 {
     }
 }
 
+/// Whether instructions must run one by one for a debugger (Popek's, not the guest's):
+/// it set breakpoints or watchpoints.
+#[inline(always)]
+pub fn debugger_active(cx: &Ctx<'_>) -> bool {
+    cx.debugger.is_some_and(|d| !d.is_empty())
+}
+
 /// Runs at most `left` instructions of the block at RIP, checking for #DB conditions
-/// before and after each.
+/// and the debugger's breakpoints and watchpoints before and after each.
 pub fn run_block(cx: &mut Ctx<'_>, cache: &mut BlockCache, left: usize) {
-    // Checked before the fetch too: an instruction breakpoint outranks a fetch fault.
+    // Checked before the fetch too: a breakpoint outranks a fetch fault.
+    if debugger_breakpoint(cx) {
+        return;
+    }
     let hits = instruction_breakpoints(cx);
     if hits != 0 {
         return raise(cx, hits);
@@ -57,6 +68,9 @@ pub fn run_block(cx: &mut Ctx<'_>, cache: &mut BlockCache, left: usize) {
         Err(fault) => return raise_fault(cx, fault, None),
     };
     for (i, op) in block.ops.iter().take(left).enumerate() {
+        if i > 0 && debugger_breakpoint(cx) {
+            return;
+        }
         let hits = if i == 0 {
             0
         } else {
@@ -66,11 +80,21 @@ pub fn run_block(cx: &mut Ctx<'_>, cache: &mut BlockCache, left: usize) {
             return raise(cx, hits);
         }
         cx.debug_trap = traps(cx, &op.ins);
+        let watched = watchpoint_hit(cx, &op.ins);
         // RF has done its work once the instruction breakpoints were checked; IRET and
         // POPF may set it again for the next instruction.
         cx.cpu.flags.set_control(rflags::RF, false);
+        let before = cx.icount;
         let go_on = execute(cx, op);
+        cx.skip_breakpoint = false;
         let traps = std::mem::take(&mut cx.debug_trap);
+        if let Some(stop) = watched.filter(|_| cx.icount != before) {
+            // The instruction completed: the debugger sees it before the guest's #DB.
+            if traps != 0 {
+                raise(cx, traps);
+            }
+            return end_block_with(cx, Some(StopReason::Debug(stop)));
+        }
         if traps != 0 {
             return raise(cx, traps);
         }
@@ -78,6 +102,47 @@ pub fn run_block(cx: &mut Ctx<'_>, cache: &mut BlockCache, left: usize) {
             return;
         }
     }
+}
+
+/// Stops the run if the debugger set a breakpoint at CS:RIP (not on the first
+/// instruction of a run, so that resuming at a breakpoint moves on).
+fn debugger_breakpoint(cx: &mut Ctx<'_>) -> bool {
+    let Some(debugger) = cx.debugger else {
+        return false;
+    };
+    if cx.skip_breakpoint || debugger.breakpoints.is_empty() {
+        return false;
+    }
+    let addr = cx.linear(SegReg::Cs, cx.cpu.rip);
+    if !debugger.breakpoints.contains(&addr) {
+        return false;
+    }
+    end_block_with(cx, Some(StopReason::Debug(DebugStop::Breakpoint { addr })));
+    true
+}
+
+/// The debugger's watchpoint the instruction's accesses will hit, if any.
+fn watchpoint_hit(cx: &Ctx<'_>, ins: &Instruction) -> Option<DebugStop> {
+    let debugger = cx.debugger?;
+    if debugger.watchpoints.is_empty() {
+        return None;
+    }
+    let mut hit = None;
+    for_each_access(cx, ins, |lin, len, read, write| {
+        if hit.is_none()
+            && debugger
+                .watchpoints
+                .iter()
+                .any(|w| w.kind.triggers(read, write) && w.overlaps(lin, len))
+        {
+            hit = Some(DebugStop::Watchpoint {
+                addr: lin,
+                len,
+                write,
+            });
+        }
+    });
+    hit
 }
 
 /// Raises #DB for the conditions in `hits` (DR6 bits): B0-B3 say which breakpoints
@@ -112,8 +177,20 @@ fn traps(cx: &Ctx<'_>, ins: &Instruction) -> u64 {
 
 /// DR6 bits of the data breakpoints the instruction's memory accesses hit.
 fn data_breakpoints(cx: &Ctx<'_>, ins: &Instruction) -> u64 {
-    let mut factory = InstructionInfoFactory::new();
     let mut hits = 0;
+    for_each_access(cx, ins, |lin, size, read, write| {
+        hits |= matches(cx.cpu, lin, size, |rw| {
+            (rw == dr7::RW_WRITE && write) || (rw == dr7::RW_READ_WRITE && (read || write))
+        });
+    });
+    hits
+}
+
+/// Calls `f(linear address, size, read, write)` for each memory access the instruction
+/// is about to make (its memory operands, implicit stack slots, the first element of a
+/// string instruction), computed before it runs.
+fn for_each_access(cx: &Ctx<'_>, ins: &Instruction, mut f: impl FnMut(u64, u64, bool, bool)) {
+    let mut factory = InstructionInfoFactory::new();
     for mem in factory.info(ins).used_memory() {
         let (read, write) = match mem.access() {
             OpAccess::Read | OpAccess::CondRead => (true, false),
@@ -141,11 +218,8 @@ fn data_breakpoints(cx: &Ctx<'_>, ins: &Instruction) -> u64 {
             0 => ins.memory_size().size().max(1),
             n => n,
         } as u64;
-        hits |= matches(cx.cpu, lin, size, |rw| {
-            (rw == dr7::RW_WRITE && write) || (rw == dr7::RW_READ_WRITE && (read || write))
-        });
+        f(lin, size, read, write);
     }
-    hits
 }
 
 /// DR6 B0-B3 bits of the enabled breakpoints whose R/W field `kind` accepts and whose

@@ -90,14 +90,11 @@ pub fn raise(cx: &mut Ctx<'_>, first: Exception) -> Option<StopReason> {
 /// `raise`, remembering the exception that started it all for the shutdown report.
 fn escalate(cx: &mut Ctx<'_>, first: Exception, origin: Exception) -> Option<StopReason> {
     let rip = cx.cpu.rip;
-    cx.exits.notify(
-        GuestEvent::Exception {
-            vector: first.vector,
-            error_code: first.error_code,
-            rip,
-        },
-        cx.icount,
-    );
+    cx.notify(GuestEvent::Exception {
+        vector: first.vector,
+        error_code: first.error_code,
+        rip,
+    });
     let second = match deliver(cx, first.vector, Source::Exception, first.error_code) {
         Ok(()) => return None,
         Err(Fault::Unsupported) => return Some(unsupported_delivery(cx, first)),
@@ -125,13 +122,10 @@ fn escalate(cx: &mut Ctx<'_>, first: Exception, origin: Exception) -> Option<Sto
 
 /// Delivers a hardware interrupt (the vector from the interrupt controller).
 pub fn external(cx: &mut Ctx<'_>, vector: u8) -> Option<StopReason> {
-    cx.exits.notify(
-        GuestEvent::Interrupt {
-            vector,
-            rip: cx.cpu.rip,
-        },
-        cx.icount,
-    );
+    cx.notify(GuestEvent::Interrupt {
+        vector,
+        rip: cx.cpu.rip,
+    });
     match deliver(cx, vector, Source::External, None) {
         Ok(()) => None,
         Err(Fault::Exception(e)) => raise(cx, e),

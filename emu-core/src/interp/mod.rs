@@ -48,7 +48,7 @@ mod testutil;
 pub use ctx::Ctx;
 
 use crate::cpu::{CpuState, DescriptorTable, FpuState, Segment};
-use crate::engine::Engine;
+use crate::engine::{DebugConfig, Engine, EngineError};
 use crate::exception::Exception;
 use crate::exit::{ExitHandler, Flow, StopReason, VmExit};
 use crate::memory::GuestRam;
@@ -214,6 +214,8 @@ pub struct Interpreter {
     /// The state was replaced: guest memory may have changed under another engine, so
     /// every decoded block is dropped before the next run.
     stale: bool,
+    /// The debugger's breakpoints and watchpoints.
+    debug: DebugConfig,
     retired: u64,
     assist: Assist,
 }
@@ -243,6 +245,7 @@ impl Engine for Interpreter {
             cpu,
             cache,
             stale,
+            debug,
             retired,
             assist,
         } = self;
@@ -255,18 +258,25 @@ impl Engine for Interpreter {
         let mut cx = Ctx::new(cpu, ram.view(), exits, ram.code());
         cx.icount = *retired;
         cx.assist = *assist;
+        cx.debugger = Some(&*debug);
         let stop = run_blocks(&mut cx, cache, budget);
         *retired = cx.icount;
         stop
     }
 
-    fn state(&self) -> CpuState {
-        self.cpu.to_state()
+    fn state(&self) -> Result<CpuState, EngineError> {
+        Ok(self.cpu.to_state())
     }
 
-    fn set_state(&mut self, state: &CpuState) {
+    fn set_state(&mut self, state: &CpuState) -> Result<(), EngineError> {
         self.cpu = Cpu::from_state(state);
         self.stale = true;
+        Ok(())
+    }
+
+    fn set_debug(&mut self, debug: &DebugConfig) -> Result<(), EngineError> {
+        self.debug = debug.clone();
+        Ok(())
     }
 
     fn instructions_retired(&self) -> u64 {
@@ -294,7 +304,7 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
         let left = usize::try_from(left).unwrap_or(usize::MAX);
         if cx.end_block {
             // An interrupt was delivered: the block below starts afresh.
-        } else if debug::active(cx.cpu) {
+        } else if debug::active(cx.cpu) || debug::debugger_active(cx) {
             prev = None;
             debug::run_block(cx, cache, left);
         } else {

@@ -451,9 +451,9 @@ impl Machine {
     /// Runs until the guest stops, within a generous budget.
     pub(crate) fn run(&mut self) -> StopReason {
         let mut engine = Interpreter::new();
-        engine.set_state(&self.state);
+        engine.set_state(&self.state).unwrap();
         let stop = engine.run(&self.ram, &mut self.exits, DEFAULT_BUDGET);
-        self.state = engine.state();
+        self.state = engine.state().unwrap();
         stop
     }
 

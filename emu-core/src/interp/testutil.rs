@@ -173,9 +173,9 @@ impl Machine {
     /// Runs at most `budget` instructions; the final state lands in `self.state`.
     pub(crate) fn run_for(&mut self, budget: u64) -> StopReason {
         let mut engine = Interpreter::new();
-        engine.set_state(&self.state);
+        engine.set_state(&self.state).unwrap();
         let stop = engine.run(&self.ram, &mut self.exits, budget);
-        self.state = engine.state();
+        self.state = engine.state().unwrap();
         stop
     }
 
