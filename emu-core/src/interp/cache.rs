@@ -58,6 +58,14 @@ struct Link {
     id: u32,
 }
 
+/// A block that ran to its end, as the run loop remembers it to chain its successor:
+/// block ids are only meaningful in the epoch this was taken in.
+#[derive(Debug, Clone, Copy)]
+pub struct Ran {
+    id: u32,
+    epoch: u64,
+}
+
 /// Copies code bytes from guest-physical memory. Outside RAM the bytes come from the
 /// MMIO bus (the BIOS ROM at the top of memory) or read as open bus (0xFF).
 fn copy_code(cx: &mut Ctx<'_>, pa: u64, out: &mut [u8]) {
@@ -102,11 +110,29 @@ impl BlockCache {
         self.epoch += 1;
     }
 
+    /// Block `id` as the predecessor of whatever runs next, valid in this epoch only.
+    #[inline(always)]
+    pub fn ran(&self, id: u32) -> Ran {
+        Ran {
+            id,
+            epoch: self.epoch,
+        }
+    }
+
+    /// `from` if it still names the block it named when it ran: not after a new epoch,
+    /// which a flush (renumbering every block) and every dropped block start.
+    #[inline(always)]
+    fn predecessor(&self, from: Ran) -> Option<&Block> {
+        if from.epoch != self.epoch {
+            return None;
+        }
+        self.blocks.get(from.id as usize)?.as_ref()
+    }
+
     /// The block `from` is linked to for RIP `rip`, in this epoch.
     #[inline(always)]
-    pub fn chained(&self, from: u32, rip: u64) -> Option<u32> {
-        let block = self.blocks[from as usize].as_ref()?;
-        block
+    pub fn chained(&self, from: Ran, rip: u64) -> Option<u32> {
+        self.predecessor(from)?
             .links
             .iter()
             .map(Cell::get)
@@ -114,9 +140,11 @@ impl BlockCache {
             .map(|l| l.id)
     }
 
-    /// Remembers that `from`, run to its end, went on at `rip` with block `to`.
-    pub fn link(&self, from: u32, rip: u64, to: u32) {
-        if let Some(block) = &self.blocks[from as usize] {
+    /// Remembers that `from`, run to its end, went on at `rip` with block `to` (which
+    /// the lookup that found it may have had to make room for by flushing the cache:
+    /// then `from` is from an older epoch and nothing is linked).
+    pub fn link(&self, from: Ran, rip: u64, to: u32) {
+        if let Some(block) = self.predecessor(from) {
             block.links[1].set(block.links[0].get());
             block.links[0].set(Link {
                 epoch: self.epoch,
@@ -275,5 +303,30 @@ impl BlockCache {
             ..BlockCache::default()
         };
         cx.code_map.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::systest::{Machine, CODE_BASE, RAX};
+    use super::MAX_BLOCKS;
+    use iced_x86::code_asm::*;
+
+    /// Distance between the jumps below: each is a block of its own.
+    const STRIDE: u64 = 16;
+
+    #[test]
+    fn more_distinct_blocks_than_the_cache_holds_run_on() {
+        // A chain of short jumps, each to the next one STRIDE bytes on, then INC EAX and
+        // HLT: more blocks than fit, so the cache flushes itself while the block that
+        // just ran (and would link its successor) was decoded before the flush.
+        let jumps = MAX_BLOCKS as u64 + MAX_BLOCKS as u64 / 4;
+        let mut m = Machine::flat32(|a| a.nop());
+        let jmp_next = [0xEB, (STRIDE - 2) as u8];
+        for i in 0..jumps {
+            m.poke(CODE_BASE + i * STRIDE, &jmp_next);
+        }
+        m.assemble(32, CODE_BASE + jumps * STRIDE, |a| a.inc(eax));
+        assert_eq!(m.run_to_halt().gpr[RAX], 1);
     }
 }

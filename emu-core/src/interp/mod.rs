@@ -274,7 +274,7 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
     let end = cx.icount.saturating_add(budget);
     cx.budget_end = end;
     // The block that just ran to its end, if nothing unusual happened since.
-    let mut prev: Option<u32> = None;
+    let mut prev: Option<cache::Ran> = None;
     loop {
         let left = end.saturating_sub(cx.icount);
         if left == 0 {
@@ -317,7 +317,7 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
                             break;
                         }
                     }
-                    prev = (limit == ops.len()).then_some(id);
+                    prev = (limit == ops.len()).then(|| cache.ran(id));
                 }
                 Err(fault) => raise_fault(cx, fault, None),
             }
