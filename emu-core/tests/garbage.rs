@@ -174,3 +174,33 @@ fn writes_beyond_ram_go_to_the_mmio_bus_not_the_host() {
     assert_eq!(c.exits(emu_core::exit::ExitReason::MmioWrite), 1);
     assert_eq!(c.exits(emu_core::exit::ExitReason::MmioRead), 1);
 }
+
+#[test]
+fn a_fault_loop_stops_at_the_budget() {
+    // Real mode, IVT entry 6 (#UD) pointing at a UD2: every delivery faults again at
+    // once, and no instruction ever retires. The stack is away from the IVT so the
+    // frames never overwrite the entry.
+    const HANDLER: u64 = 0x7C00;
+    const STACK_SEGMENT: u16 = 0x1000;
+    let mut m = Machine::interpreted(RAM, Box::new(std::io::sink())).expect("machine");
+    let ram = m.ram_mut().as_mut_slice();
+    ram[HANDLER as usize..HANDLER as usize + 2].copy_from_slice(&[0x0F, 0x0B]);
+    let ivt_ud = 6 * 4;
+    ram[ivt_ud..ivt_ud + 4].copy_from_slice(&[0x00, 0x7C, 0x00, 0x00]);
+    let mut st = CpuState::reset();
+    for (reg, selector) in [(SegReg::Cs, 0), (SegReg::Ss, STACK_SEGMENT)] {
+        let seg = &mut st.seg[reg as usize];
+        seg.selector = selector;
+        seg.base = u64::from(selector) << 4;
+    }
+    st.rip = HANDLER;
+    m.set_cpu_state(&st);
+    let budget = 10_000;
+    let outcome = m.run(budget);
+    assert_eq!(outcome.stop, StopReason::Budget);
+    assert_eq!(outcome.instructions, 0, "nothing retired");
+    assert_eq!(
+        m.vmm.counters.exceptions[&6], budget,
+        "one #UD per unit of budget"
+    );
+}

@@ -276,8 +276,11 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
     // The block that just ran to its end, if nothing unusual happened since.
     let mut prev: Option<cache::Ran> = None;
     loop {
+        // The budget bounds the instructions retired and, apart, the exceptions and
+        // interrupts delivered (which retire none): every run ends, however the guest
+        // behaves.
         let left = end.saturating_sub(cx.icount);
-        if left == 0 {
+        if left == 0 || cx.delivered >= budget {
             return StopReason::Budget;
         }
         if cx.icount >= cx.next_poll {
@@ -307,8 +310,10 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
                     let ops = &cache.block(id).ops;
                     // A block runs no further than the budget, nor past the next time
                     // interrupts must be looked at (a timer deadline, the end of an STI
-                    // or MOV SS shadow): an interrupt arrives at its instruction.
-                    let until_poll = cx.next_poll.saturating_sub(cx.icount);
+                    // or MOV SS shadow): an interrupt arrives at its instruction. The
+                    // controller was just polled if that time has come, so at least one
+                    // instruction runs whatever it asked for: the run always moves on.
+                    let until_poll = cx.next_poll.saturating_sub(cx.icount).max(1);
                     let limit = left
                         .min(ops.len())
                         .min(usize::try_from(until_poll).unwrap_or(usize::MAX));
