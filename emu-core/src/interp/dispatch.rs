@@ -5,8 +5,8 @@
 //! missing feature of Popek, not a guest error — while an undecodable one raises #UD.
 
 use super::{
-    alu, bits, control, far, flagops, fpu, io, moves, muldiv, shift, sse, stack, string, sysinstr,
-    system,
+    alu, bcd, bits, control, far, flagops, fpu, io, moves, muldiv, shift, sse, stack, string,
+    sysinstr, system,
 };
 use super::{Ctx, Fault, Handler};
 use crate::exception::Exception;
@@ -24,6 +24,7 @@ pub fn handler(ins: &Instruction) -> Handler {
         .or_else(|| stack::handler(ins))
         .or_else(|| shift::handler(ins))
         .or_else(|| muldiv::handler(ins))
+        .or_else(|| bcd::handler(ins))
         .or_else(|| bits::handler(ins))
         // Before string: MOVSD with XMM operands is SSE2's, not the string move.
         .or_else(|| sse::handler(ins))

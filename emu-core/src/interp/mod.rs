@@ -8,7 +8,7 @@
 //! decoded-instruction cache the same way).
 //!
 //! Instruction semantics live in one file per family: [`alu`], [`shift`], [`muldiv`],
-//! [`bits`], [`flagops`], [`moves`], [`stack`], [`string`], [`control`], [`far`], [`io`],
+//! [`bcd`], [`bits`], [`flagops`], [`moves`], [`stack`], [`string`], [`control`], [`far`], [`io`],
 //! [`system`], [`sysinstr`], [`sse`] and [`fpu`]. Each handler returns `Err` without
 //! committing anything when the instruction faults, so every exception is reported at
 //! the faulting instruction.
@@ -18,6 +18,7 @@
 //! an enable bit of DR7 is set, so ordinary execution pays one test per block.
 
 mod alu;
+mod bcd;
 mod bits;
 mod cache;
 mod codemap;
