@@ -8,9 +8,9 @@
 
 use super::ctx::{Ctx, PAGE_SHIFT, PAGE_SIZE};
 use super::mmu::Access;
-use super::{dispatch, Fault, Handler};
+use super::{decode, dispatch, Fault, Handler};
 use crate::cpu::SegReg;
-use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction};
+use iced_x86::{Decoder, DecoderError, FlowControl, Instruction};
 use std::cell::Cell;
 use std::collections::HashMap;
 
@@ -228,13 +228,13 @@ impl BlockCache {
         if let Ok(next_pa) = next {
             copy_code(cx, next_pa, &mut bytes[in_page..]);
         }
-        let mut decoder = Decoder::with_ip(key.bitness, &bytes, key.rip, DecoderOptions::NONE);
+        let mut decoder = Decoder::with_ip(key.bitness, &bytes, key.rip, decode::options());
         let mut ops = Vec::new();
         let mut pages = vec![key.phys >> PAGE_SHIFT];
         // Bytes decoded into the block so far.
         let mut end = 0;
         while ops.len() < MAX_BLOCK_OPS && (decoder.position() as usize) < in_page {
-            let ins = decoder.decode();
+            let ins = decode::next(&mut decoder, &bytes, key.bitness);
             if decoder.last_error() == DecoderError::NoMoreBytes {
                 // It runs into the unmapped next page: the fetch faults there, when
                 // execution gets to it.

@@ -25,6 +25,7 @@ mod codemap;
 mod control;
 mod ctx;
 mod debug;
+mod decode;
 mod dispatch;
 mod far;
 mod flagops;
