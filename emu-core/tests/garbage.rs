@@ -71,44 +71,93 @@ fn run_in(mode: Mode, code: &[u8], regs: [u32; 8], budget: u64) -> StopReason {
     outcome.stop
 }
 
+/// Instructions each random guest may run.
+const BUDGET: u64 = 10_000;
+/// Random guests per property in the at-scale runs (`cargo test --release --workspace
+/// -- --ignored`), each property drawing every processor mode.
+const AT_SCALE: u32 = 50_000;
+
+/// Up to 63 random bytes.
+fn random_bytes() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 1..64)
+}
+
+/// Common prefixes and opcode bytes, so more sequences decode to real instructions.
+fn plausible_bytes() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(
+        prop_oneof![
+            Just(0x66u8),
+            Just(0x67),
+            Just(0xF3),
+            Just(0xF2),
+            Just(0x0F),
+            Just(0xF0),
+            Just(0x26),
+            Just(0x64),
+            0x00u8..0x40,
+            0x80u8..0x90,
+            0xA4u8..0xB0,
+            0xC0u8..0xD4,
+            0xE0u8..0xF8,
+            any::<u8>()
+        ],
+        1..48,
+    )
+}
+
+/// Any processor mode.
+fn any_mode() -> impl Strategy<Value = Mode> {
+    prop_oneof![Just(Mode::Real), Just(Mode::Protected), Just(Mode::Long)]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
-    fn random_code_never_panics(
-        code in proptest::collection::vec(any::<u8>(), 1..64),
-        regs in any::<[u32; 8]>(),
-    ) {
+    fn random_code_never_panics(code in random_bytes(), regs in any::<[u32; 8]>()) {
         // Whatever happens, the run ends and says why.
-        let _ = run_bytes(&code, regs, 10_000);
+        let _ = run_bytes(&code, regs, BUDGET);
     }
 
-    /// Common prefixes and opcode bytes, so more sequences decode to real instructions.
     #[test]
-    fn plausible_code_never_panics(
-        code in proptest::collection::vec(
-            prop_oneof![
-                Just(0x66u8), Just(0x67), Just(0xF3), Just(0xF2), Just(0x0F), Just(0xF0),
-                Just(0x26), Just(0x64), 0x00u8..0x40, 0x80u8..0x90, 0xA4u8..0xB0,
-                0xC0u8..0xD4, 0xE0u8..0xF8, any::<u8>()
-            ],
-            1..48,
-        ),
-        regs in any::<[u32; 8]>(),
-    ) {
-        let _ = run_bytes(&code, regs, 10_000);
+    fn plausible_code_never_panics(code in plausible_bytes(), regs in any::<[u32; 8]>()) {
+        let _ = run_bytes(&code, regs, BUDGET);
     }
 
     /// Real mode and 64-bit mode take other paths: the IVT, 16-bit addressing,
     /// canonical addresses, 64-bit gates.
     #[test]
     fn random_code_in_real_and_long_mode_never_panics(
-        code in proptest::collection::vec(any::<u8>(), 1..64),
+        code in random_bytes(),
         regs in any::<[u32; 8]>(),
         long in any::<bool>(),
     ) {
         let mode = if long { Mode::Long } else { Mode::Real };
-        let _ = run_in(mode, &code, regs, 10_000);
+        let _ = run_in(mode, &code, regs, BUDGET);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(AT_SCALE))]
+
+    #[test]
+    #[ignore = "fuzzing at scale: cargo test --release --workspace -- --ignored"]
+    fn random_code_in_every_mode_at_scale_never_panics(
+        code in random_bytes(),
+        regs in any::<[u32; 8]>(),
+        mode in any_mode(),
+    ) {
+        let _ = run_in(mode, &code, regs, BUDGET);
+    }
+
+    #[test]
+    #[ignore = "fuzzing at scale: cargo test --release --workspace -- --ignored"]
+    fn plausible_code_in_every_mode_at_scale_never_panics(
+        code in plausible_bytes(),
+        regs in any::<[u32; 8]>(),
+        mode in any_mode(),
+    ) {
+        let _ = run_in(mode, &code, regs, BUDGET);
     }
 }
 
