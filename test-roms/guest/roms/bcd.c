@@ -15,7 +15,6 @@
 #include "popek.h"
 
 #define UPPER_EAX 0x12340000	// must survive every instruction
-#define NO_TRAP 0xFFFFFFFF
 
 // One instruction under test: runs it with EAX and EFLAGS as given and
 // returns EAX, storing the EFLAGS it left in *flags.
@@ -236,22 +235,13 @@ static void check_instruction(const struct instruction *in)
 // ---- Exceptions ----
 
 static struct gate32 idt[IDT_VECTORS] __attribute__((aligned(8)));
-static volatile uint32_t trap_vector = NO_TRAP, trap_eip;
-
-// Records the exception and resumes at the address the code left in EDI.
-static void on_trap(struct trap_frame *f)
-{
-	trap_vector = f->vector;
-	trap_eip = f->eip;
-	f->eip = f->edi;
-}
 
 // Runs insn (with EAX = eax and EDI = the address after it) expecting an
 // exception; returns EAX as the handler resumed.
 #define RAISING(insn, eax)                                                    \
 	({                                                                    \
 		uint32_t eax_ = (eax);                                        \
-		trap_vector = NO_TRAP;                                        \
+		trap32_last.vector = TRAP_NONE;                               \
 		__asm__ volatile("mov $1f, %%edi\n\t" insn "\n1:"              \
 				 : "+a"(eax_)                                 \
 				 :                                            \
@@ -265,8 +255,8 @@ static void check_exceptions(void)
 {
 	uint32_t eax = RAISING(".globl aam0_insn\naam0_insn: aam $0", 0x1234);
 
-	check_field("aam-0-raises-de", "vector", trap_vector, VEC_DE);
-	check_field("aam-0-is-a-fault", "eip", trap_eip, (uint32_t)(uintptr_t)aam0_insn);
+	check_field("aam-0-raises-de", "vector", trap32_last.vector, VEC_DE);
+	check_field("aam-0-is-a-fault", "eip", trap32_last.eip, (uint32_t)(uintptr_t)aam0_insn);
 	check_eq("aam-0-changes-nothing", eax, 0x1234);
 }
 
@@ -278,7 +268,7 @@ int main(uint32_t magic, const struct multiboot_info *mbi)
 		check_instruction(&instructions[i]);
 	gdt_init(0, 0);
 	trap32_install(idt);
-	trap32_handler = on_trap;
+	trap32_handler = trap32_record;
 	check_exceptions();
 	return check_failures ? 1 : 0;
 }

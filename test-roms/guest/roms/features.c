@@ -19,7 +19,6 @@
 #include "cpu.h"
 #include "popek.h"
 
-#define VEC_UD_NONE 0xFFFFFFFF	// no exception was raised
 #define CR4_OSFXSR 0x200	// SSE instructions enabled
 
 // CPUID leaf 1 feature bits.
@@ -31,16 +30,6 @@
 #define LEAF_FEATURES 1
 
 static struct gate32 idt[IDT_VECTORS] __attribute__((aligned(8)));
-static volatile uint32_t trap_vector = VEC_UD_NONE, trap_eip;
-
-// Records the exception and resumes at the address the code left in EDI.
-static void on_trap(struct trap_frame *f)
-{
-	trap_vector = f->vector;
-	trap_eip = f->eip;
-	f->eip = f->edi;
-}
-
 struct cpuid {
 	uint32_t eax, ebx, ecx, edx;
 };
@@ -57,10 +46,10 @@ static struct cpuid cpuid(uint32_t leaf)
 
 // Runs setup, then insn (whose address goes to at), then after; setup
 // leaves EDI = the address after it all, where the trap handler resumes.
-// trap_vector says which exception insn or after raised, if any.
+// trap32_last says which exception insn or after raised, if any.
 #define TRY(at, setup, insn, after, ...)                                      \
 	do {                                                                  \
-		trap_vector = VEC_UD_NONE;                                    \
+		trap32_last.vector = TRAP_NONE;                               \
 		__asm__ volatile("mov $1f, %%edi\n\t" setup "\n\t"            \
 				 "mov $0f, %0\n"                              \
 				 "0:\t" insn "\n\t" after "\n1:"              \
@@ -72,7 +61,7 @@ static struct cpuid cpuid(uint32_t leaf)
 // insn raised #UD at its own address.
 static int raised_ud(uint32_t at)
 {
-	return trap_vector == VEC_UD && trap_eip == at;
+	return trap32_last.vector == VEC_UD && trap32_last.eip == at;
 }
 
 // PASS when the feature is absent and the instruction raised #UD, or
@@ -80,7 +69,7 @@ static int raised_ud(uint32_t at)
 static void check_feature(const char *name, int present, uint32_t at, int worked)
 {
 	if (present)
-		check_true(name, trap_vector == VEC_UD_NONE && worked,
+		check_true(name, trap32_last.vector == TRAP_NONE && worked,
 			   "the feature is reported but the instruction failed");
 	else
 		check_true(name, raised_ud(at), "the feature is absent but no #UD");
@@ -159,7 +148,7 @@ static void check_memory_forms(void)
 	uint32_t eax, ebx;
 	uint16_t ds, es;
 
-	trap_vector = VEC_UD_NONE;
+	trap32_last.vector = TRAP_NONE;
 	__asm__ volatile("push %%ds\n\t"
 			 "lds %4, %0\n\t"
 			 "mov %%ds, %2\n\t"
@@ -173,7 +162,7 @@ static void check_memory_forms(void)
 			 : "ecx", "memory");
 	check_true("lds-les-memory", eax == far.offset && ebx == far.offset &&
 		   ds == SEL_KDATA && es == SEL_KDATA, "wrong pointer loaded");
-	check_true("bound-memory", trap_vector == VEC_UD_NONE, "BOUND faulted");
+	check_true("bound-memory", trap32_last.vector == TRAP_NONE, "BOUND faulted");
 }
 
 // Hints run as NOP where the processor lacks them: none may fault.
@@ -189,7 +178,7 @@ static void check_hints(void)
 	    "prefetchnta %1\n\t"
 	    "prefetchw %1",
 	    "m"(mmx_a));
-	check_true("hints-run-as-nop", trap_vector == VEC_UD_NONE, "a hint faulted");
+	check_true("hints-run-as-nop", trap32_last.vector == TRAP_NONE, "a hint faulted");
 	(void)at;
 }
 
@@ -201,7 +190,7 @@ int main(uint32_t magic, const struct multiboot_info *mbi)
 	(void)mbi;
 	gdt_init(0, 0);
 	trap32_install(idt);
-	trap32_handler = on_trap;
+	trap32_handler = trap32_record;
 	for (unsigned i = 0; i < sizeof xmm_in; i++)
 		xmm_in[i] = (uint8_t)i;
 	// SSE instructions raise #UD without CR4.OSFXSR whatever CPUID says.
