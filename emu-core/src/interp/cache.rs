@@ -58,14 +58,6 @@ struct Link {
     id: u32,
 }
 
-/// A block that ran to its end, as the run loop remembers it to chain its successor:
-/// block ids are only meaningful in the epoch this was taken in.
-#[derive(Debug, Clone, Copy)]
-pub struct Ran {
-    id: u32,
-    epoch: u64,
-}
-
 /// Copies code bytes from guest-physical memory. Outside RAM the bytes come from the
 /// MMIO bus (the BIOS ROM at the top of memory) or read as open bus (0xFF).
 fn copy_code(cx: &mut Ctx<'_>, pa: u64, out: &mut [u8]) {
@@ -110,29 +102,11 @@ impl BlockCache {
         self.epoch += 1;
     }
 
-    /// Block `id` as the predecessor of whatever runs next, valid in this epoch only.
-    #[inline(always)]
-    pub fn ran(&self, id: u32) -> Ran {
-        Ran {
-            id,
-            epoch: self.epoch,
-        }
-    }
-
-    /// `from` if it still names the block it named when it ran: not after a new epoch,
-    /// which a flush (renumbering every block) and every dropped block start.
-    #[inline(always)]
-    fn predecessor(&self, from: Ran) -> Option<&Block> {
-        if from.epoch != self.epoch {
-            return None;
-        }
-        self.blocks.get(from.id as usize)?.as_ref()
-    }
-
     /// The block `from` is linked to for RIP `rip`, in this epoch.
     #[inline(always)]
-    pub fn chained(&self, from: Ran, rip: u64) -> Option<u32> {
-        self.predecessor(from)?
+    pub fn chained(&self, from: u32, rip: u64) -> Option<u32> {
+        self.blocks[from as usize]
+            .as_ref()?
             .links
             .iter()
             .map(Cell::get)
@@ -140,11 +114,10 @@ impl BlockCache {
             .map(|l| l.id)
     }
 
-    /// Remembers that `from`, run to its end, went on at `rip` with block `to` (which
-    /// the lookup that found it may have had to make room for by flushing the cache:
-    /// then `from` is from an older epoch and nothing is linked).
-    pub fn link(&self, from: Ran, rip: u64, to: u32) {
-        if let Some(block) = self.predecessor(from) {
+    /// Remembers that `from`, run to its end, went on at `rip` with block `to`.
+    #[cold]
+    fn link(&self, from: u32, rip: u64, to: u32) {
+        if let Some(block) = &self.blocks[from as usize] {
             block.links[1].set(block.links[0].get());
             block.links[0].set(Link {
                 epoch: self.epoch,
@@ -162,10 +135,14 @@ impl BlockCache {
             .expect("ids handed out name live blocks")
     }
 
-    /// The id of the block at the CPU's current RIP, decoding it if needed. Always
+    /// The id of the block at the CPU's current RIP, decoding it if needed, and linked
+    /// from block `from` (which ran to its end just before) for next time. Always
     /// inlined: the run loop calls it once per block it cannot chain to.
     #[inline(always)]
-    pub fn lookup_or_build(&mut self, cx: &mut Ctx<'_>) -> Result<u32, Fault> {
+    pub fn lookup_or_build(&mut self, cx: &mut Ctx<'_>, from: Option<u32>) -> Result<u32, Fault> {
+        // Decoding may have to flush the cache to make room, which starts a new epoch
+        // and renumbers the blocks: `from` is then gone, and nothing is linked.
+        let epoch = self.epoch;
         let rip = cx.cpu.rip;
         let bitness = cx.cpu.code_bitness();
         let lin = cx.cpu.seg[SegReg::Cs as usize].base.wrapping_add(rip);
@@ -199,6 +176,9 @@ impl BlockCache {
                 id
             }
         };
+        if let Some(from) = from.filter(|_| self.epoch == epoch) {
+            self.link(from, rip, id);
+        }
         Ok(id)
     }
 

@@ -276,13 +276,10 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
     let end = cx.icount.saturating_add(budget);
     cx.budget_end = end;
     // The block that just ran to its end, if nothing unusual happened since.
-    let mut prev: Option<cache::Ran> = None;
+    let mut prev: Option<u32> = None;
     loop {
-        // The budget bounds the instructions retired and, apart, the exceptions and
-        // interrupts delivered (which retire none): every run ends, however the guest
-        // behaves.
         let left = end.saturating_sub(cx.icount);
-        if left == 0 || cx.delivered >= budget {
+        if left == 0 {
             return StopReason::Budget;
         }
         if cx.icount >= cx.next_poll {
@@ -300,22 +297,16 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
             let rip = cx.cpu.rip;
             let found = match prev.and_then(|p| cache.chained(p, rip)) {
                 Some(id) => Ok(id),
-                None => cache.lookup_or_build(cx).inspect(|&id| {
-                    // Found the slow way: remember it for next time.
-                    if let Some(p) = prev {
-                        cache.link(p, rip, id);
-                    }
-                }),
+                // Found the slow way: linked from `prev` for next time.
+                None => cache.lookup_or_build(cx, prev),
             };
             match found {
                 Ok(id) => {
                     let ops = &cache.block(id).ops;
                     // A block runs no further than the budget, nor past the next time
                     // interrupts must be looked at (a timer deadline, the end of an STI
-                    // or MOV SS shadow): an interrupt arrives at its instruction. The
-                    // controller was just polled if that time has come, so at least one
-                    // instruction runs whatever it asked for: the run always moves on.
-                    let until_poll = cx.next_poll.saturating_sub(cx.icount).max(1);
+                    // or MOV SS shadow): an interrupt arrives at its instruction.
+                    let until_poll = cx.next_poll.saturating_sub(cx.icount);
                     let limit = left
                         .min(ops.len())
                         .min(usize::try_from(until_poll).unwrap_or(usize::MAX));
@@ -324,7 +315,7 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
                             break;
                         }
                     }
-                    prev = (limit == ops.len()).then(|| cache.ran(id));
+                    prev = (limit == ops.len()).then_some(id);
                 }
                 Err(fault) => raise_fault(cx, fault, None),
             }
@@ -335,6 +326,12 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
             cx.end_block = false;
             cache.new_epoch();
             prev = None;
+            // The budget bounds the instructions retired and, apart, the exceptions and
+            // interrupts delivered (which retire none, and each end the block): every
+            // run ends, however the guest behaves.
+            if cx.delivered >= budget {
+                return StopReason::Budget;
+            }
             if cx.has_smc() {
                 cache.invalidate_written(cx);
             }
@@ -362,7 +359,9 @@ fn execute(cx: &mut Ctx<'_>, op: &Op) -> bool {
 /// Delivers a pending hardware interrupt if EFLAGS.IF allows it.
 fn poll_interrupts(cx: &mut Ctx<'_>) -> Option<StopReason> {
     let poll = cx.exits.poll_interrupts(cx.icount);
-    cx.next_poll = poll.next_poll;
+    // At least one instruction runs before the next poll, whatever the controller asks
+    // for: the run always moves on.
+    cx.next_poll = poll.next_poll.max(cx.icount + 1);
     if !poll.pending || !cx.cpu.flags.control(crate::cpu::rflags::IF) {
         return None;
     }
