@@ -4,6 +4,8 @@
 //! KVM_SET_CPUID2), so a guest sees the same processor under each and may only use what
 //! every engine implements.
 
+use iced_x86::CpuidFeature;
+
 /// Leaf 0: highest basic leaf and vendor string.
 pub const LEAF_VENDOR: u32 = 0;
 /// Leaf 1: family/model/stepping and feature bits.
@@ -19,6 +21,8 @@ pub const VENDOR: &[u8; 12] = b"PopekVirtCPU";
 /// Leaf 1 EAX: family 6, model 15, stepping 0 — a P6-class processor recent enough that
 /// operating systems trust its SYSENTER (family 6 below model 3 had a broken one).
 pub const FAMILY_MODEL_STEPPING: u32 = (6 << 8) | (15 << 4);
+/// Leaf 1 EDX bit: an x87 FPU on chip.
+pub const EDX_FPU: u32 = 1 << 0;
 /// Leaf 1 EDX bit: debugging extensions (CR4.DE).
 pub const EDX_DE: u32 = 1 << 2;
 /// Leaf 1 EDX bit: 4 MiB pages (CR4.PSE).
@@ -37,6 +41,8 @@ pub const EDX_TSC: u32 = 1 << 4;
 pub const EDX_CX8: u32 = 1 << 8;
 /// Leaf 1 EDX bit: CMOVcc.
 pub const EDX_CMOV: u32 = 1 << 15;
+/// Leaf 1 EDX bit: MMX.
+pub const EDX_MMX: u32 = 1 << 23;
 /// Leaf 1 EDX bit: FXSAVE/FXRSTOR and CR4.OSFXSR.
 pub const EDX_FXSR: u32 = 1 << 24;
 /// Leaf 1 EDX bit: SSE.
@@ -74,6 +80,36 @@ pub const EXT_FEATURES_EDX: u32 = EXT_EDX_SYSCALL | EXT_EDX_NX | EXT_EDX_RDTSCP 
 /// Leaf 0x8000_0008 EAX: 48-bit linear and 40-bit physical addresses (the MAXPHYADDR
 /// the page walker enforces).
 pub const ADDRESS_SIZES: u32 = (48 << 8) | 40;
+
+/// Whether the processor this table describes has `feature`, as iced-x86 names what an
+/// instruction needs: the 8086 to 486 instruction set (not what later processors
+/// dropped, such as LOADALL or the 386's IBTS), what every family-6 processor has (the
+/// long NOP, CPUID, RDPMC, and PAUSE, a NOP where it predates it), and every feature
+/// whose bit the table sets.
+pub fn advertises(feature: CpuidFeature) -> bool {
+    use CpuidFeature as F;
+    let edx = |bit: u32| FEATURES_EDX & bit != 0;
+    let ext_edx = |bit: u32| EXT_FEATURES_EDX & bit != 0;
+    match feature {
+        F::INTEL8086 | F::INTEL186 | F::INTEL286 | F::INTEL386 | F::INTEL486 => true,
+        // Family 6 has these without a feature bit of their own.
+        F::CPUID | F::MULTIBYTENOP | F::PAUSE | F::RDPMC => true,
+        F::FPU | F::FPU287 | F::FPU387 => edx(EDX_FPU),
+        F::TSC => edx(EDX_TSC),
+        F::MSR => edx(EDX_MSR),
+        F::CX8 => edx(EDX_CX8),
+        F::SEP => edx(EDX_SEP),
+        F::CMOV => edx(EDX_CMOV),
+        F::MMX => edx(EDX_MMX),
+        F::FXSR => edx(EDX_FXSR),
+        F::SSE => edx(EDX_SSE),
+        F::SSE2 => edx(EDX_SSE2),
+        F::SYSCALL => ext_edx(EXT_EDX_SYSCALL),
+        F::RDTSCP => ext_edx(EXT_EDX_RDTSCP),
+        F::X64 => ext_edx(EXT_EDX_LM),
+        _ => false,
+    }
+}
 
 /// The leaves the table defines, for engines that load it up front.
 pub const LEAVES: [u32; 5] = [

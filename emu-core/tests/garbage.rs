@@ -71,44 +71,83 @@ fn run_in(mode: Mode, code: &[u8], regs: [u32; 8], budget: u64) -> StopReason {
     outcome.stop
 }
 
+/// Instructions each random guest may run.
+const BUDGET: u64 = 10_000;
+/// Random guests in the at-scale run (`cargo test --release --workspace -- --ignored`):
+/// random or plausible bytes, in every processor mode.
+const AT_SCALE: u32 = 100_000;
+
+/// Up to 63 random bytes.
+fn random_bytes() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 1..64)
+}
+
+/// Common prefixes and opcode bytes, so more sequences decode to real instructions.
+fn plausible_bytes() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(
+        prop_oneof![
+            Just(0x66u8),
+            Just(0x67),
+            Just(0xF3),
+            Just(0xF2),
+            Just(0x0F),
+            Just(0xF0),
+            Just(0x26),
+            Just(0x64),
+            0x00u8..0x40,
+            0x80u8..0x90,
+            0xA4u8..0xB0,
+            0xC0u8..0xD4,
+            0xE0u8..0xF8,
+            any::<u8>()
+        ],
+        1..48,
+    )
+}
+
+/// Any processor mode.
+fn any_mode() -> impl Strategy<Value = Mode> {
+    prop_oneof![Just(Mode::Real), Just(Mode::Protected), Just(Mode::Long)]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
-    fn random_code_never_panics(
-        code in proptest::collection::vec(any::<u8>(), 1..64),
-        regs in any::<[u32; 8]>(),
-    ) {
+    fn random_code_never_panics(code in random_bytes(), regs in any::<[u32; 8]>()) {
         // Whatever happens, the run ends and says why.
-        let _ = run_bytes(&code, regs, 10_000);
+        let _ = run_bytes(&code, regs, BUDGET);
     }
 
-    /// Common prefixes and opcode bytes, so more sequences decode to real instructions.
     #[test]
-    fn plausible_code_never_panics(
-        code in proptest::collection::vec(
-            prop_oneof![
-                Just(0x66u8), Just(0x67), Just(0xF3), Just(0xF2), Just(0x0F), Just(0xF0),
-                Just(0x26), Just(0x64), 0x00u8..0x40, 0x80u8..0x90, 0xA4u8..0xB0,
-                0xC0u8..0xD4, 0xE0u8..0xF8, any::<u8>()
-            ],
-            1..48,
-        ),
-        regs in any::<[u32; 8]>(),
-    ) {
-        let _ = run_bytes(&code, regs, 10_000);
+    fn plausible_code_never_panics(code in plausible_bytes(), regs in any::<[u32; 8]>()) {
+        let _ = run_bytes(&code, regs, BUDGET);
     }
 
     /// Real mode and 64-bit mode take other paths: the IVT, 16-bit addressing,
     /// canonical addresses, 64-bit gates.
     #[test]
     fn random_code_in_real_and_long_mode_never_panics(
-        code in proptest::collection::vec(any::<u8>(), 1..64),
+        code in random_bytes(),
         regs in any::<[u32; 8]>(),
         long in any::<bool>(),
     ) {
         let mode = if long { Mode::Long } else { Mode::Real };
-        let _ = run_in(mode, &code, regs, 10_000);
+        let _ = run_in(mode, &code, regs, BUDGET);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(AT_SCALE))]
+
+    #[test]
+    #[ignore = "fuzzing at scale: cargo test --release --workspace -- --ignored"]
+    fn random_code_in_every_mode_at_scale_never_panics(
+        code in prop_oneof![random_bytes(), plausible_bytes()],
+        regs in any::<[u32; 8]>(),
+        mode in any_mode(),
+    ) {
+        let _ = run_in(mode, &code, regs, BUDGET);
     }
 }
 
@@ -173,4 +212,34 @@ fn writes_beyond_ram_go_to_the_mmio_bus_not_the_host() {
     let c = &m.vmm.counters;
     assert_eq!(c.exits(emu_core::exit::ExitReason::MmioWrite), 1);
     assert_eq!(c.exits(emu_core::exit::ExitReason::MmioRead), 1);
+}
+
+#[test]
+fn a_fault_loop_stops_at_the_budget() {
+    // Real mode, IVT entry 6 (#UD) pointing at a UD2: every delivery faults again at
+    // once, and no instruction ever retires. The stack is away from the IVT so the
+    // frames never overwrite the entry.
+    const HANDLER: u64 = 0x7C00;
+    const STACK_SEGMENT: u16 = 0x1000;
+    let mut m = Machine::interpreted(RAM, Box::new(std::io::sink())).expect("machine");
+    let ram = m.ram_mut().as_mut_slice();
+    ram[HANDLER as usize..HANDLER as usize + 2].copy_from_slice(&[0x0F, 0x0B]);
+    let ivt_ud = 6 * 4;
+    ram[ivt_ud..ivt_ud + 4].copy_from_slice(&[0x00, 0x7C, 0x00, 0x00]);
+    let mut st = CpuState::reset();
+    for (reg, selector) in [(SegReg::Cs, 0), (SegReg::Ss, STACK_SEGMENT)] {
+        let seg = &mut st.seg[reg as usize];
+        seg.selector = selector;
+        seg.base = u64::from(selector) << 4;
+    }
+    st.rip = HANDLER;
+    m.set_cpu_state(&st).unwrap();
+    let budget = 10_000;
+    let outcome = m.run(budget);
+    assert_eq!(outcome.stop, StopReason::Budget);
+    assert_eq!(outcome.instructions, 0, "nothing retired");
+    assert_eq!(
+        m.vmm.counters.exceptions[&6], budget,
+        "one #UD per unit of budget"
+    );
 }

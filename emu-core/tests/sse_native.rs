@@ -346,7 +346,6 @@ fn cases() -> Vec<Case> {
         case("fnstsw ax", |a| a.fnstsw(ax)),
         case("fnclex", |a| a.fnclex()),
         prepared("fwait", |a| a.wait(), nothing_pending),
-        prepared("emms", |a| a.emms(), nothing_pending),
         // FXSAVE/FXRSTOR, both forms.
         Case {
             fxsave_at: &[0],

@@ -311,7 +311,10 @@ fn a_state_kvm_refuses_fails_the_next_run() {
     // A reserved CR4 bit: no CPU has it, so KVM refuses it.
     state.cr4 = RESERVED_CR4_BIT;
     let refused = rig.kvm.set_state(&state).unwrap_err();
-    assert!(refused.to_string().contains("rejected the CPU state"), "{refused}");
+    assert!(
+        refused.to_string().contains("rejected the CPU state"),
+        "{refused}"
+    );
     let stop = rig.kvm.run(&rig.ram, &mut rig.vmm, UNLIMITED);
     let StopReason::EngineFailure(why) = stop else {
         panic!("expected an engine failure, got {stop}");

@@ -8,10 +8,10 @@
 
 use super::ctx::{Ctx, PAGE_SHIFT, PAGE_SIZE};
 use super::mmu::Access;
-use super::{dispatch, Fault, Handler};
+use super::{decode, dispatch, Fault, Handler};
 use crate::cpu::SegReg;
 use crate::memory::CodeWatch;
-use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction};
+use iced_x86::{Decoder, DecoderError, FlowControl, Instruction};
 use std::cell::Cell;
 use std::collections::HashMap;
 
@@ -106,8 +106,8 @@ impl BlockCache {
     /// The block `from` is linked to for RIP `rip`, in this epoch.
     #[inline(always)]
     pub fn chained(&self, from: u32, rip: u64) -> Option<u32> {
-        let block = self.blocks[from as usize].as_ref()?;
-        block
+        self.blocks[from as usize]
+            .as_ref()?
             .links
             .iter()
             .map(Cell::get)
@@ -116,7 +116,8 @@ impl BlockCache {
     }
 
     /// Remembers that `from`, run to its end, went on at `rip` with block `to`.
-    pub fn link(&self, from: u32, rip: u64, to: u32) {
+    #[cold]
+    fn link(&self, from: u32, rip: u64, to: u32) {
         if let Some(block) = &self.blocks[from as usize] {
             block.links[1].set(block.links[0].get());
             block.links[0].set(Link {
@@ -135,10 +136,14 @@ impl BlockCache {
             .expect("ids handed out name live blocks")
     }
 
-    /// The id of the block at the CPU's current RIP, decoding it if needed. Always
+    /// The id of the block at the CPU's current RIP, decoding it if needed, and linked
+    /// from block `from` (which ran to its end just before) for next time. Always
     /// inlined: the run loop calls it once per block it cannot chain to.
     #[inline(always)]
-    pub fn lookup_or_build(&mut self, cx: &mut Ctx<'_>) -> Result<u32, Fault> {
+    pub fn lookup_or_build(&mut self, cx: &mut Ctx<'_>, from: Option<u32>) -> Result<u32, Fault> {
+        // Decoding may have to flush the cache to make room, which starts a new epoch
+        // and renumbers the blocks: `from` is then gone, and nothing is linked.
+        let epoch = self.epoch;
         let rip = cx.cpu.rip;
         let bitness = cx.cpu.code_bitness();
         let lin = cx.cpu.seg[SegReg::Cs as usize].base.wrapping_add(rip);
@@ -172,6 +177,9 @@ impl BlockCache {
                 id
             }
         };
+        if let Some(from) = from.filter(|_| self.epoch == epoch) {
+            self.link(from, rip, id);
+        }
         Ok(id)
     }
 
@@ -201,13 +209,13 @@ impl BlockCache {
         if let Ok(next_pa) = next {
             copy_code(cx, next_pa, &mut bytes[in_page..]);
         }
-        let mut decoder = Decoder::with_ip(key.bitness, &bytes, key.rip, DecoderOptions::NONE);
+        let mut decoder = Decoder::with_ip(key.bitness, &bytes, key.rip, decode::options());
         let mut ops = Vec::new();
         let mut pages = vec![key.phys >> PAGE_SHIFT];
         // Bytes decoded into the block so far.
         let mut end = 0;
         while ops.len() < MAX_BLOCK_OPS && (decoder.position() as usize) < in_page {
-            let ins = decoder.decode();
+            let ins = decode::next(&mut decoder, &bytes, key.bitness);
             if decoder.last_error() == DecoderError::NoMoreBytes {
                 // It runs into the unmapped next page: the fetch faults there, when
                 // execution gets to it.
@@ -282,5 +290,30 @@ impl BlockCache {
             ..BlockCache::default()
         };
         code.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::systest::{Machine, CODE_BASE, RAX};
+    use super::MAX_BLOCKS;
+    use iced_x86::code_asm::*;
+
+    /// Distance between the jumps below: each is a block of its own.
+    const STRIDE: u64 = 16;
+
+    #[test]
+    fn more_distinct_blocks_than_the_cache_holds_run_on() {
+        // A chain of short jumps, each to the next one STRIDE bytes on, then INC EAX and
+        // HLT: more blocks than fit, so the cache flushes itself while the block that
+        // just ran (and would link its successor) was decoded before the flush.
+        let jumps = MAX_BLOCKS as u64 + MAX_BLOCKS as u64 / 4;
+        let mut m = Machine::flat32(|a| a.nop());
+        let jmp_next = [0xEB, (STRIDE - 2) as u8];
+        for i in 0..jumps {
+            m.poke(CODE_BASE + i * STRIDE, &jmp_next);
+        }
+        m.assemble(32, CODE_BASE + jumps * STRIDE, |a| a.inc(eax));
+        assert_eq!(m.run_to_halt().gpr[RAX], 1);
     }
 }

@@ -1,5 +1,5 @@
-//! Near control transfers: JMP, Jcc, CALL, RET, LOOP*, JCXZ family; INT3/INTO/INT n and
-//! BOUND, which raise exceptions on purpose.
+//! Near control transfers: JMP, Jcc, CALL, RET, LOOP*, JCXZ family; INT3/INTO/INT n,
+//! INT1 and BOUND, which raise exceptions on purpose.
 //!
 //! Far transfers, gates and IRET live in [`super::far`].
 
@@ -38,6 +38,7 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         Mnemonic::Loopne => loop_cc::<2>,
         Mnemonic::Jcxz | Mnemonic::Jecxz | Mnemonic::Jrcxz => jcxz,
         Mnemonic::Int3 => int3,
+        Mnemonic::Int1 => int1,
         Mnemonic::Into => into,
         Mnemonic::Int => int_n,
         Mnemonic::Bound => bound,
@@ -130,27 +131,35 @@ fn jcxz(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     Ok(())
 }
 
-/// INT3 and INTO are traps: the return address is the next instruction, and like INT n
-/// they are refused by a gate with DPL below the CPL.
-fn software_exception(cx: &mut Ctx<'_>, e: Exception) -> Result<(), Fault> {
+/// INT3, INTO and INT1 raise an exception on purpose, as a trap: the return address is
+/// the next instruction. `source` says how the gate is checked.
+fn trap_on_purpose(cx: &mut Ctx<'_>, e: Exception, source: Source) -> Result<(), Fault> {
     let rip = cx.cpu.rip;
     cx.notify(GuestEvent::Exception {
         vector: e.vector,
         error_code: None,
         rip,
     });
-    deliver(cx, e.vector, Source::SoftwareException, None)
+    deliver(cx, e.vector, source, None)
 }
 
+/// INT3 and INTO are refused by a gate with DPL below the CPL, like INT n.
 fn int3(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
-    software_exception(cx, Exception::breakpoint())
+    trap_on_purpose(cx, Exception::breakpoint(), Source::SoftwareException)
 }
 
 fn into(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
     if cx.cpu.flags.of() {
-        return software_exception(cx, Exception::overflow());
+        return trap_on_purpose(cx, Exception::overflow(), Source::SoftwareException);
     }
     Ok(())
+}
+
+/// INT1 (ICEBP): a #DB trap delivered as an exception the hardware raised — no gate DPL
+/// check, EXT set in error codes (the SDM's INT pseudo-code sets EXT for INT1 alone).
+/// No debug condition caused it, so DR6 is left as it was.
+fn int1(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
+    trap_on_purpose(cx, Exception::debug(), Source::Exception)
 }
 
 fn int_n(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
@@ -174,4 +183,64 @@ fn bound(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
         return Err(Exception::bound_range().into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::debug::DR6;
+    use super::super::systest::{sel, Asm, Machine, CODE_BASE, IDT_BASE};
+    use crate::cpu::{dr6, Segment};
+    use crate::exception::vector;
+
+    /// The error code of a fault while delivering through IDT entry `v`: IDT bit, EXT.
+    fn idt_error(v: u8, ext: bool) -> u32 {
+        u32::from(v) * 8 + 2 + u32::from(ext)
+    }
+
+    #[test]
+    fn int1_from_ring_3_is_delivered_through_a_ring_0_gate() {
+        // The gates are DPL 0: INT3 is refused with #GP, INT1 is not checked.
+        let t = Machine::protected(|a| a.int3()).user().run_to_trap();
+        let refused = (vector::GP, Some(idt_error(vector::BP, false)), CODE_BASE);
+        assert_eq!((t.vector, t.error_code, t.rip), refused);
+        let t = Machine::protected(|a| a.int1()).user().run_to_trap();
+        assert_eq!(
+            (t.vector, t.rip, t.cs),
+            (vector::DB, CODE_BASE + 1, sel::USER_CODE)
+        );
+    }
+
+    #[test]
+    fn int1_leaves_dr6_alone() {
+        let before = dr6::FIXED | dr6::B0 << 2;
+        let mut m = Machine::protected(|a| a.int1());
+        m.state.dr[DR6] = before;
+        assert_eq!(m.run_to_trap().vector, vector::DB);
+        assert_eq!(m.state.dr[DR6], before);
+    }
+
+    #[test]
+    fn int1_works_in_64_bit_mode() {
+        let t = Machine::long(|a| a.int1()).run_to_trap();
+        assert_eq!((t.vector, t.rip), (vector::DB, CODE_BASE + 1));
+    }
+
+    #[test]
+    fn a_fault_delivering_int1_has_ext_set() {
+        let cases: [(Asm, u8, bool); 2] = [
+            (|a| a.int1(), vector::DB, true),
+            (|a| a.int3(), vector::BP, false),
+        ];
+        for (asm, v, ext) in cases {
+            let mut m = Machine::protected(asm);
+            let entry = IDT_BASE + 8 * u64::from(v) + 5;
+            let attr = m.peek(entry, 1) as u8 & !(Segment::PRESENT as u8);
+            m.poke(entry, &[attr]);
+            let t = m.run_to_trap();
+            assert_eq!(
+                (t.vector, t.error_code),
+                (vector::NP, Some(idt_error(v, ext)))
+            );
+        }
+    }
 }

@@ -44,6 +44,11 @@ pub struct Ctx<'a> {
     pub next_poll: u64,
     /// The instruction count at which this run's budget is used up.
     pub budget_end: u64,
+    /// Exceptions and hardware interrupts delivered in this run. A delivery retires no
+    /// instruction, so a guest whose handler faults at once (a corrupt gate, a handler
+    /// in absent memory) or an interrupt storm would never use up the budget: the run
+    /// loop bounds these apart, by the same budget.
+    pub delivered: u64,
     /// The event being delivered is a fault: its pushed EFLAGS image gets RF.
     pub push_rf: bool,
     /// The DR6 bits of the #DB trap the current instruction raises when it completes
@@ -85,6 +90,7 @@ impl<'a> Ctx<'a> {
             icount: 0,
             next_poll: 0,
             budget_end: u64::MAX,
+            delivered: 0,
             push_rf: false,
             debug_trap: 0,
             assist: Assist::None,

@@ -63,7 +63,7 @@ pub fn run_block(cx: &mut Ctx<'_>, cache: &mut BlockCache, left: usize) {
     if hits != 0 {
         return raise(cx, hits);
     }
-    let block = match cache.lookup_or_build(cx) {
+    let block = match cache.lookup_or_build(cx, None) {
         Ok(id) => cache.block(id),
         Err(fault) => return raise_fault(cx, fault, None),
     };

@@ -1,4 +1,5 @@
-//! Instructions that read or write flags directly: CLC STC CMC CLD STD LAHF SAHF.
+//! Instructions that read or write flags directly: CLC STC CMC CLD STD LAHF SAHF, and
+//! SALC (undocumented by Intel until recently, invalid in 64-bit mode: AL = CF ? FF : 0).
 //! (CLI/STI live with the system instructions: they are privilege-checked.)
 
 use super::{Ctx, Fault, Handler};
@@ -24,6 +25,7 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         },
         Mnemonic::Lahf => lahf,
         Mnemonic::Sahf => sahf,
+        Mnemonic::Salc => salc,
         _ => return None,
     })
 }
@@ -44,5 +46,12 @@ fn lahf(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
 fn sahf(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
     let ah = cx.reg(Register::AH);
     cx.cpu.flags.update(AH_FLAGS, ah);
+    Ok(())
+}
+
+/// SALC: AL = 0xFF if CF is set, else 0; no flag changes.
+fn salc(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
+    let al = if cx.cpu.flags.cf() { 0xFF } else { 0 };
+    cx.set_reg(Register::AL, al);
     Ok(())
 }

@@ -1,14 +1,15 @@
-//! The x87 FPU's control side — FNINIT FNSTCW FLDCW FNSTSW FNCLEX FWAIT — plus EMMS
-//! and FXSAVE/FXRSTOR of the whole x87/SSE state.
+//! The x87 FPU's control side — FNINIT FNSTCW FLDCW FNSTSW FNCLEX FWAIT — and
+//! FXSAVE/FXRSTOR of the whole x87/SSE state.
 //!
-//! x87 arithmetic is not implemented. Those instructions still raise #NM where the
-//! hardware would, so a kernel that switches FPU state lazily sees its trap; past that
-//! they are reported as unsupported.
+//! x87 arithmetic is not implemented, and CPUID reports no FPU. Those instructions still
+//! raise #NM where the hardware would (with CR0.EM, the OS's cue to emulate them, or
+//! CR0.TS), so a kernel that emulates the FPU or switches its state lazily sees its
+//! trap; past that they raise #UD, as the processor has no FPU to run them.
 
 use super::sse::probe_write;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::{cr0, fxsave, FpuState, FCW_INIT, MXCSR_MASK};
-use crate::cpu::{FSW_B, FSW_ES, FSW_EXCEPTIONS, FSW_SF, FSW_TOP};
+use crate::cpu::{FSW_B, FSW_ES, FSW_EXCEPTIONS, FSW_SF};
 use crate::exception::{vector, Exception};
 use iced_x86::{CpuidFeature, Instruction, Mnemonic};
 
@@ -34,7 +35,6 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         Mnemonic::Fnstsw => fnstsw,
         Mnemonic::Fnclex => fnclex,
         Mnemonic::Wait => fwait,
-        Mnemonic::Emms => emms,
         Mnemonic::Fxsave | Mnemonic::Fxsave64 => fxsave,
         Mnemonic::Fxrstor | Mnemonic::Fxrstor64 => fxrstor,
         _ if is_x87(ins) => x87_unimplemented,
@@ -43,7 +43,7 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
 }
 
 /// Whether `ins` is an x87 instruction.
-fn is_x87(ins: &Instruction) -> bool {
+pub fn is_x87(ins: &Instruction) -> bool {
     ins.cpuid_features().iter().any(|f| {
         matches!(
             f,
@@ -77,7 +77,7 @@ fn check_pending(cx: &Ctx<'_>) -> Result<(), Fault> {
 
 fn x87_unimplemented(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
     x87_ready(cx)?;
-    Err(Fault::Unsupported)
+    Err(Exception::invalid_opcode().into())
 }
 
 /// FNINIT: default control word, clear status, all registers empty, pointers zeroed;
@@ -132,19 +132,6 @@ fn fwait(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
         return Err(DEVICE_NOT_AVAILABLE.into());
     }
     check_pending(cx)
-}
-
-/// EMMS, an MMX instruction: #UD with CR0.EM, #NM with CR0.TS; marks every x87
-/// register empty and, like every MMX instruction, makes R0 the top of the stack.
-fn emms(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
-    if cx.cpu.cr0 & cr0::EM != 0 {
-        return Err(Exception::invalid_opcode().into());
-    }
-    x87_ready(cx)?;
-    check_pending(cx)?;
-    cx.cpu.fpu.ftw = 0;
-    cx.cpu.fpu.fsw &= !FSW_TOP;
-    Ok(())
 }
 
 /// The FXSAVE area: 16-byte aligned (#GP(0) otherwise), of which this mode uses the

@@ -84,6 +84,7 @@ fn contributory(v: u8) -> bool {
 /// escalates a fault during delivery as the processor does — to #DF, and a fault while
 /// delivering #DF to a triple fault. Returns why the run stops, if it must.
 pub fn raise(cx: &mut Ctx<'_>, first: Exception) -> Option<StopReason> {
+    cx.delivered += 1;
     escalate(cx, first, first)
 }
 
@@ -122,6 +123,7 @@ fn escalate(cx: &mut Ctx<'_>, first: Exception, origin: Exception) -> Option<Sto
 
 /// Delivers a hardware interrupt (the vector from the interrupt controller).
 pub fn external(cx: &mut Ctx<'_>, vector: u8) -> Option<StopReason> {
+    cx.delivered += 1;
     cx.notify(GuestEvent::Interrupt {
         vector,
         rip: cx.cpu.rip,
@@ -370,4 +372,71 @@ fn long_mode(
     cx.cpu.rip = offset;
     clear_flags_on_entry(cx, kind == system_type::INT_GATE);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::segment::system_type;
+    use super::super::systest::{gate32, Machine, CODE_BASE, IDT_BASE};
+    use super::super::Interpreter;
+    use crate::cpu::rflags;
+    use crate::engine::Engine;
+    use crate::exit::{ExitHandler, Flow, InterruptPoll, StopReason, VmExit};
+
+    /// The vector the storm raises.
+    const STORM_VECTOR: u8 = 0x20;
+
+    /// An interrupt controller that asks to be polled again at once, every time; with
+    /// `pending`, its line never drops: an interrupt is pending at every poll, however
+    /// many were acknowledged.
+    struct Impatient {
+        pending: bool,
+    }
+
+    impl ExitHandler for Impatient {
+        fn handle(&mut self, exit: VmExit<'_>, _: u64) -> Flow {
+            match exit {
+                VmExit::Hlt { .. } => Flow::Stop(StopReason::Halted),
+                VmExit::Shutdown { cause } => Flow::Stop(StopReason::Shutdown(cause)),
+                _ => Flow::Continue,
+            }
+        }
+        fn poll_interrupts(&mut self, _: u64) -> InterruptPoll {
+            InterruptPoll {
+                pending: self.pending,
+                next_poll: 0,
+                next_poll_at: None,
+            }
+        }
+        fn acknowledge_interrupt(&mut self) -> Option<u8> {
+            Some(STORM_VECTOR)
+        }
+    }
+
+    #[test]
+    fn an_interrupt_storm_stops_at_the_budget() {
+        // A trap gate leaves IF set, so the next interrupt is delivered before the
+        // handler's first instruction, and the next...: nothing ever retires.
+        let mut m = Machine::protected(|a| a.nop()).flags(rflags::IF);
+        let entry = IDT_BASE + 8 * u64::from(STORM_VECTOR);
+        m.poke_u64(entry, gate32(system_type::TRAP_GATE, CODE_BASE, 0));
+        m.state.idtr.limit = (entry + 7 - IDT_BASE) as u16;
+        let mut engine = Interpreter::new();
+        engine.set_state(&m.state).unwrap();
+        let budget = 1000;
+        let mut storm = Impatient { pending: true };
+        assert_eq!(engine.run(&m.ram, &mut storm, budget), StopReason::Budget);
+        assert_eq!(engine.instructions_retired(), 0);
+    }
+
+    #[test]
+    fn a_controller_polled_at_every_instruction_lets_each_run() {
+        let m = Machine::protected(|a| a.nop());
+        let mut engine = Interpreter::new();
+        engine.set_state(&m.state).unwrap();
+        let ram = m.ram;
+        let mut quiet = Impatient { pending: false };
+        assert_eq!(engine.run(&ram, &mut quiet, 100), StopReason::Halted);
+        assert_eq!(engine.instructions_retired(), 2, "NOP and HLT");
+    }
 }

@@ -8,7 +8,7 @@
 //! decoded-instruction cache the same way).
 //!
 //! Instruction semantics live in one file per family: [`alu`], [`shift`], [`muldiv`],
-//! [`bits`], [`flagops`], [`moves`], [`stack`], [`string`], [`control`], [`far`], [`io`],
+//! [`bcd`], [`bits`], [`flagops`], [`moves`], [`stack`], [`string`], [`control`], [`far`], [`io`],
 //! [`system`], [`sysinstr`], [`sse`] and [`fpu`]. Each handler returns `Err` without
 //! committing anything when the instruction faults, so every exception is reported at
 //! the faulting instruction.
@@ -18,11 +18,13 @@
 //! an enable bit of DR7 is set, so ordinary execution pays one test per block.
 
 mod alu;
+mod bcd;
 mod bits;
 mod cache;
 mod control;
 mod ctx;
 mod debug;
+mod decode;
 mod dispatch;
 mod far;
 mod flagops;
@@ -311,12 +313,8 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
             let rip = cx.cpu.rip;
             let found = match prev.and_then(|p| cache.chained(p, rip)) {
                 Some(id) => Ok(id),
-                None => cache.lookup_or_build(cx).inspect(|&id| {
-                    // Found the slow way: remember it for next time.
-                    if let Some(p) = prev {
-                        cache.link(p, rip, id);
-                    }
-                }),
+                // Found the slow way: linked from `prev` for next time.
+                None => cache.lookup_or_build(cx, prev),
             };
             match found {
                 Ok(id) => {
@@ -344,6 +342,12 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
             cx.end_block = false;
             cache.new_epoch();
             prev = None;
+            // The budget bounds the instructions retired and, apart, the exceptions and
+            // interrupts delivered (which retire none, and each end the block): every
+            // run ends, however the guest behaves.
+            if cx.delivered >= budget {
+                return StopReason::Budget;
+            }
             if cx.has_smc() {
                 cache.invalidate_written(cx.code);
             }
@@ -376,8 +380,12 @@ fn poll_interrupts(cx: &mut Ctx<'_>) -> Option<StopReason> {
     }
     let poll = cx.exits.poll_interrupts(cx.icount);
     // Polled again at the next timer deadline, and at least every POLL_INTERVAL
-    // instructions for the stop request.
-    cx.next_poll = poll.next_poll.min(cx.icount.saturating_add(POLL_INTERVAL));
+    // instructions for the stop request; but at least one instruction runs before the
+    // next poll, whatever the controller asks for: the run always moves on.
+    cx.next_poll = poll
+        .next_poll
+        .min(cx.icount.saturating_add(POLL_INTERVAL))
+        .max(cx.icount + 1);
     if !poll.pending || !cx.cpu.flags.control(crate::cpu::rflags::IF) {
         return None;
     }

@@ -61,7 +61,13 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         Mnemonic::Cbw | Mnemonic::Cwde | Mnemonic::Cdqe => widen_accumulator,
         Mnemonic::Cwd | Mnemonic::Cdq | Mnemonic::Cqo => split_accumulator,
         Mnemonic::Xlatb => xlat,
-        Mnemonic::Nop | Mnemonic::Pause => nop,
+        // The long NOPs of the hint space and the prefetch hints (no cache to fill: they
+        // access nothing and never fault).
+        Mnemonic::Nop | Mnemonic::Pause | Mnemonic::Reservednop => nop,
+        Mnemonic::Prefetchnta
+        | Mnemonic::Prefetcht0
+        | Mnemonic::Prefetcht1
+        | Mnemonic::Prefetcht2 => nop,
         _ => return None,
     })
 }
@@ -129,7 +135,8 @@ fn mov(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     cx.set_operand(ins, 0, v)
 }
 
-fn nop(_: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
+/// Does nothing; also what a hint does on a processor without its feature.
+pub fn nop(_: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! CALL, RET and interrupt delivery use.
 
 use super::flags::size_mask;
+use super::sse::probe_write;
 use super::sysinstr::iopl_allows;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::{rflags, SegReg, Segment};
@@ -193,6 +194,10 @@ fn popf(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     Ok(())
 }
 
+/// ENTER imm16, imm8, as the SDM's pseudo-code has it: the operand size (the prefix)
+/// decides what is pushed and which of BP, EBP or RBP receives the frame pointer; the
+/// stack's address size (SS.B, or 64-bit mode) decides which of SP, ESP or RSP moves and
+/// whether BP or EBP walks the enclosing frames.
 fn enter(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = opcode_size(ins);
     let alloc = ins.immediate16() as u64;
@@ -200,16 +205,12 @@ fn enter(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let saved = cx.cpu.regs;
     let sps = sp_size(cx);
     let result = (|| {
-        let bp_reg = match size {
-            2 => Register::BP,
-            4 => Register::EBP,
-            _ => Register::RBP,
-        };
-        let bp = cx.reg(bp_reg);
-        push(cx, size, bp)?;
-        let frame = cx.cpu.regs[4] & size_mask(sps);
+        push(cx, size, cx.cpu.regs[5])?;
+        // FrameTemp: the stack pointer register as the operand size reads it (o32 on
+        // a 16-bit stack takes all of ESP, not SP).
+        let frame = cx.cpu.regs[4];
         if level > 0 {
-            let mut walk = bp;
+            let mut walk = cx.cpu.regs[5];
             for _ in 1..level {
                 walk = walk.wrapping_sub(size as u64) & size_mask(sps);
                 let lin = cx.linear(SegReg::Ss, walk);
@@ -218,18 +219,28 @@ fn enter(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
             }
             push(cx, size, frame)?;
         }
-        let sp = (cx.cpu.regs[4] & size_mask(sps)).wrapping_sub(alloc);
-        // Touch the new stack top as the hardware does, so a bad frame faults here.
-        let lin = cx.linear(SegReg::Ss, sp & size_mask(sps));
-        cx.read(lin, 1)?;
+        let sp = cx.cpu.regs[4].wrapping_sub(alloc) & size_mask(sps);
+        // The processor checks that it may write the new stack top, so a frame that
+        // cannot be used faults here — as a write.
+        let lin = cx.linear(SegReg::Ss, sp);
+        probe_write(cx, lin, size.into())?;
         set_sp(cx, sps, sp);
-        cx.set_reg(bp_reg, frame);
+        cx.set_reg(frame_pointer(size), frame);
         Ok(())
     })();
     if result.is_err() {
         cx.cpu.regs = saved;
     }
     result
+}
+
+/// BP, EBP or RBP: the frame pointer ENTER and LEAVE load, by operand size.
+fn frame_pointer(size: u8) -> Register {
+    match size {
+        2 => Register::BP,
+        4 => Register::EBP,
+        _ => Register::RBP,
+    }
 }
 
 /// The operand size fixed by the opcode (PUSHA vs PUSHAD, ENTERW vs ENTERD), in bytes.
@@ -245,12 +256,7 @@ fn leave(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     set_sp(cx, sps, cx.cpu.regs[5]);
     match pop(cx, size, 0) {
         Ok(v) => {
-            let r = match size {
-                2 => Register::BP,
-                4 => Register::EBP,
-                _ => Register::RBP,
-            };
-            cx.set_reg(r, v);
+            cx.set_reg(frame_pointer(size), v);
             Ok(())
         }
         Err(f) => {
@@ -262,9 +268,96 @@ fn leave(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::systest::{Machine, RBX};
-    use crate::cpu::rflags;
+    use super::super::systest::{kind, sel, Desc, Machine, CODE_BASE, RBX, USER_STACK};
+    use crate::cpu::{cr0, rflags, SegReg};
+    use crate::exception::vector;
     use iced_x86::code_asm::*;
+
+    /// ESP and EBP in the register file.
+    const RSP: usize = 4;
+    /// EBP.
+    const RBP: usize = 5;
+    /// Page-table entry bit: writable.
+    const PTE_WRITABLE: u32 = 2;
+
+    /// A machine whose SS is a 16-bit (B = 0) flat data segment.
+    fn on_a_16_bit_stack(asm: super::super::systest::Asm) -> Machine {
+        let mut m = Machine::protected(asm);
+        let stack16 = Desc::flat(kind::DATA, 0);
+        m.set_gdt_entry(sel::FREE, stack16);
+        m.state.seg[SegReg::Ss as usize] = stack16.segment(sel::FREE);
+        m
+    }
+
+    #[test]
+    fn o32_enter_on_a_16_bit_stack_moves_sp_and_loads_all_of_esp_into_ebp() {
+        // ENTER 8, 2: push EBP, push the dword at BP - 4, push FrameTemp (all of ESP).
+        let mut m = on_a_16_bit_stack(|a| a.enter(8u32, 2u32));
+        m.state.gpr[RSP] = 0xABCD_0100;
+        m.state.gpr[RBP] = 0x1234_0200;
+        m.poke_u32(0x01FC, 0x5555_AAAA);
+        let st = m.run_to_halt().clone();
+        assert_eq!(st.gpr[RSP], 0xABCD_00EC, "SP moved, ESP's top kept");
+        assert_eq!(st.gpr[RBP], 0xABCD_00FC, "EBP = FrameTemp, all 32 bits");
+        let pushed = [m.peek(0xFC, 4), m.peek(0xF8, 4), m.peek(0xF4, 4)];
+        assert_eq!(pushed, [0x1234_0200, 0x5555_AAAA, 0xABCD_00FC]);
+    }
+
+    #[test]
+    fn o16_enter_on_a_32_bit_stack_walks_the_frames_with_ebp() {
+        // 66 C8 08 00 02: ENTER 8, 2 with a 16-bit operand size.
+        let mut m = Machine::protected(|a| a.db(&[0x66, 0xC8, 0x08, 0x00, 0x02]));
+        let top = m.state.gpr[RSP];
+        m.state.gpr[RBP] = 0x0003_0200;
+        m.poke(0x3_01FE, &[0xEF, 0xBE]);
+        m.poke(0x01FE, &[0x11, 0x11]);
+        let st = m.run_to_halt().clone();
+        let frame = (top - 2) & 0xFFFF;
+        assert_eq!(st.gpr[RSP], top - 6 - 8);
+        assert_eq!(
+            st.gpr[RBP],
+            0x0003_0000 | frame,
+            "BP = FrameTemp, EBP's top kept"
+        );
+        let pushed = [m.peek(top - 2, 2), m.peek(top - 4, 2), m.peek(top - 6, 2)];
+        assert_eq!(pushed, [0x0200, 0xBEEF, frame]);
+    }
+
+    #[test]
+    fn enter_checks_that_the_new_stack_top_is_writable() {
+        // At CPL 3 the new stack top is in a read-only page: #PF with P, W and U set,
+        // and the registers as they were.
+        const ALLOC: u64 = 0x1000;
+        let mut m = Machine::protected(|a| a.enter(ALLOC as u32, 0u32)).user();
+        let (pd, pt) = m.identity_map32();
+        let new_top = USER_STACK - 4 - ALLOC;
+        let pte = pt + 4 * (new_top >> 12);
+        m.poke_u32(pte, m.peek(pte, 4) as u32 & !PTE_WRITABLE);
+        m.state.cr3 = pd;
+        m.state.cr0 |= cr0::PG;
+        m.state.gpr[RBP] = 0x1234;
+        let t = m.run_to_trap();
+        assert_eq!(
+            (t.vector, t.error_code, t.rip),
+            (vector::PF, Some(0x7), CODE_BASE)
+        );
+        assert_eq!(m.state.cr2, new_top);
+        let frame = m.peek(m.state.gpr[RSP] + 12, 4);
+        assert_eq!(
+            frame, USER_STACK,
+            "the ring-3 ESP in the frame is unchanged"
+        );
+    }
+
+    #[test]
+    fn o32_leave_on_a_16_bit_stack_moves_sp_and_pops_all_of_ebp() {
+        let mut m = on_a_16_bit_stack(|a| a.leave());
+        m.state.gpr[RSP] = 0xABCD_0000;
+        m.state.gpr[RBP] = 0x1234_0100;
+        m.poke_u32(0x0100, 0xCAFE_BABE);
+        let st = m.run_to_halt();
+        assert_eq!((st.gpr[RSP], st.gpr[RBP]), (0xABCD_0104, 0xCAFE_BABE));
+    }
 
     /// POPF of an image with IF clear and IOPL 3; EBX gets the flags that resulted.
     fn popf_result(user: bool) -> u64 {

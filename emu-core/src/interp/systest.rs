@@ -175,10 +175,10 @@ pub(crate) fn busy_tss() -> Desc {
     Desc::system(super::segment::system_type::TSS_BUSY, TSS_BASE, limit)
 }
 
-/// A 32-bit interrupt gate to `offset` in the ring-0 code segment.
-fn gate32(offset: u64, dpl: u8) -> u64 {
-    let attr =
-        u64::from(super::segment::system_type::INT_GATE | Segment::PRESENT) | u64::from(dpl) << 5;
+/// A 32-bit gate of type `kind` (interrupt or trap gate) to `offset` in the ring-0
+/// code segment.
+pub(crate) fn gate32(kind: u16, offset: u64, dpl: u8) -> u64 {
+    let attr = u64::from(kind | Segment::PRESENT) | u64::from(dpl) << 5;
     (offset & 0xFFFF)
         | u64::from(sel::KERNEL_CODE) << 16
         | attr << 40
@@ -384,7 +384,8 @@ impl Machine {
             let bytes = a.assemble(stub).expect("assembles");
             self.poke(stub, &bytes);
             let entry = IDT_BASE + u64::from(v) * gate_size;
-            self.poke_u64(entry, gate32(stub, 0));
+            let int_gate = super::segment::system_type::INT_GATE;
+            self.poke_u64(entry, gate32(int_gate, stub, 0));
             if bitness == 64 {
                 self.poke_u64(entry + 8, stub >> 32);
             }

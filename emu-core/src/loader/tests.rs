@@ -1167,22 +1167,22 @@ fn mutate(mut image: Vec<u8>, index: usize, value: u8, keep: usize) -> Vec<u8> {
     image
 }
 
-#[test]
-fn random_bytes_never_panic() {
+/// Random bytes as an image.
+fn random_bytes_never_panic(cases: u32) {
     let mem = ram();
     let bytes = proptest::collection::vec(any::<u8>(), 0..10_000);
-    runner(512)
+    runner(cases)
         .run(&bytes, |image| load_checked(&mem, &image))
         .expect("property");
 }
 
-#[test]
-fn random_bytes_after_a_header_never_panic() {
+/// A Multiboot header (after an ELF magic or not) followed by random bytes.
+fn random_bytes_after_a_header_never_panic(cases: u32) {
     let mem = ram();
     let flags = prop_oneof![Just(MB_MEMINFO), Just(MB_MEMINFO | MB_KLUDGE), any::<u32>()];
     let elf_prefix = any::<bool>();
     let tail = proptest::collection::vec(any::<u8>(), 0..512);
-    runner(512)
+    runner(cases)
         .run(&(flags, elf_prefix, tail), |(flags, elf_prefix, tail)| {
             let mut image = if elf_prefix {
                 b"\x7fELF\x01\x01\x01\x00".to_vec()
@@ -1196,26 +1196,26 @@ fn random_bytes_after_a_header_never_panic() {
         .expect("property");
 }
 
-#[test]
-fn mutated_elf_never_panics() {
+/// A typical ELF kernel with one byte changed and the rest maybe cut off.
+fn mutated_elf_never_panics(cases: u32) {
     let mem = ram();
     let image = typical_elf().build();
     let len = image.len();
     let mutation = (any::<usize>(), any::<u8>(), 0..=len);
-    runner(2048)
+    runner(cases)
         .run(&mutation, |(index, value, keep)| {
             load_checked(&mem, &mutate(image.clone(), index, value, keep))
         })
         .expect("property");
 }
 
-#[test]
-fn mutated_kludge_never_panics() {
+/// An a.out-kludge kernel with one byte changed and the rest maybe cut off.
+fn mutated_kludge_never_panics(cases: u32) {
     let mem = ram();
     let (image, _) = simple_kludge(KERNEL_BASE, &[0xF4; 64], 0x1000);
     let len = image.len();
     let mutation = (any::<usize>(), any::<u8>(), 0..=len);
-    runner(2048)
+    runner(cases)
         .run(&mutation, |(index, value, keep)| {
             load_checked(&mem, &mutate(image.clone(), index, value, keep))
         })
@@ -1235,8 +1235,8 @@ fn interesting_u32() -> impl Strategy<Value = u32> {
     ]
 }
 
-#[test]
-fn arbitrary_elf_header_fields_never_panic() {
+/// An ELF kernel whose entry point, program header table and first segment are anything.
+fn arbitrary_elf_header_fields_never_panic(cases: u32) {
     let mem = ram();
     let fields = (
         proptest::collection::vec(interesting_u32(), 6),
@@ -1244,7 +1244,7 @@ fn arbitrary_elf_header_fields_never_panic() {
         interesting_u32(),
         0u16..4,
     );
-    runner(2048)
+    runner(cases)
         .run(&fields, |(seg, entry, phoff, phnum)| {
             let mut elf = typical_elf();
             elf.entry = entry;
@@ -1264,15 +1264,15 @@ fn arbitrary_elf_header_fields_never_panic() {
         .expect("property");
 }
 
-#[test]
-fn arbitrary_kludge_fields_never_panic() {
+/// An a.out-kludge kernel whose header addresses are anything.
+fn arbitrary_kludge_fields_never_panic(cases: u32) {
     let mem = ram();
     let fields = (
         proptest::collection::vec(interesting_u32(), 5),
         0usize..0x80,
         0usize..0x400,
     );
-    runner(2048)
+    runner(cases)
         .run(&fields, |(f, prefix, body)| {
             let kludge = Kludge {
                 header_addr: f[0],
@@ -1284,4 +1284,57 @@ fn arbitrary_kludge_fields_never_panic() {
             load_checked(&mem, &kludge_image(prefix & !3, kludge, &vec![0xF4; body]))
         })
         .expect("property");
+}
+
+/// A property over malformed images, run for a number of cases.
+type Property = fn(u32);
+
+/// Every malformed-image property, with the cases a default run tries.
+const PROPERTIES: [(&str, Property, u32); 6] = [
+    ("random_bytes_never_panic", random_bytes_never_panic, 512),
+    (
+        "random_bytes_after_a_header_never_panic",
+        random_bytes_after_a_header_never_panic,
+        512,
+    ),
+    ("mutated_elf_never_panics", mutated_elf_never_panics, 2048),
+    (
+        "mutated_kludge_never_panics",
+        mutated_kludge_never_panics,
+        2048,
+    ),
+    (
+        "arbitrary_elf_header_fields_never_panic",
+        arbitrary_elf_header_fields_never_panic,
+        2048,
+    ),
+    (
+        "arbitrary_kludge_fields_never_panic",
+        arbitrary_kludge_fields_never_panic,
+        2048,
+    ),
+];
+
+/// How many times more cases the at-scale run tries.
+const AT_SCALE: u32 = 250;
+
+#[test]
+fn malformed_images_never_panic() {
+    for (_, property, cases) in PROPERTIES {
+        property(cases);
+    }
+}
+
+#[test]
+#[ignore = "fuzzing at scale: cargo test --release --workspace -- --ignored"]
+fn malformed_images_at_scale_never_panic() {
+    for (name, property, cases) in PROPERTIES {
+        let start = std::time::Instant::now();
+        property(cases * AT_SCALE);
+        println!(
+            "{name}: {} images in {:?}",
+            cases * AT_SCALE,
+            start.elapsed()
+        );
+    }
 }

@@ -148,6 +148,19 @@ void trap32_unexpected(struct trap_frame *f) __attribute__((noreturn));
  * SEL_KCODE32) and loads the IDT. */
 void trap32_install(struct gate32 *idt);
 
+/* What trap32_record saw last: the vector, and the saved EIP (the faulting
+ * instruction for a fault, the next one for a trap).  vector is TRAP_NONE
+ * until something is caught; code that expects a fault resets it first. */
+#define TRAP_NONE 0xFFFFFFFF
+struct trap_record {
+	uint32_t vector, eip;
+};
+extern volatile struct trap_record trap32_last;
+/* A trap32_handler for code that raises exceptions on purpose: records the
+ * exception in trap32_last and resumes at the address the interrupted code
+ * left in EDI. */
+void trap32_record(struct trap_frame *f);
+
 /* ---- Long mode (long64.S, trap.c) ---- */
 /* long64.S is the 64-bit runtime, in assembly since gcc -m32 cannot
  * compile C to 64-bit code.  Its routines, called with the System V AMD64

@@ -23,6 +23,15 @@ void trap32_unexpected(struct trap_frame *f)
 	popek_exit(1);
 }
 
+volatile struct trap_record trap32_last = { TRAP_NONE, 0 };
+
+void trap32_record(struct trap_frame *f)
+{
+	trap32_last.vector = f->vector;
+	trap32_last.eip = f->eip;
+	f->eip = f->edi;
+}
+
 void trap32_install(struct gate32 *idt)
 {
 	// Interrupt gates clear IF, so a handler is never interrupted by an

@@ -283,6 +283,16 @@ SNIPPET(enter_leave,
 SNIPPET(enter1_leave,
 	"mov esi, esp; enter 8, 1; mov edi, esp; mov eax, ebp\n\t"
 	"mov edx, [ebp-4]; sub edx, ebp; leave; sub esi, edi; sub eax, edi")
+// ENTER 4, 2 with a 16-bit operand size on this 32-bit stack: the enclosing
+// frame is read at EBP - 2 (not BP - 2), BP gets FrameTemp and EBP's top
+// half stays.  EBX = the word read, ECX = bytes allocated, ESI = EBP's top
+// half changed, EDI = BP minus the FrameTemp pushed.
+SNIPPET(enter16_level2,
+	"mov edx, esp; mov word ptr [scratch+6], 0xBEEF; lea ebp, [scratch+8]\n\t"
+	".byte 0x66, 0xC8, 0x04, 0x00, 0x02\n\t"
+	"movzx ebx, word ptr [esp+6]; mov ecx, edx; sub ecx, esp\n\t"
+	"mov esi, ebp; xor esi, offset scratch+8; shr esi, 16\n\t"
+	"movzx edi, bp; movzx eax, word ptr [esp+4]; sub edi, eax; mov esp, edx")
 SNIPPET(call_pop, "call 1f; 1: pop eax; sub eax, offset 1b")
 SNIPPET(call_ret, "mov esi, esp; call 1f; jmp 2f; 1: mov eax, 42; ret; 2: sub esi, esp")
 SNIPPET(call_ret_imm,
@@ -750,6 +760,9 @@ static const struct arith_case cases[] = {
 	{ "enter.level1", enter1_leave, { .ebp = 0x1234 },
 	  { .eax = 12, .edx = 0, .esi = 16, .ebp = 0x1234 },
 	  R_EAX | R_EDX | R_ESI | R_EBP, 0 },
+	{ "enter16.level2", enter16_level2, { .ebp = 0x1234 },
+	  { .ebx = 0xBEEF, .ecx = 10, .esi = 0, .edi = 0 },
+	  R_EBX | R_ECX | R_ESI | R_EDI, 0 },
 	{ "call.pop", call_pop, { .eax = 0x1111 },
 	  { .eax = 0 }, R_EAX, 0 },
 	{ "call.ret", call_ret, { .eax = 0 },
