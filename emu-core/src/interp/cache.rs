@@ -140,7 +140,7 @@ impl BlockCache {
     pub fn lookup_or_build(&mut self, cx: &mut Ctx<'_>) -> Result<u32, Fault> {
         let rip = cx.cpu.rip;
         let bitness = cx.cpu.code_bitness();
-        let lin = cx.cpu.seg[SegReg::Cs as usize].base.wrapping_add(rip);
+        let lin = cx.cpu.seg[SegReg::Cs].base.wrapping_add(rip);
         let lin = if bitness == 64 {
             lin
         } else {

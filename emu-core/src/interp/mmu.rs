@@ -53,6 +53,16 @@ const ADDR_MASK_64: u64 = ((1 << MAXPHYADDR) - 1) & !0xFFF;
 const RSVD_64: u64 = ((1 << 52) - 1) & !((1 << MAXPHYADDR) - 1);
 /// TLB entries (a power of two).
 const TLB_ENTRIES: usize = 256;
+/// Width of a canonical linear address (4-level paging): bits above it copy bit 47.
+const LINEAR_BITS: u32 = 48;
+
+/// Whether `lin` is canonical: bits 63:47 all equal, as long mode requires of every
+/// linear address (and of the addresses in MSRs and descriptor-table registers).
+#[inline(always)]
+pub fn is_canonical(lin: u64) -> bool {
+    let shift = 64 - LINEAR_BITS;
+    (((lin << shift) as i64) >> shift) as u64 == lin
+}
 
 /// How memory is being accessed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -34,6 +34,7 @@ mod io;
 mod mmu;
 mod moves;
 mod muldiv;
+mod segaccess;
 mod segment;
 mod shift;
 mod sse;
@@ -84,8 +85,8 @@ pub struct Cpu {
     pub rip: u64,
     /// RFLAGS, lazily evaluated.
     pub flags: Flags,
-    /// ES, CS, SS, DS, FS, GS.
-    pub seg: [Segment; 6],
+    /// ES, CS, SS, DS, FS, GS, with what data accesses through them must check.
+    pub seg: segaccess::SegRegs,
     /// LDTR.
     pub ldtr: Segment,
     /// TR.
@@ -123,7 +124,7 @@ impl Cpu {
             regs: s.gpr,
             rip: s.rip,
             flags: Flags::from_bits(s.rflags),
-            seg: s.seg,
+            seg: segaccess::SegRegs::new(s.seg),
             ldtr: s.ldtr,
             tr: s.tr,
             gdtr: s.gdtr,
@@ -147,7 +148,7 @@ impl Cpu {
             gpr: self.regs,
             rip: self.rip,
             rflags: self.flags.get(),
-            seg: self.seg,
+            seg: self.seg.all(),
             ldtr: self.ldtr,
             tr: self.tr,
             gdtr: self.gdtr,
@@ -172,13 +173,13 @@ impl Cpu {
         } else if self.flags.control(crate::cpu::rflags::VM) {
             3
         } else {
-            (self.seg[crate::cpu::SegReg::Cs as usize].selector & 3) as u8
+            (self.seg[crate::cpu::SegReg::Cs].selector & 3) as u8
         }
     }
 
     /// Code bitness from CS (16, 32 or 64): what the decoder needs.
     pub fn code_bitness(&self) -> u32 {
-        let cs = &self.seg[crate::cpu::SegReg::Cs as usize];
+        let cs = &self.seg[crate::cpu::SegReg::Cs];
         let lma = self.efer & crate::cpu::efer::LMA != 0;
         if lma && cs.attr & Segment::LONG != 0 {
             64

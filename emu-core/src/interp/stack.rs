@@ -2,6 +2,7 @@
 //! CALL, RET and interrupt delivery use.
 
 use super::flags::size_mask;
+use super::mmu::Access;
 use super::sysinstr::iopl_allows;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::{rflags, SegReg, Segment};
@@ -32,7 +33,7 @@ fn is_segment(ins: &Instruction) -> bool {
 fn sp_size(cx: &Ctx<'_>) -> u8 {
     if cx.cpu.code_bitness() == 64 {
         8
-    } else if cx.cpu.seg[SegReg::Ss as usize].attr & Segment::DB != 0 {
+    } else if cx.cpu.seg[SegReg::Ss].attr & Segment::DB != 0 {
         4
     } else {
         2
@@ -51,8 +52,8 @@ fn set_sp(cx: &mut Ctx<'_>, sps: u8, sp: u64) {
 pub fn push(cx: &mut Ctx<'_>, size: u8, v: u64) -> Result<(), Fault> {
     let sps = sp_size(cx);
     let sp = cx.cpu.regs[4].wrapping_sub(size as u64) & size_mask(sps);
-    let lin = cx.linear(SegReg::Ss, sp);
-    cx.write(lin, size, v)?;
+    let at = cx.seg_addr(SegReg::Ss, sp, size.into(), Access::Write)?;
+    cx.write(at, size, v)?;
     set_sp(cx, sps, sp);
     Ok(())
 }
@@ -62,8 +63,8 @@ pub fn push(cx: &mut Ctx<'_>, size: u8, v: u64) -> Result<(), Fault> {
 pub fn pop(cx: &mut Ctx<'_>, size: u8, extra: u64) -> Result<u64, Fault> {
     let sps = sp_size(cx);
     let sp = cx.cpu.regs[4] & size_mask(sps);
-    let lin = cx.linear(SegReg::Ss, sp);
-    let v = cx.read(lin, size)?;
+    let at = cx.seg_addr(SegReg::Ss, sp, size.into(), Access::Read)?;
+    let v = cx.read(at, size)?;
     set_sp(cx, sps, sp.wrapping_add(size as u64).wrapping_add(extra));
     Ok(v)
 }
@@ -212,16 +213,16 @@ fn enter(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
             let mut walk = bp;
             for _ in 1..level {
                 walk = walk.wrapping_sub(size as u64) & size_mask(sps);
-                let lin = cx.linear(SegReg::Ss, walk);
-                let v = cx.read(lin, size)?;
+                let at = cx.seg_addr(SegReg::Ss, walk, size.into(), Access::Read)?;
+                let v = cx.read(at, size)?;
                 push(cx, size, v)?;
             }
             push(cx, size, frame)?;
         }
         let sp = (cx.cpu.regs[4] & size_mask(sps)).wrapping_sub(alloc);
         // Touch the new stack top as the hardware does, so a bad frame faults here.
-        let lin = cx.linear(SegReg::Ss, sp & size_mask(sps));
-        cx.read(lin, 1)?;
+        let at = cx.seg_addr(SegReg::Ss, sp & size_mask(sps), 1, Access::Read)?;
+        cx.read(at, 1)?;
         set_sp(cx, sps, sp);
         cx.set_reg(bp_reg, frame);
         Ok(())

@@ -316,17 +316,19 @@ fn stub(vector: u8, long: bool) -> Result<Vec<u8>, IcedError> {
             a.mov(qword_ptr(at(s)), rax)?;
         }
     } else {
-        a.mov(dword_ptr(at(slot::EAX)), eax)?;
-        a.mov(dword_ptr(at(slot::VECTOR)), vector as u32)?;
+        // Through SS, the ring-0 stack's data segment: DS may hold anything, even a
+        // null selector a return to ring 3 left.
+        a.mov(dword_ptr(at(slot::EAX)).ss(), eax)?;
+        a.mov(dword_ptr(at(slot::VECTOR)).ss(), vector as u32)?;
         if error {
             a.mov(eax, dword_ptr(esp))?;
-            a.mov(dword_ptr(at(slot::ERROR)), eax)?;
+            a.mov(dword_ptr(at(slot::ERROR)).ss(), eax)?;
         } else {
-            a.mov(dword_ptr(at(slot::ERROR)), u32::MAX)?;
+            a.mov(dword_ptr(at(slot::ERROR)).ss(), u32::MAX)?;
         }
         for (i, s) in [slot::EIP, slot::CS, slot::EFLAGS].into_iter().enumerate() {
             a.mov(eax, dword_ptr(esp + frame(i as u64)))?;
-            a.mov(dword_ptr(at(s)), eax)?;
+            a.mov(dword_ptr(at(s)).ss(), eax)?;
         }
         // The stubs run in ring 0: a saved CS with another RPL came from an outer
         // ring, and only then does the frame hold SS:ESP.
@@ -334,7 +336,7 @@ fn stub(vector: u8, long: bool) -> Result<Vec<u8>, IcedError> {
         a.jz(same_ring)?;
         for (i, s) in [(3, slot::ESP), (4, slot::SS)] {
             a.mov(eax, dword_ptr(esp + frame(i)))?;
-            a.mov(dword_ptr(at(s)), eax)?;
+            a.mov(dword_ptr(at(s)).ss(), eax)?;
         }
     }
     a.set_label(&mut same_ring)?;
