@@ -74,7 +74,7 @@ fn locate_bit(
             let seg = seg_of(ins.memory_segment());
             Loc::Mem(cx.seg_addr(seg, ea, size.into(), access)?)
         }
-        _ => cx.locate(ins, 0, access)?,
+        _ => cx.locate(ins, 0, size, access)?,
     };
     Ok((loc, bit))
 }

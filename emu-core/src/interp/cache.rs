@@ -254,7 +254,10 @@ impl BlockCache {
         Ok(id)
     }
 
-    /// Drops the blocks decoded from pages the guest wrote (self-modifying code).
+    /// Drops the blocks decoded from pages the guest wrote (self-modifying code). Rare:
+    /// kept out of the run loop.
+    #[cold]
+    #[inline(never)]
     pub fn invalidate_written(&mut self, cx: &mut Ctx<'_>) {
         self.new_epoch();
         for page in std::mem::take(&mut cx.smc_pages) {

@@ -171,7 +171,7 @@ fn signed(v: u64, size: u8) -> i64 {
 fn bound(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
     let index = signed(cx.reg(ins.op0_register()), size);
-    let at = cx.mem_addr(ins, Access::Read)?;
+    let at = cx.mem_addr(ins, 2 * u32::from(size), Access::Read)?;
     let lower = signed(cx.read(at, size)?, size);
     let upper = signed(cx.read(at.offset(size as u64), size)?, size);
     if index < lower || index > upper {

@@ -247,35 +247,17 @@ impl<'a> Ctx<'a> {
         len: u32,
         access: Access,
     ) -> Result<Addr, Fault> {
-        let s = &self.cpu.seg[seg];
-        let addr = if self.cpu.code_bitness() == 64 {
-            // 64-bit mode: flat, except that FS and GS keep their bases.
-            let base = match seg {
-                SegReg::Fs | SegReg::Gs => s.base,
-                _ => 0,
-            };
-            segaccess::long_addr(base, offset, len)
-        } else {
-            let checked = self.cpu.seg.needs_checks(seg);
-            let protected = self.cpu.cr0 & cr0::PE != 0;
-            segaccess::legacy_addr(s, checked, offset, len, access, protected)
-        };
-        addr.ok_or_else(|| segaccess::refused(seg))
+        segaccess::address(self.cpu, seg, offset, len, access)
+            .ok_or_else(|| segaccess::refused(seg))
     }
 
-    /// The checked address of the instruction's memory operand, all of it (both parts
-    /// of a far pointer, the whole FXSAVE area), for `access`. A read-modify-write
-    /// operand is checked as a write: that needs a writable data segment, which is
-    /// also readable, so it faults before the read.
+    /// The checked address of the instruction's memory operand, `len` bytes of it (all
+    /// of it: both parts of a far pointer, the whole FXSAVE area), for `access`. A
+    /// read-modify-write operand is checked as a write: that needs a writable data
+    /// segment, which is also readable, so it faults before the read. (The caller
+    /// knows the size: looking it up again costs the fast path.)
     #[inline]
-    pub fn mem_addr(&self, ins: &Instruction, access: Access) -> Result<Addr, Fault> {
-        self.mem_range(ins, ins.memory_size().size() as u32, access)
-    }
-
-    /// [`Ctx::mem_addr`] for an operand of `len` bytes where the instruction, not the
-    /// decoder, says how much it accesses (LGDT, SGDT).
-    #[inline]
-    pub fn mem_range(&self, ins: &Instruction, len: u32, access: Access) -> Result<Addr, Fault> {
+    pub fn mem_addr(&self, ins: &Instruction, len: u32, access: Access) -> Result<Addr, Fault> {
         let seg = seg_of(ins.memory_segment());
         self.seg_addr(seg, self.effective_address(ins), len, access)
     }
@@ -509,13 +491,19 @@ impl<'a> Ctx<'a> {
 
     // ---- operands ----
 
-    /// Resolves operand `i` to a register or, checked for `access` (a write for a
-    /// read-modify-write operand), a memory address.
+    /// Resolves operand `i` of `size` bytes to a register or, checked for `access` (a
+    /// write for a read-modify-write operand), a memory address.
     #[inline]
-    pub fn locate(&self, ins: &Instruction, i: u32, access: Access) -> Result<Loc, Fault> {
+    pub fn locate(
+        &self,
+        ins: &Instruction,
+        i: u32,
+        size: u8,
+        access: Access,
+    ) -> Result<Loc, Fault> {
         Ok(match ins.op_kind(i) {
             OpKind::Register => Loc::Reg(ins.op_register(i)),
-            _ => Loc::Mem(self.mem_addr(ins, access)?),
+            _ => Loc::Mem(self.mem_addr(ins, size.into(), access)?),
         })
     }
 
@@ -546,8 +534,9 @@ impl<'a> Ctx<'a> {
         match ins.op_kind(i) {
             OpKind::Register => Ok(self.reg(ins.op_register(i))),
             OpKind::Memory => {
-                let at = self.mem_addr(ins, Access::Read)?;
-                self.read(at, ins.memory_size().size() as u8)
+                let size = ins.memory_size().size() as u8;
+                let at = self.mem_addr(ins, size.into(), Access::Read)?;
+                self.read(at, size)
             }
             OpKind::Immediate8
             | OpKind::Immediate8_2nd
@@ -566,7 +555,7 @@ impl<'a> Ctx<'a> {
     #[inline]
     pub fn set_operand(&mut self, ins: &Instruction, i: u32, v: u64) -> Result<(), Fault> {
         let size = operand_size(ins, i);
-        let loc = self.locate(ins, i, Access::Write)?;
+        let loc = self.locate(ins, i, size, Access::Write)?;
         self.store(loc, size, v)
     }
 }

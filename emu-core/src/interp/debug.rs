@@ -45,7 +45,10 @@ pub fn fixed_bits(index: usize, v: u64) -> u64 {
 }
 
 /// Runs at most `left` instructions of the block at RIP, checking for #DB conditions
-/// before and after each.
+/// before and after each. Kept out of the run loop, whose registers belong to the
+/// common case.
+#[cold]
+#[inline(never)]
 pub fn run_block(cx: &mut Ctx<'_>, cache: &mut BlockCache, left: usize) {
     // Checked before the fetch too: an instruction breakpoint outranks a fetch fault.
     let hits = instruction_breakpoints(cx);

@@ -138,7 +138,7 @@ fn far_pointer(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<FarPointer, Fault>
         _ => {
             // m16:16, m16:32 or m16:64: the offset, then the selector.
             let size = operand_size(ins);
-            let at = cx.mem_addr(ins, Access::Read)?;
+            let at = cx.mem_addr(ins, u32::from(size) + 2, Access::Read)?;
             let offset = cx.read(at, size)?;
             let selector = cx.read(at.offset(size as u64), 2)? as u16;
             FarPointer {

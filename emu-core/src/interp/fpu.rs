@@ -153,7 +153,7 @@ fn emms(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
 /// (#GP(0) otherwise), of which this mode uses the first `len` bytes (XMM8-XMM15 only
 /// in 64-bit mode).
 fn fxsave_area(cx: &Ctx<'_>, ins: &Instruction, access: Access) -> Result<(Addr, usize), Fault> {
-    let at = cx.mem_addr(ins, access)?;
+    let at = cx.mem_addr(ins, fxsave::SIZE as u32, access)?;
     if !at.linear().is_multiple_of(FXSAVE_ALIGN) {
         return Err(Exception::general_protection(0).into());
     }

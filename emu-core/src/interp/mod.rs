@@ -353,7 +353,9 @@ fn execute(cx: &mut Ctx<'_>, op: &Op) -> bool {
     !cx.end_block
 }
 
-/// Delivers a pending hardware interrupt if EFLAGS.IF allows it.
+/// Delivers a pending hardware interrupt if EFLAGS.IF allows it. Out of the run loop:
+/// it runs at timer deadlines and after exits, not per instruction.
+#[inline(never)]
 fn poll_interrupts(cx: &mut Ctx<'_>) -> Option<StopReason> {
     let poll = cx.exits.poll_interrupts(cx.icount);
     cx.next_poll = poll.next_poll;
@@ -380,7 +382,9 @@ fn end_block_with(cx: &mut Ctx<'_>, stop: Option<StopReason>) {
 }
 
 /// Raises a fault at the instruction RIP points to (exceptions go through the IDT) and
-/// ends the block, and the run if the fault cannot be handled.
+/// ends the block, and the run if the fault cannot be handled. Cold: the run loop keeps
+/// its registers for the instructions that complete.
+#[cold]
 fn raise_fault(cx: &mut Ctx<'_>, fault: Fault, ins: Option<&Instruction>) {
     // The instruction did not complete: it raises no #DB traps.
     cx.debug_trap = 0;

@@ -109,7 +109,7 @@ fn mov_to_segment(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 /// LDS/LES/LFS/LGS/LSS r, m16:16/32/64: offset first, then the selector.
 fn load_far_pointer(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
-    let at = cx.mem_addr(ins, Access::Read)?;
+    let at = cx.mem_addr(ins, u32::from(size) + 2, Access::Read)?;
     let offset = cx.read(at, size)?;
     let sel = cx.read(at.offset(size as u64), 2)? as u16;
     let seg = match ins.mnemonic() {
@@ -161,8 +161,8 @@ fn lea(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 
 fn xchg(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
-    let a_loc = cx.locate(ins, 0, Access::Write)?;
-    let b_loc = cx.locate(ins, 1, Access::Write)?;
+    let a_loc = cx.locate(ins, 0, size, Access::Write)?;
+    let b_loc = cx.locate(ins, 1, size, Access::Write)?;
     let a = cx.load(a_loc, size)?;
     let b = cx.load(b_loc, size)?;
     // Memory (if any) is written first so a fault leaves the registers alone.
@@ -188,7 +188,7 @@ fn cmpxchg(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
     let acc = accumulator(size);
     // Written back even when unequal: checked as a write either way.
-    let dst = cx.locate(ins, 0, Access::Write)?;
+    let dst = cx.locate(ins, 0, size, Access::Write)?;
     let d = cx.load(dst, size)?;
     let a = cx.reg(acc);
     let src = cx.operand(ins, 1)?;
@@ -208,7 +208,7 @@ fn cmpxchg(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 }
 
 fn cmpxchg8b(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
-    let at = cx.mem_addr(ins, Access::Write)?;
+    let at = cx.mem_addr(ins, 8, Access::Write)?;
     let cur = cx.read(at, 8)?;
     let expect = (cx.cpu.regs[2] & 0xFFFF_FFFF) << 32 | (cx.cpu.regs[0] & 0xFFFF_FFFF);
     let equal = cur == expect;
@@ -227,7 +227,7 @@ fn cmpxchg8b(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 
 fn xadd(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
-    let dst = cx.locate(ins, 0, Access::Write)?;
+    let dst = cx.locate(ins, 0, size, Access::Write)?;
     let d = cx.load(dst, size)?;
     let s = cx.reg(ins.op1_register());
     let sum = d.wrapping_add(s);

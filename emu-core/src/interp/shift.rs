@@ -160,7 +160,7 @@ fn shift<const OP: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault>
     let size = operand_size(ins, 0);
     let count = masked_count(cx, ins, size)?;
     // Checked as a write even for a count of 0, which then writes nothing.
-    let dst = cx.locate(ins, 0, Access::Write)?;
+    let dst = cx.locate(ins, 0, size, Access::Write)?;
     let a = cx.load(dst, size)? & size_mask(size);
     if count == 0 {
         rewrite_unchanged(cx, dst, a);
@@ -203,7 +203,7 @@ fn double(left: bool, size: u8, a: u64, b: u64, count: u32) -> (u64, bool) {
 fn double_shift<const LEFT: bool>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
     let count = masked_count(cx, ins, size)?;
-    let dst = cx.locate(ins, 0, Access::Write)?;
+    let dst = cx.locate(ins, 0, size, Access::Write)?;
     let a = cx.load(dst, size)? & size_mask(size);
     if count == 0 {
         rewrite_unchanged(cx, dst, a);

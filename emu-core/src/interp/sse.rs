@@ -208,7 +208,7 @@ fn set_xmm(cx: &mut Ctx<'_>, r: Register, v: u128) {
 /// 16-byte alignment of every such operand (#GP(0) otherwise) except in the explicitly
 /// unaligned moves.
 fn mem128(cx: &Ctx<'_>, ins: &Instruction, aligned: bool, access: Access) -> Result<Addr, Fault> {
-    let at = cx.mem_addr(ins, access)?;
+    let at = cx.mem_addr(ins, XMM_BYTES as u32, access)?;
     if aligned && !at.linear().is_multiple_of(XMM_BYTES) {
         return Err(Exception::general_protection(0).into());
     }

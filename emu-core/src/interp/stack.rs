@@ -48,7 +48,7 @@ fn set_sp(cx: &mut Ctx<'_>, sps: u8, sp: u64) {
 }
 
 /// Pushes the low `size` bytes of `v`.
-#[inline]
+#[inline(always)]
 pub fn push(cx: &mut Ctx<'_>, size: u8, v: u64) -> Result<(), Fault> {
     let sps = sp_size(cx);
     let sp = cx.cpu.regs[4].wrapping_sub(size as u64) & size_mask(sps);
@@ -59,7 +59,7 @@ pub fn push(cx: &mut Ctx<'_>, size: u8, v: u64) -> Result<(), Fault> {
 }
 
 /// Pops `size` bytes, then releases `extra` more bytes of stack (RET imm16).
-#[inline]
+#[inline(always)]
 pub fn pop(cx: &mut Ctx<'_>, size: u8, extra: u64) -> Result<u64, Fault> {
     let sps = sp_size(cx);
     let sp = cx.cpu.regs[4] & size_mask(sps);

@@ -222,7 +222,7 @@ fn read_table_operand(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<DescriptorT
     require_cpl0(cx)?;
     let long = cx.cpu.code_bitness() == 64;
     let base_size = if long { 8 } else { 4 };
-    let at = cx.mem_range(ins, 2 + base_size, Access::Read)?;
+    let at = cx.mem_addr(ins, 2 + base_size, Access::Read)?;
     let limit = cx.read(at, 2)? as u16;
     let base = cx.read(at.offset(2), base_size as u8)?;
     let base = match ins.code().op_code().operand_size() {
@@ -240,7 +240,7 @@ fn write_table_operand(
     table: DescriptorTable,
 ) -> Result<(), Fault> {
     let base_size = if cx.cpu.code_bitness() == 64 { 8 } else { 4 };
-    let at = cx.mem_range(ins, 2 + base_size as u32, Access::Write)?;
+    let at = cx.mem_addr(ins, 2 + base_size as u32, Access::Write)?;
     let mut bytes = [0u8; 10];
     bytes[..2].copy_from_slice(&table.limit.to_le_bytes());
     bytes[2..].copy_from_slice(&table.base.to_le_bytes());
@@ -402,7 +402,7 @@ fn verify(
 /// had to (an OS lowering the privilege of a selector a caller passed in).
 fn arpl(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     require_protected(cx)?;
-    let dst = match cx.locate(ins, 0, Access::Write)? {
+    let dst = match cx.locate(ins, 0, 2, Access::Write)? {
         // iced-x86 names the 32-bit register; the operation is on its low word.
         super::ctx::Loc::Reg(r) => super::ctx::Loc::Reg(Register::AX + r.number() as u32),
         mem => mem,
