@@ -76,6 +76,21 @@ fn one_page_ds(k: &mut Kernel) {
     );
 }
 
+/// DS = [`TEST_DS`]: raw limit 1 with G, so offsets 0-0x1FFF, ending at the end of
+/// [`USER_DATA`].
+fn two_page_ds(k: &mut Kernel) {
+    let desc = user_data(USER_DATA - 0x1000, 1, access::RW, flags::G | flags::D);
+    k.set_descriptor(TEST_DS, &[desc]);
+}
+
+/// DS = [`TEST_DS`]: expand-down above a one-page limit, with the D/B bit `FLAGS`
+/// sets (0: offsets 0x1000-0xFFFF; D: up to 0xFFFF_FFFF). Its base lies in kernel
+/// pages: the rows using it run at CPL 0.
+fn expand_down_ds<const FLAGS: u8>(k: &mut Kernel) {
+    let desc = user_data(0x2_0000, LAST_BYTE, access::RW | access::EXPAND_DOWN, FLAGS);
+    k.set_descriptor(TEST_DS, &[desc]);
+}
+
 /// [`TEST_DS`] read-only and flat: only the type can refuse an access.
 fn read_only_ds(k: &mut Kernel) {
     k.set_descriptor(TEST_DS, &[user_data(0, 0xF_FFFF, 0, flags::G | flags::D)]);
@@ -626,10 +641,7 @@ cases! {
 
     page_limit_admits_its_last_page {
         // Raw limit 1 with G: offsets up to 0x1FFF.
-        setup: |k| {
-            let desc = user_data(USER_DATA - 0x1000, 1, access::RW, flags::G | flags::D);
-            k.set_descriptor(TEST_DS, &[desc]);
-        },
+        setup: two_page_ds,
         code: |a| {
             load(a, ds, TEST_DS)?;
             a.mov(eax, dword_ptr(0x1FFC))?;
@@ -639,10 +651,7 @@ cases! {
     }
 
     gp_straddling_a_page_limit {
-        setup: |k| {
-            let desc = user_data(USER_DATA - 0x1000, 1, access::RW, flags::G | flags::D);
-            k.set_descriptor(TEST_DS, &[desc]);
-        },
+        setup: two_page_ds,
         code: |a| {
             load(a, ds, TEST_DS)?;
             a.label("mark")?;
@@ -654,7 +663,7 @@ cases! {
     expand_down_b0_admits_offsets_above_its_limit_up_to_ffff {
         // Valid offsets 0x1000-0xFFFF. CPL 0: the bytes may lie in kernel pages.
         cpl: 0,
-        setup: |k| k.set_descriptor(TEST_DS, &[user_data(0x2_0000, LAST_BYTE, access::RW | access::EXPAND_DOWN, 0)]),
+        setup: expand_down_ds::<0>,
         code: |a| {
             load(a, ds, TEST_DS)?;
             a.mov(al, byte_ptr(PAGE_END))?;
@@ -666,7 +675,7 @@ cases! {
 
     gp_expand_down_b0_at_its_limit {
         cpl: 0,
-        setup: |k| k.set_descriptor(TEST_DS, &[user_data(0x2_0000, LAST_BYTE, access::RW | access::EXPAND_DOWN, 0)]),
+        setup: expand_down_ds::<0>,
         code: |a| {
             load(a, ds, TEST_DS)?;
             a.label("mark")?;
@@ -677,7 +686,7 @@ cases! {
 
     gp_expand_down_b0_word_past_ffff {
         cpl: 0,
-        setup: |k| k.set_descriptor(TEST_DS, &[user_data(0x2_0000, LAST_BYTE, access::RW | access::EXPAND_DOWN, 0)]),
+        setup: expand_down_ds::<0>,
         code: |a| {
             load(a, ds, TEST_DS)?;
             a.label("mark")?;
@@ -689,7 +698,7 @@ cases! {
     expand_down_b1_admits_offsets_up_to_4g {
         // The top dword wraps to the byte below the base.
         cpl: 0,
-        setup: |k| k.set_descriptor(TEST_DS, &[user_data(0x2_0000, LAST_BYTE, access::RW | access::EXPAND_DOWN, flags::D)]),
+        setup: expand_down_ds::<{ flags::D }>,
         code: |a| {
             load(a, ds, TEST_DS)?;
             a.mov(eax, dword_ptr(0x1_0000))?;
@@ -702,7 +711,7 @@ cases! {
 
     gp_expand_down_b1_dword_wrapping_past_4g {
         cpl: 0,
-        setup: |k| k.set_descriptor(TEST_DS, &[user_data(0x2_0000, LAST_BYTE, access::RW | access::EXPAND_DOWN, flags::D)]),
+        setup: expand_down_ds::<{ flags::D }>,
         code: |a| {
             load(a, ds, TEST_DS)?;
             a.mov(ebx, 0xFFFF_FFFEu32)?;
