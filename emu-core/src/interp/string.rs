@@ -442,6 +442,19 @@ mod tests {
     }
 
     #[test]
+    fn ins_reads_no_port_when_its_destination_is_refused() {
+        // ES ends below DEST: the port read (which has effects on devices) must not
+        // happen before the #GP.
+        const PORT: u64 = 0x3F8;
+        let mut m = Machine::new(|a| a.insb()).regs(&[(RDI, DEST), (RDX, PORT)]);
+        m.state.seg[SegReg::Es as usize].limit = (DEST - 1) as u32;
+        m.exits.port_input.push_back(0x42);
+        let (vector, _) = m.run_to_exception();
+        assert_eq!(vector, crate::exception::vector::GP);
+        assert_eq!(m.exits.port_input, [0x42], "the port was read");
+    }
+
+    #[test]
     fn rep_longer_than_a_chunk_completes() {
         let count = REP_CHUNK * 2 + 17;
         let mut m =
