@@ -353,9 +353,7 @@ fn execute(cx: &mut Ctx<'_>, op: &Op) -> bool {
     !cx.end_block
 }
 
-/// Delivers a pending hardware interrupt if EFLAGS.IF allows it. Out of the run loop:
-/// it runs at timer deadlines and after exits, not per instruction.
-#[inline(never)]
+/// Delivers a pending hardware interrupt if EFLAGS.IF allows it.
 fn poll_interrupts(cx: &mut Ctx<'_>) -> Option<StopReason> {
     let poll = cx.exits.poll_interrupts(cx.icount);
     cx.next_poll = poll.next_poll;
