@@ -121,7 +121,7 @@ fn trace_prints_port_writes_as_they_happen() {
 fn roms_lists_and_extracts_every_rom() {
     let list = stdout(&popek(&["roms"]));
     for name in [
-        "hello", "arith", "loop", "rings", "longmode", "timer", "realmode",
+        "hello", "arith", "loop", "rings", "longmode", "timer", "realmode", "segments",
     ] {
         assert!(
             list.lines().any(|l| l.starts_with(name)),

@@ -31,6 +31,91 @@ const SPARE_VECTOR: u8 = 31;
 const RING1_CS: u16 = FREE_SLOT | 1;
 /// A not-present ring-3 data segment.
 const ABSENT_DS: u16 = (FREE_SLOT + 8) | 3;
+/// A segment each segment-check case describes for itself (ring 3 data, RPL 3).
+const TEST_DS: u16 = (FREE_SLOT + 0x10) | 3;
+/// A stack segment for the segment-check cases (ring 3).
+const TEST_SS: u16 = (FREE_SLOT + 0x18) | 3;
+/// A flat ring-3 execute-only code segment.
+const EXEC_ONLY_CS: u16 = (FREE_SLOT + 0x20) | 3;
+/// A ring-1 stack segment too small for what is pushed on it.
+const RING1_SS: u16 = (FREE_SLOT + 0x28) | 1;
+/// A call gate from ring 3 into [`RING1_CS`].
+const RING1_GATE: u16 = (FREE_SLOT + 0x30) | 3;
+/// Top of the ring-1 stack; [`RING1_SS`]'s limit leaves the top 8 bytes out.
+const RING1_STACK_LIMIT: u32 = INNER_STACK as u32 - 9;
+/// A non-canonical address: bit 63 set, bits 62:47 clear.
+const NON_CANONICAL: u64 = 1 << 63;
+/// Offsets of the first byte past a one-page byte-granular limit, and of the last
+/// byte within it.
+const PAGE_END: u32 = 0x1000;
+const LAST_BYTE: u32 = PAGE_END - 1;
+
+/// A data segment of privilege `dpl` at `base` with the raw 20-bit `limit`, extra type
+/// bits `kind` (access::RW: writable; access::EXPAND_DOWN) and `flags` (G, D/B).
+fn data_desc(dpl: u8, base: u64, limit: u32, kind: u8, flags: u8) -> u64 {
+    let a = access::P | access::S | (dpl << access::DPL_SHIFT) | kind;
+    descriptor(base as u32, limit, a, flags)
+}
+
+/// A ring-3 data segment for [`TEST_DS`] or [`TEST_SS`].
+fn user_data(base: u64, limit: u32, kind: u8, flags: u8) -> u64 {
+    data_desc(3, base, limit, kind, flags)
+}
+
+/// Loads `sel` into DS (or whichever data segment register `seg` is).
+fn load(a: &mut Asm, seg: AsmRegisterSegment, sel: u16) -> Result<(), IcedError> {
+    a.mov(ax, sel as u32)?;
+    a.mov(seg, ax)
+}
+
+/// DS = [`TEST_DS`]: one byte-granular page at [`USER_DATA`] (offsets 0..=0xFFF).
+fn one_page_ds(k: &mut Kernel) {
+    k.set_descriptor(
+        TEST_DS,
+        &[user_data(USER_DATA, LAST_BYTE, access::RW, flags::D)],
+    );
+}
+
+/// DS = [`TEST_DS`]: raw limit 1 with G, so offsets 0-0x1FFF, ending at the end of
+/// [`USER_DATA`].
+fn two_page_ds(k: &mut Kernel) {
+    let desc = user_data(USER_DATA - 0x1000, 1, access::RW, flags::G | flags::D);
+    k.set_descriptor(TEST_DS, &[desc]);
+}
+
+/// DS = [`TEST_DS`]: expand-down above a one-page limit, with the D/B bit `FLAGS`
+/// sets (0: offsets 0x1000-0xFFFF; D: up to 0xFFFF_FFFF). Its base lies in kernel
+/// pages: the rows using it run at CPL 0.
+fn expand_down_ds<const FLAGS: u8>(k: &mut Kernel) {
+    let desc = user_data(0x2_0000, LAST_BYTE, access::RW | access::EXPAND_DOWN, FLAGS);
+    k.set_descriptor(TEST_DS, &[desc]);
+}
+
+/// [`TEST_DS`] read-only and flat: only the type can refuse an access.
+fn read_only_ds(k: &mut Kernel) {
+    k.set_descriptor(TEST_DS, &[user_data(0, 0xF_FFFF, 0, flags::G | flags::D)]);
+}
+
+/// SS = [`TEST_SS`]: expand-up, 32-bit, ending just below [`USER_STACK`].
+fn short_stack(k: &mut Kernel) {
+    let limit = USER_STACK as u32 - 1;
+    k.set_descriptor(TEST_SS, &[user_data(0, limit, access::RW, flags::D)]);
+}
+
+/// INT n, #UD and a call gate lead to ring 1, whose stack is too small for a frame.
+fn ring1_with_small_stack(k: &mut Kernel) {
+    k.set_descriptor(RING1_CS, &[code32(1)]);
+    let stack = data_desc(1, 0, RING1_STACK_LIMIT, access::RW, flags::D);
+    k.set_descriptor(RING1_SS, &[stack]);
+    k.set_descriptor(RING1_GATE, &[gate(system::CALL_GATE, 3, RING1_CS, 0, 0)]);
+    k.ring_stacks[1] = (RING1_SS, INNER_STACK);
+    for v in [SPARE_VECTOR, vector::UD] {
+        let g = &mut k.gates[v as usize];
+        g.selector = RING1_CS;
+        g.dpl = 3;
+    }
+}
+
 /// The error code of a fault caused by IDT entry `v` (the IDT bit set).
 const fn idt_error(v: u8) -> u32 {
     v as u32 * 8 + 2
@@ -55,7 +140,9 @@ enum Expect {
 
 /// One row of the table.
 struct Case {
-    /// CPL the code starts at.
+    /// The kernel to start from: 32-bit protected mode unless the row says otherwise.
+    kernel: fn() -> Kernel,
+    /// CPL the code starts at (ignored in real mode).
     cpl: u8,
     /// Changes to the kernel.
     setup: fn(&mut Kernel),
@@ -86,6 +173,7 @@ fn no_check(_: &Outcome) {}
 
 impl Case {
     const DEFAULT: Case = Case {
+        kernel: Kernel::legacy,
         cpl: 3,
         setup: no_setup,
         code: |a| a.nop(),
@@ -95,17 +183,19 @@ impl Case {
 }
 
 fn run(name: &str, case: Case) {
-    let mut kernel = Kernel::legacy();
-    kernel.cpl = case.cpl;
+    let mut kernel = (case.kernel)();
+    if !kernel.real {
+        kernel.cpl = case.cpl;
+    }
     (case.setup)(&mut kernel);
-    let program = assemble(32, CODE, case.code);
+    let program = assemble(kernel.bitness(), kernel.origin(), case.code);
     let mut m = Machine::interpreted(RAM, Box::new(std::io::sink())).expect("machine");
     let state = kernel.install(m.ram_mut().as_mut_slice(), &program);
     m.set_cpu_state(&state).unwrap();
     let stop = m.run(BUDGET).stop;
     let out = Outcome {
         stop,
-        record: Record::read(m.ram().as_slice(), false),
+        record: Record::read(m.ram().as_slice(), kernel.long),
         state: m.cpu_state().unwrap(),
         program,
         ram: m.ram().as_slice()[..0x2_0000].to_vec(),
@@ -510,5 +600,554 @@ cases! {
             }
             other => panic!("no cause reported: {other}"),
         },
+    }
+}
+
+// ---- segment limits and types on data and stack accesses (SDM Vol. 3, 5.3, 5.4) ----
+
+cases! {
+    byte_limit_admits_its_last_byte {
+        setup: one_page_ds,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.mov(al, byte_ptr(LAST_BYTE))?;
+            a.mov(eax, dword_ptr(LAST_BYTE - 3))?;
+            a.label("mark")?;
+            a.ud2()
+        },
+    }
+
+    gp_reading_one_byte_past_a_byte_limit {
+        setup: one_page_ds,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.label("mark")?;
+            a.mov(al, byte_ptr(PAGE_END)) // MOV AL, moffs8
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+        check: from_user,
+    }
+
+    gp_reading_a_dword_straddling_a_byte_limit {
+        setup: one_page_ds,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.mov(ebx, LAST_BYTE - 2)?;
+            a.label("mark")?;
+            a.mov(eax, dword_ptr(ebx))
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    page_limit_admits_its_last_page {
+        // Raw limit 1 with G: offsets up to 0x1FFF.
+        setup: two_page_ds,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.mov(eax, dword_ptr(0x1FFC))?;
+            a.label("mark")?;
+            a.ud2()
+        },
+    }
+
+    gp_straddling_a_page_limit {
+        setup: two_page_ds,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.label("mark")?;
+            a.mov(eax, dword_ptr(0x1FFD))
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    expand_down_b0_admits_offsets_above_its_limit_up_to_ffff {
+        // Valid offsets 0x1000-0xFFFF. CPL 0: the bytes may lie in kernel pages.
+        cpl: 0,
+        setup: expand_down_ds::<0>,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.mov(al, byte_ptr(PAGE_END))?;
+            a.mov(ax, word_ptr(0xFFFE))?;
+            a.label("mark")?;
+            a.ud2()
+        },
+    }
+
+    gp_expand_down_b0_at_its_limit {
+        cpl: 0,
+        setup: expand_down_ds::<0>,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.label("mark")?;
+            a.mov(al, byte_ptr(LAST_BYTE))
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    gp_expand_down_b0_word_past_ffff {
+        cpl: 0,
+        setup: expand_down_ds::<0>,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.label("mark")?;
+            a.mov(ax, word_ptr(0xFFFF))
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    expand_down_b1_admits_offsets_up_to_4g {
+        // The top dword wraps to the byte below the base.
+        cpl: 0,
+        setup: expand_down_ds::<{ flags::D }>,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.mov(eax, dword_ptr(0x1_0000))?;
+            a.mov(ebx, 0xFFFF_FFFCu32)?;
+            a.mov(eax, dword_ptr(ebx))?;
+            a.label("mark")?;
+            a.ud2()
+        },
+    }
+
+    gp_expand_down_b1_dword_wrapping_past_4g {
+        cpl: 0,
+        setup: expand_down_ds::<{ flags::D }>,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.mov(ebx, 0xFFFF_FFFEu32)?;
+            a.label("mark")?;
+            a.mov(eax, dword_ptr(ebx))
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    read_only_data_segment_reads {
+        setup: read_only_ds,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.mov(eax, dword_ptr(USER_DATA))?;
+            a.cmp(dword_ptr(USER_DATA), eax)?; // CMP only reads its destination
+            a.bt(dword_ptr(USER_DATA), eax)?; // so does BT
+            a.label("mark")?;
+            a.ud2()
+        },
+    }
+
+    gp_writing_through_a_read_only_data_segment {
+        setup: read_only_ds,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.label("mark")?;
+            a.mov(dword_ptr(USER_DATA), MAGIC)
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+        check: |out| assert_ne!(out.ram[USER_DATA as usize], MAGIC as u8, "nothing written"),
+    }
+
+    gp_before_the_page_fault_for_read_modify_write_through_a_read_only_segment {
+        // ADD reads first, but the write check comes before any access: no #PF.
+        setup: read_only_ds,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.label("mark")?;
+            a.add(dword_ptr(ABSENT), eax)
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    gp_cmpxchg8b_through_a_read_only_segment {
+        setup: read_only_ds,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.label("mark")?;
+            a.cmpxchg8b(qword_ptr(USER_DATA))
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    gp_sgdt_through_a_read_only_segment {
+        setup: read_only_ds,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.label("mark")?;
+            a.sgdt(ptr(USER_DATA))
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    readable_code_segment_reads_through_a_cs_override {
+        code: |a| {
+            a.mov(dword_ptr(USER_DATA), MAGIC)?;
+            a.mov(eax, dword_ptr(USER_DATA).cs())?;
+            a.label("mark")?;
+            a.ud2()
+        },
+        check: |out| assert_eq!(out.record.eax, MAGIC as u64, "value read"),
+    }
+
+    gp_writing_through_a_cs_override {
+        code: |a| {
+            a.label("mark")?;
+            a.mov(dword_ptr(USER_DATA).cs(), eax)
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    gp_reading_through_an_execute_only_code_segment {
+        // RETF into the execute-only segment (flat, so the code is where it was).
+        setup: |k| {
+            let a = access::P | access::S | access::CODE | (3 << access::DPL_SHIFT);
+            k.set_descriptor(EXEC_ONLY_CS, &[descriptor(0, 0xF_FFFF, a, flags::G | flags::D)]);
+        },
+        code: |a| {
+            let mut over = a.create_label();
+            a.push(EXEC_ONLY_CS as u32)?;
+            a.call(over)?; // pushes the address of "mark"
+            a.label("mark")?;
+            a.mov(eax, dword_ptr(USER_DATA).cs())?;
+            a.set_label(&mut over)?;
+            a.retf()
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+        check: |out| assert_eq!(out.record.cs, EXEC_ONLY_CS as u64, "saved CS"),
+    }
+
+    gp_using_a_null_ds {
+        code: |a| {
+            load(a, ds, 0)?;
+            a.label("mark")?;
+            a.mov(eax, dword_ptr(USER_DATA))
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+        check: from_user,
+    }
+
+    stos_does_not_use_a_null_ds {
+        code: |a| {
+            load(a, ds, 0)?;
+            a.mov(edi, USER_DATA as u32)?;
+            a.stosd()?;
+            a.label("mark")?;
+            a.ud2()
+        },
+    }
+
+    gp_stos_through_a_null_es {
+        code: |a| {
+            load(a, es, 0)?;
+            a.mov(edi, USER_DATA as u32)?;
+            a.label("mark")?;
+            a.stosd()
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    gp_movs_destination_straddling_the_es_limit {
+        setup: one_page_ds,
+        code: |a| {
+            load(a, es, TEST_DS)?;
+            a.mov(esi, USER_DATA as u32)?;
+            a.mov(edi, LAST_BYTE - 1)?;
+            a.label("mark")?;
+            a.movsd()
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+        check: |out| assert_eq!(out.state.gpr[7], (LAST_BYTE - 1) as u64, "EDI kept"),
+    }
+
+    gp_outsb_to_a_port_the_bitmap_denies {
+        code: |a| {
+            a.mov(dx, DENIED_PORT as u32)?;
+            a.mov(esi, USER_DATA as u32)?;
+            a.label("mark")?;
+            a.outsb()
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    gp_lds_far_pointer_straddling_the_limit {
+        // The whole 6-byte pointer must fit, not just its offset.
+        setup: one_page_ds,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.label("mark")?;
+            a.lds(eax, ptr(LAST_BYTE - 3))
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    gp_xlat_past_the_limit {
+        setup: one_page_ds,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.mov(ebx, LAST_BYTE)?;
+            a.mov(eax, 1u32)?;
+            a.label("mark")?;
+            a.xlatb()
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    gp_bound_straddling_the_limit {
+        setup: one_page_ds,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.label("mark")?;
+            a.bound(eax, qword_ptr(LAST_BYTE - 3))
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    gp_fxsave_area_past_the_limit {
+        // All 512 bytes of the area must fit.
+        setup: one_page_ds,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.label("mark")?;
+            a.fxsave(ptr(PAGE_END - 0x100))
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    ss_fault_pushing_below_an_expand_down_stack {
+        // Stack offsets above USER_STACK - 1 only: one push fits, the second does not.
+        setup: |k| {
+            let limit = USER_STACK as u32 - 1;
+            k.set_descriptor(TEST_SS, &[user_data(0, limit, access::RW | access::EXPAND_DOWN, flags::D)]);
+        },
+        code: |a| {
+            load(a, ss, TEST_SS)?;
+            a.mov(esp, USER_STACK as u32 + 4)?;
+            a.push(eax)?;
+            a.label("mark")?;
+            a.push(eax)
+        },
+        expect: Expect::Fault(vector::SS, Some(0)),
+        check: |out| {
+            assert_eq!(out.record.esp, Some(USER_STACK), "saved ESP");
+            assert_eq!(out.record.ss, Some(TEST_SS as u64), "saved SS");
+        },
+    }
+
+    ss_fault_popping_past_the_stack_limit {
+        setup: short_stack,
+        code: |a| {
+            load(a, ss, TEST_SS)?;
+            a.mov(esp, USER_STACK as u32 - 2)?;
+            a.label("mark")?;
+            a.pop(eax)
+        },
+        expect: Expect::Fault(vector::SS, Some(0)),
+    }
+
+    ss_fault_for_ret_past_the_stack_limit {
+        setup: short_stack,
+        code: |a| {
+            load(a, ss, TEST_SS)?;
+            a.mov(esp, USER_STACK as u32)?;
+            a.label("mark")?;
+            a.ret()
+        },
+        expect: Expect::Fault(vector::SS, Some(0)),
+    }
+
+    ss_fault_for_leave_with_ebp_past_the_stack_limit {
+        setup: short_stack,
+        code: |a| {
+            load(a, ss, TEST_SS)?;
+            a.mov(ebp, USER_STACK as u32)?;
+            a.label("mark")?;
+            a.leave()
+        },
+        expect: Expect::Fault(vector::SS, Some(0)),
+        check: |out| assert_eq!(out.record.esp, Some(USER_STACK), "ESP kept"),
+    }
+
+    ss_fault_for_an_ebp_based_read_past_the_stack_limit {
+        setup: short_stack,
+        code: |a| {
+            load(a, ss, TEST_SS)?;
+            a.mov(ebp, USER_STACK as u32)?;
+            a.label("mark")?;
+            a.mov(eax, dword_ptr(ebp)) // SS by default
+        },
+        expect: Expect::Fault(vector::SS, Some(0)),
+    }
+
+    gp_for_a_ds_override_of_an_ebp_based_read {
+        setup: one_page_ds,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.mov(ebp, PAGE_END)?;
+            a.label("mark")?;
+            a.mov(eax, dword_ptr(ebp).ds())
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    ss_fault_naming_the_new_stack_when_an_int_frame_does_not_fit {
+        // INT n into ring 1: its stack cannot hold the frame. No EXT: INT n is the
+        // program's own doing.
+        setup: ring1_with_small_stack,
+        code: |a| {
+            a.label("mark")?;
+            a.int(SPARE_VECTOR as u32)
+        },
+        expect: Expect::Fault(vector::SS, Some((RING1_SS & !3) as u32)),
+        check: from_user,
+    }
+
+    ss_fault_with_ext_when_an_exception_frame_does_not_fit_the_new_stack {
+        setup: ring1_with_small_stack,
+        code: |a| {
+            a.label("mark")?;
+            a.ud2()
+        },
+        expect: Expect::Fault(vector::SS, Some((RING1_SS & !3) as u32 | 1)),
+    }
+
+    ss_fault_naming_the_new_stack_of_a_call_gate {
+        setup: ring1_with_small_stack,
+        code: |a| {
+            a.label("mark")?;
+            a.call_far(RING1_GATE, 0)
+        },
+        expect: Expect::Fault(vector::SS, Some((RING1_SS & !3) as u32)),
+    }
+
+    compatibility_mode_checks_limits {
+        kernel: || Kernel { compat: true, ..Kernel::long() },
+        setup: one_page_ds,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.label("mark")?;
+            a.mov(al, byte_ptr(PAGE_END))
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    long_mode_ignores_limits_and_data_segment_bases {
+        kernel: Kernel::long,
+        setup: one_page_ds,
+        code: |a| {
+            load(a, ds, TEST_DS)?;
+            a.mov(dword_ptr(USER_DATA + 0x100), MAGIC)?;
+            a.mov(eax, dword_ptr(USER_DATA + 0x100))?;
+            a.label("mark")?;
+            a.ud2()
+        },
+        check: |out| assert_eq!(out.record.eax, MAGIC as u64, "value read"),
+    }
+
+    ss_fault_for_a_non_canonical_stack_address_in_64_bit_mode {
+        kernel: Kernel::long,
+        code: |a| {
+            a.mov(rbp, NON_CANONICAL)?;
+            a.label("mark")?;
+            a.mov(rax, qword_ptr(rbp))
+        },
+        expect: Expect::Fault(vector::SS, Some(0)),
+    }
+
+    gp_for_a_non_canonical_data_address_in_64_bit_mode {
+        kernel: Kernel::long,
+        code: |a| {
+            a.mov(rbx, NON_CANONICAL)?;
+            a.label("mark")?;
+            a.mov(rax, qword_ptr(rbx))
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    gp_for_a_qword_running_into_non_canonical_space {
+        kernel: Kernel::long,
+        code: |a| {
+            a.mov(rbx, 0x7FFF_FFFF_FFFCu64)?;
+            a.label("mark")?;
+            a.mov(rax, qword_ptr(rbx))
+        },
+        expect: Expect::Fault(vector::GP, Some(0)),
+    }
+
+    real_mode_byte_read_at_ffff_is_fine {
+        kernel: Kernel::real_mode,
+        code: |a| {
+            a.mov(bx, 0xFFFFu32)?;
+            a.mov(al, byte_ptr(bx))?;
+            a.label("mark")?;
+            a.ud2()
+        },
+    }
+
+    real_mode_gp_for_a_word_read_at_ffff {
+        // Real mode pushes no error codes.
+        kernel: Kernel::real_mode,
+        code: |a| {
+            a.mov(bx, 0xFFFFu32)?;
+            a.label("mark")?;
+            a.mov(ax, word_ptr(bx))
+        },
+        expect: Expect::Fault(vector::GP, None),
+        check: |out| assert_eq!(out.record.cs, REAL_CS as u64, "saved CS"),
+    }
+
+    real_mode_ss_fault_for_a_word_read_at_ffff_through_bp {
+        kernel: Kernel::real_mode,
+        code: |a| {
+            a.mov(bp, 0xFFFFu32)?;
+            a.label("mark")?;
+            a.mov(ax, word_ptr(bp))
+        },
+        expect: Expect::Fault(vector::SS, None),
+    }
+
+    real_mode_gp_for_a_32_bit_offset_past_64k {
+        kernel: Kernel::real_mode,
+        code: |a| {
+            a.mov(ebx, USER_DATA as u32)?;
+            a.label("mark")?;
+            a.mov(eax, dword_ptr(ebx))
+        },
+        expect: Expect::Fault(vector::GP, None),
+    }
+
+    real_mode_word_push_at_sp_1_shuts_down {
+        // The push straddles offset 0xFFFF; so does delivering its #SS, and the #DF
+        // after that (SDM, PUSH: "IA-32 Architecture Compatibility").
+        kernel: Kernel::real_mode,
+        code: |a| {
+            a.mov(sp, 1u32)?;
+            a.label("mark")?;
+            a.push(ax)
+        },
+        expect: Expect::Shutdown,
+        check: |out| match &out.stop {
+            StopReason::Shutdown(Some((first, _))) => {
+                assert_eq!(first.vector, vector::SS, "the exception that started it");
+            }
+            other => panic!("no cause reported: {other}"),
+        },
+    }
+
+    unreal_mode_keeps_the_limit_protected_mode_loaded {
+        // Load DS with a flat 4 GiB segment in protected mode, return to real mode and
+        // reload DS the real-mode way: the hidden limit stays, so a 32-bit offset past
+        // 64 KiB works.
+        kernel: Kernel::real_mode,
+        code: |a| {
+            a.mov(eax, cr0)?;
+            a.or(eax, cr0::PE as u32)?;
+            a.mov(cr0, eax)?;
+            load(a, ds, KERNEL_DS)?;
+            a.and(eax, !(cr0::PE as u32))?;
+            a.mov(cr0, eax)?;
+            load(a, ds, 0)?;
+            a.mov(ebx, USER_DATA as u32)?;
+            a.mov(dword_ptr(ebx), MAGIC)?;
+            a.mov(eax, dword_ptr(ebx))?;
+            a.label("mark")?;
+            a.ud2()
+        },
+        check: |out| assert_eq!(out.record.eax, MAGIC as u64, "value read"),
     }
 }

@@ -181,7 +181,7 @@ mod tests {
         let names: Vec<&str> = all().iter().map(|rom| rom.name).collect();
         assert!(names.windows(2).all(|pair| pair[0] < pair[1]), "{names:?}");
         for expected in [
-            "aout", "arith", "hello", "longmode", "loop", "realmode", "rings", "timer",
+            "aout", "arith", "hello", "longmode", "loop", "realmode", "rings", "segments", "timer",
         ] {
             assert!(names.contains(&expected), "{expected} missing: {names:?}");
         }

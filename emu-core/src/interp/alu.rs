@@ -2,6 +2,7 @@
 
 use super::ctx::operand_size;
 use super::flags::{size_mask, FlagOp};
+use super::mmu::Access;
 use super::{Ctx, Fault, Handler};
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
@@ -55,7 +56,13 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
 fn binop<const OP: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
     let mask = size_mask(size);
-    let dst = cx.locate(ins, 0);
+    // CMP and TEST only read their first operand.
+    let access = if OP == CMP || OP == TEST {
+        Access::Read
+    } else {
+        Access::Write
+    };
+    let dst = cx.locate(ins, 0, size, access)?;
     let a = cx.load(dst, size)?;
     let b = cx.operand(ins, 1)? & mask;
     let cin = cx.cpu.flags.cf();
@@ -84,7 +91,7 @@ fn binop<const OP: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault>
 
 fn incdec<const INC: bool>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
-    let dst = cx.locate(ins, 0);
+    let dst = cx.locate(ins, 0, size, Access::Write)?;
     let a = cx.load(dst, size)?;
     let res = if INC {
         a.wrapping_add(1)
@@ -114,7 +121,7 @@ fn incdec_r32<const INC: bool>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<()
 
 fn neg(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
-    let dst = cx.locate(ins, 0);
+    let dst = cx.locate(ins, 0, size, Access::Write)?;
     let b = cx.load(dst, size)?;
     let res = 0u64.wrapping_sub(b);
     cx.store(dst, size, res)?;
@@ -124,7 +131,7 @@ fn neg(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 
 fn not(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
-    let dst = cx.locate(ins, 0);
+    let dst = cx.locate(ins, 0, size, Access::Write)?;
     let a = cx.load(dst, size)?;
     cx.store(dst, size, !a)
 }

@@ -6,6 +6,7 @@
 
 use super::ctx::{operand_size, seg_of, Loc};
 use super::flags::size_mask;
+use super::mmu::Access;
 use super::moves::sign_extend;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::rflags::{CF, ZF};
@@ -49,20 +50,28 @@ fn address_mask(ins: &Instruction) -> u64 {
 /// string that starts at the operand and may reach far outside it: the operand-sized
 /// word that holds the bit is addressed. Otherwise the offset is taken modulo the
 /// operand width.
-fn locate_bit(cx: &mut Ctx<'_>, ins: &Instruction, size: u8) -> Result<(Loc, u32), Fault> {
+///
+/// The word is checked for `access` (BT reads, the others write).
+fn locate_bit(
+    cx: &mut Ctx<'_>,
+    ins: &Instruction,
+    size: u8,
+    access: Access,
+) -> Result<(Loc, u32), Fault> {
     let bits = 8 * size as u64;
     let offset = cx.operand(ins, 1)?;
     let bit = (offset & (bits - 1)) as u32;
-    let loc = match cx.locate(ins, 0) {
-        Loc::Mem(_) if ins.op1_kind() == OpKind::Register => {
+    let loc = match ins.op0_kind() {
+        OpKind::Memory if ins.op1_kind() == OpKind::Register => {
             let words = (sign_extend(offset, size) as i64) >> bits.trailing_zeros();
             let ea = cx
                 .effective_address(ins)
                 .wrapping_add((words as u64).wrapping_mul(size as u64))
                 & address_mask(ins);
-            Loc::Mem(cx.linear(seg_of(ins.memory_segment()), ea))
+            let seg = seg_of(ins.memory_segment());
+            Loc::Mem(cx.seg_addr(seg, ea, size.into(), access)?)
         }
-        loc => loc,
+        _ => cx.locate(ins, 0, size, access)?,
     };
     Ok((loc, bit))
 }
@@ -70,7 +79,12 @@ fn locate_bit(cx: &mut Ctx<'_>, ins: &Instruction, size: u8) -> Result<(Loc, u32
 /// BT BTS BTR BTC: CF = the selected bit, which BTS sets, BTR clears and BTC flips.
 fn bit_test<const OP: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
-    let (loc, bit) = locate_bit(cx, ins, size)?;
+    let access = if OP == BT {
+        Access::Read
+    } else {
+        Access::Write
+    };
+    let (loc, bit) = locate_bit(cx, ins, size, access)?;
     let v = cx.load(loc, size)?;
     let m = 1u64 << bit;
     if OP != BT {

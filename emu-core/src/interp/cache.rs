@@ -146,7 +146,7 @@ impl BlockCache {
         let epoch = self.epoch;
         let rip = cx.cpu.rip;
         let bitness = cx.cpu.code_bitness();
-        let lin = cx.cpu.seg[SegReg::Cs as usize].base.wrapping_add(rip);
+        let lin = cx.cpu.seg[SegReg::Cs].base.wrapping_add(rip);
         let lin = if bitness == 64 {
             lin
         } else {
@@ -264,7 +264,10 @@ impl BlockCache {
     }
 
     /// Drops the blocks decoded from code that was overwritten since the last call: by
-    /// the guest (self-modifying code), a device or a debugger.
+    /// the guest (self-modifying code), a device or a debugger. Rare: kept out of the
+    /// run loop.
+    #[cold]
+    #[inline(never)]
     pub fn invalidate_written(&mut self, code: &CodeWatch) {
         self.new_epoch();
         let written = code.take_written();

@@ -5,6 +5,7 @@
 
 use super::ctx::operand_size;
 use super::interrupt::{deliver, Source};
+use super::mmu::Access;
 use super::stack::{pop, push};
 use super::{Ctx, Fault, Handler};
 use crate::exception::Exception;
@@ -176,9 +177,9 @@ fn signed(v: u64, size: u8) -> i64 {
 fn bound(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
     let index = signed(cx.reg(ins.op0_register()), size);
-    let lin = cx.mem_linear(ins);
-    let lower = signed(cx.read(lin, size)?, size);
-    let upper = signed(cx.read(lin.wrapping_add(size as u64), size)?, size);
+    let at = cx.mem_addr(ins, 2 * u32::from(size), Access::Read)?;
+    let lower = signed(cx.read(at, size)?, size);
+    let upper = signed(cx.read(at.offset(size as u64), size)?, size);
     if index < lower || index > upper {
         return Err(Exception::bound_range().into());
     }

@@ -2,6 +2,7 @@
 //! register, memory and operand access.
 
 use super::mmu::{self, Access};
+use super::segaccess::{self, Addr};
 use super::{Assist, Cpu, Fault};
 use crate::cpu::SegReg;
 use crate::cpu::{cr0, efer, rflags};
@@ -18,8 +19,8 @@ pub use crate::memory::{PAGE_SHIFT, PAGE_SIZE};
 pub enum Loc {
     /// A register.
     Reg(Register),
-    /// Memory at a linear address.
-    Mem(u64),
+    /// Memory, at an address segmentation allowed the access at.
+    Mem(Addr),
 }
 
 /// The execution context handed to every instruction handler.
@@ -178,9 +179,7 @@ impl<'a> Ctx<'a> {
             | Register::SS
             | Register::DS
             | Register::FS
-            | Register::GS => self.cpu.seg[r as usize - Register::ES as usize]
-                .selector
-                .into(),
+            | Register::GS => self.cpu.seg[seg_of(r)].selector.into(),
             _ => 0,
         }
     }
@@ -242,34 +241,56 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Linear address of `offset` in segment `seg`.
+    /// Linear address of `offset` in segment `seg`, for what is not a data access
+    /// (instruction fetches, breakpoint addresses, INVLPG): no checks.
     #[inline(always)]
     pub fn linear(&self, seg: SegReg, offset: u64) -> u64 {
         if self.cpu.code_bitness() == 64 {
             // 64-bit mode: flat, except that FS and GS keep their bases.
             match seg {
-                SegReg::Fs | SegReg::Gs => self.cpu.seg[seg as usize].base.wrapping_add(offset),
+                SegReg::Fs | SegReg::Gs => self.cpu.seg[seg].base.wrapping_add(offset),
                 _ => offset,
             }
         } else {
-            self.cpu.seg[seg as usize].base.wrapping_add(offset) & 0xFFFF_FFFF
+            self.cpu.seg[seg].base.wrapping_add(offset) & 0xFFFF_FFFF
         }
     }
 
-    /// Linear address of the instruction's memory operand.
+    /// The address of a data access of `len` bytes at `offset` in segment `seg`, if
+    /// segmentation allows it (see [`segaccess`]); else #SS(0) through SS, #GP(0)
+    /// through the others. The only way to an [`Addr`], which every data read and
+    /// write needs.
+    #[inline(always)]
+    pub fn seg_addr(
+        &self,
+        seg: SegReg,
+        offset: u64,
+        len: u32,
+        access: Access,
+    ) -> Result<Addr, Fault> {
+        segaccess::address(self.cpu, seg, offset, len, access)
+            .ok_or_else(|| segaccess::refused(seg))
+    }
+
+    /// The checked address of the instruction's memory operand, `len` bytes of it (all
+    /// of it: both parts of a far pointer, the whole FXSAVE area), for `access`. A
+    /// read-modify-write operand is checked as a write: that needs a writable data
+    /// segment, which is also readable, so it faults before the read. (The caller
+    /// knows the size: looking it up again costs the fast path.)
     #[inline]
-    pub fn mem_linear(&self, ins: &Instruction) -> u64 {
+    pub fn mem_addr(&self, ins: &Instruction, len: u32, access: Access) -> Result<Addr, Fault> {
         let seg = seg_of(ins.memory_segment());
-        self.linear(seg, self.effective_address(ins))
+        self.seg_addr(seg, self.effective_address(ins), len, access)
     }
 
     // ---- memory ----
 
-    /// Reads `size` bytes (1, 2, 4 or 8) at a linear address, little-endian, with the
+    /// Reads `size` bytes (1, 2, 4 or 8) at a checked address, little-endian, with the
     /// current privilege level's permissions.
     #[inline]
-    pub fn read(&mut self, lin: u64, size: u8) -> Result<u64, Fault> {
+    pub fn read(&mut self, at: Addr, size: u8) -> Result<u64, Fault> {
         let user = self.cpu.cpl() == 3;
+        let lin = at.linear();
         self.check_alignment(lin, size, user)?;
         self.read_as(lin, size, Access::Read, user)
     }
@@ -287,30 +308,36 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
-    /// Writes the low `size` bytes of `v` at a linear address as the current CPL.
+    /// Writes the low `size` bytes of `v` at a checked address as the current CPL.
     #[inline]
-    pub fn write(&mut self, lin: u64, size: u8, v: u64) -> Result<(), Fault> {
+    pub fn write(&mut self, at: Addr, size: u8, v: u64) -> Result<(), Fault> {
         let user = self.cpu.cpl() == 3;
+        let lin = at.linear();
         self.check_alignment(lin, size, user)?;
         self.write_as(lin, size, v, user)
     }
 
-    /// A read the processor makes on its own behalf (descriptor tables, TSS, IDT): it
-    /// has supervisor rights whatever the CPL.
+    /// A read the processor makes on its own behalf (descriptor tables, TSS, IDT) at a
+    /// linear address, not through a segment register: it has supervisor rights
+    /// whatever the CPL.
     pub fn read_sys(&mut self, lin: u64, size: u8) -> Result<u64, Fault> {
+        self.check_canonical(lin)?;
         self.read_as(lin, size, Access::Read, false)
     }
 
     /// A write the processor makes on its own behalf (descriptor accessed bits, the
     /// busy bit of a TSS).
     pub fn write_sys(&mut self, lin: u64, size: u8, v: u64) -> Result<(), Fault> {
+        self.check_canonical(lin)?;
         self.write_as(lin, size, v, false)
     }
 
-    /// Writes a run of bytes (at most a page) as the current CPL: every page it touches
-    /// is translated before any byte is written, so a fault leaves memory untouched.
-    pub fn write_bytes(&mut self, lin: u64, bytes: &[u8]) -> Result<(), Fault> {
+    /// Writes a run of bytes (at most a page) at a checked address as the current CPL:
+    /// every page it touches is translated before any byte is written, so a fault
+    /// leaves memory untouched.
+    pub fn write_bytes(&mut self, at: Addr, bytes: &[u8]) -> Result<(), Fault> {
         let user = self.cpu.cpl() == 3;
+        let lin = at.linear();
         let first = (0x1000 - (lin & 0xFFF) as usize).min(bytes.len());
         let pa1 = self.translate(lin, Access::Write, user)?;
         let pa2 = if bytes.len() > first {
@@ -327,8 +354,8 @@ impl<'a> Ctx<'a> {
 
     /// A write with the rights of privilege level `cpl` (interrupt frames are pushed
     /// with the rights of the ring being entered).
-    pub fn write_as_cpl(&mut self, lin: u64, size: u8, v: u64, cpl: u8) -> Result<(), Fault> {
-        self.write_as(lin, size, v, cpl == 3)
+    pub fn write_as_cpl(&mut self, at: Addr, size: u8, v: u64, cpl: u8) -> Result<(), Fault> {
+        self.write_as(at.linear(), size, v, cpl == 3)
     }
 
     /// Translates a linear address for an access.
@@ -340,10 +367,11 @@ impl<'a> Ctx<'a> {
     }
 
     /// In long mode a linear address must be canonical (bits 63:47 all equal), else the
-    /// access raises #GP(0) before any translation.
+    /// access raises #GP(0) before any translation. (Data accesses are checked when
+    /// their [`Addr`] is made, with #SS for the stack.)
     #[inline(always)]
     pub fn check_canonical(&self, lin: u64) -> Result<(), Fault> {
-        if self.cpu.efer & efer::LMA != 0 && ((lin as i64) << 16 >> 16) as u64 != lin {
+        if self.cpu.efer & efer::LMA != 0 && !mmu::is_canonical(lin) {
             return Err(Exception::general_protection(0).into());
         }
         Ok(())
@@ -351,7 +379,6 @@ impl<'a> Ctx<'a> {
 
     #[inline]
     fn read_as(&mut self, lin: u64, size: u8, access: Access, user: bool) -> Result<u64, Fault> {
-        self.check_canonical(lin)?;
         let n = size as usize;
         if self.cpu.cr0 & cr0::PG != 0 && (lin & 0xFFF) as usize + n > 0x1000 {
             return self.read_across_pages(lin, n, access, user);
@@ -386,7 +413,6 @@ impl<'a> Ctx<'a> {
 
     #[inline]
     fn write_as(&mut self, lin: u64, size: u8, v: u64, user: bool) -> Result<(), Fault> {
-        self.check_canonical(lin)?;
         let n = size as usize;
         if self.cpu.cr0 & cr0::PG != 0 && (lin & 0xFFF) as usize + n > 0x1000 {
             return self.write_across_pages(lin, n, v, user);
@@ -472,13 +498,20 @@ impl<'a> Ctx<'a> {
 
     // ---- operands ----
 
-    /// Resolves operand `i` to a register or a linear address.
+    /// Resolves operand `i` of `size` bytes to a register or, checked for `access` (a
+    /// write for a read-modify-write operand), a memory address.
     #[inline]
-    pub fn locate(&self, ins: &Instruction, i: u32) -> Loc {
-        match ins.op_kind(i) {
+    pub fn locate(
+        &self,
+        ins: &Instruction,
+        i: u32,
+        size: u8,
+        access: Access,
+    ) -> Result<Loc, Fault> {
+        Ok(match ins.op_kind(i) {
             OpKind::Register => Loc::Reg(ins.op_register(i)),
-            _ => Loc::Mem(self.mem_linear(ins)),
-        }
+            _ => Loc::Mem(self.mem_addr(ins, size.into(), access)?),
+        })
     }
 
     /// Reads a resolved operand.
@@ -486,7 +519,7 @@ impl<'a> Ctx<'a> {
     pub fn load(&mut self, loc: Loc, size: u8) -> Result<u64, Fault> {
         match loc {
             Loc::Reg(r) => Ok(self.reg(r)),
-            Loc::Mem(lin) => self.read(lin, size),
+            Loc::Mem(at) => self.read(at, size),
         }
     }
 
@@ -498,7 +531,7 @@ impl<'a> Ctx<'a> {
                 self.set_reg(r, v);
                 Ok(())
             }
-            Loc::Mem(lin) => self.write(lin, size, v),
+            Loc::Mem(at) => self.write(at, size, v),
         }
     }
 
@@ -508,8 +541,9 @@ impl<'a> Ctx<'a> {
         match ins.op_kind(i) {
             OpKind::Register => Ok(self.reg(ins.op_register(i))),
             OpKind::Memory => {
-                let lin = self.mem_linear(ins);
-                self.read(lin, ins.memory_size().size() as u8)
+                let size = ins.memory_size().size() as u8;
+                let at = self.mem_addr(ins, size.into(), Access::Read)?;
+                self.read(at, size)
             }
             OpKind::Immediate8
             | OpKind::Immediate8_2nd
@@ -528,7 +562,7 @@ impl<'a> Ctx<'a> {
     #[inline]
     pub fn set_operand(&mut self, ins: &Instruction, i: u32, v: u64) -> Result<(), Fault> {
         let size = operand_size(ins, i);
-        let loc = self.locate(ins, i);
+        let loc = self.locate(ins, i, size, Access::Write)?;
         self.store(loc, size, v)
     }
 }

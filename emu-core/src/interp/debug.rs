@@ -53,7 +53,10 @@ pub fn debugger_active(cx: &Ctx<'_>) -> bool {
 }
 
 /// Runs at most `left` instructions of the block at RIP, checking for #DB conditions
-/// and the debugger's breakpoints and watchpoints before and after each.
+/// and the debugger's breakpoints and watchpoints before and after each. Kept out of
+/// the run loop, whose registers belong to the common case.
+#[cold]
+#[inline(never)]
 pub fn run_block(cx: &mut Ctx<'_>, cache: &mut BlockCache, left: usize) {
     // Checked before the fetch too: a breakpoint outranks a fetch fault.
     if debugger_breakpoint(cx) {

@@ -14,6 +14,7 @@
 //! virtual-8086 mode are not implemented: they are reported as unsupported.
 
 use super::control::is_near;
+use super::mmu::{is_canonical, Access};
 use super::segment::{
     self, code_descriptor, descriptor_address, read_descriptor, selector, selector_error,
     stack_descriptor, system_type, tss_stack, Descriptor, Stack,
@@ -24,8 +25,6 @@ use crate::exception::{vector, Exception};
 use crate::exit::RingCause;
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
-/// Width of a canonical linear address (4-level paging): bits above it copy bit 47.
-const LINEAR_BITS: u32 = 48;
 /// SYSENTER, SYSEXIT and SYSCALL load SS with the selector after their CS; SYSRET with
 /// the one after its 32-bit CS.
 const SS_AFTER_CS: u16 = 8;
@@ -68,12 +67,6 @@ fn long_mode(cx: &Ctx<'_>) -> bool {
     cx.cpu.efer & efer::LMA != 0
 }
 
-/// Whether `v` is a canonical linear address.
-fn canonical(v: u64) -> bool {
-    let shift = 64 - LINEAR_BITS;
-    (((v << shift) as i64) >> shift) as u64 == v
-}
-
 /// In long mode a code descriptor with both L and D set is reserved.
 fn reserved_code(cx: &Ctx<'_>, desc: Descriptor) -> bool {
     long_mode(cx) && desc.is_long() && desc.is_default32()
@@ -88,7 +81,7 @@ fn operand_size(ins: &Instruction) -> u8 {
 /// code segment, or canonical in 64-bit mode.
 fn check_target(rip: u64, limit: u32, target64: bool) -> Result<u64, Fault> {
     let fits = if target64 {
-        canonical(rip)
+        is_canonical(rip)
     } else {
         rip <= limit as u64
     };
@@ -102,7 +95,7 @@ fn check_target(rip: u64, limit: u32, target64: bool) -> Result<u64, Fault> {
 /// Loads CS from a checked descriptor with the new CPL as its RPL, and RIP.
 fn enter(cx: &mut Ctx<'_>, desc: Descriptor, sel: u16, cpl: u8, rip: u64) {
     let sel = (sel & !selector::RPL) | cpl as u16;
-    cx.cpu.seg[SegReg::Cs as usize] = desc.segment(sel);
+    cx.cpu.seg.set(SegReg::Cs, desc.segment(sel));
     cx.cpu.rip = rip;
 }
 
@@ -114,7 +107,7 @@ fn push_return(
     cpl: u8,
     ins: &Instruction,
 ) -> Result<(), Fault> {
-    let cs = cx.cpu.seg[SegReg::Cs as usize].selector as u64;
+    let cs = cx.cpu.seg[SegReg::Cs].selector as u64;
     stack.push(cx, size, cs, cpl)?;
     stack.push(cx, size, ins.next_ip(), cpl)
 }
@@ -145,9 +138,9 @@ fn far_pointer(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<FarPointer, Fault>
         _ => {
             // m16:16, m16:32 or m16:64: the offset, then the selector.
             let size = operand_size(ins);
-            let lin = cx.mem_linear(ins);
-            let offset = cx.read(lin, size)?;
-            let selector = cx.read(lin.wrapping_add(size as u64), 2)? as u16;
+            let at = cx.mem_addr(ins, u32::from(size) + 2, Access::Read)?;
+            let offset = cx.read(at, size)?;
+            let selector = cx.read(at.offset(size as u64), 2)? as u16;
             FarPointer {
                 selector,
                 offset,
@@ -172,7 +165,7 @@ fn far(cx: &mut Ctx<'_>, ins: &Instruction, call: bool) -> Result<(), Fault> {
         protected_far(cx, ins, to, call)?;
     } else {
         // Real mode: the hidden limit stays, so the offset must fit the current one.
-        let cs = cx.cpu.seg[SegReg::Cs as usize];
+        let cs = cx.cpu.seg[SegReg::Cs];
         let rip = check_target(to.offset, cs.limit, false)?;
         if call {
             let mut stack = Stack::current(cx);
@@ -313,7 +306,7 @@ fn through_gate(
     } else {
         // Through a long-mode gate the return address is pushed as 64-bit code pushes,
         // even when the caller runs in compatibility mode.
-        let ss = cx.cpu.seg[SegReg::Ss as usize];
+        let ss = cx.cpu.seg[SegReg::Ss];
         Stack::new(ss, cx.cpu.regs[4], long)
     };
     if call {
@@ -348,7 +341,8 @@ fn inner_stack(
     for p in copied.iter_mut().take(params as usize) {
         *p = source.pop(cx, size)?;
     }
-    let mut inner = Stack::new(ss, sp, long);
+    // Beyond the new stack's limit: #SS naming it.
+    let mut inner = Stack::new(ss, sp, long).with_error(selector_error(ss.selector));
     inner.push(cx, size, caller.seg.selector as u64, new_cpl)?;
     inner.push(cx, size, caller.rsp(), new_cpl)?;
     for &p in copied[..params as usize].iter().rev() {
@@ -371,7 +365,7 @@ struct Landing {
 impl Landing {
     fn commit(self, cx: &mut Ctx<'_>) {
         self.stack.commit(cx);
-        cx.cpu.seg[SegReg::Cs as usize] = self.cs;
+        cx.cpu.seg.set(SegReg::Cs, self.cs);
         cx.cpu.rip = self.rip;
         if self.outer {
             let cpl = (self.cs.selector & selector::RPL) as u8;
@@ -459,7 +453,7 @@ fn retf(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
         protected_return(cx, stack, rip, sel, size, release, false)?.commit(cx);
         cx.report_ring_change(from, RingCause::FarReturn);
     } else {
-        let rip = check_target(rip, cx.cpu.seg[SegReg::Cs as usize].limit, false)?;
+        let rip = check_target(rip, cx.cpu.seg[SegReg::Cs].limit, false)?;
         stack.release(release);
         stack.commit(cx);
         segment::load_real(cx, SegReg::Cs, sel);
@@ -529,7 +523,7 @@ fn iret(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let popped = stack.pop(cx, size)?;
     let flags = iret_flags(cx, popped, size);
     if !protected {
-        let rip = check_target(rip, cx.cpu.seg[SegReg::Cs as usize].limit, false)?;
+        let rip = check_target(rip, cx.cpu.seg[SegReg::Cs].limit, false)?;
         stack.commit(cx);
         segment::load_real(cx, SegReg::Cs, sel);
         cx.cpu.rip = rip;
@@ -576,8 +570,12 @@ struct FastTarget {
 fn fast_transfer(cx: &mut Ctx<'_>, to: FastTarget, cause: RingCause) {
     let from = cx.cpu.cpl();
     let dpl = (to.cs & selector::RPL) as u8;
-    cx.cpu.seg[SegReg::Cs as usize] = flat(to.cs, Segment::TYPE_CODE_RX, dpl, to.long);
-    cx.cpu.seg[SegReg::Ss as usize] = flat(to.ss, Segment::TYPE_DATA_RW, dpl, false);
+    cx.cpu
+        .seg
+        .set(SegReg::Cs, flat(to.cs, Segment::TYPE_CODE_RX, dpl, to.long));
+    cx.cpu
+        .seg
+        .set(SegReg::Ss, flat(to.ss, Segment::TYPE_DATA_RW, dpl, false));
     if let Some(rsp) = to.rsp {
         cx.cpu.regs[4] = rsp;
     }
@@ -622,7 +620,7 @@ fn sysexit(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let to64 = ins.code() == Code::Sysexitq;
     let (rsp, rip, cs) = if to64 {
         let (rsp, rip) = (cx.cpu.regs[1], cx.cpu.regs[2]);
-        if !canonical(rsp) || !canonical(rip) {
+        if !is_canonical(rsp) || !is_canonical(rip) {
             return Err(gp(0));
         }
         (rsp, rip, base.wrapping_add(SYSEXIT_CS64))
@@ -693,7 +691,7 @@ fn sysret(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
             // Checked before the ring changes: the #GP is taken at CPL 0, on whatever
             // stack the kernel set up for the return, so kernels check RCX themselves.
             let rip = cx.cpu.regs[1];
-            if !canonical(rip) {
+            if !is_canonical(rip) {
                 return Err(gp(0));
             }
             (base.wrapping_add(SYSRET_CS64), rip, flags)

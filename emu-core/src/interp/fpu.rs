@@ -6,6 +6,8 @@
 //! CR0.TS), so a kernel that emulates the FPU or switches its state lazily sees its
 //! trap; past that they raise #UD, as the processor has no FPU to run them.
 
+use super::mmu::Access;
+use super::segaccess::Addr;
 use super::sse::probe_write;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::{cr0, fxsave, FpuState, FCW_INIT, MXCSR_MASK};
@@ -134,11 +136,12 @@ fn fwait(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
     check_pending(cx)
 }
 
-/// The FXSAVE area: 16-byte aligned (#GP(0) otherwise), of which this mode uses the
-/// first `len` bytes (XMM8-XMM15 only in 64-bit mode).
-fn fxsave_area(cx: &Ctx<'_>, ins: &Instruction) -> Result<(u64, usize), Fault> {
-    let lin = cx.mem_linear(ins);
-    if !lin.is_multiple_of(FXSAVE_ALIGN) {
+/// The FXSAVE area: all 512 bytes within the segment for `access`, 16-byte aligned
+/// (#GP(0) otherwise), of which this mode uses the first `len` bytes (XMM8-XMM15 only
+/// in 64-bit mode).
+fn fxsave_area(cx: &Ctx<'_>, ins: &Instruction, access: Access) -> Result<(Addr, usize), Fault> {
+    let at = cx.mem_addr(ins, fxsave::SIZE as u32, access)?;
+    if !at.linear().is_multiple_of(FXSAVE_ALIGN) {
         return Err(Exception::general_protection(0).into());
     }
     let len = if cx.cpu.code_bitness() == 64 {
@@ -146,19 +149,19 @@ fn fxsave_area(cx: &Ctx<'_>, ins: &Instruction) -> Result<(u64, usize), Fault> {
     } else {
         fxsave::LEGACY_END
     };
-    Ok((lin, len))
+    Ok((at, len))
 }
 
 /// FXSAVE/FXSAVE64. The FPU instruction and data pointers are kept as FXSAVE stored
 /// them, so both forms store what was loaded.
 fn fxsave(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     x87_ready(cx)?;
-    let (lin, len) = fxsave_area(cx, ins)?;
-    probe_write(cx, lin, len as u64)?;
+    let (area, len) = fxsave_area(cx, ins, Access::Write)?;
+    probe_write(cx, area, len as u64)?;
     let img = cx.cpu.fpu.to_fxsave();
     for (at, chunk) in (0u64..).step_by(8).zip(img[..len].chunks_exact(8)) {
         let v = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        cx.write(lin.wrapping_add(at), 8, v)?;
+        cx.write(area.offset(at), 8, v)?;
     }
     Ok(())
 }
@@ -167,11 +170,11 @@ fn fxsave(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 /// #GP(0)) before anything is loaded.
 fn fxrstor(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     x87_ready(cx)?;
-    let (lin, len) = fxsave_area(cx, ins)?;
+    let (area, len) = fxsave_area(cx, ins, Access::Read)?;
     // Outside 64-bit mode XMM8-XMM15 are not in the area and keep their values.
     let mut img = cx.cpu.fpu.to_fxsave();
     for (at, chunk) in (0u64..).step_by(8).zip(img[..len].chunks_exact_mut(8)) {
-        chunk.copy_from_slice(&cx.read(lin.wrapping_add(at), 8)?.to_le_bytes());
+        chunk.copy_from_slice(&cx.read(area.offset(at), 8)?.to_le_bytes());
     }
     let state = FpuState::from_fxsave(&img);
     if state.mxcsr & !MXCSR_MASK != 0 {

@@ -169,7 +169,7 @@ fn real_mode(cx: &mut Ctx<'_>, vector: u8) -> Result<(), Fault> {
     let cs = cx.read_sys(cx.cpu.idtr.base.wrapping_add(entry + 2), 2)? as u16;
     let frame = [
         flags_image(cx),
-        cx.cpu.seg[SegReg::Cs as usize].selector as u64,
+        cx.cpu.seg[SegReg::Cs].selector as u64,
         cx.cpu.rip,
     ];
     let mut stack = Stack::current(cx);
@@ -279,17 +279,18 @@ fn protected_mode(
     let mut stack = if new_cpl < cpl {
         let (ss_sel, esp) = tss_stack(cx, new_cpl, ext)?;
         let ss = segment::stack_descriptor(cx, ss_sel, new_cpl, vector::TS, ext)?;
-        let mut inner = Stack::new(ss, esp, false);
-        let old_ss = cx.cpu.seg[SegReg::Ss as usize].selector as u64;
+        // A frame beyond the new stack's limit: #SS naming that stack.
+        let mut inner = Stack::new(ss, esp, false).with_error(selector_error(ss_sel) | ext);
+        let old_ss = cx.cpu.seg[SegReg::Ss].selector as u64;
         inner.push(cx, size, old_ss, new_cpl)?;
         inner.push(cx, size, cx.cpu.regs[4], new_cpl)?;
         inner
     } else {
-        Stack::current(cx)
+        Stack::current(cx).with_error(ext)
     };
     let frame = [
         flags_image(cx),
-        cx.cpu.seg[SegReg::Cs as usize].selector as u64,
+        cx.cpu.seg[SegReg::Cs].selector as u64,
         cx.cpu.rip,
     ];
     for v in frame.into_iter().chain(error_code.map(u64::from)) {
@@ -298,7 +299,9 @@ fn protected_mode(
     segment::mark_accessed(cx, desc, addr)?;
     // Commit: nothing above could fault after this point.
     stack.commit(cx);
-    cx.cpu.seg[SegReg::Cs as usize] = desc.segment((sel & !3) | new_cpl as u16);
+    cx.cpu
+        .seg
+        .set(SegReg::Cs, desc.segment((sel & !3) | new_cpl as u16));
     cx.cpu.rip = offset;
     let interrupt_gate = kind == system_type::INT_GATE || kind == system_type::INT_GATE16;
     clear_flags_on_entry(cx, interrupt_gate);
@@ -347,20 +350,27 @@ fn long_mode(
     } else {
         old_rsp
     };
-    let old_ss = cx.cpu.seg[SegReg::Ss as usize];
+    let old_ss = cx.cpu.seg[SegReg::Ss];
     // Entering an inner ring loads SS with a null selector carrying the new RPL.
     let ss = if new_cpl != cpl {
         segment::null_stack(new_cpl)
     } else {
         old_ss
     };
-    // The frame is 16-byte aligned in long mode.
-    let mut stack = Stack::new(ss, rsp & !0xF, true);
+    // The frame is 16-byte aligned in long mode. A non-canonical frame address raises
+    // #SS naming the stack switched to (IST or a new ring), if any.
+    let switched = ist != 0 || new_cpl < cpl;
+    let error = if switched {
+        selector_error(ss.selector) | ext
+    } else {
+        ext
+    };
+    let mut stack = Stack::new(ss, rsp & !0xF, true).with_error(error);
     let frame = [
         old_ss.selector as u64,
         old_rsp,
         flags_image(cx),
-        cx.cpu.seg[SegReg::Cs as usize].selector as u64,
+        cx.cpu.seg[SegReg::Cs].selector as u64,
         cx.cpu.rip,
     ];
     for v in frame.into_iter().chain(error_code.map(u64::from)) {
@@ -368,7 +378,9 @@ fn long_mode(
     }
     segment::mark_accessed(cx, desc, addr)?;
     stack.commit(cx);
-    cx.cpu.seg[SegReg::Cs as usize] = desc.segment((sel & !3) | new_cpl as u16);
+    cx.cpu
+        .seg
+        .set(SegReg::Cs, desc.segment((sel & !3) | new_cpl as u16));
     cx.cpu.rip = offset;
     clear_flags_on_entry(cx, kind == system_type::INT_GATE);
     Ok(())

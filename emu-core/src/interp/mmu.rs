@@ -17,6 +17,16 @@ pub use crate::x86::paging::{Access, MAXPHYADDR};
 
 /// TLB entries (a power of two).
 const TLB_ENTRIES: usize = 256;
+/// Width of a canonical linear address (4-level paging): bits above it copy bit 47.
+const LINEAR_BITS: u32 = 48;
+
+/// Whether `lin` is canonical: bits 63:47 all equal, as long mode requires of every
+/// linear address (and of the addresses in MSRs and descriptor-table registers).
+#[inline(always)]
+pub fn is_canonical(lin: u64) -> bool {
+    let shift = 64 - LINEAR_BITS;
+    (((lin << shift) as i64) >> shift) as u64 == lin
+}
 
 /// What a TLB entry allows.
 mod perm {

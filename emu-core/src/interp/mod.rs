@@ -35,6 +35,7 @@ mod io;
 mod mmu;
 mod moves;
 mod muldiv;
+mod segaccess;
 mod segment;
 mod shift;
 mod sse;
@@ -86,8 +87,8 @@ pub struct Cpu {
     pub rip: u64,
     /// RFLAGS, lazily evaluated.
     pub flags: Flags,
-    /// ES, CS, SS, DS, FS, GS.
-    pub seg: [Segment; 6],
+    /// ES, CS, SS, DS, FS, GS, with what data accesses through them must check.
+    pub seg: segaccess::SegRegs,
     /// LDTR.
     pub ldtr: Segment,
     /// TR.
@@ -125,7 +126,7 @@ impl Cpu {
             regs: s.gpr,
             rip: s.rip,
             flags: Flags::from_bits(s.rflags),
-            seg: s.seg,
+            seg: segaccess::SegRegs::new(s.seg),
             ldtr: s.ldtr,
             tr: s.tr,
             gdtr: s.gdtr,
@@ -149,7 +150,7 @@ impl Cpu {
             gpr: self.regs,
             rip: self.rip,
             rflags: self.flags.get(),
-            seg: self.seg,
+            seg: self.seg.all(),
             ldtr: self.ldtr,
             tr: self.tr,
             gdtr: self.gdtr,
@@ -174,13 +175,13 @@ impl Cpu {
         } else if self.flags.control(crate::cpu::rflags::VM) {
             3
         } else {
-            (self.seg[crate::cpu::SegReg::Cs as usize].selector & 3) as u8
+            (self.seg[crate::cpu::SegReg::Cs].selector & 3) as u8
         }
     }
 
     /// Code bitness from CS (16, 32 or 64): what the decoder needs.
     pub fn code_bitness(&self) -> u32 {
-        let cs = &self.seg[crate::cpu::SegReg::Cs as usize];
+        let cs = &self.seg[crate::cpu::SegReg::Cs];
         let lma = self.efer & crate::cpu::efer::LMA != 0;
         if lma && cs.attr & Segment::LONG != 0 {
             64
@@ -409,7 +410,9 @@ fn end_block_with(cx: &mut Ctx<'_>, stop: Option<StopReason>) {
 }
 
 /// Raises a fault at the instruction RIP points to (exceptions go through the IDT) and
-/// ends the block, and the run if the fault cannot be handled.
+/// ends the block, and the run if the fault cannot be handled. Cold: the run loop keeps
+/// its registers for the instructions that complete.
+#[cold]
 fn raise_fault(cx: &mut Ctx<'_>, fault: Fault, ins: Option<&Instruction>) {
     // The instruction did not complete: it raises no #DB traps.
     cx.debug_trap = 0;

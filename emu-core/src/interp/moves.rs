@@ -3,6 +3,7 @@
 
 use super::ctx::{operand_size, seg_of, Loc};
 use super::flags::{sign_bit, size_mask, FlagOp};
+use super::mmu::Access;
 use super::segment::load_data_segment;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::SegReg;
@@ -114,9 +115,9 @@ fn mov_to_segment(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 /// LDS/LES/LFS/LGS/LSS r, m16:16/32/64: offset first, then the selector.
 fn load_far_pointer(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
-    let lin = cx.mem_linear(ins);
-    let offset = cx.read(lin, size)?;
-    let sel = cx.read(lin.wrapping_add(size as u64), 2)? as u16;
+    let at = cx.mem_addr(ins, u32::from(size) + 2, Access::Read)?;
+    let offset = cx.read(at, size)?;
+    let sel = cx.read(at.offset(size as u64), 2)? as u16;
     let seg = match ins.mnemonic() {
         Mnemonic::Lds => Register::DS,
         Mnemonic::Les => Register::ES,
@@ -167,8 +168,8 @@ fn lea(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 
 fn xchg(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
-    let a_loc = cx.locate(ins, 0);
-    let b_loc = cx.locate(ins, 1);
+    let a_loc = cx.locate(ins, 0, size, Access::Write)?;
+    let b_loc = cx.locate(ins, 1, size, Access::Write)?;
     let a = cx.load(a_loc, size)?;
     let b = cx.load(b_loc, size)?;
     // Memory (if any) is written first so a fault leaves the registers alone.
@@ -193,7 +194,8 @@ fn accumulator(size: u8) -> Register {
 fn cmpxchg(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
     let acc = accumulator(size);
-    let dst = cx.locate(ins, 0);
+    // Written back even when unequal: checked as a write either way.
+    let dst = cx.locate(ins, 0, size, Access::Write)?;
     let d = cx.load(dst, size)?;
     let a = cx.reg(acc);
     let src = cx.operand(ins, 1)?;
@@ -213,15 +215,15 @@ fn cmpxchg(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 }
 
 fn cmpxchg8b(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
-    let lin = cx.mem_linear(ins);
-    let cur = cx.read(lin, 8)?;
+    let at = cx.mem_addr(ins, 8, Access::Write)?;
+    let cur = cx.read(at, 8)?;
     let expect = (cx.cpu.regs[2] & 0xFFFF_FFFF) << 32 | (cx.cpu.regs[0] & 0xFFFF_FFFF);
     let equal = cur == expect;
     if equal {
         let new = (cx.cpu.regs[1] & 0xFFFF_FFFF) << 32 | (cx.cpu.regs[3] & 0xFFFF_FFFF);
-        cx.write(lin, 8, new)?;
+        cx.write(at, 8, new)?;
     } else {
-        cx.write(lin, 8, cur)?;
+        cx.write(at, 8, cur)?;
         cx.cpu.regs[0] = cur & 0xFFFF_FFFF;
         cx.cpu.regs[2] = cur >> 32;
     }
@@ -232,7 +234,7 @@ fn cmpxchg8b(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 
 fn xadd(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
-    let dst = cx.locate(ins, 0);
+    let dst = cx.locate(ins, 0, size, Access::Write)?;
     let d = cx.load(dst, size)?;
     let s = cx.reg(ins.op1_register());
     let sum = d.wrapping_add(s);
@@ -310,8 +312,8 @@ fn xlat(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let base = cx.reg(ins.memory_base());
     let offset = base.wrapping_add(cx.reg(Register::AL));
     let offset = offset & size_mask(ins.memory_base().size() as u8);
-    let lin = cx.linear(super::ctx::seg_of(ins.memory_segment()), offset);
-    let v = cx.read(lin, 1)?;
+    let at = cx.seg_addr(seg_of(ins.memory_segment()), offset, 1, Access::Read)?;
+    let v = cx.read(at, 1)?;
     cx.set_reg(Register::AL, v);
     Ok(())
 }

@@ -4,6 +4,8 @@
 //! gate, far RET, IRET).
 
 use super::flags::size_mask;
+use super::mmu::Access;
+use super::segaccess::{self, Addr};
 use super::{Ctx, Fault};
 use crate::cpu::{cr0, rflags, SegReg, Segment};
 use crate::exception::Exception;
@@ -45,13 +47,15 @@ pub mod system_type {
 }
 
 /// Code/data type bits (S = 1).
-mod code_data {
+pub mod code_data {
     /// Accessed.
     pub const ACCESSED: u16 = 1 << 0;
     /// Data: writable. Code: readable.
     pub const WRITABLE_READABLE: u16 = 1 << 1;
-    /// Data: expand-down. Code: conforming.
+    /// Code: conforming.
     pub const CONFORMING: u16 = 1 << 2;
+    /// Data: expand-down (the bit code segments use for [`CONFORMING`]).
+    pub const EXPAND_DOWN: u16 = 1 << 2;
     /// Code segment.
     pub const CODE: u16 = 1 << 3;
 }
@@ -188,17 +192,18 @@ pub fn protected(cx: &Ctx<'_>) -> bool {
 /// A real-mode (or virtual-8086) segment load: base = selector * 16, the hidden limit and
 /// attributes stay as they are (which is what lets "unreal mode" work).
 pub fn load_real(cx: &mut Ctx<'_>, seg: SegReg, sel: u16) {
-    let s = &mut cx.cpu.seg[seg as usize];
+    let mut s = cx.cpu.seg[seg];
     s.selector = sel;
     s.base = (sel as u64) << 4;
     if cx.cpu.flags.control(rflags::VM) {
-        *s = Segment {
+        s = Segment {
             selector: sel,
             base: (sel as u64) << 4,
             limit: 0xFFFF,
             attr: 0xF3,
         };
     }
+    cx.cpu.seg.set(seg, s);
 }
 
 /// Loads DS, ES, FS, GS or SS (MOV, POP, LDS/LES/LFS/LGS/LSS) with protected-mode checks.
@@ -216,10 +221,13 @@ pub fn load_data_segment(cx: &mut Ctx<'_>, seg: SegReg, sel: u16) -> Result<(), 
         if seg == SegReg::Ss && !(long && cpl < 3 && (sel & 3) as u8 == cpl) {
             return Err(gp(0));
         }
-        cx.cpu.seg[seg as usize] = Segment {
-            selector: sel,
-            ..Segment::default()
-        };
+        cx.cpu.seg.set(
+            seg,
+            Segment {
+                selector: sel,
+                ..Segment::default()
+            },
+        );
         return Ok(());
     }
     let (desc, addr) = read_descriptor(cx, sel)?.ok_or_else(|| gp(selector_error(sel)))?;
@@ -243,7 +251,7 @@ pub fn load_data_segment(cx: &mut Ctx<'_>, seg: SegReg, sel: u16) -> Result<(), 
         }
     }
     mark_accessed(cx, desc, addr)?;
-    cx.cpu.seg[seg as usize] = desc.segment(sel);
+    cx.cpu.seg.set(seg, desc.segment(sel));
     Ok(())
 }
 
@@ -341,11 +349,11 @@ pub fn null_stack(cpl: u8) -> Segment {
 /// cannot keep using the inner ring's segments.
 pub fn clear_inaccessible_data_segments(cx: &mut Ctx<'_>, cpl: u8) {
     for seg in [SegReg::Es, SegReg::Ds, SegReg::Fs, SegReg::Gs] {
-        let s = &mut cx.cpu.seg[seg as usize];
+        let s = &cx.cpu.seg[seg];
         let kind = s.attr & 0xF;
         let conforming_code = kind & code_data::CODE != 0 && kind & code_data::CONFORMING != 0;
         if s.attr & Segment::CODE_DATA != 0 && !conforming_code && s.dpl() < cpl {
-            *s = Segment::default();
+            cx.cpu.seg.set(seg, Segment::default());
         }
     }
 }
@@ -353,6 +361,8 @@ pub fn clear_inaccessible_data_segments(cx: &mut Ctx<'_>, cpl: u8) {
 /// A stack a control transfer pushes to or pops from before it commits anything: the
 /// CPU's stack pointer only changes in [`Stack::commit`], so a fault half-way leaves
 /// the registers as they were (memory already written stays written, as on hardware).
+/// Every push and pop is checked against the stack segment's limit (or, in 64-bit mode,
+/// for a canonical address), raising #SS with the error code [`Stack::with_error`] set.
 #[derive(Debug, Clone, Copy)]
 pub struct Stack {
     /// The stack segment.
@@ -365,10 +375,15 @@ pub struct Stack {
     high: u64,
     /// 64-bit mode: the stack is flat whatever SS says.
     flat: bool,
+    /// The error code of the #SS an access beyond the stack raises: 0 on the stack in
+    /// use, the new SS selector on the stack a privilege change switches to (the SDM's
+    /// interrupt and CALL pseudo-code), with EXT for events the program did not cause.
+    error: u32,
 }
 
 impl Stack {
-    /// The stack of SS:RSP with the width SS.B (or 64-bit mode) gives it.
+    /// The stack of SS:RSP with the width SS.B (or 64-bit mode) gives it; a limit
+    /// violation raises #SS(0) unless [`Stack::with_error`] says otherwise.
     pub fn new(seg: Segment, rsp: u64, long: bool) -> Self {
         let width = if long {
             8
@@ -384,35 +399,51 @@ impl Stack {
             mask,
             high: rsp & !mask,
             flat: long,
+            error: 0,
         }
     }
 
     /// The stack the CPU is using.
     pub fn current(cx: &Ctx<'_>) -> Self {
         let long = cx.cpu.code_bitness() == 64;
-        Self::new(cx.cpu.seg[SegReg::Ss as usize], cx.cpu.regs[4], long)
+        Self::new(cx.cpu.seg[SegReg::Ss], cx.cpu.regs[4], long)
     }
 
-    fn linear(&self, sp: u64) -> u64 {
-        if self.flat {
-            sp
-        } else {
-            self.seg.base.wrapping_add(sp) & 0xFFFF_FFFF
+    /// The same stack, raising #SS(`code`) on a limit violation.
+    pub fn with_error(self, code: u32) -> Self {
+        Stack {
+            error: code,
+            ..self
         }
+    }
+
+    /// The checked address of `size` bytes at `sp`.
+    fn addr(&self, cx: &Ctx<'_>, sp: u64, size: u8, access: Access) -> Result<Addr, Fault> {
+        let len = u32::from(size);
+        let addr = if self.flat {
+            segaccess::long_addr(0, sp, len)
+        } else {
+            let checked = segaccess::needs_checks(&self.seg);
+            let protected = cx.cpu.cr0 & cr0::PE != 0;
+            segaccess::legacy_addr(&self.seg, checked, sp, len, access, protected)
+        };
+        addr.ok_or(Exception::stack_fault(self.error).into())
     }
 
     /// Pushes the low `size` bytes of `v` with the access rights of ring `cpl` (a
     /// transfer to an inner ring writes its new stack with that ring's rights).
     pub fn push(&mut self, cx: &mut Ctx<'_>, size: u8, v: u64, cpl: u8) -> Result<(), Fault> {
         let sp = self.sp.wrapping_sub(size as u64) & self.mask;
-        cx.write_as_cpl(self.linear(sp), size, v, cpl)?;
+        let at = self.addr(cx, sp, size, Access::Write)?;
+        cx.write_as_cpl(at, size, v, cpl)?;
         self.sp = sp;
         Ok(())
     }
 
     /// Pops `size` bytes with the current CPL's rights.
     pub fn pop(&mut self, cx: &mut Ctx<'_>, size: u8) -> Result<u64, Fault> {
-        let v = cx.read(self.linear(self.sp), size)?;
+        let at = self.addr(cx, self.sp, size, Access::Read)?;
+        let v = cx.read(at, size)?;
         self.release(size as u64);
         Ok(v)
     }
@@ -429,7 +460,7 @@ impl Stack {
 
     /// Makes this the CPU's stack: SS and RSP.
     pub fn commit(&self, cx: &mut Ctx<'_>) {
-        cx.cpu.seg[SegReg::Ss as usize] = self.seg;
+        cx.cpu.seg.set(SegReg::Ss, self.seg);
         cx.cpu.regs[4] = self.rsp();
     }
 }

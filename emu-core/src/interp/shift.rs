@@ -7,6 +7,7 @@
 
 use super::ctx::{operand_size, Loc};
 use super::flags::{sign_bit, size_mask};
+use super::mmu::Access;
 use super::moves::sign_extend;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::rflags::{ARITH, CF, OF, PF, SF, ZF};
@@ -158,7 +159,8 @@ fn compute(op: u8, size: u8, a: u64, count: u32, carry: bool) -> Outcome {
 fn shift<const OP: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
     let count = masked_count(cx, ins, size)?;
-    let dst = cx.locate(ins, 0);
+    // Checked as a write even for a count of 0, which then writes nothing.
+    let dst = cx.locate(ins, 0, size, Access::Write)?;
     let a = cx.load(dst, size)? & size_mask(size);
     if count == 0 {
         rewrite_unchanged(cx, dst, a);
@@ -201,7 +203,7 @@ fn double(left: bool, size: u8, a: u64, b: u64, count: u32) -> (u64, bool) {
 fn double_shift<const LEFT: bool>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins, 0);
     let count = masked_count(cx, ins, size)?;
-    let dst = cx.locate(ins, 0);
+    let dst = cx.locate(ins, 0, size, Access::Write)?;
     let a = cx.load(dst, size)? & size_mask(size);
     if count == 0 {
         rewrite_unchanged(cx, dst, a);

@@ -14,6 +14,7 @@
 use super::ctx::PAGE_SHIFT;
 use super::fpu::DEVICE_NOT_AVAILABLE;
 use super::mmu::Access;
+use super::segaccess::Addr;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::{cr0, cr4, MXCSR_MASK};
 use crate::exception::Exception;
@@ -203,29 +204,31 @@ fn set_xmm(cx: &mut Ctx<'_>, r: Register, v: u128) {
     cx.cpu.fpu.xmm[r as usize - Register::XMM0 as usize] = v;
 }
 
-/// Linear address of a 16-byte memory operand. Legacy SSE requires 16-byte alignment
-/// of every such operand (#GP(0) otherwise) except in the explicitly unaligned moves.
-fn mem128(cx: &Ctx<'_>, ins: &Instruction, aligned: bool) -> Result<u64, Fault> {
-    let lin = cx.mem_linear(ins);
-    if aligned && !lin.is_multiple_of(XMM_BYTES) {
+/// Address of a 16-byte memory operand, checked for `access`. Legacy SSE requires
+/// 16-byte alignment of every such operand (#GP(0) otherwise) except in the explicitly
+/// unaligned moves.
+fn mem128(cx: &Ctx<'_>, ins: &Instruction, aligned: bool, access: Access) -> Result<Addr, Fault> {
+    let at = cx.mem_addr(ins, XMM_BYTES as u32, access)?;
+    if aligned && !at.linear().is_multiple_of(XMM_BYTES) {
         return Err(Exception::general_protection(0).into());
     }
-    Ok(lin)
+    Ok(at)
 }
 
 /// Reads 16 bytes as two halves; reads commit nothing, so a fault on the second half
 /// leaves the instruction without effect.
-fn read128(cx: &mut Ctx<'_>, lin: u64) -> Result<u128, Fault> {
-    let lo = cx.read(lin, 8)?;
-    let hi = cx.read(lin.wrapping_add(8), 8)?;
+fn read128(cx: &mut Ctx<'_>, at: Addr) -> Result<u128, Fault> {
+    let lo = cx.read(at, 8)?;
+    let hi = cx.read(at.offset(8), 8)?;
     Ok(u128::from(hi) << 64 | u128::from(lo))
 }
 
-/// Checks that the `len` bytes at `lin` (at most a page) may be written, so a store
+/// Checks that the `len` bytes at `at` (at most a page) may be written, so a store
 /// made in 8-byte pieces faults before the first piece lands. As for any access that
 /// crosses into a page it may not use, a fault there reports that page's first byte.
-pub fn probe_write(cx: &mut Ctx<'_>, lin: u64, len: u64) -> Result<(), Fault> {
+pub fn probe_write(cx: &mut Ctx<'_>, at: Addr, len: u64) -> Result<(), Fault> {
     let user = cx.cpu.cpl() == 3;
+    let lin = at.linear();
     let last = lin.wrapping_add(len - 1);
     cx.translate(lin, Access::Write, user)?;
     if (lin ^ last) >> PAGE_SHIFT != 0 {
@@ -234,10 +237,10 @@ pub fn probe_write(cx: &mut Ctx<'_>, lin: u64, len: u64) -> Result<(), Fault> {
     Ok(())
 }
 
-fn write128(cx: &mut Ctx<'_>, lin: u64, v: u128) -> Result<(), Fault> {
-    probe_write(cx, lin, XMM_BYTES)?;
-    cx.write(lin, 8, v as u64)?;
-    cx.write(lin.wrapping_add(8), 8, (v >> 64) as u64)
+fn write128(cx: &mut Ctx<'_>, at: Addr, v: u128) -> Result<(), Fault> {
+    probe_write(cx, at, XMM_BYTES)?;
+    cx.write(at, 8, v as u64)?;
+    cx.write(at.offset(8), 8, (v >> 64) as u64)
 }
 
 /// Operand `i` as 128 bits: an XMM register, a 16-byte memory operand, or anything
@@ -246,8 +249,8 @@ fn source(cx: &mut Ctx<'_>, ins: &Instruction, i: u32, aligned: bool) -> Result<
     match ins.op_kind(i) {
         OpKind::Register if ins.op_register(i).is_xmm() => Ok(xmm(cx, ins.op_register(i))),
         OpKind::Memory if ins.memory_size().size() as u64 == XMM_BYTES => {
-            let lin = mem128(cx, ins, aligned)?;
-            read128(cx, lin)
+            let at = mem128(cx, ins, aligned, Access::Read)?;
+            read128(cx, at)
         }
         _ => Ok(cx.operand(ins, i)?.into()),
     }
@@ -262,8 +265,8 @@ fn store(cx: &mut Ctx<'_>, ins: &Instruction, v: u128, aligned: bool) -> Result<
             Ok(())
         }
         OpKind::Memory if ins.memory_size().size() as u64 == XMM_BYTES => {
-            let lin = mem128(cx, ins, aligned)?;
-            write128(cx, lin, v)
+            let at = mem128(cx, ins, aligned, Access::Write)?;
+            write128(cx, at, v)
         }
         _ => cx.set_operand(ins, 0, v as u64),
     }

@@ -2,6 +2,7 @@
 //! CALL, RET and interrupt delivery use.
 
 use super::flags::size_mask;
+use super::mmu::Access;
 use super::sse::probe_write;
 use super::sysinstr::iopl_allows;
 use super::{Ctx, Fault, Handler};
@@ -33,7 +34,7 @@ fn is_segment(ins: &Instruction) -> bool {
 fn sp_size(cx: &Ctx<'_>) -> u8 {
     if cx.cpu.code_bitness() == 64 {
         8
-    } else if cx.cpu.seg[SegReg::Ss as usize].attr & Segment::DB != 0 {
+    } else if cx.cpu.seg[SegReg::Ss].attr & Segment::DB != 0 {
         4
     } else {
         2
@@ -48,23 +49,23 @@ fn set_sp(cx: &mut Ctx<'_>, sps: u8, sp: u64) {
 }
 
 /// Pushes the low `size` bytes of `v`.
-#[inline]
+#[inline(always)]
 pub fn push(cx: &mut Ctx<'_>, size: u8, v: u64) -> Result<(), Fault> {
     let sps = sp_size(cx);
     let sp = cx.cpu.regs[4].wrapping_sub(size as u64) & size_mask(sps);
-    let lin = cx.linear(SegReg::Ss, sp);
-    cx.write(lin, size, v)?;
+    let at = cx.seg_addr(SegReg::Ss, sp, size.into(), Access::Write)?;
+    cx.write(at, size, v)?;
     set_sp(cx, sps, sp);
     Ok(())
 }
 
 /// Pops `size` bytes, then releases `extra` more bytes of stack (RET imm16).
-#[inline]
+#[inline(always)]
 pub fn pop(cx: &mut Ctx<'_>, size: u8, extra: u64) -> Result<u64, Fault> {
     let sps = sp_size(cx);
     let sp = cx.cpu.regs[4] & size_mask(sps);
-    let lin = cx.linear(SegReg::Ss, sp);
-    let v = cx.read(lin, size)?;
+    let at = cx.seg_addr(SegReg::Ss, sp, size.into(), Access::Read)?;
+    let v = cx.read(at, size)?;
     set_sp(cx, sps, sp.wrapping_add(size as u64).wrapping_add(extra));
     Ok(v)
 }
@@ -213,8 +214,8 @@ fn enter(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
             let mut walk = cx.cpu.regs[5];
             for _ in 1..level {
                 walk = walk.wrapping_sub(size as u64) & size_mask(sps);
-                let lin = cx.linear(SegReg::Ss, walk);
-                let v = cx.read(lin, size)?;
+                let at = cx.seg_addr(SegReg::Ss, walk, size.into(), Access::Read)?;
+                let v = cx.read(at, size)?;
                 push(cx, size, v)?;
             }
             push(cx, size, frame)?;
@@ -222,8 +223,8 @@ fn enter(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
         let sp = cx.cpu.regs[4].wrapping_sub(alloc) & size_mask(sps);
         // The processor checks that it may write the new stack top, so a frame that
         // cannot be used faults here — as a write.
-        let lin = cx.linear(SegReg::Ss, sp);
-        probe_write(cx, lin, size.into())?;
+        let at = cx.seg_addr(SegReg::Ss, sp, size.into(), Access::Write)?;
+        probe_write(cx, at, size.into())?;
         set_sp(cx, sps, sp);
         cx.set_reg(frame_pointer(size), frame);
         Ok(())

@@ -11,7 +11,9 @@
 
 use super::ctx::seg_of;
 use super::flags::{size_mask, FlagOp};
-use super::io::{read_port, write_port};
+use super::io::{check_io_permission, read_port, write_port};
+use super::mmu::Access;
+use super::sse::probe_write;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::rflags::DF;
 use crate::cpu::SegReg;
@@ -107,43 +109,52 @@ fn iterate<const OP: u8>(
     size: u8,
     step: u64,
 ) -> Result<(), Fault> {
-    let src = cx.linear(seg_of(ins.memory_segment()), cx.reg(walk.si));
-    let dst = cx.linear(SegReg::Es, cx.reg(walk.di));
+    // Each string is checked only when used: STOS works with DS unusable.
+    let src = |cx: &Ctx<'_>| {
+        let seg = seg_of(ins.memory_segment());
+        cx.seg_addr(seg, cx.reg(walk.si), size.into(), Access::Read)
+    };
+    // The destination cannot be overridden.
+    let dst = |cx: &Ctx<'_>, access| cx.seg_addr(SegReg::Es, cx.reg(walk.di), size.into(), access);
     let reg = register_operand(ins);
     match OP {
         MOVS => {
-            let v = cx.read(src, size)?;
-            cx.write(dst, size, v)?;
+            let v = cx.read(src(cx)?, size)?;
+            cx.write(dst(cx, Access::Write)?, size, v)?;
         }
         STOS => {
             let v = cx.reg(reg);
-            cx.write(dst, size, v)?;
+            cx.write(dst(cx, Access::Write)?, size, v)?;
         }
         LODS => {
-            let v = cx.read(src, size)?;
+            let v = cx.read(src(cx)?, size)?;
             cx.set_reg(reg, v);
         }
         CMPS | SCAS => {
             let a = if OP == CMPS {
-                cx.read(src, size)?
+                cx.read(src(cx)?, size)?
             } else {
                 cx.reg(reg)
             };
-            let b = cx.read(dst, size)?;
+            let b = cx.read(dst(cx, Access::Read)?, size)?;
             let mask = size_mask(size);
             let (a, b) = (a & mask, b & mask);
             cx.cpu.flags.set(FlagOp::Sub, size, a, b, a.wrapping_sub(b));
         }
         INS => {
-            // Today a RAM or MMIO write cannot fault; once paging can make it fault,
-            // the destination must be checked before the port is read.
+            // The port read has effects: the port's permission, then the destination's
+            // segment and page, must allow it before it happens.
             let port = cx.reg(reg) as u16;
+            check_io_permission(cx, port, size)?;
+            let at = dst(cx, Access::Write)?;
+            probe_write(cx, at, size.into())?;
             let v = read_port(cx, port, size);
-            cx.write(dst, size, v)?;
+            cx.write(at, size, v)?;
         }
         _ => {
-            let v = cx.read(src, size)?;
             let port = cx.reg(reg) as u16;
+            check_io_permission(cx, port, size)?;
+            let v = cx.read(src(cx)?, size)?;
             write_port(cx, port, size, v);
         }
     }
@@ -428,6 +439,19 @@ mod tests {
         let st = m.run_to_halt().clone();
         assert_eq!(m.peek(DEST, 4), [1, 2, 3, 4]);
         assert_eq!(st.gpr[RDI], DEST + 4);
+    }
+
+    #[test]
+    fn ins_reads_no_port_when_its_destination_is_refused() {
+        // ES ends below DEST: the port read (which has effects on devices) must not
+        // happen before the #GP.
+        const PORT: u64 = 0x3F8;
+        let mut m = Machine::new(|a| a.insb()).regs(&[(RDI, DEST), (RDX, PORT)]);
+        m.state.seg[SegReg::Es as usize].limit = (DEST - 1) as u32;
+        m.exits.port_input.push_back(0x42);
+        let (vector, _) = m.run_to_exception();
+        assert_eq!(vector, crate::exception::vector::GP);
+        assert_eq!(m.exits.port_input, [0x42], "the port was read");
     }
 
     #[test]

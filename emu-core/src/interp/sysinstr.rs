@@ -7,9 +7,9 @@
 //! Whatever changes how code is decoded or translated (CR0, CR3, CR4, EFER, descriptor
 //! tables, DR7) ends the block, so the next instruction is looked up afresh.
 
+use super::ctx::seg_of;
 use super::debug;
-use super::mmu::MAXPHYADDR;
-use super::moves::sign_extend;
+use super::mmu::{is_canonical, Access, MAXPHYADDR};
 use super::segment::{self, read_descriptor, selector, selector_error, system_type, Descriptor};
 use super::system::{edx_eax, read_tsc, set_edx_eax, tsc};
 use super::{Ctx, Fault, Handler};
@@ -18,9 +18,6 @@ use crate::exception::Exception;
 use crate::exit::VmExit;
 use iced_x86::{Instruction, Mnemonic, Register};
 
-/// Linear addresses are 48 bits, sign-extended to 64 (4-level paging): the bytes of a
-/// canonical address's significant part.
-const CANONICAL_BYTES: u8 = 6;
 /// With a 16-bit operand size LGDT and LIDT load a 24-bit base.
 const BASE24: u64 = 0xFF_FFFF;
 /// In long mode, LDT and TSS descriptors take 16 bytes.
@@ -142,7 +139,8 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         Mnemonic::Mov if ins.op1_register().is_dr() => mov_from_dr,
         Mnemonic::Invlpg => |cx: &mut Ctx<'_>, ins: &Instruction| {
             require_cpl0(cx)?;
-            let lin = cx.mem_linear(ins);
+            // No access, so no segment checks: only the linear address counts.
+            let lin = cx.linear(seg_of(ins.memory_segment()), cx.effective_address(ins));
             cx.cpu.tlb.flush_page(lin);
             // The page being executed may have been remapped.
             cx.end_block = true;
@@ -158,8 +156,9 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         // iced-x86 decodes SWAPGS in 64-bit mode only; elsewhere it is #UD.
         Mnemonic::Swapgs => |cx: &mut Ctx<'_>, _: &Instruction| {
             require_cpl0(cx)?;
-            let gs = &mut cx.cpu.seg[SegReg::Gs as usize].base;
-            std::mem::swap(gs, &mut cx.cpu.msr.kernel_gs_base);
+            let gs = cx.cpu.seg[SegReg::Gs].base;
+            cx.cpu.seg.set_base(SegReg::Gs, cx.cpu.msr.kernel_gs_base);
+            cx.cpu.msr.kernel_gs_base = gs;
             Ok(())
         },
         _ => return None,
@@ -200,11 +199,6 @@ fn require_protected(cx: &Ctx<'_>) -> Result<(), Fault> {
     }
 }
 
-/// Whether `v` is a canonical linear address.
-fn is_canonical(v: u64) -> bool {
-    sign_extend(v, CANONICAL_BYTES) == v
-}
-
 /// `v` if canonical, else #GP(0) (MSRs and descriptor-table bases holding addresses).
 fn canonical(v: u64) -> Result<u64, Fault> {
     if is_canonical(v) {
@@ -226,10 +220,11 @@ fn set_zf(cx: &mut Ctx<'_>, on: bool) {
 /// operand size) or, in 64-bit mode, a 64-bit one.
 fn read_table_operand(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<DescriptorTable, Fault> {
     require_cpl0(cx)?;
-    let lin = cx.mem_linear(ins);
     let long = cx.cpu.code_bitness() == 64;
-    let limit = cx.read(lin, 2)? as u16;
-    let base = cx.read(lin.wrapping_add(2), if long { 8 } else { 4 })?;
+    let base_size = if long { 8 } else { 4 };
+    let at = cx.mem_addr(ins, 2 + base_size, Access::Read)?;
+    let limit = cx.read(at, 2)? as u16;
+    let base = cx.read(at.offset(2), base_size as u8)?;
     let base = match ins.code().op_code().operand_size() {
         16 => base & BASE24,
         _ if long => canonical(base)?,
@@ -244,12 +239,12 @@ fn write_table_operand(
     ins: &Instruction,
     table: DescriptorTable,
 ) -> Result<(), Fault> {
-    let lin = cx.mem_linear(ins);
     let base_size = if cx.cpu.code_bitness() == 64 { 8 } else { 4 };
+    let at = cx.mem_addr(ins, 2 + base_size as u32, Access::Write)?;
     let mut bytes = [0u8; 10];
     bytes[..2].copy_from_slice(&table.limit.to_le_bytes());
     bytes[2..].copy_from_slice(&table.base.to_le_bytes());
-    cx.write_bytes(lin, &bytes[..2 + base_size])
+    cx.write_bytes(at, &bytes[..2 + base_size])
 }
 
 /// The LDT or TSS descriptor `sel` names for LLDT or LTR, its full base and where it
@@ -407,7 +402,7 @@ fn verify(
 /// had to (an OS lowering the privilege of a selector a caller passed in).
 fn arpl(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     require_protected(cx)?;
-    let dst = match cx.locate(ins, 0) {
+    let dst = match cx.locate(ins, 0, 2, Access::Write)? {
         // iced-x86 names the 32-bit register; the operation is on its low word.
         super::ctx::Loc::Reg(r) => super::ctx::Loc::Reg(Register::AX + r.number() as u32),
         mem => mem,
@@ -441,7 +436,7 @@ fn write_cr0(cx: &mut Ctx<'_>, v: u64) -> Result<(), Fault> {
     let paging_off = new & cr0::PG == 0 && old & cr0::PG != 0;
     if paging_on && efer & efer::LME != 0 {
         // Long mode needs PAE tables and must start from legacy (not 64-bit) code.
-        let cs_long = cx.cpu.seg[SegReg::Cs as usize].attr & Segment::LONG != 0;
+        let cs_long = cx.cpu.seg[SegReg::Cs].attr & Segment::LONG != 0;
         if cx.cpu.cr4 & cr4::PAE == 0 || cs_long {
             return Err(gp(0));
         }
@@ -610,8 +605,8 @@ fn rdmsr(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
         msr::LSTAR => m.lstar,
         msr::CSTAR => m.cstar,
         msr::SFMASK => m.fmask,
-        msr::FS_BASE => cx.cpu.seg[SegReg::Fs as usize].base,
-        msr::GS_BASE => cx.cpu.seg[SegReg::Gs as usize].base,
+        msr::FS_BASE => cx.cpu.seg[SegReg::Fs].base,
+        msr::GS_BASE => cx.cpu.seg[SegReg::Gs].base,
         msr::KERNEL_GS_BASE => m.kernel_gs_base,
         msr::TSC_AUX => m.tsc_aux,
         _ => return Err(gp(0)),
@@ -636,8 +631,8 @@ fn wrmsr(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
         msr::SFMASK | msr::TSC_AUX if v >> 32 != 0 => return Err(gp(0)),
         msr::SFMASK => cx.cpu.msr.fmask = v,
         msr::TSC_AUX => cx.cpu.msr.tsc_aux = v,
-        msr::FS_BASE => cx.cpu.seg[SegReg::Fs as usize].base = canonical(v)?,
-        msr::GS_BASE => cx.cpu.seg[SegReg::Gs as usize].base = canonical(v)?,
+        msr::FS_BASE => cx.cpu.seg.set_base(SegReg::Fs, canonical(v)?),
+        msr::GS_BASE => cx.cpu.seg.set_base(SegReg::Gs, canonical(v)?),
         msr::KERNEL_GS_BASE => cx.cpu.msr.kernel_gs_base = canonical(v)?,
         // The counter is the instruction count, and there is no local APIC to move or
         // enable: these read fine but cannot be changed.

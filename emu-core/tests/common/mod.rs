@@ -3,7 +3,8 @@
 //! [`Kernel`] describes it: a GDT (kernel and user code and data, a TSS), the TSS (ring
 //! stacks and an I/O permission bitmap), an IDT whose 32 exception gates lead to stubs
 //! that record what the processor pushed and halt, and page tables identity-mapping low
-//! memory with a few user pages, one of them read-only and one absent. A test adjusts a
+//! memory with a few user pages, one of them read-only and one absent. Its real-mode
+//! variant has only an interrupt vector table leading to 16-bit stubs. A test adjusts a
 //! `Kernel`, assembles its code with [`assemble`], and [`Kernel::install`]s both into
 //! guest RAM, which gives the CPU state to start from: the system registers are set
 //! directly, without LGDT/LIDT/LTR/MOV CR.
@@ -53,6 +54,16 @@ pub const ABSENT: u64 = 0x1_5000;
 pub const MAPPED_PAGES: u64 = 512;
 /// The I/O permission bitmap covers ports 0 to 0x3FF; the TSS limit denies the rest.
 pub const IO_PORTS: usize = 0x400;
+/// Real mode: the code segment, whose base is [`CODE`] (code offsets start at 0).
+pub const REAL_CS: u16 = (CODE >> 4) as u16;
+/// Real mode: the limit of every segment after reset.
+pub const REAL_LIMIT: u32 = 0xFFFF;
+/// Real mode: the attributes of a data segment after reset (present read/write data).
+pub const REAL_DATA_ATTR: u16 = 0x93;
+/// Real mode: the attributes of CS after reset (present execute/read code).
+pub const REAL_CODE_ATTR: u16 = 0x9B;
+/// Size of a real-mode interrupt vector: offset, then segment.
+const IVT_ENTRY: u64 = 4;
 
 // ---- the GDT ----
 
@@ -83,6 +94,8 @@ pub mod access {
     pub const CODE: u8 = 0x08;
     /// Code: conforming.
     pub const CONFORMING: u8 = 0x04;
+    /// Data: expand-down (the bit conforming code uses).
+    pub const EXPAND_DOWN: u8 = 0x04;
     /// Code: readable; data: writable.
     pub const RW: u8 = 0x02;
     /// Where the DPL starts.
@@ -288,6 +301,28 @@ pub fn clear_record(ram: &mut [u8]) {
     ram[RECORD as usize..RECORD as usize + size].fill(0xFF);
 }
 
+/// The real-mode stub of `vector` (at CS 0): records IP, CS, FLAGS and EAX in
+/// [`RECORD`], zero-extended to its 4-byte slots, and halts. Real mode pushes no error
+/// codes.
+fn stub16(vector: u8) -> Result<Vec<u8>, IcedError> {
+    use iced_x86::code_asm::{bp, sp, word_ptr};
+    let ip = STUBS + vector as u64 * STUB_SIZE;
+    let mut a = CodeAssembler::new(16)?;
+    let at = |s: u64| RECORD + s * 4;
+    a.mov(dword_ptr(at(slot::EAX)).ss(), eax)?;
+    a.mov(dword_ptr(at(slot::VECTOR)).ss(), vector as u32)?;
+    a.mov(dword_ptr(at(slot::ERROR)).ss(), u32::MAX)?;
+    a.mov(bp, sp)?;
+    for (i, s) in [slot::EIP, slot::CS, slot::EFLAGS].into_iter().enumerate() {
+        a.movzx(eax, word_ptr(bp + 2 * i as u32))?;
+        a.mov(dword_ptr(at(s)).ss(), eax)?;
+    }
+    a.hlt()?;
+    let bytes = a.assemble(ip)?;
+    assert!(bytes.len() as u64 <= STUB_SIZE, "stub {vector} too long");
+    Ok(bytes)
+}
+
 /// The stub of `vector`: records the frame and EAX in [`RECORD`] and halts.
 fn stub(vector: u8, long: bool) -> Result<Vec<u8>, IcedError> {
     let ip = STUBS + vector as u64 * STUB_SIZE;
@@ -316,17 +351,19 @@ fn stub(vector: u8, long: bool) -> Result<Vec<u8>, IcedError> {
             a.mov(qword_ptr(at(s)), rax)?;
         }
     } else {
-        a.mov(dword_ptr(at(slot::EAX)), eax)?;
-        a.mov(dword_ptr(at(slot::VECTOR)), vector as u32)?;
+        // Through SS, the ring-0 stack's data segment: DS may hold anything, even a
+        // null selector a return to ring 3 left.
+        a.mov(dword_ptr(at(slot::EAX)).ss(), eax)?;
+        a.mov(dword_ptr(at(slot::VECTOR)).ss(), vector as u32)?;
         if error {
             a.mov(eax, dword_ptr(esp))?;
-            a.mov(dword_ptr(at(slot::ERROR)), eax)?;
+            a.mov(dword_ptr(at(slot::ERROR)).ss(), eax)?;
         } else {
-            a.mov(dword_ptr(at(slot::ERROR)), u32::MAX)?;
+            a.mov(dword_ptr(at(slot::ERROR)).ss(), u32::MAX)?;
         }
         for (i, s) in [slot::EIP, slot::CS, slot::EFLAGS].into_iter().enumerate() {
             a.mov(eax, dword_ptr(esp + frame(i as u64)))?;
-            a.mov(dword_ptr(at(s)), eax)?;
+            a.mov(dword_ptr(at(s)).ss(), eax)?;
         }
         // The stubs run in ring 0: a saved CS with another RPL came from an outer
         // ring, and only then does the frame hold SS:ESP.
@@ -334,7 +371,7 @@ fn stub(vector: u8, long: bool) -> Result<Vec<u8>, IcedError> {
         a.jz(same_ring)?;
         for (i, s) in [(3, slot::ESP), (4, slot::SS)] {
             a.mov(eax, dword_ptr(esp + frame(i)))?;
-            a.mov(dword_ptr(at(s)), eax)?;
+            a.mov(dword_ptr(at(s)).ss(), eax)?;
         }
     }
     a.set_label(&mut same_ring)?;
@@ -468,6 +505,11 @@ mod tss {
 pub struct Kernel {
     /// Long mode (4-level paging, 64-bit kernel code, 16-byte gates).
     pub long: bool,
+    /// In long mode, the code at CPL 3 runs in compatibility mode (32-bit code).
+    pub compat: bool,
+    /// Real mode: no protection, no paging; the code runs at [`REAL_CS`]:0 and the
+    /// exception vectors lead through the interrupt vector table at 0 to 16-bit stubs.
+    pub real: bool,
     /// The GDT, one descriptor per slot.
     pub gdt: Vec<u64>,
     /// The 32 exception gates.
@@ -503,6 +545,35 @@ impl Kernel {
         Self::new(true)
     }
 
+    /// Real mode after reset, with an interrupt vector table; the code starts at
+    /// [`REAL_CS`]:0 with the other segments 0, SP at [`KERNEL_STACK`].
+    pub fn real_mode() -> Self {
+        Kernel {
+            real: true,
+            cpl: 0,
+            cr0: cr0::ET,
+            ..Self::new(false)
+        }
+    }
+
+    /// The bitness of the test code.
+    pub fn bitness(&self) -> u32 {
+        match (self.real, self.long && !self.compat) {
+            (true, _) => 16,
+            (false, true) => 64,
+            (false, false) => 32,
+        }
+    }
+
+    /// Where the test code is assembled: its first offset in CS.
+    pub fn origin(&self) -> u64 {
+        if self.real {
+            0
+        } else {
+            CODE
+        }
+    }
+
     fn new(long: bool) -> Self {
         let kernel_code = if long { code64(0) } else { code32(0) };
         let mut gdt = vec![
@@ -531,6 +602,8 @@ impl Kernel {
             .collect();
         Kernel {
             long,
+            compat: false,
+            real: false,
             gdt,
             gates,
             idt_limit: 32 * if long { 16 } else { 8 } - 1,
@@ -627,8 +700,15 @@ impl Kernel {
 
     fn install_stubs(&self, ram: &mut [u8]) {
         for v in 0..32u8 {
-            let code = stub(v, self.long).expect("stub assembles");
-            Self::write(ram, STUBS + v as u64 * STUB_SIZE, &code);
+            let at = STUBS + v as u64 * STUB_SIZE;
+            let code = if self.real {
+                // Vector v's entry in the IVT: the stub's offset, segment 0.
+                Self::write(ram, v as u64 * IVT_ENTRY, &(at as u16).to_le_bytes());
+                stub16(v)
+            } else {
+                stub(v, self.long)
+            };
+            Self::write(ram, at, &code.expect("stub assembles"));
         }
         clear_record(ram);
     }
@@ -639,8 +719,56 @@ impl Kernel {
         self.install_tables(ram);
         self.install_page_tables(ram);
         self.install_stubs(ram);
-        Self::write(ram, program.origin, &program.bytes);
-        self.state(program.origin)
+        // In real mode the code segment's base is CODE and the program's origin an
+        // offset in it; elsewhere segments are flat and the origin is linear.
+        let base = if self.real { CODE } else { 0 };
+        Self::write(ram, base + program.origin, &program.bytes);
+        if self.real {
+            self.real_state(program.origin)
+        } else {
+            self.state(program.origin)
+        }
+    }
+
+    /// GDTR for the kernel's GDT.
+    fn gdtr(&self) -> DescriptorTable {
+        DescriptorTable {
+            base: GDT,
+            limit: (self.gdt.len() * 8 - 1) as u16,
+        }
+    }
+
+    /// The CPU state at the start in real mode.
+    fn real_state(&self, ip: u64) -> CpuState {
+        let data = Segment {
+            selector: 0,
+            base: 0,
+            limit: REAL_LIMIT,
+            attr: REAL_DATA_ATTR,
+        };
+        let mut seg = [data; 6];
+        seg[SegReg::Cs as usize] = Segment {
+            selector: REAL_CS,
+            base: CODE,
+            limit: REAL_LIMIT,
+            attr: REAL_CODE_ATTR,
+        };
+        let mut gpr = self.regs;
+        gpr[4] = KERNEL_STACK;
+        CpuState {
+            gpr,
+            rip: ip,
+            rflags: self.rflags,
+            seg,
+            // The GDT is there for code that enters protected mode.
+            gdtr: self.gdtr(),
+            idtr: DescriptorTable {
+                base: 0,
+                limit: (256 * IVT_ENTRY - 1) as u16,
+            },
+            cr0: self.cr0,
+            ..CpuState::default()
+        }
     }
 
     /// The CPU state at the start.
@@ -649,6 +777,7 @@ impl Kernel {
         let (cs, ds, sp) = match (self.cpl, self.long) {
             (0, _) => (KERNEL_CS, KERNEL_DS, KERNEL_STACK),
             (_, false) => (USER_CS, USER_DS, USER_STACK),
+            (_, true) if self.compat => (USER_CS, USER_DS, USER_STACK),
             (_, true) => (USER_CS64, USER_DS, USER_STACK),
         };
         let data_seg = loaded(ds, slot(ds));
@@ -667,10 +796,7 @@ impl Kernel {
             rflags: self.rflags,
             seg,
             tr: loaded(TSS_SEL, slot(TSS_SEL)),
-            gdtr: DescriptorTable {
-                base: GDT,
-                limit: (self.gdt.len() * 8 - 1) as u16,
-            },
+            gdtr: self.gdtr(),
             idtr: DescriptorTable {
                 base: IDT,
                 limit: self.idt_limit,

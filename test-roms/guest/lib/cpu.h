@@ -99,6 +99,13 @@ _Static_assert(sizeof(struct gate64) == GATE64_SIZE, "a long-mode gate");
 /* The GDT, laid out as x86.h's SEL_* say. */
 extern uint64_t gdt[GDT_ENTRIES];
 
+/* A code or data descriptor: base, the 20-bit limit field, the access byte
+ * (DESC_P, DESC_S, ...) and the flags nibble (DESC_G, DESC_DB, DESC_L). */
+uint64_t seg_desc(uint32_t base, uint32_t limit, uint8_t access, uint8_t flags);
+/* Loads GDTR with a table of `entries` descriptors; the segment registers
+ * keep what they hold until reloaded. */
+void gdt_load(const uint64_t *table, unsigned entries);
+
 /* Builds the GDT: flat 4 GiB code and data for rings 0 and 3, 32-bit and
  * 64-bit code, and (when tss is not NULL) an available-TSS descriptor of
  * tss_size bytes.  Loads it, reloads CS with SEL_KCODE32 and DS, ES, FS,

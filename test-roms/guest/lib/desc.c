@@ -12,8 +12,7 @@ struct table_ptr {
 // A segment descriptor: limit 15:0 in bits 0-15, base 23:0 in bits 16-39,
 // the access byte in 40-47, limit 19:16 in 48-51, the flags nibble in
 // 52-55 and base 31:24 in 56-63.
-static uint64_t seg_desc(uint32_t base, uint32_t limit, uint8_t access,
-			 uint8_t flags)
+uint64_t seg_desc(uint32_t base, uint32_t limit, uint8_t access, uint8_t flags)
 {
 	return (uint64_t)(limit & 0xFFFF) |
 	       (uint64_t)(base & 0xFFFFFF) << 16 |
@@ -55,20 +54,26 @@ void gdt_init(const void *tss, uint32_t tss_size)
 			seg_desc((uint32_t)(uintptr_t)tss, tss_size - 1,
 				 DESC_P | SYS_TSS_AVAIL, 0);
 
-	struct table_ptr ptr = { sizeof gdt - 1, (uint32_t)(uintptr_t)gdt };
-
+	gdt_load(gdt, GDT_ENTRIES);
 	// The segment registers keep their old descriptors until reloaded:
 	// CS only changes through a far transfer.
-	__asm__ volatile("lgdt %0\n\t"
-			 "ljmp %1, $1f\n"
-			 "1:\tmov %w2, %%ds\n\t"
-			 "mov %w2, %%es\n\t"
-			 "mov %w2, %%fs\n\t"
-			 "mov %w2, %%gs\n\t"
-			 "mov %w2, %%ss"
+	__asm__ volatile("ljmp %0, $1f\n"
+			 "1:\tmov %w1, %%ds\n\t"
+			 "mov %w1, %%es\n\t"
+			 "mov %w1, %%fs\n\t"
+			 "mov %w1, %%gs\n\t"
+			 "mov %w1, %%ss"
 			 :
-			 : "m"(ptr), "i"(SEL_KCODE32), "r"(SEL_KDATA)
+			 : "i"(SEL_KCODE32), "r"(SEL_KDATA)
 			 : "memory");
+}
+
+void gdt_load(const uint64_t *table, unsigned entries)
+{
+	struct table_ptr ptr = { (uint16_t)(entries * sizeof *table - 1),
+				 (uint32_t)(uintptr_t)table };
+
+	__asm__ volatile("lgdt %0" : : "m"(ptr) : "memory");
 }
 
 void ltr(uint16_t selector)

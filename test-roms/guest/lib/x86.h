@@ -38,6 +38,7 @@
 /* ---- Segment descriptors ----------------------------------------------- */
 /* Access byte (descriptor bits 40-47). */
 #define DESC_RW 0x02		/* data: writable; code: readable */
+#define DESC_ED 0x04		/* data: expand-down; code: conforming */
 #define DESC_CODE 0x08		/* executable (with DESC_S) */
 #define DESC_S 0x10		/* code/data rather than a system segment */
 #define DESC_DPL_SHIFT 5	/* descriptor privilege level, bits 5-6 */
