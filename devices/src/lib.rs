@@ -42,7 +42,7 @@ pub use pc::{
     PIC_MASTER_BASE, PIC_SLAVE_BASE, PIT_BASE, PIT_IRQ, PIT_LEN, SYSTEM_CONTROL_LEN,
     SYSTEM_CONTROL_PORT,
 };
-pub use pic::{PicPair, PicPairState, PicPort, PicState};
+pub use pic::{PicPair, PicPairState, PicPort, PicState, PicStateError};
 pub use pit::{Pit8254, PitState};
 pub use rom::Rom;
 pub use serial::{SerialError, SerialPort};
@@ -58,6 +58,13 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// refusing all later accesses would only turn one bug into a dead machine.
 pub(crate) fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `state` after a trip through a snapshot format (JSON), as a restore would get it.
+#[cfg(test)]
+pub(crate) fn through_json<T: serde::Serialize + serde::de::DeserializeOwned>(state: &T) -> T {
+    let text = serde_json::to_string(state).expect("device states serialize");
+    serde_json::from_str(&text).expect("a serialized state deserializes")
 }
 
 /// `bit` if `set`, else 0: for building a status byte from flags.
