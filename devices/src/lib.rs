@@ -32,6 +32,8 @@ pub mod pit;
 pub mod rom;
 pub mod serial;
 pub mod shared_buffer;
+#[cfg(test)]
+mod state_test;
 pub mod system_control;
 
 pub use bus::{Bus, BusDevice, BusError, BusRange, DeviceRequest, SharedDevice, OPEN_BUS};
@@ -43,7 +45,7 @@ pub use pc::{
     SYSTEM_CONTROL_PORT,
 };
 pub use pic::{PicPair, PicPairState, PicPort, PicState, PicStateError};
-pub use pit::{Pit8254, PitState};
+pub use pit::{CounterState, Pit8254, PitState, PitStateError};
 pub use rom::Rom;
 pub use serial::{SerialError, SerialPort};
 pub use shared_buffer::SharedBuffer;
@@ -58,13 +60,6 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// refusing all later accesses would only turn one bug into a dead machine.
 pub(crate) fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// `state` after a trip through a snapshot format (JSON), as a restore would get it.
-#[cfg(test)]
-pub(crate) fn through_json<T: serde::Serialize + serde::de::DeserializeOwned>(state: &T) -> T {
-    let text = serde_json::to_string(state).expect("device states serialize");
-    serde_json::from_str(&text).expect("a serialized state deserializes")
 }
 
 /// `bit` if `set`, else 0: for building a status byte from flags.

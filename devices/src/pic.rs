@@ -680,7 +680,7 @@ impl BusDevice for PicPort {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::through_json;
+    use crate::state_test::{check_edited, edit, original_and_restored, Restorable};
     use proptest::prelude::*;
 
     /// The master's vector base under Linux (and in these tests).
@@ -1106,7 +1106,7 @@ mod tests {
 
     /// Something the guest or the VMM does to the pair.
     #[derive(Debug, Clone)]
-    enum Op {
+    pub(crate) enum Op {
         Write(Chip, u8, u8),
         Read(Chip, u8),
         Raise(u8),
@@ -1116,40 +1116,40 @@ mod tests {
 
     /// What an operation makes visible: a read's byte or an acknowledge's vector, and
     /// INTR after it.
-    type Seen = (Option<u8>, bool);
+    pub(crate) type Seen = (Option<u8>, bool);
 
-    /// Runs `ops`, returning what each makes visible.
-    fn run(pair: &mut PicPair, ops: &[Op]) -> Vec<Seen> {
-        ops.iter()
-            .map(|op| {
-                let seen = match *op {
-                    Op::Write(chip, reg, value) => {
-                        pair.write(chip, reg, value);
-                        None
-                    }
-                    Op::Read(chip, reg) => Some(pair.read(chip, reg)),
-                    Op::Raise(irq) => {
-                        pair.raise_irq(irq);
-                        None
-                    }
-                    Op::Lower(irq) => {
-                        pair.lower_irq(irq);
-                        None
-                    }
-                    Op::Acknowledge => pair.acknowledge(),
-                };
-                (seen, pair.has_interrupt())
-            })
-            .collect()
-    }
+    impl Restorable for PicPair {
+        type State = PicPairState;
+        type Op = Op;
+        type Seen = Seen;
 
-    /// Runs `prefix`, snapshots the pair through JSON into a fresh one, runs `tail` on
-    /// both, and returns both runs' outputs and final states.
-    fn original_and_restored(prefix: &[Op], tail: &[Op]) -> [(Vec<Seen>, PicPairState); 2] {
-        let mut original = initialized(0);
-        run(&mut original, prefix);
-        let mut restored = PicPair::from_state(&through_json(&original.state())).unwrap();
-        [&mut original, &mut restored].map(|pair| (run(pair, tail), pair.state()))
+        fn save(&self) -> PicPairState {
+            self.state()
+        }
+
+        fn twin(&self, state: &PicPairState) -> Result<Self, String> {
+            PicPair::from_state(state).map_err(|e| e.to_string())
+        }
+
+        fn apply(&mut self, op: &Op) -> Seen {
+            let seen = match *op {
+                Op::Write(chip, reg, value) => {
+                    self.write(chip, reg, value);
+                    None
+                }
+                Op::Read(chip, reg) => Some(self.read(chip, reg)),
+                Op::Raise(irq) => {
+                    self.raise_irq(irq);
+                    None
+                }
+                Op::Lower(irq) => {
+                    self.lower_irq(irq);
+                    None
+                }
+                Op::Acknowledge => self.acknowledge(),
+            };
+            (seen, self.has_interrupt())
+        }
     }
 
     /// The guest's reads and the VMM's acknowledges and INTR checks, after a restore.
@@ -1198,10 +1198,10 @@ mod tests {
         ]
         .concat();
         let mut snapshot = initialized(0);
-        run(&mut snapshot, &prefix);
+        snapshot.run(&prefix);
         assert_eq!(snapshot.state().master.init, InitStep::Icw3);
         assert_eq!(snapshot.state().slave.isr, bit(4), "IRQ 12 is in service");
-        let [original, restored] = original_and_restored(&prefix, &tail);
+        let [original, restored] = original_and_restored(initialized(0), &prefix, &tail);
         assert_eq!(original, restored);
     }
 
@@ -1216,7 +1216,7 @@ mod tests {
             Raise(5),
             Write(Chip::Master, COMMAND as u8, OCW3_SELECT | OCW3_POLL),
         ];
-        let [original, restored] = original_and_restored(&prefix, &probe());
+        let [original, restored] = original_and_restored(initialized(0), &prefix, &probe());
         // The poll took the probe's first read: IR 5 ranks above IR 6 in service here.
         assert_eq!(original.0[0].0, Some(POLL_PENDING | 5));
         assert_eq!(original, restored);
@@ -1227,7 +1227,8 @@ mod tests {
         use Op::*;
         // INTR rose for IRQ 5, then the guest masked it: only the spurious vector is due.
         let prefix = [Raise(5), Write(Chip::Master, DATA as u8, bit(5))];
-        let [original, restored] = original_and_restored(&prefix, &[Acknowledge, Acknowledge]);
+        let [original, restored] =
+            original_and_restored(initialized(0), &prefix, &[Acknowledge, Acknowledge]);
         assert_eq!(
             original.0,
             [(Some(MASTER_BASE | SPURIOUS_LEVEL), false), (None, false)]
@@ -1299,60 +1300,23 @@ mod tests {
         ]
     }
 
-    fn chip_state() -> impl Strategy<Value = PicState> {
-        let init = prop_oneof![
-            Just(InitStep::Ready),
-            Just(InitStep::Icw2),
-            Just(InitStep::Icw3),
-            Just(InitStep::Icw4)
-        ];
-        (any::<[u8; 6]>(), any::<[bool; 8]>(), init).prop_map(|(bytes, flags, init)| {
-            let [irr, isr, imr, vector_base, icw3, lowest_priority] = bytes;
-            let [expect_icw4, single, auto_eoi, rotate_on_auto_eoi, special_fully_nested, special_mask, read_isr, poll] =
-                flags;
-            PicState {
-                irr,
-                isr,
-                imr,
-                vector_base,
-                icw3,
-                lowest_priority,
-                init,
-                expect_icw4,
-                single,
-                auto_eoi,
-                rotate_on_auto_eoi,
-                special_fully_nested,
-                special_mask,
-                read_isr,
-                poll,
-            }
-        })
-    }
-
     proptest! {
         #[test]
         fn a_restored_pair_behaves_as_the_original(
             prefix in proptest::collection::vec(op(), 0..60),
             tail in proptest::collection::vec(op(), 0..60),
         ) {
-            let [original, restored] = original_and_restored(&prefix, &tail);
+            let [original, restored] = original_and_restored(initialized(0), &prefix, &tail);
             prop_assert_eq!(original, restored);
         }
 
         #[test]
-        fn any_state_is_refused_or_runs(
-            master in chip_state(),
-            slave in chip_state(),
-            intr_signalled in any::<bool>(),
-            ops in proptest::collection::vec(op(), 0..40),
+        fn edited_states_are_refused_or_run(
+            prefix in proptest::collection::vec(op(), 0..40),
+            edits in proptest::collection::vec(edit(), 1..4),
+            tail in proptest::collection::vec(op(), 0..40),
         ) {
-            let state = PicPairState { master, slave, intr_signalled };
-            if let Ok(mut pair) = PicPair::from_state(&state) {
-                prop_assert_eq!(pair.state(), state, "restored as given");
-                run(&mut pair, &ops);
-                prop_assert!(PicPair::from_state(&pair.state()).is_ok(), "and stays valid");
-            }
+            check_edited(initialized(0), &prefix, &edits, &tail)?;
         }
     }
 }
