@@ -47,9 +47,9 @@ pub use pc::{
 pub use pic::{PicPair, PicPairState, PicPort, PicState, PicStateError};
 pub use pit::{CounterState, Pit8254, PitState, PitStateError};
 pub use rom::Rom;
-pub use serial::{SerialError, SerialPort};
+pub use serial::{SerialError, SerialPort, SerialPortState, SerialStateError};
 pub use shared_buffer::SharedBuffer;
-pub use system_control::SystemControl;
+pub use system_control::{SystemControl, SystemControlState, SystemControlStateError};
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
