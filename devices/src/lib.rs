@@ -40,9 +40,9 @@ pub use bus::{Bus, BusDevice, BusError, BusRange, DeviceRequest, SharedDevice, O
 pub use debug_exit::DebugExit;
 pub use irq::{IrqLine, IrqLines};
 pub use pc::{
-    PcDevices, COM1_BASE, COM1_IRQ, COM1_LEN, DEBUG_EXIT_BASE, DEBUG_EXIT_LEN, PIC_LEN,
-    PIC_MASTER_BASE, PIC_SLAVE_BASE, PIT_BASE, PIT_IRQ, PIT_LEN, SYSTEM_CONTROL_LEN,
-    SYSTEM_CONTROL_PORT,
+    PcDevices, PcState, PcStateError, COM1_BASE, COM1_IRQ, COM1_LEN, DEBUG_EXIT_BASE,
+    DEBUG_EXIT_LEN, PIC_LEN, PIC_MASTER_BASE, PIC_SLAVE_BASE, PIT_BASE, PIT_IRQ, PIT_LEN,
+    SYSTEM_CONTROL_LEN, SYSTEM_CONTROL_PORT,
 };
 pub use pic::{PicPair, PicPairState, PicPort, PicState, PicStateError};
 pub use pit::{CounterState, Pit8254, PitState, PitStateError};

@@ -202,7 +202,7 @@ impl SerialPort {
         out: Box<dyn Write + Send>,
         irq: IrqLine,
     ) -> Result<Self, SerialStateError> {
-        validate(&state.uart)?;
+        state.validate()?;
         let uart = Serial::from_state(&state.uart, Interrupt::new(irq, true), NoEvents, out)
             .map_err(|_| SerialStateError::FifoOverflow {
                 len: state.uart.in_buffer.len(),
@@ -217,7 +217,7 @@ impl SerialPort {
     /// Puts the UART in `state`, keeping its sink, IRQ line and lost-byte count; on an
     /// error it is unchanged.
     pub fn restore(&mut self, state: &SerialPortState) -> Result<(), SerialStateError> {
-        validate(&state.uart)?;
+        state.validate()?;
         let line = self.uart.interrupt_evt().line.clone();
         // vm-superio hands the sink back only by value: park a placeholder meanwhile.
         let sink: Box<dyn Write + Send> = Box::new(io::sink());
@@ -289,38 +289,41 @@ impl BusDevice for SerialPort {
     }
 }
 
-/// Checks that vm-superio's model could have reached `state`: it keeps IER to the 16550A's
-/// bits, IIR to the interrupts it raises, and LSR to "transmitter empty" plus data ready
-/// while the FIFO has data.
-fn validate(state: &SerialState) -> Result<(), SerialStateError> {
-    let len = state.in_buffer.len();
-    if len > FIFO_SIZE {
-        return Err(SerialStateError::FifoOverflow { len });
+impl SerialPortState {
+    /// Checks that vm-superio's model could have reached this state: it keeps IER to the
+    /// 16550A's bits, IIR to the interrupts it raises, and LSR to "transmitter empty"
+    /// plus data ready while the FIFO has data.
+    pub fn validate(&self) -> Result<(), SerialStateError> {
+        let state = &self.uart;
+        let len = state.in_buffer.len();
+        if len > FIFO_SIZE {
+            return Err(SerialStateError::FifoOverflow { len });
+        }
+        if state.interrupt_enable & !IER_BITS != 0 {
+            return Err(SerialStateError::InterruptEnable {
+                value: state.interrupt_enable,
+            });
+        }
+        let iir = state.interrupt_identification;
+        let pending = iir & (IIR_RX_DATA | IIR_THR_EMPTY);
+        if iir & !(IIR_NONE | IIR_RX_DATA | IIR_THR_EMPTY) != 0
+            || (pending == 0) != (iir & IIR_NONE != 0)
+        {
+            return Err(SerialStateError::InterruptIdentification { value: iir });
+        }
+        if pending & IIR_RX_DATA != 0 && len == 0 {
+            return Err(SerialStateError::ReceivedDataWithoutData);
+        }
+        let data_ready = if len > 0 { LSR_DATA_READY } else { 0 };
+        let expected = LSR_THR_EMPTY | LSR_TRANSMITTER_EMPTY | data_ready;
+        if state.line_status != expected {
+            return Err(SerialStateError::LineStatus {
+                value: state.line_status,
+                expected,
+            });
+        }
+        Ok(())
     }
-    if state.interrupt_enable & !IER_BITS != 0 {
-        return Err(SerialStateError::InterruptEnable {
-            value: state.interrupt_enable,
-        });
-    }
-    let iir = state.interrupt_identification;
-    let pending = iir & (IIR_RX_DATA | IIR_THR_EMPTY);
-    if iir & !(IIR_NONE | IIR_RX_DATA | IIR_THR_EMPTY) != 0
-        || (pending == 0) != (iir & IIR_NONE != 0)
-    {
-        return Err(SerialStateError::InterruptIdentification { value: iir });
-    }
-    if pending & IIR_RX_DATA != 0 && len == 0 {
-        return Err(SerialStateError::ReceivedDataWithoutData);
-    }
-    let data_ready = if len > 0 { LSR_DATA_READY } else { 0 };
-    let expected = LSR_THR_EMPTY | LSR_TRANSMITTER_EMPTY | data_ready;
-    if state.line_status != expected {
-        return Err(SerialStateError::LineStatus {
-            value: state.line_status,
-            expected,
-        });
-    }
-    Ok(())
 }
 
 impl fmt::Debug for SerialPort {
