@@ -4,6 +4,15 @@
 //! at a time, as the ISA bus does for an 8-bit device, and connects the UART's output
 //! line to a byte sink and its interrupt output to an [`IrqLine`].
 //!
+//! The adapter also mends two places where vm-superio departs from the 16550A datasheet:
+//! IIR reports the pending interrupt of highest priority (vm-superio ORs the
+//! identifications of received data and THR empty into 0b110, which names a receiver
+//! line status interrupt), and FCR's receiver FIFO reset empties the FIFO (vm-superio
+//! ignores FCR). Its other simplifications stay: reading IIR clears every pending
+//! interrupt and reading RBR clears the received-data one even with data left (the
+//! datasheet keeps them until their cause is gone); the FIFO is always on (IIR bits 7..6
+//! say so) and 64 bytes deep; no modem status interrupts.
+//!
 //! # State
 //! vm-superio's [`SerialState`] holds every register and the receive FIFO;
 //! [`SerialPortState`] wraps it for serde. [`SerialPort::from_state`] checks it (a
@@ -34,6 +43,11 @@ pub const IER: u64 = 1;
 /// Interrupt Identification Register: which enabled condition is pending; reading it
 /// acknowledges a THR-empty interrupt.
 pub const IIR: u64 = 2;
+/// Line Control Register: the frame format; its bit 7 (DLAB) swaps offsets 0 and 1 for
+/// the baud divisor.
+pub const LCR: u64 = 3;
+/// LCR's divisor latch access bit.
+pub const LCR_DLAB: u8 = 1 << 7;
 /// Line Status Register: receive and transmit readiness.
 pub const LSR: u64 = 5;
 
@@ -50,6 +64,13 @@ pub const IIR_ID_MASK: u8 = 0b1110;
 pub const IIR_THR_EMPTY: u8 = 0b0010;
 /// IIR identification value: the pending interrupt is "received data available".
 pub const IIR_RX_DATA: u8 = 0b0100;
+
+/// FIFO Control Register: write-only, at IIR's offset.
+pub const FCR: u64 = IIR;
+/// FCR bit: FIFOs enabled; the other bits take effect only with it set.
+pub const FCR_FIFO_ENABLE: u8 = 1 << 0;
+/// FCR bit: empty the receiver FIFO (self-clearing).
+pub const FCR_CLEAR_RX: u8 = 1 << 1;
 
 /// LSR bit: at least one received byte is waiting in RBR.
 pub const LSR_DATA_READY: u8 = 1 << 0;
@@ -261,6 +282,20 @@ impl SerialPort {
         }
     }
 
+    /// FCR's receiver reset, which vm-superio ignores: its own RBR reads empty the FIFO
+    /// and clear data ready and the received-data interrupt with it. RBR is at offset 0
+    /// only with DLAB clear, so DLAB is cleared meanwhile (LCR writes do nothing else).
+    fn clear_receiver(&mut self) {
+        let lcr = self.uart.read(LCR as u8);
+        let queued = FIFO_SIZE.saturating_sub(self.input_room());
+        // LCR writes cannot fail: only THR writes reach the sink or the FIFO.
+        let _ = self.uart.write(LCR as u8, lcr & !LCR_DLAB);
+        for _ in 0..queued {
+            self.uart.read(DATA as u8);
+        }
+        let _ = self.uart.write(LCR as u8, lcr);
+    }
+
     /// How many bytes the guest sent that the sink failed to take.
     pub fn lost_bytes(&self) -> u64 {
         self.lost_bytes
@@ -271,12 +306,24 @@ impl BusDevice for SerialPort {
     /// Byte lane `i` reads register `offset + i`; lanes past the register file read as an
     /// undriven bus.
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        read_byte_lanes(offset, data, REGISTER_COUNT, |reg| self.uart.read(reg));
+        read_byte_lanes(offset, data, REGISTER_COUNT, |reg| {
+            let value = self.uart.read(reg);
+            if u64::from(reg) == IIR && value & IIR_ID_MASK == IIR_RX_DATA | IIR_THR_EMPTY {
+                // Both pending: received data ranks above THR empty.
+                value & !IIR_ID_MASK | IIR_RX_DATA
+            } else {
+                value
+            }
+        });
     }
 
     /// Byte lane `i` writes register `offset + i`; lanes past the register file are lost.
     fn write(&mut self, offset: u64, data: &[u8]) -> Option<DeviceRequest> {
         write_byte_lanes(offset, data, REGISTER_COUNT, |reg, byte| {
+            let clear_rx = FCR_FIFO_ENABLE | FCR_CLEAR_RX;
+            if u64::from(reg) == FCR && byte & clear_rx == clear_rx {
+                self.clear_receiver();
+            }
             match self.uart.write(reg, byte) {
                 Ok(()) => {}
                 Err(UartError::IOError(_)) => self.lost_bytes += 1,
@@ -439,12 +486,36 @@ mod tests {
         assert_ne!(state.line_status & LSR_DATA_READY, 0);
     }
 
-    /// Line Control Register: its bit 7 (DLAB) swaps offsets 0 and 1 for the divisor.
-    const LCR: u64 = 3;
+    #[test]
+    fn iir_names_received_data_over_thr_empty() {
+        let (mut port, _, _) = port();
+        port.write(IER, &[IER_RX_DATA | IER_THR_EMPTY]);
+        port.enqueue_input(b"r").unwrap();
+        assert_eq!(
+            read_reg(&mut port, IIR) & (IIR_ID_MASK | IIR_NONE),
+            IIR_RX_DATA
+        );
+    }
+
+    #[test]
+    fn fcr_empties_the_receiver_fifo() {
+        let (mut port, _, _) = port();
+        port.write(IER, &[IER_RX_DATA]);
+        port.enqueue_input(b"stale").unwrap();
+        // Without the FIFO enable bit the other FCR bits do nothing.
+        port.write(FCR, &[FCR_CLEAR_RX]);
+        assert_ne!(read_reg(&mut port, LSR) & LSR_DATA_READY, 0);
+        // The reset works with DLAB set too, and leaves LCR as it was.
+        port.write(LCR, &[LCR_DLAB]);
+        port.write(FCR, &[FCR_FIFO_ENABLE | FCR_CLEAR_RX]);
+        assert_eq!(read_reg(&mut port, LCR), LCR_DLAB);
+        assert_eq!(read_reg(&mut port, LSR) & LSR_DATA_READY, 0);
+        assert_eq!(read_reg(&mut port, IIR) & IIR_NONE, IIR_NONE);
+        assert_eq!(port.input_room(), FIFO_SIZE);
+    }
+
     /// Modem Control Register: bit 4 loops the transmitter back to the receiver.
     const MCR: u64 = 4;
-    /// LCR's divisor latch access bit.
-    const LCR_DLAB: u8 = 1 << 7;
     /// MCR's loopback bit.
     const MCR_LOOPBACK: u8 = 1 << 4;
 
