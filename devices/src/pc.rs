@@ -233,7 +233,7 @@ mod tests {
     use super::*;
     use crate::bus::DeviceRequest;
     use crate::shared_buffer::SharedBuffer;
-    use crate::state_test::{check_edited, edit, original_and_restored, Restorable};
+    use crate::state_test::{original_and_restored, state_proptests, Restorable};
     use proptest::prelude::*;
 
     /// A board with its console, so a test sees everything COM1 sends.
@@ -247,6 +247,13 @@ mod tests {
             let console = SharedBuffer::new();
             let pc = PcDevices::new(Box::new(console.clone()));
             Self { pc, console }
+        }
+
+        /// A board whose PICs the guest has initialized, so IRQs reach the CPU.
+        fn initialized() -> Self {
+            let mut rig = Self::new();
+            rig.run(&init_pics());
+            rig
         }
     }
 
@@ -476,25 +483,5 @@ mod tests {
         ]
     }
 
-    proptest! {
-        #[test]
-        fn a_restored_board_behaves_as_the_original(
-            prefix in proptest::collection::vec(op(), 0..60),
-            tail in proptest::collection::vec(op(), 0..60),
-        ) {
-            let prefix = [init_pics(), prefix].concat();
-            let [original, restored] = original_and_restored(Rig::new(), &prefix, &tail);
-            prop_assert_eq!(original, restored);
-        }
-
-        #[test]
-        fn edited_states_are_refused_or_run(
-            prefix in proptest::collection::vec(op(), 0..40),
-            edits in proptest::collection::vec(edit(), 1..4),
-            tail in proptest::collection::vec(op(), 0..40),
-        ) {
-            let prefix = [init_pics(), prefix].concat();
-            check_edited(Rig::new(), &prefix, &edits, &tail)?;
-        }
-    }
+    state_proptests!(Rig::initialized(), op());
 }

@@ -680,7 +680,7 @@ impl BusDevice for PicPort {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state_test::{check_edited, edit, original_and_restored, Restorable};
+    use crate::state_test::{original_and_restored, state_proptests, Restorable};
     use proptest::prelude::*;
 
     /// The master's vector base under Linux (and in these tests).
@@ -1300,23 +1300,5 @@ mod tests {
         ]
     }
 
-    proptest! {
-        #[test]
-        fn a_restored_pair_behaves_as_the_original(
-            prefix in proptest::collection::vec(op(), 0..60),
-            tail in proptest::collection::vec(op(), 0..60),
-        ) {
-            let [original, restored] = original_and_restored(initialized(0), &prefix, &tail);
-            prop_assert_eq!(original, restored);
-        }
-
-        #[test]
-        fn edited_states_are_refused_or_run(
-            prefix in proptest::collection::vec(op(), 0..40),
-            edits in proptest::collection::vec(edit(), 1..4),
-            tail in proptest::collection::vec(op(), 0..40),
-        ) {
-            check_edited(initialized(0), &prefix, &edits, &tail)?;
-        }
-    }
+    state_proptests!(initialized(0), op());
 }

@@ -825,7 +825,7 @@ impl BusDevice for Pit8254 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state_test::{check_edited, edit, original_and_restored, Restorable};
+    use crate::state_test::{original_and_restored, state_proptests, Restorable};
     use proptest::prelude::*;
 
     /// Mode bits for the control word.
@@ -1400,23 +1400,5 @@ mod tests {
         ]
     }
 
-    proptest! {
-        #[test]
-        fn a_restored_pit_behaves_as_the_original(
-            prefix in proptest::collection::vec(op(), 0..50),
-            tail in proptest::collection::vec(op(), 0..50),
-        ) {
-            let [original, restored] = original_and_restored(Pit8254::new(), &prefix, &tail);
-            prop_assert_eq!(original, restored);
-        }
-
-        #[test]
-        fn edited_states_are_refused_or_run(
-            prefix in proptest::collection::vec(op(), 0..40),
-            edits in proptest::collection::vec(edit(), 1..4),
-            tail in proptest::collection::vec(op(), 0..40),
-        ) {
-            check_edited(Pit8254::new(), &prefix, &edits, &tail)?;
-        }
-    }
+    state_proptests!(Pit8254::new(), op());
 }

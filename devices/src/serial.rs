@@ -388,7 +388,7 @@ mod tests {
     use crate::bus::OPEN_BUS;
     use crate::irq::IrqLines;
     use crate::shared_buffer::SharedBuffer;
-    use crate::state_test::{check_edited, edit, original_and_restored, Restorable};
+    use crate::state_test::{original_and_restored, state_proptests, Restorable};
     use proptest::prelude::*;
 
     fn port() -> (SerialPort, SharedBuffer, IrqLines) {
@@ -715,23 +715,5 @@ mod tests {
         ]
     }
 
-    proptest! {
-        #[test]
-        fn a_restored_uart_behaves_as_the_original(
-            prefix in proptest::collection::vec(op(), 0..60),
-            tail in proptest::collection::vec(op(), 0..60),
-        ) {
-            let [original, restored] = original_and_restored(Rig::new(), &prefix, &tail);
-            prop_assert_eq!(original, restored);
-        }
-
-        #[test]
-        fn edited_states_are_refused_or_run(
-            prefix in proptest::collection::vec(op(), 0..40),
-            edits in proptest::collection::vec(edit(), 1..4),
-            tail in proptest::collection::vec(op(), 0..40),
-        ) {
-            check_edited(Rig::new(), &prefix, &edits, &tail)?;
-        }
-    }
+    state_proptests!(Rig::new(), op());
 }

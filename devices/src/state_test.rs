@@ -143,3 +143,32 @@ fn collect_leaves<'a>(value: &'a mut Value, leaves: &mut Vec<&'a mut Value>) {
         leaf => leaves.push(leaf),
     }
 }
+
+/// The two property tests every device's state gets, over random operations from the
+/// strategy `$op` on devices made by `$fresh`: a twin restored at a random point
+/// behaves as the original through a random tail, and edited states are refused or run.
+macro_rules! state_proptests {
+    ($fresh:expr, $op:expr) => {
+        proptest::proptest! {
+            #[test]
+            fn a_restored_device_behaves_as_the_original(
+                prefix in proptest::collection::vec($op, 0..50),
+                tail in proptest::collection::vec($op, 0..50),
+            ) {
+                let [original, restored] =
+                    $crate::state_test::original_and_restored($fresh, &prefix, &tail);
+                proptest::prop_assert_eq!(original, restored);
+            }
+
+            #[test]
+            fn edited_states_are_refused_or_run(
+                prefix in proptest::collection::vec($op, 0..40),
+                edits in proptest::collection::vec($crate::state_test::edit(), 1..4),
+                tail in proptest::collection::vec($op, 0..40),
+            ) {
+                $crate::state_test::check_edited($fresh, &prefix, &edits, &tail)?;
+            }
+        }
+    };
+}
+pub(crate) use state_proptests;

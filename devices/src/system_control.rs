@@ -133,7 +133,7 @@ impl BusDevice for SystemControl {
 mod tests {
     use super::*;
     use crate::pit::{PitState, CONTROL, SPEAKER_COUNTER};
-    use crate::state_test::{check_edited, edit, original_and_restored, Restorable};
+    use crate::state_test::{original_and_restored, state_proptests, Restorable};
     use proptest::prelude::*;
 
     /// Counter 2, low then high byte, mode 0: what Linux writes to calibrate the TSC.
@@ -298,23 +298,5 @@ mod tests {
         ]
     }
 
-    proptest! {
-        #[test]
-        fn a_restored_port_behaves_as_the_original(
-            prefix in proptest::collection::vec(op(), 0..40),
-            tail in proptest::collection::vec(op(), 0..40),
-        ) {
-            let [original, restored] = original_and_restored(port().0, &prefix, &tail);
-            prop_assert_eq!(original, restored);
-        }
-
-        #[test]
-        fn edited_states_are_refused_or_run(
-            prefix in proptest::collection::vec(op(), 0..30),
-            edits in proptest::collection::vec(edit(), 1..4),
-            tail in proptest::collection::vec(op(), 0..30),
-        ) {
-            check_edited(port().0, &prefix, &edits, &tail)?;
-        }
-    }
+    state_proptests!(port().0, op());
 }
