@@ -47,6 +47,17 @@ impl IrqLines {
         self.lines.pending.swap(0, Ordering::AcqRel)
     }
 
+    /// The lines raised since the last take, left pending.
+    pub fn pending(&self) -> u16 {
+        self.lines.pending.load(Ordering::Acquire)
+    }
+
+    /// Makes `lines` (bit `n` for IRQ `n`) the pending set, as a restore does; the raise
+    /// counts are left alone, as these edges were counted where they were raised.
+    pub fn set_pending(&self, lines: u16) {
+        self.lines.pending.store(lines, Ordering::Release);
+    }
+
     /// How many times line `irq` has been raised since the lines were made.
     ///
     /// # Panics

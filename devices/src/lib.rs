@@ -32,22 +32,24 @@ pub mod pit;
 pub mod rom;
 pub mod serial;
 pub mod shared_buffer;
+#[cfg(test)]
+mod state_test;
 pub mod system_control;
 
 pub use bus::{Bus, BusDevice, BusError, BusRange, DeviceRequest, SharedDevice, OPEN_BUS};
 pub use debug_exit::DebugExit;
 pub use irq::{IrqLine, IrqLines};
 pub use pc::{
-    PcDevices, COM1_BASE, COM1_IRQ, COM1_LEN, DEBUG_EXIT_BASE, DEBUG_EXIT_LEN, PIC_LEN,
-    PIC_MASTER_BASE, PIC_SLAVE_BASE, PIT_BASE, PIT_IRQ, PIT_LEN, SYSTEM_CONTROL_LEN,
-    SYSTEM_CONTROL_PORT,
+    PcDevices, PcState, PcStateError, COM1_BASE, COM1_IRQ, COM1_LEN, DEBUG_EXIT_BASE,
+    DEBUG_EXIT_LEN, PIC_LEN, PIC_MASTER_BASE, PIC_SLAVE_BASE, PIT_BASE, PIT_IRQ, PIT_LEN,
+    SYSTEM_CONTROL_LEN, SYSTEM_CONTROL_PORT,
 };
-pub use pic::{PicPair, PicPairState, PicPort, PicState};
-pub use pit::{Pit8254, PitState};
+pub use pic::{PicPair, PicPairState, PicPort, PicState, PicStateError};
+pub use pit::{CounterState, Pit8254, PitState, PitStateError};
 pub use rom::Rom;
-pub use serial::{SerialError, SerialPort};
+pub use serial::{SerialError, SerialPort, SerialPortState, SerialStateError};
 pub use shared_buffer::SharedBuffer;
-pub use system_control::SystemControl;
+pub use system_control::{SystemControl, SystemControlState, SystemControlStateError};
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

@@ -7,15 +7,23 @@
 //!
 //! The model follows the datasheet for x86 mode with these simplifications:
 //! - every input is edge-triggered (ICW1's LTIM is ignored): ISA lines are, and the VMM
-//!   signals edges;
+//!   signals edges; the IRR is the edge latch, so there is no separate line level to keep;
 //! - the master's IR 2 follows the slave's INT output as a level, so a slave request that
 //!   vanishes before acknowledge yields the master's spurious IR 7, never the slave's;
-//! - ICW4's 8080/85, buffered and master/slave bits are ignored: the chip's role is its
-//!   wiring ([`Chip`]), and which slave answers is fixed (the one on IR 2).
+//! - ICW1's ADI and ICW4's 8080/85, buffered and master/slave bits are ignored: they
+//!   choose bus protocols and pin functions, and the chip's role is its wiring ([`Chip`]).
+//!
+//! # State
+//! A chip's registers are a [`PicState`], plain data that serializes, and the pair's are
+//! a [`PicPairState`]: [`PicPair::state`] copies them out, [`PicPair::from_state`] checks
+//! them (a snapshot file may be hand-edited or corrupt) and builds a pair that behaves
+//! exactly as the one they were taken from.
 
 use std::sync::{Arc, Mutex};
 
-use crate::bus::{read_byte_lanes, write_byte_lanes, BusDevice, DeviceRequest};
+use serde::{Deserialize, Serialize};
+
+use crate::bus::{read_byte_lanes, write_byte_lanes, BusDevice, DeviceRequest, OPEN_BUS};
 use crate::lock;
 
 /// How many consecutive ports a chip decodes: the command port and the data port.
@@ -36,6 +44,9 @@ pub const ICW1_SINGLE: u8 = 1 << 1;
 
 /// ICW2 bits that give the vector base; the chip fills the low three with the IR level.
 pub const ICW2_VECTOR_MASK: u8 = 0xF8;
+
+/// ICW3 bits 2..0 on a slave: its ID, the master input it answers for on the cascade bus.
+pub const ICW3_SLAVE_ID_MASK: u8 = 0x07;
 
 /// ICW4 bit: automatic EOI, so acknowledge puts nothing in service.
 pub const ICW4_AUTO_EOI: u8 = 1 << 1;
@@ -69,7 +80,8 @@ pub const OCW2_ROTATE_SPECIFIC_EOI: u8 = 0xE0;
 pub const OCW3_READ_ISR: u8 = 1 << 0;
 /// OCW3 bit: change which register the command port reads ([`OCW3_READ_ISR`] picks).
 pub const OCW3_READ_REGISTER: u8 = 1 << 1;
-/// OCW3 bit: poll: the command port's next read acknowledges and returns the poll word.
+/// OCW3 bit: poll: the chip's next read, at either port, acknowledges and returns the
+/// poll word.
 pub const OCW3_POLL: u8 = 1 << 2;
 /// OCW3 bit: the special mask mode becomes [`OCW3_SPECIAL_MASK`].
 pub const OCW3_SET_SPECIAL_MASK: u8 = 1 << 6;
@@ -83,6 +95,8 @@ pub const POLL_PENDING: u8 = 1 << 7;
 pub const SPURIOUS_LEVEL: u8 = 7;
 /// The IR level of lowest priority after initialization: IR 0 is then the highest.
 const DEFAULT_LOWEST_PRIORITY: u8 = 7;
+/// How many IR inputs a chip has.
+const LEVELS: u8 = 8;
 /// The master input the slave's INT drives.
 pub const CASCADE_IRQ: u8 = 2;
 /// The IRQ a device on ISA line 2 reaches: on an AT that line goes to the slave's IR 1,
@@ -102,8 +116,17 @@ pub enum Chip {
     Slave,
 }
 
+impl std::fmt::Display for Chip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Chip::Master => "master",
+            Chip::Slave => "slave",
+        })
+    }
+}
+
 /// Which initialization word the data port takes next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InitStep {
     /// Initialized: the data port takes OCW1.
     Ready,
@@ -115,8 +138,55 @@ pub enum InitStep {
     Icw4,
 }
 
-/// One chip's registers, for snapshots and the GUI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a [`PicState`] or [`PicPairState`] cannot be restored: it describes a chip no
+/// sequence of port accesses produces.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PicStateError {
+    /// ICW2 keeps only bits 7..3 of the vector base.
+    #[error("{chip} PIC: vector base {value:#04x} has bits 2..0 set")]
+    VectorBase {
+        /// The chip whose state is wrong.
+        chip: Chip,
+        /// The value found.
+        value: u8,
+    },
+    /// Priority levels are 0..=7.
+    #[error("{chip} PIC: lowest-priority level {value} is not in 0..=7")]
+    LowestPriority {
+        /// The chip whose state is wrong.
+        chip: Chip,
+        /// The value found.
+        value: u8,
+    },
+    /// The initialization sequence waits for a word that ICW1 did not ask for (ICW3 in
+    /// single mode, ICW4 without IC4).
+    #[error("{chip} PIC: waits for {step:?}, which its ICW1 did not ask for")]
+    InitStep {
+        /// The chip whose state is wrong.
+        chip: Chip,
+        /// The step found.
+        step: InitStep,
+    },
+    /// The master's IR 2 request is the slave's INT output, which the slave's own
+    /// registers decide.
+    #[error("master PIC: IRR bit 2 is {found}, but the slave's INT output is {expected}")]
+    CascadeRequest {
+        /// The bit found.
+        found: bool,
+        /// The slave's INT output.
+        expected: bool,
+    },
+    /// While the pair signals INTR, it has signalled it since the last acknowledge.
+    #[error("PIC pair: INTR is asserted but not recorded as signalled")]
+    IntrNotSignalled,
+}
+
+/// One 8259A: its registers (the state a snapshot saves) and the logic that reads and
+/// writes them.
+///
+/// The chip does not know its place in the pair: where the logic depends on it (the
+/// cascade), [`PicPair`] passes the master's inputs that have a slave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PicState {
     /// Interrupt request register: latched requests not yet acknowledged (bit n = IR n).
     pub irr: u8,
@@ -124,50 +194,37 @@ pub struct PicState {
     pub isr: u8,
     /// Interrupt mask register: masked inputs.
     pub imr: u8,
-    /// The vector of IR 0; IR n gets `vector_base + n`.
+    /// The vector of IR 0 (ICW2, bits 2..0 clear); IR n gets `vector_base + n`.
     pub vector_base: u8,
+    /// ICW3: on a master, the inputs with a slave; on a slave, bits 2..0 are its ID.
+    pub icw3: u8,
     /// The IR level of lowest priority (7 unless rotated); the next one up is highest.
     pub lowest_priority: u8,
     /// Where the initialization sequence is.
     pub init: InitStep,
-    /// Automatic EOI (ICW4).
+    /// ICW1's IC4: an ICW4 is part of the sequence.
+    pub expect_icw4: bool,
+    /// ICW1's SNGL: single-chip mode, no cascade and no ICW3.
+    pub single: bool,
+    /// ICW4's AEOI: acknowledge ends the interrupt at once.
     pub auto_eoi: bool,
-    /// Special mask mode (OCW3).
+    /// OCW2's rotate-in-automatic-EOI mode.
+    pub rotate_on_auto_eoi: bool,
+    /// ICW4's SFNM: special fully nested mode.
+    pub special_fully_nested: bool,
+    /// OCW3's special mask mode.
     pub special_mask: bool,
+    /// OCW3's read-register select: the command port reads the ISR, not the IRR.
+    pub read_isr: bool,
+    /// OCW3's poll command: the chip's next read is a poll.
+    pub poll: bool,
 }
 
-/// One 8259A.
-#[derive(Debug, Clone)]
-struct Pic8259 {
-    chip: Chip,
-    irr: u8,
-    isr: u8,
-    imr: u8,
-    vector_base: u8,
-    /// ICW3: on a master, the inputs with a slave; on a slave, its own ID.
-    icw3: u8,
-    lowest_priority: u8,
-    init: InitStep,
-    /// ICW1 asked for ICW4.
-    expect_icw4: bool,
-    /// ICW1's single-chip mode: no cascade.
-    single: bool,
-    auto_eoi: bool,
-    rotate_on_auto_eoi: bool,
-    special_fully_nested: bool,
-    special_mask: bool,
-    /// The command port reads the ISR, not the IRR.
-    read_isr: bool,
-    /// The next command-port read is a poll.
-    poll: bool,
-}
-
-impl Pic8259 {
+impl PicState {
     /// A chip at power-on. The datasheet leaves that state undefined; Popek masks every
     /// input so that nothing reaches a guest before it initializes the chip.
-    fn new(chip: Chip) -> Self {
+    fn power_on() -> Self {
         Self {
-            chip,
             irr: 0,
             isr: 0,
             imr: 0xFF,
@@ -186,26 +243,46 @@ impl Pic8259 {
         }
     }
 
-    fn state(&self) -> PicState {
-        PicState {
-            irr: self.irr,
-            isr: self.isr,
-            imr: self.imr,
-            vector_base: self.vector_base,
-            lowest_priority: self.lowest_priority,
-            init: self.init,
-            auto_eoi: self.auto_eoi,
-            special_mask: self.special_mask,
+    /// Checks what no port access can break: the registers' own ranges and the
+    /// initialization sequence's consistency.
+    fn validate(&self, chip: Chip) -> Result<(), PicStateError> {
+        if self.vector_base & !ICW2_VECTOR_MASK != 0 {
+            return Err(PicStateError::VectorBase {
+                chip,
+                value: self.vector_base,
+            });
         }
+        if self.lowest_priority >= LEVELS {
+            return Err(PicStateError::LowestPriority {
+                chip,
+                value: self.lowest_priority,
+            });
+        }
+        let asked_for = match self.init {
+            InitStep::Ready | InitStep::Icw2 => true,
+            InitStep::Icw3 => !self.single,
+            InitStep::Icw4 => self.expect_icw4,
+        };
+        if !asked_for {
+            return Err(PicStateError::InitStep {
+                chip,
+                step: self.init,
+            });
+        }
+        Ok(())
     }
 
-    fn read(&mut self, reg: u8) -> u8 {
+    /// A read of the chip's register `reg`. A pending poll takes the read whichever port
+    /// it is at: the datasheet makes the next RD pulse the poll, whatever A0 says.
+    fn read(&mut self, reg: u8, cascade: u8) -> u8 {
+        if self.poll {
+            // A poll read is an acknowledge without INTA cycles.
+            self.poll = false;
+            return self
+                .acknowledge(cascade)
+                .map_or(0, |level| POLL_PENDING | level);
+        }
         match u64::from(reg) {
-            COMMAND if self.poll => {
-                // A poll read is an acknowledge without INTA cycles.
-                self.poll = false;
-                self.acknowledge().map_or(0, |level| POLL_PENDING | level)
-            }
             COMMAND if self.read_isr => self.isr,
             COMMAND => self.irr,
             _ => self.imr,
@@ -231,7 +308,7 @@ impl Pic8259 {
             init: InitStep::Icw2,
             expect_icw4: value & ICW1_IC4 != 0,
             single: value & ICW1_SINGLE != 0,
-            ..Self::new(self.chip)
+            ..Self::power_on()
         };
     }
 
@@ -315,34 +392,28 @@ impl Pic8259 {
 
     /// The level of highest priority among `levels` (bit n = IR n).
     fn highest(&self, levels: u8) -> Option<u8> {
-        (0..8)
+        (0..LEVELS)
             .map(|rank| (self.lowest_priority + 1 + rank) & OCW2_LEVEL_MASK)
             .find(|&level| levels & bit(level) != 0)
     }
 
-    /// The inputs that have a slave: only a master in cascade mode has any.
-    fn slave_inputs(&self) -> u8 {
-        if self.chip == Chip::Master && !self.single {
-            self.icw3
-        } else {
-            0
-        }
-    }
-
     /// The request INT signals, if any: the unmasked one of highest priority, provided it
-    /// outranks every level in service that blocks it.
-    fn pending(&self) -> Option<u8> {
+    /// outranks every level in service. `cascade` is the inputs with a slave behind them:
+    /// in special fully nested mode such a level in service lets a new request of the
+    /// same level through (its slave orders its own requests), though it still blocks
+    /// the levels below.
+    fn pending(&self, cascade: u8) -> Option<u8> {
         let mut requests = self.irr & !self.imr;
         let mut blocking = self.isr;
         if self.special_mask {
             // Only the IMR masks; a level in service cannot be requested again, though.
             requests &= !self.isr;
             blocking = 0;
-        } else if self.special_fully_nested {
-            blocking &= !self.slave_inputs();
         }
         let request = self.highest(requests)?;
+        let nests = self.special_fully_nested && cascade & bit(request) != 0;
         match self.highest(blocking) {
+            Some(served) if served == request && nests => Some(request),
             Some(served) if self.rank(served) <= self.rank(request) => None,
             _ => Some(request),
         }
@@ -350,8 +421,8 @@ impl Pic8259 {
 
     /// The INTA cycle on this chip: the level it answers for, now in service unless in
     /// automatic EOI mode.
-    fn acknowledge(&mut self) -> Option<u8> {
-        let level = self.pending()?;
+    fn acknowledge(&mut self, cascade: u8) -> Option<u8> {
+        let level = self.pending(cascade)?;
         self.irr &= !bit(level);
         if !self.auto_eoi {
             self.isr |= bit(level);
@@ -371,13 +442,16 @@ fn bit(level: u8) -> u8 {
     1 << level
 }
 
-/// Both chips' registers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Both chips' registers and the pair's INTR history: everything a snapshot saves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PicPairState {
     /// The master: IRQs 0..=7.
     pub master: PicState,
     /// The slave: IRQs 8..=15.
     pub slave: PicState,
+    /// INTR was asserted since the last acknowledge (so an acknowledge finding no
+    /// request gets the spurious vector).
+    pub intr_signalled: bool,
 }
 
 /// The PC/AT's master and slave 8259A, the slave's INT on the master's IR 2.
@@ -386,8 +460,8 @@ pub struct PicPairState {
 /// chips through two [`PicPort`]s.
 #[derive(Debug, Clone)]
 pub struct PicPair {
-    master: Pic8259,
-    slave: Pic8259,
+    master: PicState,
+    slave: PicState,
     /// INTR was asserted since the last acknowledge, so the CPU may have seen it: an
     /// acknowledge finding no request then gets the spurious IR 7 vector, as on hardware.
     intr_signalled: bool,
@@ -403,9 +477,45 @@ impl PicPair {
     /// Both chips at power-on: all inputs masked until the guest initializes them.
     pub fn new() -> Self {
         Self {
-            master: Pic8259::new(Chip::Master),
-            slave: Pic8259::new(Chip::Slave),
+            master: PicState::power_on(),
+            slave: PicState::power_on(),
             intr_signalled: false,
+        }
+    }
+
+    /// The pair `state` describes, after checking that some sequence of port accesses
+    /// and IRQ edges could have produced it.
+    pub fn from_state(state: &PicPairState) -> Result<Self, PicStateError> {
+        state.master.validate(Chip::Master)?;
+        state.slave.validate(Chip::Slave)?;
+        let pair = Self {
+            master: state.master,
+            slave: state.slave,
+            intr_signalled: state.intr_signalled,
+        };
+        let found = state.master.irr & bit(CASCADE_IRQ) != 0;
+        let expected = pair.slave_int();
+        if found != expected {
+            return Err(PicStateError::CascadeRequest { found, expected });
+        }
+        if pair.has_interrupt() && !pair.intr_signalled {
+            return Err(PicStateError::IntrNotSignalled);
+        }
+        Ok(pair)
+    }
+
+    /// Puts the pair in `state`; on an error the pair is unchanged.
+    pub fn restore(&mut self, state: &PicPairState) -> Result<(), PicStateError> {
+        *self = Self::from_state(state)?;
+        Ok(())
+    }
+
+    /// Both chips' registers and the INTR history.
+    pub fn state(&self) -> PicPairState {
+        PicPairState {
+            master: self.master,
+            slave: self.slave,
+            intr_signalled: self.intr_signalled,
         }
     }
 
@@ -434,22 +544,29 @@ impl PicPair {
     /// Whether INTR is asserted to the CPU (an unmasked request with priority over
     /// everything in service).
     pub fn has_interrupt(&self) -> bool {
-        self.master.pending().is_some()
+        self.master.pending(self.cascade()).is_some()
     }
 
     /// The INTA cycle: the vector to deliver (moves the request into service unless
     /// auto-EOI). None if nothing is pending and nothing was signalled since the last
     /// acknowledge; if INTR was asserted but its request vanished (withdrawn or masked),
     /// the master's spurious IR 7 vector, with nothing put in service.
+    ///
+    /// A master input marked in ICW3 as having a slave leaves the vector to the slave
+    /// whose ID matches; if none does, nothing drives the data bus and the CPU reads
+    /// [`OPEN_BUS`].
     pub fn acknowledge(&mut self) -> Option<u8> {
         let signalled = std::mem::take(&mut self.intr_signalled);
-        let vector = match self.master.acknowledge() {
-            Some(CASCADE_IRQ) if self.master.slave_inputs() & bit(CASCADE_IRQ) != 0 => {
-                // The slave drives the vector. IR 2 mirrors its INT, so it has a request;
-                // if not, it would answer with its own spurious level.
-                let level = self.slave.acknowledge().unwrap_or(SPURIOUS_LEVEL);
-                Some(self.slave.vector(level))
-            }
+        let cascade = self.cascade();
+        let vector = match self.master.acknowledge(cascade) {
+            Some(level) if cascade & bit(level) != 0 => Some(if self.slave_answers(level) {
+                // IR 2 mirrors the slave's INT, so it has a request; if not, it would
+                // answer with its own spurious level.
+                let level = self.slave.acknowledge(0).unwrap_or(SPURIOUS_LEVEL);
+                self.slave.vector(level)
+            } else {
+                OPEN_BUS
+            }),
             Some(level) => Some(self.master.vector(level)),
             None => signalled.then(|| self.master.vector(SPURIOUS_LEVEL)),
         };
@@ -457,17 +574,13 @@ impl PicPair {
         vector
     }
 
-    /// Both chips' registers.
-    pub fn state(&self) -> PicPairState {
-        PicPairState {
-            master: self.master.state(),
-            slave: self.slave.state(),
-        }
-    }
-
     /// The guest reads `chip`'s register `reg` ([`COMMAND`] or [`DATA`]).
     fn read(&mut self, chip: Chip, reg: u8) -> u8 {
-        let value = self.chip(chip).read(reg);
+        let cascade = match chip {
+            Chip::Master => self.cascade(),
+            Chip::Slave => 0,
+        };
+        let value = self.chip(chip).read(reg, cascade);
         self.update();
         value
     }
@@ -478,15 +591,35 @@ impl PicPair {
         self.update();
     }
 
-    fn chip(&mut self, chip: Chip) -> &mut Pic8259 {
+    fn chip(&mut self, chip: Chip) -> &mut PicState {
         match chip {
             Chip::Master => &mut self.master,
             Chip::Slave => &mut self.slave,
         }
     }
 
+    /// The master inputs with a slave behind them (ICW3), none in single mode.
+    fn cascade(&self) -> u8 {
+        if self.master.single {
+            0
+        } else {
+            self.master.icw3
+        }
+    }
+
+    /// Whether the slave answers the master's acknowledge of `level`: it does when it is
+    /// cascaded and its ID (ICW3) names that level, as the CAS lines carry it.
+    fn slave_answers(&self, level: u8) -> bool {
+        !self.slave.single && self.slave.icw3 & ICW3_SLAVE_ID_MASK == level
+    }
+
+    /// The slave's INT output, which drives the master's IR 2.
+    fn slave_int(&self) -> bool {
+        self.slave.pending(0).is_some()
+    }
+
     /// The chip and input IRQ line `irq` is wired to.
-    fn input(&mut self, irq: u8) -> (&mut Pic8259, u8) {
+    fn input(&mut self, irq: u8) -> (&mut PicState, u8) {
         assert!(
             irq < IRQ_COUNT,
             "IRQ {irq} does not exist: a PC has IRQ 0..=15"
@@ -501,7 +634,7 @@ impl PicPair {
     /// Propagates a change: the slave's INT drives the master's IR 2, and the master's
     /// INT is INTR, which the CPU may now have seen.
     fn update(&mut self) {
-        if self.slave.pending().is_some() {
+        if self.slave_int() {
             self.master.irr |= bit(CASCADE_IRQ);
         } else {
             self.master.irr &= !bit(CASCADE_IRQ);
@@ -509,7 +642,6 @@ impl PicPair {
         self.intr_signalled |= self.has_interrupt();
     }
 }
-
 /// One chip's two ports on the bus: the pair is one device the VMM also drives directly,
 /// registered twice, so each registration says which chip it decodes for.
 #[derive(Debug, Clone)]
@@ -548,6 +680,8 @@ impl BusDevice for PicPort {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state_test::{original_and_restored, state_proptests, Restorable};
+    use proptest::prelude::*;
 
     /// The master's vector base under Linux (and in these tests).
     const MASTER_BASE: u8 = 0x20;
@@ -848,6 +982,55 @@ mod tests {
     }
 
     #[test]
+    fn special_fully_nested_mode_still_nests_the_master_levels() {
+        let mut pair = initialized(ICW4_SFNM);
+        pair.raise_irq(13);
+        assert_eq!(pair.acknowledge(), Some(0x2D));
+        // The master's IR 2 in service lets only its own level through, not IR 3..7.
+        pair.raise_irq(5);
+        assert!(!pair.has_interrupt());
+        pair.raise_irq(1);
+        assert_eq!(pair.acknowledge(), Some(0x21));
+    }
+
+    #[test]
+    fn a_poll_takes_the_next_read_at_either_port() {
+        let mut pair = initialized(0);
+        pair.write(Chip::Master, DATA as u8, 0x0F);
+        pair.raise_irq(6);
+        command(&mut pair, Chip::Master, OCW3_SELECT | OCW3_POLL);
+        assert_eq!(pair.read(Chip::Master, DATA as u8), POLL_PENDING | 6);
+        assert_eq!(pair.state().master.isr, bit(6));
+        assert_eq!(
+            pair.read(Chip::Master, DATA as u8),
+            0x0F,
+            "then the IMR again"
+        );
+    }
+
+    #[test]
+    fn only_the_slave_whose_id_the_master_sends_answers() {
+        let mut pair = PicPair::new();
+        for (chip, base, icw3) in [
+            (Chip::Master, MASTER_BASE, bit(CASCADE_IRQ)),
+            // This slave believes it sits on the master's IR 3.
+            (Chip::Slave, SLAVE_BASE, 3),
+        ] {
+            pair.write(chip, COMMAND as u8, ICW1);
+            pair.write(chip, DATA as u8, base);
+            pair.write(chip, DATA as u8, icw3);
+            pair.write(chip, DATA as u8, ICW4_X86);
+        }
+        pair.raise_irq(12);
+        assert!(pair.has_interrupt());
+        // The master sends CAS = 2 and leaves the data bus to a slave no one answers as.
+        assert_eq!(pair.acknowledge(), Some(OPEN_BUS));
+        assert_eq!(pair.state().master.isr, bit(CASCADE_IRQ));
+        assert_eq!(pair.state().slave.isr, 0);
+        assert_eq!(pair.state().slave.irr, bit(4));
+    }
+
+    #[test]
     fn a_master_without_a_slave_answers_ir_2_itself() {
         let mut pair = PicPair::new();
         command(&mut pair, Chip::Master, ICW1_INIT | ICW1_SINGLE);
@@ -920,4 +1103,202 @@ mod tests {
             "the slave is untouched"
         );
     }
+
+    /// Something the guest or the VMM does to the pair.
+    #[derive(Debug, Clone)]
+    pub(crate) enum Op {
+        Write(Chip, u8, u8),
+        Read(Chip, u8),
+        Raise(u8),
+        Lower(u8),
+        Acknowledge,
+    }
+
+    /// What an operation makes visible: a read's byte or an acknowledge's vector, and
+    /// INTR after it.
+    pub(crate) type Seen = (Option<u8>, bool);
+
+    impl Restorable for PicPair {
+        type State = PicPairState;
+        type Op = Op;
+        type Seen = Seen;
+
+        fn save(&self) -> PicPairState {
+            self.state()
+        }
+
+        fn twin(&self, state: &PicPairState) -> Result<Self, String> {
+            PicPair::from_state(state).map_err(|e| e.to_string())
+        }
+
+        fn apply(&mut self, op: &Op) -> Seen {
+            let seen = match *op {
+                Op::Write(chip, reg, value) => {
+                    self.write(chip, reg, value);
+                    None
+                }
+                Op::Read(chip, reg) => Some(self.read(chip, reg)),
+                Op::Raise(irq) => {
+                    self.raise_irq(irq);
+                    None
+                }
+                Op::Lower(irq) => {
+                    self.lower_irq(irq);
+                    None
+                }
+                Op::Acknowledge => self.acknowledge(),
+            };
+            (seen, self.has_interrupt())
+        }
+    }
+
+    /// The guest's reads and the VMM's acknowledges and INTR checks, after a restore.
+    fn probe() -> Vec<Op> {
+        let mut ops = vec![Op::Read(Chip::Master, COMMAND as u8), Op::Acknowledge];
+        for chip in [Chip::Master, Chip::Slave] {
+            ops.extend([
+                Op::Write(chip, COMMAND as u8, OCW2_EOI),
+                Op::Read(chip, DATA as u8),
+                Op::Write(
+                    chip,
+                    COMMAND as u8,
+                    OCW3_SELECT | OCW3_READ_REGISTER | OCW3_READ_ISR,
+                ),
+                Op::Read(chip, COMMAND as u8),
+            ]);
+        }
+        ops.extend([
+            Op::Raise(3),
+            Op::Acknowledge,
+            Op::Raise(14),
+            Op::Acknowledge,
+        ]);
+        ops
+    }
+
+    #[test]
+    fn a_restored_pair_mid_initialization_takes_the_rest_of_the_sequence() {
+        use Op::*;
+        // The master has taken ICW1 and ICW2, with an interrupt in service on the slave
+        // from before; the slave is through.
+        let prefix = [
+            Raise(12),
+            Acknowledge,
+            Raise(1),
+            Write(Chip::Master, COMMAND as u8, ICW1),
+            Write(Chip::Master, DATA as u8, 0x40),
+        ];
+        let tail = [
+            vec![
+                Write(Chip::Master, DATA as u8, bit(CASCADE_IRQ)),
+                Write(Chip::Master, DATA as u8, ICW4_X86 | ICW4_AUTO_EOI),
+                Raise(13),
+            ],
+            probe(),
+        ]
+        .concat();
+        let mut snapshot = initialized(0);
+        snapshot.run(&prefix);
+        assert_eq!(snapshot.state().master.init, InitStep::Icw3);
+        assert_eq!(snapshot.state().slave.isr, bit(4), "IRQ 12 is in service");
+        let [original, restored] = original_and_restored(initialized(0), &prefix, &tail);
+        assert_eq!(original, restored);
+    }
+
+    #[test]
+    fn a_restored_pair_keeps_what_is_in_service_and_a_pending_poll() {
+        use Op::*;
+        let prefix = [
+            Write(Chip::Master, COMMAND as u8, OCW2_SET_PRIORITY | 4),
+            Raise(6),
+            Raise(9),
+            Acknowledge,
+            Raise(5),
+            Write(Chip::Master, COMMAND as u8, OCW3_SELECT | OCW3_POLL),
+        ];
+        let [original, restored] = original_and_restored(initialized(0), &prefix, &probe());
+        // The poll took the probe's first read: IR 5 ranks above IR 6 in service here.
+        assert_eq!(original.0[0].0, Some(POLL_PENDING | 5));
+        assert_eq!(original, restored);
+    }
+
+    #[test]
+    fn a_restored_pair_remembers_intr_was_signalled() {
+        use Op::*;
+        // INTR rose for IRQ 5, then the guest masked it: only the spurious vector is due.
+        let prefix = [Raise(5), Write(Chip::Master, DATA as u8, bit(5))];
+        let [original, restored] =
+            original_and_restored(initialized(0), &prefix, &[Acknowledge, Acknowledge]);
+        assert_eq!(
+            original.0,
+            [(Some(MASTER_BASE | SPURIOUS_LEVEL), false), (None, false)]
+        );
+        assert_eq!(original, restored);
+    }
+
+    #[test]
+    fn states_no_chip_reaches_are_refused() {
+        let good = initialized(0).state();
+        let mut bad = good;
+        bad.master.vector_base = 0x21;
+        assert_eq!(
+            PicPair::from_state(&bad).unwrap_err(),
+            PicStateError::VectorBase {
+                chip: Chip::Master,
+                value: 0x21
+            }
+        );
+        let mut bad = good;
+        bad.slave.lowest_priority = 8;
+        assert!(matches!(
+            PicPair::from_state(&bad),
+            Err(PicStateError::LowestPriority {
+                chip: Chip::Slave,
+                value: 8
+            })
+        ));
+        let mut bad = good;
+        bad.master.expect_icw4 = false;
+        bad.master.init = InitStep::Icw4;
+        assert!(matches!(
+            PicPair::from_state(&bad),
+            Err(PicStateError::InitStep {
+                chip: Chip::Master,
+                ..
+            })
+        ));
+        let mut bad = good;
+        bad.master.irr = bit(CASCADE_IRQ);
+        assert_eq!(
+            PicPair::from_state(&bad).unwrap_err(),
+            PicStateError::CascadeRequest {
+                found: true,
+                expected: false
+            }
+        );
+        let mut bad = good;
+        bad.master.irr = bit(0);
+        assert_eq!(
+            PicPair::from_state(&bad).unwrap_err(),
+            PicStateError::IntrNotSignalled
+        );
+        // A refused restore leaves the pair as it was.
+        let mut pair = initialized(0);
+        assert!(pair.restore(&bad).is_err());
+        assert_eq!(pair.state(), good);
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let chip = prop_oneof![Just(Chip::Master), Just(Chip::Slave)];
+        prop_oneof![
+            4 => (chip.clone(), 0..REGISTER_COUNT as u8, any::<u8>())
+                .prop_map(|(chip, reg, value)| Op::Write(chip, reg, value)),
+            2 => (chip, 0..REGISTER_COUNT as u8).prop_map(|(chip, reg)| Op::Read(chip, reg)),
+            3 => (0..IRQ_COUNT).prop_map(Op::Raise),
+            1 => (0..IRQ_COUNT).prop_map(Op::Lower),
+            2 => Just(Op::Acknowledge),
+        ]
+    }
+
+    state_proptests!(initialized(0), op());
 }

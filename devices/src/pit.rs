@@ -17,6 +17,14 @@
 //! much as advancing by one pulse. Counts 1 in modes 2 and 3, which the datasheet forbids
 //! (their minimum is 2), run as 2; a changed count in mode 3 takes effect at the end of
 //! the period rather than of the half period.
+//!
+//! # State
+//! A counter's registers are a [`CounterState`], plain data that serializes, and the
+//! PIT's a [`PitState`]: [`Pit8254::state`] copies them out, [`Pit8254::from_state`]
+//! checks them (a snapshot file may be hand-edited or corrupt) and builds a PIT that
+//! counts on exactly as the one they were taken from.
+
+use serde::{Deserialize, Serialize};
 
 use crate::bit_if;
 use crate::bus::{read_byte_lanes, write_byte_lanes, BusDevice, DeviceRequest, OPEN_BUS};
@@ -139,9 +147,22 @@ pub enum Access {
     Word,
 }
 
+impl Access {
+    /// Decodes control word bits 5..4 (already shifted down); `None` for the counter
+    /// latch command, which is no access mode.
+    fn from_bits(bits: u8) -> Option<Self> {
+        match bits & FIELD_MASK {
+            ACCESS_LATCH => None,
+            ACCESS_LSB => Some(Self::Lsb),
+            ACCESS_MSB => Some(Self::Msb),
+            _ => Some(Self::Word),
+        }
+    }
+}
+
 /// Where a counter is between programming and counting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
     /// No count to run: after a control word, after the first byte of a mode 0 count,
     /// or waiting for a GATE trigger.
     Idle,
@@ -151,76 +172,112 @@ enum Phase {
     Counting,
 }
 
-/// One counter's registers, for snapshots and the GUI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a [`PitState`] cannot be restored: it describes counters no sequence of port
+/// accesses, GATE edges and clock pulses produces.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PitStateError {
+    /// The programming is control word bits 5..0 with an access mode (bits 5..4 not 0).
+    #[error("PIT counter {counter}: programming {value:#04x} is not a control word's bits 5..0 with an access mode")]
+    Control {
+        /// The counter whose state is wrong.
+        counter: usize,
+        /// The value found.
+        value: u8,
+    },
+    /// Counters 0 and 1 have their GATE tied high on a PC.
+    #[error("PIT counter {counter}: GATE is low, but the board ties it high")]
+    Gate {
+        /// The counter whose state is wrong.
+        counter: usize,
+    },
+    /// Only a counter programmed for low-then-high bytes is between two bytes.
+    #[error("PIT counter {counter}: half-way through a two-byte access, but programmed for single bytes")]
+    ByteToggle {
+        /// The counter whose state is wrong.
+        counter: usize,
+    },
+    /// A latched status reports the counter's programming.
+    #[error("PIT counter {counter}: latched status {value:#04x} does not report its programming")]
+    LatchedStatus {
+        /// The counter whose state is wrong.
+        counter: usize,
+        /// The value found.
+        value: u8,
+    },
+    /// A BCD counter latches four decimal digits.
+    #[error("PIT counter {counter}: latched count {value:#06x} is not BCD")]
+    LatchedCount {
+        /// The counter whose state is wrong.
+        counter: usize,
+        /// The value found.
+        value: u16,
+    },
+    /// Only a written count loads or counts.
+    #[error("PIT counter {counter}: {phase:?} without a count written")]
+    Phase {
+        /// The counter whose state is wrong.
+        counter: usize,
+        /// The phase found.
+        phase: Phase,
+    },
+    /// CE holds a count of 1 to 2^16 (10^4 in BCD; at least 2 in modes 2 and 3), and a
+    /// periodic mode is part-way through its period.
+    #[error("PIT counter {counter}: {pulses} pulses into a count of {loaded} is not a place a {mode:?} counter can be")]
+    Count {
+        /// The counter whose state is wrong.
+        counter: usize,
+        /// Its mode.
+        mode: Mode,
+        /// The count CE was loaded with.
+        loaded: u64,
+        /// The pulses counted since.
+        pulses: u64,
+    },
+}
+
+/// One 8254 counter: its registers (the state a snapshot saves) and the logic that reads,
+/// writes and clocks them.
+///
+/// CE is not kept as a number but as the pulses counted since it was loaded, from which
+/// [`count`](Self::count) and [`out`](Self::out) follow in closed form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterState {
-    /// The mode programmed.
-    pub mode: Mode,
-    /// The access programmed.
-    pub access: Access,
-    /// BCD counting.
-    pub bcd: bool,
+    /// Control word bits 5..0 as last programmed: access (5..4), mode (3..1), BCD (0).
+    /// The status byte reports them back.
+    pub control: u8,
     /// The count register: the count last written (0 stands for 2^16, or 10^4 in BCD).
     pub count_register: u16,
-    /// The counting element as a read would see it now.
-    pub count: u16,
-    /// The OUT pin.
-    pub out: bool,
-    /// The GATE pin.
-    pub gate: bool,
-    /// A count was written but not yet loaded into CE.
+    /// A count was written since the control word (GATE triggers need one).
+    pub has_count: bool,
+    /// A count was written but not yet loaded into CE (the status byte's NULL COUNT).
     pub null_count: bool,
-}
-
-/// The PIT's registers and virtual time, for snapshots and the GUI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PitState {
-    /// The virtual time of the last [`Pit8254::advance`], in nanoseconds.
-    pub now_ns: u64,
-    /// Counters 0, 1 and 2.
-    pub counters: [CounterState; COUNTERS],
-}
-
-/// One 8254 counter.
-#[derive(Debug, Clone)]
-struct Counter {
-    mode: Mode,
-    access: Access,
-    bcd: bool,
-    /// Control word bits 5..0 as written, for the status byte.
-    programming: u8,
-    count_register: u16,
-    /// A count was written since the control word (gate triggers need one).
-    has_count: bool,
-    null_count: bool,
-    /// In [`Access::Word`], the next byte written is the high one.
-    write_high_next: bool,
-    /// In [`Access::Word`], the next byte read is the high one.
-    read_high_next: bool,
+    /// In low-then-high access, the next byte written is the high one.
+    pub write_high_next: bool,
+    /// In low-then-high access, the next byte read is the high one.
+    pub read_high_next: bool,
     /// The output latch: a count frozen by a latch command until read out.
-    latched_count: Option<u16>,
+    pub latched_count: Option<u16>,
     /// The status byte latched by a read-back command until read.
-    latched_status: Option<u8>,
-    gate: bool,
-    phase: Phase,
+    pub latched_status: Option<u8>,
+    /// The GATE input.
+    pub gate: bool,
+    /// Where the counter is between programming and counting.
+    pub phase: Phase,
     /// OUT while not [`Phase::Counting`].
-    held_out: bool,
+    pub held_out: bool,
     /// Clock pulses CE has counted since its last load (within the period, in modes 2
     /// and 3).
-    pulses: u64,
+    pub pulses: u64,
     /// The count CE was loaded with (the period, in modes 2 and 3).
-    loaded: u64,
+    pub loaded: u64,
 }
 
-impl Counter {
+impl CounterState {
     /// A counter at power-on, which the datasheet leaves undefined: mode 0 with no count,
-    /// OUT low.
-    fn new(gate: bool) -> Self {
+    /// read and written low byte then high byte, OUT low.
+    fn power_on(gate: bool) -> Self {
         Self {
-            mode: Mode::InterruptOnTerminalCount,
-            access: Access::Word,
-            bcd: false,
-            programming: 0,
+            control: ACCESS_WORD << ACCESS_SHIFT,
             count_register: 0,
             has_count: false,
             null_count: false,
@@ -236,34 +293,80 @@ impl Counter {
         }
     }
 
-    fn state(&self) -> CounterState {
-        CounterState {
-            mode: self.mode,
-            access: self.access,
-            bcd: self.bcd,
-            count_register: self.count_register,
-            count: self.count(),
-            out: self.out(),
-            gate: self.gate,
-            null_count: self.null_count,
+    /// The mode programmed.
+    pub fn mode(&self) -> Mode {
+        Mode::from_bits(self.control >> MODE_SHIFT)
+    }
+
+    /// The access programmed.
+    pub fn access(&self) -> Access {
+        // Validated states and the control words `program` takes always name one.
+        Access::from_bits(self.control >> ACCESS_SHIFT).unwrap_or(Access::Word)
+    }
+
+    /// Whether the counter counts in BCD.
+    pub fn bcd(&self) -> bool {
+        self.control & CONTROL_BCD != 0
+    }
+
+    /// Checks what no sequence of accesses breaks (`counter` names it in errors).
+    fn validate(&self, counter: usize) -> Result<(), PitStateError> {
+        if self.control & !PROGRAMMING_MASK != 0
+            || Access::from_bits(self.control >> ACCESS_SHIFT).is_none()
+        {
+            return Err(PitStateError::Control {
+                counter,
+                value: self.control,
+            });
         }
+        if (self.write_high_next || self.read_high_next) && self.access() != Access::Word {
+            return Err(PitStateError::ByteToggle { counter });
+        }
+        if let Some(value) = self
+            .latched_status
+            .filter(|status| status & PROGRAMMING_MASK != self.control)
+        {
+            return Err(PitStateError::LatchedStatus { counter, value });
+        }
+        if let Some(value) = self
+            .latched_count
+            .filter(|&count| self.bcd() && !is_bcd(count))
+        {
+            return Err(PitStateError::LatchedCount { counter, value });
+        }
+        if self.phase != Phase::Idle && !self.has_count {
+            return Err(PitStateError::Phase {
+                counter,
+                phase: self.phase,
+            });
+        }
+        let counting = self.phase == Phase::Counting;
+        let in_period = !self.mode().is_periodic()
+            || (self.loaded >= MIN_PERIODIC_COUNT && self.pulses < self.loaded);
+        let limit = if counting { self.range() } else { BINARY_RANGE };
+        if !(1..=limit).contains(&self.loaded) || (counting && !in_period) {
+            return Err(PitStateError::Count {
+                counter,
+                mode: self.mode(),
+                loaded: self.loaded,
+                pulses: self.pulses,
+            });
+        }
+        Ok(())
     }
 
     /// A control word for this counter with an access mode: resets it to wait for a count.
-    fn program(&mut self, control: u8, access: Access) {
-        let mode = Mode::from_bits(control >> MODE_SHIFT);
+    fn program(&mut self, control: u8) {
+        let control = control & PROGRAMMING_MASK;
         *self = Self {
-            mode,
-            access,
-            bcd: control & CONTROL_BCD != 0,
-            programming: control & PROGRAMMING_MASK,
+            control,
             count_register: self.count_register,
             null_count: true,
             gate: self.gate,
-            held_out: mode != Mode::InterruptOnTerminalCount,
+            held_out: Mode::from_bits(control >> MODE_SHIFT) != Mode::InterruptOnTerminalCount,
             pulses: self.pulses,
             loaded: self.loaded,
-            ..Self::new(self.gate)
+            ..Self::power_on(self.gate)
         };
     }
 
@@ -277,7 +380,7 @@ impl Counter {
     fn latch_status(&mut self) {
         let status = bit_if(self.out(), STATUS_OUT)
             | bit_if(self.null_count, STATUS_NULL_COUNT)
-            | self.programming;
+            | self.control;
         self.latched_status.get_or_insert(status);
     }
 
@@ -291,7 +394,7 @@ impl Counter {
             .latched_count
             .unwrap_or_else(|| self.count())
             .to_le_bytes();
-        let (byte, last) = match self.access {
+        let (byte, last) = match self.access() {
             Access::Lsb => (low, true),
             Access::Msb => (high, true),
             Access::Word if self.read_high_next => {
@@ -312,7 +415,8 @@ impl Counter {
     /// A write to the counter's port: a byte of a new count.
     fn write(&mut self, byte: u8) {
         let [low, high] = self.count_register.to_le_bytes();
-        let count = match self.access {
+        let mode = self.mode();
+        let count = match self.access() {
             Access::Lsb => u16::from_le_bytes([byte, 0]),
             Access::Msb => u16::from_le_bytes([0, byte]),
             Access::Word if self.write_high_next => {
@@ -322,7 +426,7 @@ impl Counter {
             Access::Word => {
                 self.write_high_next = true;
                 self.count_register = u16::from_le_bytes([byte, high]);
-                if self.mode == Mode::InterruptOnTerminalCount {
+                if mode == Mode::InterruptOnTerminalCount {
                     // The first byte of a mode 0 count stops counting, OUT low.
                     self.phase = Phase::Idle;
                     self.held_out = false;
@@ -333,7 +437,7 @@ impl Counter {
         self.count_register = count;
         self.has_count = true;
         self.null_count = true;
-        let load = match self.mode {
+        let load = match mode {
             Mode::InterruptOnTerminalCount | Mode::SoftwareStrobe => true,
             // A running period finishes first; the new count loads at its end.
             Mode::RateGenerator | Mode::SquareWave => self.phase == Phase::Idle,
@@ -355,25 +459,26 @@ impl Counter {
     fn set_gate(&mut self, level: bool) {
         let rising = level && !self.gate;
         self.gate = level;
-        if rising && self.has_count && (self.mode.is_gate_triggered() || self.mode.is_periodic()) {
+        let mode = self.mode();
+        if rising && self.has_count && (mode.is_gate_triggered() || mode.is_periodic()) {
             self.start_loading();
         }
     }
 
     /// Whether CE counts clock pulses now.
     fn counts(&self) -> bool {
-        self.gate || self.mode.is_gate_triggered()
+        self.gate || self.mode().is_gate_triggered()
     }
 
     /// The count the count register stands for, as CE is loaded with it.
     fn initial_count(&self) -> u64 {
-        let count = if self.bcd {
+        let count = if self.bcd() {
             from_bcd(self.count_register)
         } else {
             u64::from(self.count_register)
         };
         let count = if count == 0 { self.range() } else { count };
-        if self.mode.is_periodic() {
+        if self.mode().is_periodic() {
             count.max(MIN_PERIODIC_COUNT)
         } else {
             count
@@ -382,7 +487,7 @@ impl Counter {
 
     /// How many values CE takes: it wraps from 0 to `range - 1`.
     fn range(&self) -> u64 {
-        if self.bcd {
+        if self.bcd() {
             BCD_RANGE
         } else {
             BINARY_RANGE
@@ -399,7 +504,7 @@ impl Counter {
 
     /// OUT after `pulses` clock pulses of a CE loaded with `loaded`.
     fn out_at(&self, pulses: u64, loaded: u64) -> bool {
-        match self.mode {
+        match self.mode() {
             Mode::InterruptOnTerminalCount | Mode::HardwareOneShot => pulses >= loaded,
             // A low GATE forces OUT high at once in modes 2 and 3.
             Mode::RateGenerator => !self.gate || pulses != loaded - 1,
@@ -408,7 +513,8 @@ impl Counter {
         }
     }
 
-    fn out(&self) -> bool {
+    /// The OUT pin.
+    pub fn out(&self) -> bool {
         match self.phase {
             Phase::Counting => self.out_at(self.pulses, self.loaded),
             Phase::Idle | Phase::Loading => self.held_out,
@@ -416,9 +522,9 @@ impl Counter {
     }
 
     /// CE as a read sees it: binary, or BCD digits.
-    fn count(&self) -> u16 {
+    pub fn count(&self) -> u16 {
         let loaded = self.loaded;
-        let value = match self.mode {
+        let value = match self.mode() {
             Mode::RateGenerator => loaded - self.pulses % loaded,
             Mode::SquareWave => {
                 // CE counts down by two from the count rounded down to even, once in
@@ -431,7 +537,7 @@ impl Counter {
             // One-shots keep counting down after 0, wrapping around.
             _ => loaded + self.range() - self.pulses % self.range(),
         } % self.range();
-        let encoded = if self.bcd { to_bcd(value) } else { value };
+        let encoded = if self.bcd() { to_bcd(value) } else { value };
         // Every value is below 2^16 (BCD: below 0x10000 as four nibbles).
         u16::try_from(encoded).unwrap_or(u16::MAX)
     }
@@ -441,7 +547,7 @@ impl Counter {
         if !self.counts() {
             return None;
         }
-        match self.mode {
+        match self.mode() {
             Mode::RateGenerator | Mode::SquareWave => Some(loaded - pulses),
             Mode::InterruptOnTerminalCount | Mode::HardwareOneShot => {
                 (pulses < loaded).then(|| loaded - pulses)
@@ -494,7 +600,7 @@ impl Counter {
             }
             return 0;
         };
-        if self.mode.is_periodic() {
+        if self.mode().is_periodic() {
             // OUT rises as CE reloads, from a count register the guest may have changed.
             let rest = pulses - edge;
             self.loaded = self.initial_count();
@@ -508,13 +614,22 @@ impl Counter {
     }
 }
 
+/// The PIT's counters and virtual time: everything a snapshot saves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PitState {
+    /// The virtual time of the last [`Pit8254::advance`], in nanoseconds.
+    pub now_ns: u64,
+    /// Counters 0, 1 and 2.
+    pub counters: [CounterState; COUNTERS],
+}
+
 /// The 8254 PIT, its counters' GATEs wired as on a PC: 0 and 1 high, 2 from port 0x61.
 ///
 /// The guest reaches it through the bus (it is its own [`BusDevice`]); the VMM holds it
 /// too, to [`advance`](Self::advance) virtual time.
 #[derive(Debug, Clone)]
 pub struct Pit8254 {
-    counters: [Counter; COUNTERS],
+    counters: [CounterState; COUNTERS],
     /// The virtual time of the last advance.
     now_ns: u64,
     /// Input clock pulses from machine start to `now_ns`.
@@ -535,7 +650,11 @@ impl Pit8254 {
     pub fn new() -> Self {
         Self {
             // GATE 0 and 1 are tied high; GATE 2 follows port 0x61, low at power-on.
-            counters: [Counter::new(true), Counter::new(true), Counter::new(false)],
+            counters: [
+                CounterState::power_on(true),
+                CounterState::power_on(true),
+                CounterState::power_on(false),
+            ],
             now_ns: 0,
             pulses: 0,
         }
@@ -572,12 +691,35 @@ impl Pit8254 {
         u64::try_from(ns).ok()
     }
 
-    /// The registers and virtual time.
+    /// The counters and virtual time.
     pub fn state(&self) -> PitState {
         PitState {
             now_ns: self.now_ns,
-            counters: self.counters.each_ref().map(Counter::state),
+            counters: self.counters,
         }
+    }
+
+    /// The PIT `state` describes, after checking that its counters are ones some
+    /// sequence of accesses, GATE edges and clock pulses could have produced on this
+    /// board.
+    pub fn from_state(state: &PitState) -> Result<Self, PitStateError> {
+        for (counter, registers) in state.counters.iter().enumerate() {
+            registers.validate(counter)?;
+            if counter != SPEAKER_COUNTER && !registers.gate {
+                return Err(PitStateError::Gate { counter });
+            }
+        }
+        Ok(Self {
+            counters: state.counters,
+            now_ns: state.now_ns,
+            pulses: pulses_at(state.now_ns),
+        })
+    }
+
+    /// Puts the PIT in `state`; on an error the PIT is unchanged.
+    pub fn restore(&mut self, state: &PitState) -> Result<(), PitStateError> {
+        *self = Self::from_state(state)?;
+        Ok(())
     }
 
     /// Input clock pulses since machine start, as of the last advance.
@@ -607,11 +749,9 @@ impl Pit8254 {
             return;
         }
         let counter = &mut self.counters[usize::from(select)];
-        match (control >> ACCESS_SHIFT) & FIELD_MASK {
-            ACCESS_LATCH => counter.latch_count(),
-            ACCESS_LSB => counter.program(control, Access::Lsb),
-            ACCESS_MSB => counter.program(control, Access::Msb),
-            _ => counter.program(control, Access::Word),
+        match Access::from_bits(control >> ACCESS_SHIFT) {
+            None => counter.latch_count(),
+            Some(_) => counter.program(control),
         }
     }
 
@@ -639,6 +779,12 @@ fn from_bcd(digits: u16) -> u64 {
     }) % BCD_RANGE
 }
 
+/// Whether every digit of `digits` is a decimal one.
+fn is_bcd(digits: u16) -> bool {
+    (0..BCD_DIGITS)
+        .all(|digit| u64::from(digits) >> (digit * NIBBLE_BITS) & NIBBLE_MASK < DECIMAL_BASE)
+}
+
 /// `value` (below [`BCD_RANGE`]) as four BCD digits.
 fn to_bcd(value: u64) -> u64 {
     (0..BCD_DIGITS).fold(0, |digits, digit| {
@@ -660,7 +806,7 @@ impl BusDevice for Pit8254 {
         read_byte_lanes(offset, data, REGISTER_COUNT, |reg| {
             self.counters
                 .get_mut(usize::from(reg))
-                .map_or(OPEN_BUS, Counter::read)
+                .map_or(OPEN_BUS, CounterState::read)
         });
     }
 
@@ -679,6 +825,8 @@ impl BusDevice for Pit8254 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state_test::{original_and_restored, state_proptests, Restorable};
+    use proptest::prelude::*;
 
     /// Mode bits for the control word.
     const MODE_0: u8 = 0;
@@ -828,7 +976,7 @@ mod tests {
         let mut pit = Pit8254::new();
         program(&mut pit, 0, MODE_2, 50_000);
         pit.advance(ns(101));
-        assert_eq!(pit.state().counters[0].count, 49_900);
+        assert_eq!(pit.state().counters[0].count(), 49_900);
         outb(&mut pit, CONTROL, control(0, ACCESS_LATCH, 0));
         pit.advance(ns(1001));
         // A second latch before the first is read changes nothing.
@@ -839,7 +987,7 @@ mod tests {
         // The latch is spent: reads follow the counter again.
         assert_eq!(read_word(&mut pit, 0), 48_000);
         assert_eq!(
-            pit.state().counters[0].mode,
+            pit.state().counters[0].mode(),
             Mode::RateGenerator,
             "latching keeps the mode"
         );
@@ -858,7 +1006,7 @@ mod tests {
         outb(&mut pit, CONTROL, control(1, ACCESS_MSB, MODE_2));
         outb(&mut pit, 1, 0x12);
         assert_eq!(pit.state().counters[1].count_register, 0x1200);
-        assert_eq!(pit.state().counters[1].access, Access::Msb);
+        assert_eq!(pit.state().counters[1].access(), Access::Msb);
         // The new count loads at the end of the current period.
         pit.advance(ns(17 + 0x70 + 1));
         assert_eq!(inb(&mut pit, 1), 0x11);
@@ -972,13 +1120,13 @@ mod tests {
         let mut pit = Pit8254::new();
         program(&mut pit, 2, MODE_0, 100);
         pit.advance(ns(50));
-        assert_eq!(pit.state().counters[2].count, 100, "GATE 2 starts low");
+        assert_eq!(pit.state().counters[2].count(), 100, "GATE 2 starts low");
         pit.set_speaker_gate(true);
         pit.advance(ns(80));
-        assert_eq!(pit.state().counters[2].count, 70);
+        assert_eq!(pit.state().counters[2].count(), 70);
         pit.set_speaker_gate(false);
         pit.advance(ns(500));
-        assert_eq!(pit.state().counters[2].count, 70);
+        assert_eq!(pit.state().counters[2].count(), 70);
         assert!(!pit.speaker_out());
         pit.set_speaker_gate(true);
         pit.advance(ns(570));
@@ -1043,9 +1191,214 @@ mod tests {
         let mut pit = Pit8254::new();
         // A word write at counter 2 writes counter 2, then the control word.
         pit.write(2, &[0x55, control(0, ACCESS_LSB, MODE_2)]);
-        assert_eq!(pit.state().counters[0].access, Access::Lsb);
+        assert_eq!(pit.state().counters[0].access(), Access::Lsb);
         let mut data = [0; 4];
         pit.read(CONTROL, &mut data);
         assert_eq!(data, [OPEN_BUS; 4]);
     }
+
+    /// Something the guest or the VMM does to the PIT.
+    #[derive(Debug, Clone)]
+    pub(crate) enum Op {
+        Write(u64, u8),
+        Read(u64),
+        /// Virtual time moves on by this many nanoseconds.
+        Advance(u64),
+        /// Port 0x61 drives GATE 2.
+        Gate2(bool),
+    }
+
+    /// What an operation makes visible: a read's byte or an advance's IRQ 0 edges, then
+    /// the next IRQ 0 time and counter 2's OUT.
+    pub(crate) type Seen = (Option<u32>, Option<u64>, bool);
+
+    impl Restorable for Pit8254 {
+        type State = PitState;
+        type Op = Op;
+        type Seen = Seen;
+
+        fn save(&self) -> PitState {
+            self.state()
+        }
+
+        fn twin(&self, state: &PitState) -> Result<Self, String> {
+            Pit8254::from_state(state).map_err(|e| e.to_string())
+        }
+
+        fn apply(&mut self, op: &Op) -> Seen {
+            let seen = match *op {
+                Op::Write(reg, value) => {
+                    outb(self, reg, value);
+                    None
+                }
+                Op::Read(reg) => Some(u32::from(inb(self, reg))),
+                Op::Advance(ns) => Some(self.advance(self.now_ns.saturating_add(ns))),
+                Op::Gate2(level) => {
+                    self.set_speaker_gate(level);
+                    None
+                }
+            };
+            (seen, self.next_irq0_ns(), self.speaker_out())
+        }
+    }
+
+    /// Reads every counter's count and status, with time moving on between.
+    fn probe() -> Vec<Op> {
+        let mut ops = Vec::new();
+        for counter in 0..COUNTERS as u64 {
+            ops.extend([
+                Op::Read(counter),
+                Op::Read(counter),
+                Op::Advance(5_000),
+                Op::Write(CONTROL, status_command(counter)),
+                Op::Read(counter),
+                Op::Read(counter),
+                Op::Advance(1_000_000),
+            ]);
+        }
+        ops
+    }
+
+    /// Read-back of counter `counter`'s status only.
+    fn status_command(counter: u64) -> u8 {
+        SELECT_READ_BACK << SELECT_SHIFT | READ_BACK_NO_COUNT | READ_BACK_COUNTER0 << counter
+    }
+
+    #[test]
+    fn a_restored_pit_finishes_reading_a_half_read_latch() {
+        use Op::*;
+        let [low, high] = LATCH_100HZ.to_le_bytes();
+        let prefix = [
+            Write(CONTROL, control(0, ACCESS_WORD, MODE_2)),
+            Write(0, low),
+            Write(0, high),
+            Advance(3_000_000),
+            // Latch counter 0 and read its low byte.
+            Write(CONTROL, control(0, ACCESS_LATCH, 0)),
+            Advance(40_000),
+            Read(0),
+            // Counter 2: status and count latched, a mode 0 count half written, GATE up.
+            Write(CONTROL, control(2, ACCESS_WORD, MODE_0)),
+            Write(2, 0x34),
+            Write(2, 0x12),
+            Gate2(true),
+            Advance(700),
+            Write(
+                CONTROL,
+                SELECT_READ_BACK << SELECT_SHIFT | READ_BACK_COUNTER0 << 2,
+            ),
+            Write(2, 0x99),
+        ];
+        let mut snapshot = Pit8254::new();
+        snapshot.run(&prefix);
+        let counters = snapshot.state().counters;
+        assert!(counters[0].latched_count.is_some() && counters[0].read_high_next);
+        assert!(counters[2].latched_status.is_some() && counters[2].write_high_next);
+
+        let tail = [vec![Advance(1_000), Read(0), Write(2, 0x00)], probe()].concat();
+        let [original, restored] = original_and_restored(Pit8254::new(), &prefix, &tail);
+        assert_eq!(original, restored);
+    }
+
+    #[test]
+    fn a_restored_pit_keeps_its_ticks_and_one_shots() {
+        use Op::*;
+        let prefix = [
+            Write(CONTROL, control(0, ACCESS_WORD, MODE_3)),
+            Write(0, 0x10),
+            Write(0, 0x27),
+            Write(CONTROL, control(2, ACCESS_LSB, MODE_1) | CONTROL_BCD),
+            Write(2, 0x99),
+            Gate2(true),
+            Advance(12_345_678),
+            // A new count waits for counter 0's period to end.
+            Write(0, 0x00),
+            Write(0, 0x01),
+        ];
+        let tail = [vec![Gate2(false), Gate2(true), Advance(1)], probe()].concat();
+        let [original, restored] = original_and_restored(Pit8254::new(), &prefix, &tail);
+        assert_eq!(original, restored);
+        // The ticks went on: every Advance of a millisecond saw some.
+        assert!(original
+            .0
+            .iter()
+            .any(|&(seen, ..)| seen.is_some_and(|n| n > 1)));
+    }
+
+    #[test]
+    fn states_no_pit_reaches_are_refused() {
+        let mut pit = Pit8254::new();
+        program(&mut pit, 0, MODE_2, 100);
+        pit.advance(ns(30));
+        let good = pit.state();
+        let refused = |change: fn(&mut PitState)| {
+            let mut bad = good;
+            change(&mut bad);
+            Pit8254::from_state(&bad).unwrap_err()
+        };
+        assert_eq!(
+            refused(|s| s.counters[1].control = 0x40),
+            PitStateError::Control {
+                counter: 1,
+                value: 0x40
+            }
+        );
+        assert!(matches!(
+            refused(|s| s.counters[1].control = 0x0E),
+            PitStateError::Control { counter: 1, .. }
+        ));
+        assert_eq!(
+            refused(|s| s.counters[0].gate = false),
+            PitStateError::Gate { counter: 0 }
+        );
+        assert_eq!(
+            refused(|s| {
+                s.counters[2].control = ACCESS_LSB << ACCESS_SHIFT;
+                s.counters[2].read_high_next = true;
+            }),
+            PitStateError::ByteToggle { counter: 2 }
+        );
+        assert!(matches!(
+            refused(|s| s.counters[0].latched_status = Some(STATUS_OUT)),
+            PitStateError::LatchedStatus { counter: 0, .. }
+        ));
+        assert_eq!(
+            refused(|s| {
+                s.counters[2].control |= CONTROL_BCD;
+                s.counters[2].latched_count = Some(0x00A0);
+            }),
+            PitStateError::LatchedCount {
+                counter: 2,
+                value: 0xA0
+            }
+        );
+        assert!(matches!(
+            refused(|s| s.counters[1].phase = Phase::Loading),
+            PitStateError::Phase { counter: 1, .. }
+        ));
+        assert!(matches!(
+            refused(|s| s.counters[0].pulses = 100),
+            PitStateError::Count { counter: 0, .. }
+        ));
+        assert!(matches!(
+            refused(|s| s.counters[2].loaded = 0),
+            PitStateError::Count { counter: 2, .. }
+        ));
+        // A refused restore leaves the PIT as it was.
+        let mut bad = good;
+        bad.counters[0].loaded = BINARY_RANGE + 1;
+        assert!(pit.restore(&bad).is_err());
+        assert_eq!(pit.state(), good);
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..REGISTER_COUNT, any::<u8>()).prop_map(|(reg, value)| Op::Write(reg, value)),
+            3 => (0..REGISTER_COUNT).prop_map(Op::Read),
+            3 => prop_oneof![0..20_000u64, 0..100_000_000u64].prop_map(Op::Advance),
+            1 => any::<bool>().prop_map(Op::Gate2),
+        ]
+    }
+
+    state_proptests!(Pit8254::new(), op());
 }

@@ -4,8 +4,13 @@
 //! No NMI source is modeled, so the status bits read 0 and the NMI enables are only
 //! remembered; the speaker makes no sound. What guests need is the counter 2 wiring:
 //! Linux calibrates the TSC by raising GATE 2 here and polling OUT 2.
+//!
+//! The port's own state is the bits a write latches ([`SystemControlState`]); GATE 2 is
+//! the PIT's, and saved with it.
 
 use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
 
 use crate::bus::{read_byte_lanes, write_byte_lanes, BusDevice, DeviceRequest};
 use crate::pit::Pit8254;
@@ -33,6 +38,24 @@ const LATCHED_BITS: u8 = SPEAKER_ENABLE | PARITY_CHECK_DISABLE | CHANNEL_CHECK_D
 /// (about 15 µs), here derived from virtual time as no guest we run programs counter 1.
 const REFRESH_PULSES: u64 = 18;
 
+/// Port 0x61's own bits: everything a snapshot saves of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemControlState {
+    /// The speaker enable and NMI enable bits as last written.
+    pub latched: u8,
+}
+
+/// Why a [`SystemControlState`] cannot be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SystemControlStateError {
+    /// Only the speaker enable and the two NMI disables are latched.
+    #[error("port 0x61: {value:#04x} latches more than the speaker enable and NMI disable bits")]
+    Latched {
+        /// The value found.
+        value: u8,
+    },
+}
+
 /// Port 0x61, sharing the PIT with the port bus and the VMM.
 ///
 /// Reads see counter 2 as of the VMM's last [`Pit8254::advance`].
@@ -47,6 +70,35 @@ impl SystemControl {
     /// The port at power-on: GATE 2 low, speaker off, NMI sources enabled.
     pub fn new(pit: Arc<Mutex<Pit8254>>) -> Self {
         Self { pit, latched: 0 }
+    }
+
+    /// The port `state` describes, on `pit`.
+    pub fn from_state(
+        state: &SystemControlState,
+        pit: Arc<Mutex<Pit8254>>,
+    ) -> Result<Self, SystemControlStateError> {
+        if state.latched & !LATCHED_BITS != 0 {
+            return Err(SystemControlStateError::Latched {
+                value: state.latched,
+            });
+        }
+        Ok(Self {
+            pit,
+            latched: state.latched,
+        })
+    }
+
+    /// Puts the port in `state`; on an error it is unchanged.
+    pub fn restore(&mut self, state: &SystemControlState) -> Result<(), SystemControlStateError> {
+        *self = Self::from_state(state, self.pit.clone())?;
+        Ok(())
+    }
+
+    /// The bits a write latched.
+    pub fn state(&self) -> SystemControlState {
+        SystemControlState {
+            latched: self.latched,
+        }
     }
 
     fn value(&self) -> u8 {
@@ -80,7 +132,9 @@ impl BusDevice for SystemControl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pit::{CONTROL, SPEAKER_COUNTER};
+    use crate::pit::{PitState, CONTROL, SPEAKER_COUNTER};
+    use crate::state_test::{original_and_restored, state_proptests, Restorable};
+    use proptest::prelude::*;
 
     /// Counter 2, low then high byte, mode 0: what Linux writes to calibrate the TSC.
     const CH2_MODE_0: u8 = 0xB0;
@@ -143,4 +197,106 @@ mod tests {
         }
         assert_eq!(seen, [false, true, true, false, false, true, true, false]);
     }
+
+    /// Something the guest or the VMM does to the port (or the PIT behind it).
+    #[derive(Debug, Clone)]
+    pub(crate) enum Op {
+        /// The guest writes the port.
+        Write(u8),
+        /// The guest reads the port.
+        Read,
+        /// The guest writes a PIT register.
+        Pit(u64, u8),
+        /// Virtual time moves on by this many nanoseconds.
+        Advance(u64),
+    }
+
+    impl Restorable for SystemControl {
+        type State = (SystemControlState, PitState);
+        type Op = Op;
+        type Seen = Option<u8>;
+
+        fn save(&self) -> Self::State {
+            (self.state(), lock(&self.pit).state())
+        }
+
+        fn twin(&self, (port, pit): &Self::State) -> Result<Self, String> {
+            let pit = Pit8254::from_state(pit).map_err(|e| e.to_string())?;
+            SystemControl::from_state(port, Arc::new(Mutex::new(pit))).map_err(|e| e.to_string())
+        }
+
+        fn apply(&mut self, op: &Op) -> Option<u8> {
+            match *op {
+                Op::Write(value) => {
+                    self.write(0, &[value]);
+                    None
+                }
+                Op::Read => Some(inb(self)),
+                Op::Pit(reg, value) => {
+                    lock(&self.pit).write(reg, &[value]);
+                    None
+                }
+                Op::Advance(ns) => {
+                    let mut pit = lock(&self.pit);
+                    let now = pit.state().now_ns;
+                    pit.advance(now.saturating_add(ns));
+                    None
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_restored_port_keeps_its_bits_and_counter_2_running() {
+        use Op::*;
+        let prefix = [
+            Pit(CONTROL, CH2_MODE_0),
+            Pit(SPEAKER_COUNTER as u64, 0x00),
+            Pit(SPEAKER_COUNTER as u64, 0x10),
+            Write(SPEAKER_GATE | SPEAKER_ENABLE | CHANNEL_CHECK_DISABLE),
+            Advance(1_000_000),
+        ];
+        let tail = [
+            Read,
+            Advance(3_000_000),
+            Read,
+            Write(0),
+            Read,
+            Advance(7_543),
+            Read,
+        ];
+        let [original, restored] = original_and_restored(port().0, &prefix, &tail);
+        assert_ne!(
+            original.0[2].unwrap() & SPEAKER_OUT,
+            0,
+            "OUT 2 rose after the restore"
+        );
+        assert_eq!(original, restored);
+    }
+
+    #[test]
+    fn bits_a_write_does_not_latch_are_refused() {
+        let (port, _) = port();
+        let state = SystemControlState {
+            latched: SPEAKER_ENABLE | SPEAKER_OUT,
+        };
+        assert_eq!(
+            SystemControl::from_state(&state, port.pit.clone()).unwrap_err(),
+            SystemControlStateError::Latched {
+                value: SPEAKER_ENABLE | SPEAKER_OUT
+            }
+        );
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            any::<u8>().prop_map(Op::Write),
+            Just(Op::Read),
+            (0..crate::pit::REGISTER_COUNT, any::<u8>())
+                .prop_map(|(reg, value)| Op::Pit(reg, value)),
+            (0..1_000_000u64).prop_map(Op::Advance),
+        ]
+    }
+
+    state_proptests!(port().0, op());
 }

@@ -5,9 +5,17 @@
 //! reproducible and a slow host does not see more timer interrupts per instruction than
 //! a fast one. A halted processor skips ahead to the next timer event, so waiting costs
 //! nothing. Under engines that cannot count instructions (KVM), time is host time.
+//!
+//! # State
+//! What a snapshot saves of the clock is the virtual time it shows ([`ClockState`]): its
+//! source (an instruction count or a host instant) belongs to the engine running, so a
+//! restore continues that time from the new engine's count, exactly as [`Clock::rebase`]
+//! does when the engine changes.
 
 use crate::stop::StopRequest;
 use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 /// Where time comes from.
 #[derive(Debug, Clone, Copy)]
@@ -16,6 +24,13 @@ enum Source {
     Instructions { icount_base: u64 },
     /// The host's monotonic clock, counted from `since`.
     Host { since: Instant },
+}
+
+/// The virtual clock's state: everything a snapshot saves of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockState {
+    /// Virtual time when the state was taken, in nanoseconds since machine start.
+    pub now_ns: u64,
 }
 
 /// The machine's virtual clock.
@@ -36,6 +51,29 @@ impl Clock {
             source: Self::source(counts_instructions, 0),
             base_ns: 0,
         }
+    }
+
+    /// A clock showing `state`'s time now, counting on from instruction count `icount`
+    /// (the engine's, as restored) or from host time now.
+    pub fn from_state(state: &ClockState, counts_instructions: bool, icount: u64) -> Self {
+        Clock {
+            source: Self::source(counts_instructions, icount),
+            base_ns: state.now_ns,
+        }
+    }
+
+    /// The clock's state when the engine's instruction count is `icount`.
+    pub fn state(&self, icount: u64) -> ClockState {
+        ClockState {
+            now_ns: self.now_ns(icount),
+        }
+    }
+
+    /// Puts the clock in `state`, counting on from instruction count `icount` under
+    /// the same kind of source (instructions or host time).
+    pub fn restore(&mut self, state: &ClockState, icount: u64) {
+        let counts_instructions = matches!(self.source, Source::Instructions { .. });
+        *self = Self::from_state(state, counts_instructions, icount);
     }
 
     fn source(counts_instructions: bool, icount: u64) -> Source {
@@ -104,8 +142,7 @@ impl Clock {
     /// Continues the same virtual time under a new engine whose instruction count is
     /// `icount` now.
     pub fn rebase(&mut self, old_icount: u64, counts_instructions: bool, icount: u64) {
-        self.base_ns = self.now_ns(old_icount);
-        self.source = Self::source(counts_instructions, icount);
+        *self = Self::from_state(&self.state(old_icount), counts_instructions, icount);
     }
 }
 
@@ -131,6 +168,57 @@ mod tests {
         let ahead = at.saturating_duration_since(Instant::now());
         assert!(ahead > Duration::ZERO && ahead <= Duration::from_millis(1));
         assert_eq!(Clock::new(true).host_instant_at(1000), None);
+    }
+
+    /// `state` after a trip through a snapshot format (JSON), as a restore would get it.
+    fn through_json(state: &ClockState) -> ClockState {
+        serde_json::from_str(&serde_json::to_string(state).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_restored_instruction_clock_runs_on_exactly() {
+        let mut original = Clock::new(true);
+        original.wait_until(12_345, 700);
+        let at = 1_000;
+        let state = through_json(&original.state(at));
+        assert_eq!(state.now_ns, 12_345 + 300 * Clock::NS_PER_INSTRUCTION);
+
+        // A fresh engine counts from 0; one restored with the count keeps it.
+        for icount in [0, at, 5_000_000] {
+            let mut restored = Clock::from_state(&state, true, icount);
+            let mut resumed = Clock::new(false);
+            resumed.restore(&state, icount);
+            let mut twin = original;
+            for step in [0, 1, 17, 1_000_000] {
+                assert_eq!(restored.now_ns(icount + step), twin.now_ns(at + step));
+            }
+            for deadline in [state.now_ns + 1, state.now_ns + 95, state.now_ns + 10_000] {
+                assert_eq!(
+                    restored.icount_at(deadline).map(|n| n - icount),
+                    twin.icount_at(deadline).map(|n| n - at)
+                );
+            }
+            // A halt skips the same stretch in both.
+            restored.wait_until(state.now_ns + 50_000, icount + 10);
+            twin.wait_until(state.now_ns + 50_000, at + 10);
+            assert_eq!(restored.now_ns(icount + 11), twin.now_ns(at + 11));
+            assert_eq!(restored.state(icount + 11), twin.state(at + 11));
+            assert!(
+                resumed.host_instant_at(0).is_some(),
+                "restore keeps the source"
+            );
+        }
+    }
+
+    #[test]
+    fn a_restored_host_clock_continues_from_the_saved_time() {
+        let state = ClockState {
+            now_ns: 3_000_000_000,
+        };
+        let clock = Clock::from_state(&state, false, 0);
+        let now = clock.now_ns(0);
+        assert!((state.now_ns..state.now_ns + 1_000_000_000).contains(&now));
+        assert_eq!(clock.icount_at(now + 1), None);
     }
 
     #[test]
