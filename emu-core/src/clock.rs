@@ -178,7 +178,7 @@ mod tests {
     #[test]
     fn a_restored_instruction_clock_runs_on_exactly() {
         let mut original = Clock::new(true);
-        original.wait_until(12_345, 700);
+        original.wait_until(12_345, 700, &StopRequest::new());
         let at = 1_000;
         let state = through_json(&original.state(at));
         assert_eq!(state.now_ns, 12_345 + 300 * Clock::NS_PER_INSTRUCTION);
@@ -199,8 +199,8 @@ mod tests {
                 );
             }
             // A halt skips the same stretch in both.
-            restored.wait_until(state.now_ns + 50_000, icount + 10);
-            twin.wait_until(state.now_ns + 50_000, at + 10);
+            restored.wait_until(state.now_ns + 50_000, icount + 10, &StopRequest::new());
+            twin.wait_until(state.now_ns + 50_000, at + 10, &StopRequest::new());
             assert_eq!(restored.now_ns(icount + 11), twin.now_ns(at + 11));
             assert_eq!(restored.state(icount + 11), twin.state(at + 11));
             assert!(
