@@ -42,9 +42,8 @@ use emu_core::memory::GuestRam;
 use emu_core::stop::StopRequest;
 use kick::Kicker;
 use kvm_bindings::{
-    kvm_cpuid_entry2, kvm_interrupt, kvm_userspace_memory_region, kvm_vcpu_events, kvm_xsave,
-    CpuId, Msrs, KVMIO, KVM_API_VERSION, KVM_MAX_CPUID_ENTRIES, KVM_VCPUEVENT_VALID_NMI_PENDING,
-    KVM_VCPUEVENT_VALID_SHADOW,
+    kvm_cpuid_entry2, kvm_interrupt, kvm_userspace_memory_region, kvm_xsave, CpuId, Msrs, KVMIO,
+    KVM_API_VERSION, KVM_MAX_CPUID_ENTRIES,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd};
 use state::{KvmState, MSR_INDICES};
@@ -413,19 +412,6 @@ impl KvmEngine {
     }
 }
 
-/// Pending events as [`CpuState`] has them: none (see the `state` module).
-const NO_EVENTS: kvm_vcpu_events = kvm_vcpu_events {
-    // Also clear the interrupt shadow and pending NMIs, which KVM only sets when told to.
-    flags: KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_NMI_PENDING,
-    ..zeroed_events()
-};
-
-/// An all-zero `kvm_vcpu_events` (its `Default` is not `const`).
-const fn zeroed_events() -> kvm_vcpu_events {
-    // SAFETY: kvm_vcpu_events is plain integers and arrays of them; all-zero is valid.
-    unsafe { std::mem::zeroed() }
-}
-
 impl KvmEngine {
     /// Reads every register [`CpuState`] holds from the vCPU.
     fn read_state(&self) -> Result<KvmState, String> {
@@ -450,10 +436,14 @@ impl KvmEngine {
                 .get_debug_regs()
                 .map_err(failed("KVM_GET_DEBUGREGS"))?,
             fxsave: state::fxsave_of(&self.vcpu.get_xsave().map_err(failed("KVM_GET_XSAVE"))?),
+            events: self
+                .vcpu
+                .get_vcpu_events()
+                .map_err(failed("KVM_GET_VCPU_EVENTS"))?,
         })
     }
 
-    /// Loads `state` into the vCPU, with no event pending.
+    /// Loads `state` into the vCPU, its interrupt shadow and pending event included.
     fn write_state(&mut self, state: &CpuState) -> Result<(), String> {
         let sregs = self.vcpu.get_sregs().map_err(failed("KVM_GET_SREGS"))?;
         let k = state::to_kvm(state, sregs);
@@ -483,7 +473,7 @@ impl KvmEngine {
         // because Popek never asks for dynamically enabled XSAVE features (AMX).
         unsafe { self.vcpu.set_xsave(&xsave) }.map_err(failed("KVM_SET_XSAVE"))?;
         self.vcpu
-            .set_vcpu_events(&NO_EVENTS)
+            .set_vcpu_events(&k.events)
             .map_err(failed("KVM_SET_VCPU_EVENTS"))
     }
 

@@ -8,18 +8,19 @@
 //!
 //! The conversion is pure (no ioctls), so it is unit-tested without /dev/kvm.
 //!
-//! Pending events (KVM_GET/SET_VCPU_EVENTS: an interrupt or exception KVM has yet to
-//! deliver, the STI/MOV SS interrupt shadow) have no place in [`CpuState`], because the
-//! interpreter delivers an event within one step and so never stops with one pending. The
-//! engine keeps KVM to the same rule: it injects no interrupt once a stop is requested,
-//! every stop completes the instruction that exited (which ends any shadow), and
-//! `set_state` clears KVM's events. The one case left is an exit *during* an interrupt's
-//! delivery (its stack or IDT entry in MMIO space), whose stop leaves the interrupt to
-//! KVM: the same engine delivers it when it runs again, another engine never sees it.
+//! The events interface (KVM_GET/SET_VCPU_EVENTS) carries the STI/MOV SS interrupt shadow
+//! and an event KVM has accepted but not yet delivered (an injected interrupt, an
+//! exception), both of which [`CpuState`] holds: a vCPU stopped right after STI keeps
+//! its shadow across a switch of engines, and an interrupt KVM took but had not
+//! delivered when it stopped (its delivery exited to MMIO, say) is delivered by whichever
+//! engine runs next.
 
 use emu_core::cpu::{self, fxsave, msr, CpuState, DescriptorTable, FpuState, Segment};
+use emu_core::cpu::{shadow, PendingEvent};
 use kvm_bindings::{
-    kvm_debugregs, kvm_dtable, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, kvm_xsave,
+    kvm_debugregs, kvm_dtable, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, kvm_vcpu_events,
+    kvm_xsave, KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_SHADOW,
+    KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI,
 };
 
 /// [`Segment::attr`] bits 0-3: the descriptor type.
@@ -166,6 +167,8 @@ pub(crate) struct KvmState {
     pub debugregs: kvm_debugregs,
     /// The FXSAVE image, as [`fxsave_of`] and [`put_fxsave`] find it in the XSAVE area.
     pub fxsave: [u8; fxsave::SIZE],
+    /// Interrupt shadow and pending events.
+    pub(crate) events: kvm_vcpu_events,
 }
 
 /// The MSR entries KVM_GET_MSRS is asked to fill: the indices, data zero.
@@ -213,7 +216,7 @@ pub(crate) fn to_kvm(state: &CpuState, sregs: kvm_sregs) -> KvmState {
     let mut k = KvmState {
         regs: kvm_regs {
             rip: state.rip,
-            rflags: state.rflags,
+            rflags: state.rflags.get(),
             ..Default::default()
         },
         sregs,
@@ -224,12 +227,13 @@ pub(crate) fn to_kvm(state: &CpuState, sregs: kvm_sregs) -> KvmState {
             ..Default::default()
         },
         fxsave: state.fpu.to_fxsave(),
+        events: to_kvm_events(state),
     };
     for (dst, src) in gprs_mut(&mut k.regs).into_iter().zip(state.gpr) {
         *dst = src;
     }
-    for (dst, src) in segments_mut(&mut k.sregs).into_iter().zip(&state.seg) {
-        *dst = to_kvm_segment(src);
+    for (dst, src) in segments_mut(&mut k.sregs).into_iter().zip(state.seg.all()) {
+        *dst = to_kvm_segment(&src);
     }
     let s = &mut k.sregs;
     s.ldt = to_kvm_segment(&state.ldtr);
@@ -263,6 +267,7 @@ pub(crate) fn from_kvm(k: &KvmState) -> CpuState {
         msrs,
         debugregs,
         fxsave,
+        events,
     } = *k;
     let tr = from_kvm_segment(&sregs.tr);
     let mut msr = cpu::Msrs::default();
@@ -276,8 +281,8 @@ pub(crate) fn from_kvm(k: &KvmState) -> CpuState {
     CpuState {
         gpr: gprs_mut(&mut regs).map(|r| *r),
         rip: regs.rip,
-        rflags: regs.rflags,
-        seg: segments_mut(&mut sregs).map(|s| from_kvm_segment(s)),
+        rflags: regs.rflags.into(),
+        seg: segments_mut(&mut sregs).map(|s| from_kvm_segment(s)).into(),
         ldtr: from_kvm_segment(&sregs.ldt),
         tr: if tr == UNDEFINED_TR {
             Segment::default()
@@ -295,7 +300,67 @@ pub(crate) fn from_kvm(k: &KvmState) -> CpuState {
         dr,
         msr,
         fpu: FpuState::from_fxsave(&fxsave),
+        interrupt_shadow: from_kvm_shadow(events.interrupt.shadow),
+        pending_event: pending_of(&events),
+        // A halt is the VMM's business under KVM too (HLT exits to it).
+        halted: false,
     }
+}
+
+/// KVM's shadow bits and Popek's, pairwise.
+const SHADOW_BITS: [(u8, u32); 2] = [
+    (shadow::STI, KVM_X86_SHADOW_INT_STI),
+    (shadow::MOV_SS, KVM_X86_SHADOW_INT_MOV_SS),
+];
+
+fn from_kvm_shadow(kvm: u8) -> u8 {
+    SHADOW_BITS
+        .iter()
+        .filter(|(_, k)| u32::from(kvm) & k != 0)
+        .fold(0, |bits, (p, _)| bits | p)
+}
+
+/// The event KVM accepted but has not delivered, if any.
+fn pending_of(e: &kvm_vcpu_events) -> Option<PendingEvent> {
+    if e.exception.injected != 0 || e.exception.pending != 0 {
+        Some(PendingEvent::Exception {
+            vector: e.exception.nr,
+            error_code: (e.exception.has_error_code != 0).then_some(e.exception.error_code),
+        })
+    } else if e.interrupt.injected != 0 && e.interrupt.soft == 0 {
+        Some(PendingEvent::Interrupt {
+            vector: e.interrupt.nr,
+        })
+    } else {
+        None
+    }
+}
+
+/// `state`'s shadow and pending event as KVM_SET_VCPU_EVENTS takes them (no NMI).
+fn to_kvm_events(state: &CpuState) -> kvm_vcpu_events {
+    let mut e = kvm_vcpu_events {
+        // Also set the shadow and clear pending NMIs, which KVM only touches when told.
+        flags: KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_NMI_PENDING,
+        ..Default::default()
+    };
+    e.interrupt.shadow = SHADOW_BITS
+        .iter()
+        .filter(|(p, _)| state.interrupt_shadow & p != 0)
+        .fold(0, |bits, (_, k)| bits | *k as u8);
+    match state.pending_event {
+        Some(PendingEvent::Interrupt { vector }) => {
+            e.interrupt.injected = 1;
+            e.interrupt.nr = vector;
+        }
+        Some(PendingEvent::Exception { vector, error_code }) => {
+            e.exception.injected = 1;
+            e.exception.nr = vector;
+            e.exception.has_error_code = u8::from(error_code.is_some());
+            e.exception.error_code = error_code.unwrap_or(0);
+        }
+        None => {}
+    }
+    e
 }
 
 #[cfg(test)]

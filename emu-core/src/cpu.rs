@@ -5,6 +5,10 @@
 //! whatever form is fastest for them (the interpreter keeps its flags lazily, KVM keeps
 //! them in the kernel) and convert at the boundary.
 
+use crate::x86::flags::Flags;
+use serde::{Deserialize, Serialize};
+use std::ops::Index;
+
 /// EFLAGS/RFLAGS bits.
 pub mod rflags {
     /// Carry flag: unsigned overflow of the last arithmetic operation.
@@ -218,7 +222,7 @@ pub enum SegReg {
 }
 
 /// A segment register: the visible selector and the hidden descriptor cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Segment {
     /// The selector software loaded.
     pub selector: u16,
@@ -263,10 +267,22 @@ impl Segment {
     pub fn dpl(&self) -> u8 {
         ((self.attr >> 5) & 3) as u8
     }
+
+    /// Whether no access through this segment can fail the checks, in any mode: a present read/write
+    /// expand-up data segment with a 4 GiB limit.
+    pub fn is_flat(&self) -> bool {
+        let kind = Segment::PRESENT
+            | Segment::CODE_DATA
+            | code_data::CODE
+            | code_data::EXPAND_DOWN
+            | code_data::WRITABLE_READABLE;
+        let read_write = Segment::PRESENT | Segment::CODE_DATA | code_data::WRITABLE_READABLE;
+        self.limit == u32::MAX && self.attr & kind == read_write
+    }
 }
 
 /// GDTR or IDTR: where a descriptor table lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DescriptorTable {
     /// Linear base address.
     pub base: u64,
@@ -274,8 +290,113 @@ pub struct DescriptorTable {
     pub limit: u16,
 }
 
+/// Code/data type bits (S = 1).
+pub mod code_data {
+    /// Accessed.
+    pub const ACCESSED: u16 = 1 << 0;
+    /// Data: writable. Code: readable.
+    pub const WRITABLE_READABLE: u16 = 1 << 1;
+    /// Code: conforming.
+    pub const CONFORMING: u16 = 1 << 2;
+    /// Data: expand-down (the bit code segments use for [`CONFORMING`]).
+    pub const EXPAND_DOWN: u16 = 1 << 2;
+    /// Code segment.
+    pub const CODE: u16 = 1 << 3;
+}
+
+/// The six segment registers, each with a precomputed bit saying whether a data access
+/// through it needs segmentation's limit and type checks (outside 64-bit mode; see
+/// [`crate::x86::segaccess`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "[Segment; 6]", into = "[Segment; 6]")]
+pub struct SegRegs {
+    /// ES, CS, SS, DS, FS, GS (indexed by [`SegReg`]).
+    regs: [Segment; 6],
+    /// Bit n set: segment register n is not flat, its accesses are checked.
+    checked: u8,
+}
+
+impl Default for SegRegs {
+    fn default() -> Self {
+        SegRegs::new([Segment::default(); 6])
+    }
+}
+
+impl Index<SegReg> for SegRegs {
+    type Output = Segment;
+
+    #[inline(always)]
+    fn index(&self, seg: SegReg) -> &Segment {
+        &self.regs[seg as usize]
+    }
+}
+
+impl SegRegs {
+    /// Segment registers holding `regs` (in [`SegReg`] order).
+    pub fn new(regs: [Segment; 6]) -> Self {
+        let checked = regs
+            .iter()
+            .enumerate()
+            .fold(0, |bits, (i, s)| bits | (u8::from(!s.is_flat()) << i));
+        SegRegs { regs, checked }
+    }
+
+    /// All six, in [`SegReg`] order.
+    pub fn all(&self) -> [Segment; 6] {
+        self.regs
+    }
+
+    /// Loads segment register `seg` (selector and hidden part).
+    #[inline]
+    pub fn set(&mut self, seg: SegReg, s: Segment) {
+        let bit = 1 << seg as u8;
+        self.checked = (self.checked & !bit) | if s.is_flat() { 0 } else { bit };
+        self.regs[seg as usize] = s;
+    }
+
+    /// Changes segment register `seg` in place (a debugger, a test), keeping what
+    /// accesses through it must check right.
+    pub fn modify(&mut self, seg: SegReg, f: impl FnOnce(&mut Segment)) {
+        let mut s = self.regs[seg as usize];
+        f(&mut s);
+        self.set(seg, s);
+    }
+
+    /// Changes only the base (WRMSR to FS.base or GS.base, SWAPGS): neither the limit nor
+    /// the type, so not whether checks are needed.
+    pub fn set_base(&mut self, seg: SegReg, base: u64) {
+        self.regs[seg as usize].base = base;
+    }
+
+    /// Whether accesses through `seg` must be checked (outside 64-bit mode).
+    #[inline(always)]
+    pub fn needs_checks(&self, seg: SegReg) -> bool {
+        self.checked & (1 << seg as u8) != 0
+    }
+}
+
+impl Index<usize> for SegRegs {
+    type Output = Segment;
+
+    fn index(&self, i: usize) -> &Segment {
+        &self.regs[i]
+    }
+}
+
+impl From<[Segment; 6]> for SegRegs {
+    fn from(regs: [Segment; 6]) -> Self {
+        SegRegs::new(regs)
+    }
+}
+
+impl From<SegRegs> for [Segment; 6] {
+    fn from(s: SegRegs) -> Self {
+        s.regs
+    }
+}
+
 /// The model-specific registers the guests use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Msrs {
     /// IA32_SYSENTER_CS: the kernel code selector SYSENTER loads.
     pub sysenter_cs: u64,
@@ -299,17 +420,49 @@ pub struct Msrs {
     pub tsc_aux: u64,
 }
 
-/// The whole architectural state engines exchange.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Interrupt-shadow bits of [`CpuState::interrupt_shadow`]: what holds off maskable
+/// interrupts (and, after MOV SS, debug traps) until the next instruction completes.
+pub mod shadow {
+    /// STI set IF: interrupts wait one more instruction, so `sti; hlt` cannot miss one.
+    pub const STI: u8 = 1 << 0;
+    /// MOV SS or POP SS loaded the stack segment: interrupts and single-step traps wait
+    /// until the stack pointer is loaded too.
+    pub const MOV_SS: u8 = 1 << 1;
+}
+
+/// An event the processor has accepted but not yet delivered to the guest (KVM reports
+/// an interrupt injected but not yet taken); the next run delivers it first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PendingEvent {
+    /// A hardware interrupt acknowledged at the interrupt controller.
+    Interrupt {
+        /// Its vector.
+        vector: u8,
+    },
+    /// An exception raised at the current instruction.
+    Exception {
+        /// Its vector.
+        vector: u8,
+        /// Its error code, if the vector has one.
+        error_code: Option<u32>,
+    },
+}
+
+/// The whole architectural state of one vCPU: what engines exchange when a paused
+/// machine moves between them, what the debugger and the GUI show, what snapshots keep.
+/// The software engines run on it directly ([`crate::x86::Vcpu`] wraps it): RFLAGS is
+/// kept lazily and the segment registers know whether they need checks, but both read
+/// and compare as their architectural values.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CpuState {
     /// RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8-R15, in encoding order.
     pub gpr: [u64; 16],
     /// Instruction pointer (offset within CS).
     pub rip: u64,
-    /// RFLAGS, fully materialized.
-    pub rflags: u64,
+    /// RFLAGS (its arithmetic flags evaluated when read).
+    pub rflags: Flags,
     /// ES, CS, SS, DS, FS, GS (indexed by [`SegReg`]).
-    pub seg: [Segment; 6],
+    pub seg: SegRegs,
     /// Local descriptor table register.
     pub ldtr: Segment,
     /// Task register.
@@ -336,6 +489,12 @@ pub struct CpuState {
     pub msr: Msrs,
     /// x87, MMX and SSE registers.
     pub fpu: FpuState,
+    /// Interrupts are held off at this instruction boundary ([`shadow`] bits).
+    pub interrupt_shadow: u8,
+    /// An event accepted but not yet delivered.
+    pub pending_event: Option<PendingEvent>,
+    /// The processor is halted (HLT), waiting for an interrupt; RIP is past the HLT.
+    pub halted: bool,
 }
 
 /// Byte offsets in the 512-byte FXSAVE image (Intel SDM Vol. 1, table 10-2).
@@ -400,7 +559,7 @@ pub const FSW_TOP: u16 = 7 << FSW_TOP_SHIFT;
 pub const FSW_B: u16 = 1 << 15;
 
 /// The x87/MMX and SSE state: everything FXSAVE stores.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FpuState {
     /// x87 control word: exception masks, precision and rounding control.
     pub fcw: u16,
@@ -521,6 +680,33 @@ pub const GPR_NAMES: [&str; 16] = [
 ];
 
 impl CpuState {
+    /// Current privilege level: CS.RPL in protected mode, 3 in virtual-8086 mode, 0 in
+    /// real mode.
+    #[inline(always)]
+    pub fn cpl(&self) -> u8 {
+        if self.cr0 & cr0::PE == 0 {
+            0
+        } else if self.rflags.control(rflags::VM) {
+            3
+        } else {
+            (self.seg[SegReg::Cs].selector & 3) as u8
+        }
+    }
+
+    /// Code bitness from CS (16, 32 or 64): what the decoder needs.
+    #[inline]
+    pub fn code_bitness(&self) -> u32 {
+        let cs = &self.seg[SegReg::Cs];
+        let lma = self.efer & efer::LMA != 0;
+        if lma && cs.attr & Segment::LONG != 0 {
+            64
+        } else if cs.attr & Segment::DB != 0 {
+            32
+        } else {
+            16
+        }
+    }
+
     /// The state Multiboot v1 leaves: 32-bit protected mode, flat segments, paging and
     /// interrupts off, EAX = magic, EBX = info structure, EIP = entry.
     pub fn multiboot(entry: u32, eax: u32, ebx: u32) -> Self {
@@ -528,8 +714,8 @@ impl CpuState {
         let data = Segment::flat32(0x10, Segment::TYPE_DATA_RW);
         let mut st = CpuState {
             rip: entry.into(),
-            rflags: rflags::FIXED,
-            seg: [data, code, data, data, data, data],
+            rflags: Flags::from_bits(rflags::FIXED),
+            seg: SegRegs::new([data, code, data, data, data, data]),
             cr0: cr0::PE | cr0::ET,
             ..Default::default()
         };
@@ -555,8 +741,8 @@ impl CpuState {
         };
         let mut st = CpuState {
             rip: 0xFFF0,
-            rflags: rflags::FIXED,
-            seg: [data, code, data, data, data, data],
+            rflags: Flags::from_bits(rflags::FIXED),
+            seg: SegRegs::new([data, code, data, data, data, data]),
             // The LDTR and TR hold present system descriptors of the right types.
             ldtr: Segment {
                 selector: 0,
@@ -602,8 +788,11 @@ impl CpuState {
                 let _ = write!(s, "{name}={:08x}{sep}", self.gpr[i]);
             }
         }
-        let _ = writeln!(s, "rip={:08x}  rflags={:08x}", self.rip, self.rflags);
-        for (name, seg) in ["es", "cs", "ss", "ds", "fs", "gs"].iter().zip(&self.seg) {
+        let _ = writeln!(s, "rip={:08x}  rflags={:08x}", self.rip, self.rflags.get());
+        for (name, seg) in ["es", "cs", "ss", "ds", "fs", "gs"]
+            .iter()
+            .zip(self.seg.all())
+        {
             let _ = writeln!(
                 s,
                 "{name}={:04x} base={:08x} limit={:08x} attr={:03x}",

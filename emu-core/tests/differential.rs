@@ -223,12 +223,13 @@ mod host {
                 Mode::Protected if case.memory => {
                     // DS base + ESI = SCRATCH_AT, modulo 4 GiB.
                     let base = SCRATCH_AT.wrapping_sub(regs[MEM_BASE_INDEX]) & 0xFFFF_FFFF;
-                    st.seg[SegReg::Ds as usize].base = base;
+                    st.seg.modify(SegReg::Ds, |s| s.base = base);
                 }
                 Mode::Protected => {}
                 Mode::Long => {
-                    let cs = &mut st.seg[SegReg::Cs as usize];
-                    cs.attr = (cs.attr | Segment::LONG) & !Segment::DB;
+                    st.seg.modify(SegReg::Cs, |cs| {
+                        cs.attr = (cs.attr | Segment::LONG) & !Segment::DB;
+                    });
                     st.cr0 |= cr0::PG;
                     st.cr4 |= cr4::PAE;
                     st.cr3 = PAGE_TABLES;
@@ -238,7 +239,7 @@ mod host {
             for i in compared(self.mode) {
                 st.gpr[i] = regs[i];
             }
-            st.rflags = u64::from(case.flags) | rflags::FIXED;
+            st.rflags = (u64::from(case.flags) | rflags::FIXED).into();
             self.interp.set_state(&st).unwrap();
             match self.interp.run(&self.ram, &mut StopAtHlt, BUDGET) {
                 StopReason::Halted => {}
@@ -249,7 +250,7 @@ mod host {
             mem.copy_from_slice(&self.ram.as_slice()[SCRATCH_AT as usize..][..MEM_SIZE]);
             Ok(Outcome {
                 regs: st.gpr,
-                flags: st.rflags as u32,
+                flags: st.rflags.get() as u32,
                 mem,
             })
         }

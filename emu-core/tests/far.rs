@@ -154,14 +154,18 @@ fn run_real(code: impl Fn(&mut Asm, &dyn Fn(&str) -> u64) -> Result<(), IcedErro
     };
     let data = real(0, Segment::TYPE_DATA_RW);
     let mut state = CpuState {
-        rflags: rflags::FIXED,
-        seg: [data; 6],
+        rflags: rflags::FIXED.into(),
+        seg: [data; 6].into(),
         cr0: cr0::ET,
         rip: REAL_IP,
         ..CpuState::default()
     };
-    state.seg[SegReg::Cs as usize] = real(REAL_CS, Segment::TYPE_CODE_RX);
-    state.seg[SegReg::Ss as usize] = real(REAL_SS, Segment::TYPE_DATA_RW);
+    state
+        .seg
+        .set(SegReg::Cs, real(REAL_CS, Segment::TYPE_CODE_RX));
+    state
+        .seg
+        .set(SegReg::Ss, real(REAL_SS, Segment::TYPE_DATA_RW));
     state.gpr[4] = REAL_SP;
     execute(ram, &state, program, false)
 }

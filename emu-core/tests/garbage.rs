@@ -28,17 +28,19 @@ fn state_for(mode: Mode) -> CpuState {
         Mode::Protected => CpuState::multiboot(CODE as u32, 0, 0),
         Mode::Real => {
             let mut st = CpuState::reset();
-            let cs = &mut st.seg[SegReg::Cs as usize];
-            cs.selector = (CODE >> 4) as u16;
-            cs.base = CODE & !0xF;
+            st.seg.modify(SegReg::Cs, |cs| {
+                cs.selector = (CODE >> 4) as u16;
+                cs.base = CODE & !0xF;
+            });
             st.rip = CODE & 0xF;
             st
         }
         Mode::Long => {
             let mut st = CpuState::multiboot(CODE as u32, 0, 0);
             st.efer = efer::LME | efer::LMA;
-            let cs = &mut st.seg[SegReg::Cs as usize];
-            cs.attr = (cs.attr | Segment::LONG) & !Segment::DB;
+            st.seg.modify(SegReg::Cs, |cs| {
+                cs.attr = (cs.attr | Segment::LONG) & !Segment::DB;
+            });
             st
         }
     }
@@ -228,9 +230,10 @@ fn a_fault_loop_stops_at_the_budget() {
     ram[ivt_ud..ivt_ud + 4].copy_from_slice(&[0x00, 0x7C, 0x00, 0x00]);
     let mut st = CpuState::reset();
     for (reg, selector) in [(SegReg::Cs, 0), (SegReg::Ss, STACK_SEGMENT)] {
-        let seg = &mut st.seg[reg as usize];
-        seg.selector = selector;
-        seg.base = u64::from(selector) << 4;
+        st.seg.modify(reg, |seg| {
+            seg.selector = selector;
+            seg.base = u64::from(selector) << 4;
+        });
     }
     st.rip = HANDLER;
     m.set_cpu_state(&st).unwrap();

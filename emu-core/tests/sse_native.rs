@@ -491,8 +491,8 @@ fn long_mode_state(b: &Block) -> CpuState {
     let data = Segment::flat32(0x10, Segment::TYPE_DATA_RW);
     let mut st = CpuState {
         rip: CODE,
-        rflags: rflags::FIXED,
-        seg: [data, code, data, data, data, data],
+        rflags: rflags::FIXED.into(),
+        seg: [data, code, data, data, data, data].into(),
         cr0: cr0::PE | cr0::ET | cr0::PG,
         cr3: PML4,
         cr4: cr4::PAE | cr4::OSFXSR,

@@ -147,7 +147,7 @@ pub fn run_on(start: Start, guest: &Guest) -> (Machine, Vec<u8>, RunOutcome) {
 pub fn user_visible(s: &CpuState) -> ([u64; 8], u64, u64) {
     let mut gpr = [0; 8];
     gpr.copy_from_slice(&s.gpr[..8]);
-    (gpr, s.rip, s.rflags)
+    (gpr, s.rip, s.rflags.get())
 }
 
 /// An exit handler that passes every exit to a VMM and pauses the run after the first

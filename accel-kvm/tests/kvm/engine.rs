@@ -162,9 +162,10 @@ fn every_field_set() -> CpuState {
     for (i, r) in state.gpr.iter_mut().enumerate() {
         *r = 0x0101_0101 * i as u64;
     }
-    state.rflags |= rflags::CF | rflags::ZF | rflags::DF | rflags::IOPL;
-    state.seg[SegReg::Fs as usize].base = 0x0012_3000;
-    state.seg[SegReg::Gs as usize].base = 0x0045_6000;
+    state.rflags =
+        (state.rflags.get() | rflags::CF | rflags::ZF | rflags::DF | rflags::IOPL).into();
+    state.seg.modify(SegReg::Fs, |s| s.base = 0x0012_3000);
+    state.seg.modify(SegReg::Gs, |s| s.base = 0x0045_6000);
     state.gdtr = DescriptorTable {
         base: 0x1000,
         limit: 0x37,

@@ -1,9 +1,9 @@
 //! Integer arithmetic and logic: ADD ADC SUB SBB CMP AND OR XOR TEST INC DEC NEG NOT.
 
-use super::ctx::operand_size;
-use super::flags::{size_mask, FlagOp};
-use super::mmu::Access;
 use super::{Ctx, Fault, Handler};
+use crate::x86::ctx::operand_size;
+use crate::x86::flags::{size_mask, FlagOp};
+use crate::x86::mmu::Access;
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 const ADD: u8 = 0;
@@ -65,7 +65,7 @@ fn binop<const OP: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault>
     let dst = cx.locate(ins, 0, size, access)?;
     let a = cx.load(dst, size)?;
     let b = cx.operand(ins, 1)? & mask;
-    let cin = cx.cpu.flags.cf();
+    let cin = cx.cpu.rflags.cf();
     let res = match OP {
         ADD => a.wrapping_add(b),
         ADC => a.wrapping_add(b).wrapping_add(cin as u64),
@@ -78,7 +78,7 @@ fn binop<const OP: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault>
     if OP != CMP && OP != TEST {
         cx.store(dst, size, res)?;
     }
-    let flags = &mut cx.cpu.flags;
+    let flags = &mut cx.cpu.rflags;
     match OP {
         ADD => flags.set(FlagOp::Add, size, a, b, res),
         ADC => flags.set_with_carry(FlagOp::Adc, size, a, b, res, cin),
@@ -100,22 +100,22 @@ fn incdec<const INC: bool>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fa
     };
     cx.store(dst, size, res)?;
     let op = if INC { FlagOp::Inc } else { FlagOp::Dec };
-    cx.cpu.flags.set_keep_cf(op, size, a, res);
+    cx.cpu.rflags.set_keep_cf(op, size, a, res);
     Ok(())
 }
 
 /// INC/DEC of a 32-bit register.
 fn incdec_r32<const INC: bool>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let r = ins.op0_register() as usize - Register::EAX as usize;
-    let a = cx.cpu.regs[r] & 0xFFFF_FFFF;
+    let a = cx.cpu.gpr[r] & 0xFFFF_FFFF;
     let res = if INC {
         a.wrapping_add(1)
     } else {
         a.wrapping_sub(1)
     } & 0xFFFF_FFFF;
-    cx.cpu.regs[r] = res;
+    cx.cpu.gpr[r] = res;
     let op = if INC { FlagOp::Inc } else { FlagOp::Dec };
-    cx.cpu.flags.set_keep_cf(op, 4, a, res);
+    cx.cpu.rflags.set_keep_cf(op, 4, a, res);
     Ok(())
 }
 
@@ -125,7 +125,7 @@ fn neg(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let b = cx.load(dst, size)?;
     let res = 0u64.wrapping_sub(b);
     cx.store(dst, size, res)?;
-    cx.cpu.flags.set(FlagOp::Sub, size, 0, b, res);
+    cx.cpu.rflags.set(FlagOp::Sub, size, 0, b, res);
     Ok(())
 }
 

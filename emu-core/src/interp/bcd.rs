@@ -7,10 +7,10 @@
 //! the `bcd` test ROM keeps checking): OF is cleared by DAA and DAS; AAA and AAS leave
 //! OF, SF, ZF and PF alone; AAM and AAD clear OF, AF and CF.
 
-use super::flags::FlagOp;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::rflags::{AF, CF};
 use crate::exception::Exception;
+use crate::x86::flags::FlagOp;
 use iced_x86::{Instruction, Mnemonic, Register};
 
 /// A decimal digit's largest value: a low nibble above it needs adjusting.
@@ -46,19 +46,19 @@ fn al_ah(cx: &Ctx<'_>) -> (u8, u8) {
 
 /// Whether the low digit of AL needs adjusting: above 9, or a carry (AF) out of it.
 fn low_digit_overflowed(cx: &Ctx<'_>, al: u8) -> bool {
-    al & LOW_NIBBLE > DIGIT_MAX || cx.cpu.flags.af()
+    al & LOW_NIBBLE > DIGIT_MAX || cx.cpu.rflags.af()
 }
 
 /// Sets SF, ZF and PF from `al`, clearing OF, AF and CF (the LOGIC flags of a byte).
 fn byte_result_flags(cx: &mut Ctx<'_>, al: u8) {
     let al = u64::from(al);
-    cx.cpu.flags.set(FlagOp::Logic, 1, al, al, al);
+    cx.cpu.rflags.set(FlagOp::Logic, 1, al, al, al);
 }
 
 /// DAA (`ADD`) or DAS: adjusts AL after adding or subtracting two packed BCD bytes.
 fn decimal_adjust<const ADD: bool>(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
     let (old_al, _) = al_ah(cx);
-    let old_cf = cx.cpu.flags.cf();
+    let old_cf = cx.cpu.rflags.cf();
     let mut al = old_al;
     let mut carries = 0;
     if low_digit_overflowed(cx, old_al) {
@@ -84,7 +84,7 @@ fn decimal_adjust<const ADD: bool>(cx: &mut Ctx<'_>, _: &Instruction) -> Result<
     }
     cx.set_reg(Register::AL, al.into());
     byte_result_flags(cx, al);
-    cx.cpu.flags.update(AF | CF, carries);
+    cx.cpu.rflags.update(AF | CF, carries);
     Ok(())
 }
 
@@ -106,7 +106,7 @@ fn ascii_adjust<const ADD: bool>(cx: &mut Ctx<'_>, _: &Instruction) -> Result<()
     let ax = (ax & !(AH_ONE - 1)) | (ax & u16::from(LOW_NIBBLE));
     cx.set_reg(Register::AX, ax.into());
     let carries = if adjust { AF | CF } else { 0 };
-    cx.cpu.flags.update(AF | CF, carries);
+    cx.cpu.rflags.update(AF | CF, carries);
     Ok(())
 }
 

@@ -4,12 +4,12 @@
 //! The flags the manual leaves undefined are left as they were: BT* change only CF,
 //! BSF/BSR only ZF.
 
-use super::ctx::{operand_size, seg_of, Loc};
-use super::flags::size_mask;
-use super::mmu::Access;
-use super::moves::sign_extend;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::rflags::{CF, ZF};
+use crate::x86::ctx::{operand_size, seg_of, Loc};
+use crate::x86::flags::sign_extend;
+use crate::x86::flags::size_mask;
+use crate::x86::mmu::Access;
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 const BT: u8 = 0;
@@ -95,7 +95,7 @@ fn bit_test<const OP: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fau
         };
         cx.store(loc, size, new)?;
     }
-    cx.cpu.flags.update(CF, if v & m != 0 { CF } else { 0 });
+    cx.cpu.rflags.update(CF, if v & m != 0 { CF } else { 0 });
     Ok(())
 }
 
@@ -105,7 +105,7 @@ fn bit_scan<const FORWARD: bool>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<
     let size = operand_size(ins, 0);
     let src = cx.operand(ins, 1)? & size_mask(size);
     if src == 0 {
-        cx.cpu.flags.update(ZF, ZF);
+        cx.cpu.rflags.update(ZF, ZF);
         return Ok(());
     }
     let index = if FORWARD {
@@ -114,7 +114,7 @@ fn bit_scan<const FORWARD: bool>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<
         u64::BITS - 1 - src.leading_zeros()
     };
     cx.set_reg(ins.op0_register(), index.into());
-    cx.cpu.flags.update(ZF, 0);
+    cx.cpu.rflags.update(ZF, 0);
     Ok(())
 }
 

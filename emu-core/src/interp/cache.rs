@@ -6,11 +6,12 @@
 //! straddles into the next page), so a write to a page invalidates exactly the blocks
 //! decoded from it.
 
-use super::ctx::{Ctx, PAGE_SHIFT, PAGE_SIZE};
-use super::mmu::Access;
-use super::{decode, dispatch, Fault, Handler};
+use super::{dispatch, Fault, Handler};
 use crate::cpu::SegReg;
 use crate::memory::CodeWatch;
+use crate::x86::ctx::{Ctx, PAGE_SHIFT, PAGE_SIZE};
+use crate::x86::decode;
+use crate::x86::mmu::Access;
 use iced_x86::{Decoder, DecoderError, FlowControl, Instruction};
 use std::cell::Cell;
 use std::collections::HashMap;

@@ -1,15 +1,16 @@
 //! Near control transfers: JMP, Jcc, CALL, RET, LOOP*, JCXZ family; INT3/INTO/INT n,
 //! INT1 and BOUND, which raise exceptions on purpose.
 //!
-//! Far transfers, gates and IRET live in [`super::far`].
+//! Far transfers, gates and IRET live in [`crate::x86::far`].
 
-use super::ctx::operand_size;
-use super::interrupt::{deliver, Source};
-use super::mmu::Access;
 use super::stack::{pop, push};
 use super::{Ctx, Fault, Handler};
 use crate::exception::Exception;
 use crate::exit::GuestEvent;
+use crate::x86::ctx::operand_size;
+use crate::x86::far::is_near;
+use crate::x86::interrupt::{deliver, Source};
+use crate::x86::mmu::Access;
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 /// The handler for `ins`, if this family implements it.
@@ -47,14 +48,6 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
     })
 }
 
-/// A near JMP or CALL (not one to a far pointer, immediate or in memory).
-pub fn is_near(ins: &Instruction) -> bool {
-    !matches!(ins.op0_kind(), OpKind::FarBranch16 | OpKind::FarBranch32)
-        && ins.memory_size() != iced_x86::MemorySize::SegPtr16
-        && ins.memory_size() != iced_x86::MemorySize::SegPtr32
-        && ins.memory_size() != iced_x86::MemorySize::SegPtr64
-}
-
 /// The target of a near branch: immediate (already absolute) or register/memory.
 #[inline]
 fn target(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<u64, Fault> {
@@ -72,7 +65,7 @@ fn jmp(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 }
 
 fn jcc<const CC: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
-    if cx.cpu.flags.condition(CC) {
+    if cx.cpu.rflags.condition(CC) {
         cx.cpu.rip = ins.near_branch_target();
     }
     Ok(())
@@ -110,9 +103,9 @@ fn count_reg(ins: &Instruction) -> Register {
 
 fn loop_cc<const KIND: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let r = count_reg(ins);
-    let n = cx.reg(r).wrapping_sub(1) & super::flags::size_mask(r.size() as u8);
+    let n = cx.reg(r).wrapping_sub(1) & crate::x86::flags::size_mask(r.size() as u8);
     cx.set_reg(r, n);
-    let zf = cx.cpu.flags.zf();
+    let zf = cx.cpu.rflags.zf();
     let taken = n != 0
         && match KIND {
             1 => zf,
@@ -150,7 +143,7 @@ fn int3(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
 }
 
 fn into(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
-    if cx.cpu.flags.of() {
+    if cx.cpu.rflags.of() {
         return trap_on_purpose(cx, Exception::overflow(), Source::SoftwareException);
     }
     Ok(())
@@ -188,10 +181,10 @@ fn bound(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::debug::DR6;
     use super::super::systest::{sel, Asm, Machine, CODE_BASE, IDT_BASE};
     use crate::cpu::{dr6, Segment};
     use crate::exception::vector;
+    use crate::x86::debugreg::DR6;
 
     /// The error code of a fault while delivering through IDT entry `v`: IDT bit, EXT.
     fn idt_error(v: u8, ext: bool) -> u32 {

@@ -15,34 +15,23 @@
 //! off after MOV SS, and the accesses of event delivery (frames, descriptor reads).
 
 use super::cache::BlockCache;
-use super::ctx::seg_of;
-use super::{end_block_with, execute, interrupt, raise_fault, Cpu, Ctx};
+use super::{end_block_with, execute, raise_fault, Ctx, Vcpu};
 use crate::cpu::{dr6, dr7, rflags, SegReg};
 use crate::exception::Exception;
 use crate::exit::{DebugStop, StopReason};
+use crate::x86::ctx::seg_of;
+use crate::x86::debugreg::{fixed_bits, DR6, DR7};
+use crate::x86::interrupt;
 use iced_x86::{Instruction, InstructionInfoFactory, OpAccess, Register};
 
-/// Index of DR6 in [`Cpu::dr`].
-pub const DR6: usize = 6;
-/// Index of DR7 in [`Cpu::dr`].
-pub const DR7: usize = 7;
 /// DR0-DR3 hold breakpoint addresses.
 const BREAKPOINTS: usize = 4;
 
 /// Whether instructions must run one by one with the debug checks: single-stepping, RF
 /// to clear after the next instruction, or a breakpoint armed in DR7.
 #[inline(always)]
-pub fn active(cpu: &Cpu) -> bool {
-    cpu.flags.control(rflags::TF | rflags::RF) || cpu.dr[DR7] & dr7::ENABLES != 0
-}
-
-/// The value DR6 or DR7 reads after `v` was written: reserved bits read as fixed.
-pub fn fixed_bits(index: usize, v: u64) -> u64 {
-    match index {
-        DR6 => (v & dr6::WRITABLE) | dr6::FIXED,
-        DR7 => (v & dr7::WRITABLE) | dr7::FIXED,
-        _ => v,
-    }
+pub fn active(cpu: &Vcpu) -> bool {
+    cpu.rflags.control(rflags::TF | rflags::RF) || cpu.dr[DR7] & dr7::ENABLES != 0
 }
 
 /// Whether instructions must run one by one for a debugger (Popek's, not the guest's):
@@ -86,7 +75,7 @@ pub fn run_block(cx: &mut Ctx<'_>, cache: &mut BlockCache, left: usize) {
         let watched = watchpoint_hit(cx, &op.ins);
         // RF has done its work once the instruction breakpoints were checked; IRET and
         // POPF may set it again for the next instruction.
-        cx.cpu.flags.set_control(rflags::RF, false);
+        cx.cpu.rflags.set_control(rflags::RF, false);
         let before = cx.icount;
         let go_on = execute(cx, op);
         cx.skip_breakpoint = false;
@@ -159,7 +148,7 @@ fn raise(cx: &mut Ctx<'_>, hits: u64) {
 
 /// DR6 bits of the armed instruction breakpoints at CS:RIP, unless RF suppresses them.
 fn instruction_breakpoints(cx: &Ctx<'_>) -> u64 {
-    if cx.cpu.flags.control(rflags::RF) {
+    if cx.cpu.rflags.control(rflags::RF) {
         return 0;
     }
     let lin = cx.linear(SegReg::Cs, cx.cpu.rip);
@@ -169,7 +158,7 @@ fn instruction_breakpoints(cx: &Ctx<'_>) -> u64 {
 /// The #DB trap conditions the instruction will meet if it completes: a single step if
 /// TF is set as it starts, and the data breakpoints its accesses hit.
 fn traps(cx: &Ctx<'_>, ins: &Instruction) -> u64 {
-    let step = if cx.cpu.flags.control(rflags::TF) {
+    let step = if cx.cpu.rflags.control(rflags::TF) {
         dr6::BS
     } else {
         0
@@ -227,7 +216,7 @@ fn for_each_access(cx: &Ctx<'_>, ins: &Instruction, mut f: impl FnMut(u64, u64, 
 
 /// DR6 B0-B3 bits of the enabled breakpoints whose R/W field `kind` accepts and whose
 /// range overlaps the `size` bytes at `lin`.
-fn matches(cpu: &Cpu, lin: u64, size: u64, kind: impl Fn(u64) -> bool) -> u64 {
+fn matches(cpu: &Vcpu, lin: u64, size: u64, kind: impl Fn(u64) -> bool) -> u64 {
     let dr7 = cpu.dr[DR7];
     let enable_mask = (1 << dr7::ENABLE_BITS) - 1;
     (0..BREAKPOINTS)

@@ -10,15 +10,13 @@
 //! hint space (0F 0D, 0F 18 to 0F 1F: prefetches, CET's ENDBR and RDSSP, CLDEMOTE, the
 //! reserved NOPs) runs as NOP, as Intel defines it; x87 instructions are the FPU
 //! family's to decide (#NM comes first). The decoder already turns TZCNT, LZCNT and
-//! WBNOINVD into what they are without their feature (see [`super::decode`]).
+//! WBNOINVD into what they are without their feature (see [`crate::x86::decode`]).
 
-use super::{
-    alu, bcd, bits, control, far, flagops, fpu, io, moves, muldiv, shift, sse, stack, string,
-    sysinstr, system,
-};
+use super::{alu, bcd, bits, control, flagops, fpu, moves, muldiv, shift, sse, stack, string};
 use super::{Ctx, Fault, Handler};
 use crate::cpuid::advertises;
 use crate::exception::Exception;
+use crate::x86::{far, io, processor, system};
 use iced_x86::{CpuidFeature, EncodingKind, Instruction, OpCodeTableKind};
 
 /// The one-byte 0F opcode of PREFETCH/PREFETCHW, a hint: a NOP without the feature.
@@ -53,8 +51,8 @@ pub fn handler(ins: &Instruction) -> Handler {
         .or_else(|| string::handler(ins))
         .or_else(|| flagops::handler(ins))
         .or_else(|| io::handler(ins))
+        .or_else(|| processor::handler(ins))
         .or_else(|| system::handler(ins))
-        .or_else(|| sysinstr::handler(ins))
         .unwrap_or(unsupported)
 }
 

@@ -16,11 +16,11 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         Mnemonic::Stc => |cx: &mut Ctx<'_>, _: &Instruction| set_carry(cx, Some(true)),
         Mnemonic::Cmc => |cx: &mut Ctx<'_>, _: &Instruction| set_carry(cx, None),
         Mnemonic::Cld => |cx: &mut Ctx<'_>, _: &Instruction| {
-            cx.cpu.flags.set_control(DF, false);
+            cx.cpu.rflags.set_control(DF, false);
             Ok(())
         },
         Mnemonic::Std => |cx: &mut Ctx<'_>, _: &Instruction| {
-            cx.cpu.flags.set_control(DF, true);
+            cx.cpu.rflags.set_control(DF, true);
             Ok(())
         },
         Mnemonic::Lahf => lahf,
@@ -32,26 +32,26 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
 
 /// Sets CF to `to`, or complements it when `to` is None.
 fn set_carry(cx: &mut Ctx<'_>, to: Option<bool>) -> Result<(), Fault> {
-    let cf = to.unwrap_or(!cx.cpu.flags.cf());
-    cx.cpu.flags.update(CF, cf as u64);
+    let cf = to.unwrap_or(!cx.cpu.rflags.cf());
+    cx.cpu.rflags.update(CF, cf as u64);
     Ok(())
 }
 
 fn lahf(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
-    let ah = (cx.cpu.flags.get() & AH_FLAGS) | crate::cpu::rflags::FIXED;
+    let ah = (cx.cpu.rflags.get() & AH_FLAGS) | crate::cpu::rflags::FIXED;
     cx.set_reg(Register::AH, ah);
     Ok(())
 }
 
 fn sahf(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
     let ah = cx.reg(Register::AH);
-    cx.cpu.flags.update(AH_FLAGS, ah);
+    cx.cpu.rflags.update(AH_FLAGS, ah);
     Ok(())
 }
 
 /// SALC: AL = 0xFF if CF is set, else 0; no flag changes.
 fn salc(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
-    let al = if cx.cpu.flags.cf() { 0xFF } else { 0 };
+    let al = if cx.cpu.rflags.cf() { 0xFF } else { 0 };
     cx.set_reg(Register::AL, al);
     Ok(())
 }

@@ -6,13 +6,13 @@
 //! CR0.TS), so a kernel that emulates the FPU or switches its state lazily sees its
 //! trap; past that they raise #UD, as the processor has no FPU to run them.
 
-use super::mmu::Access;
-use super::segaccess::Addr;
 use super::sse::probe_write;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::{cr0, fxsave, FpuState, FCW_INIT, MXCSR_MASK};
 use crate::cpu::{FSW_B, FSW_ES, FSW_EXCEPTIONS, FSW_SF};
 use crate::exception::{vector, Exception};
+use crate::x86::mmu::Access;
+use crate::x86::segaccess::Addr;
 use iced_x86::{CpuidFeature, Instruction, Mnemonic};
 
 /// #NM: the FPU/SSE state is not available (CR0.EM or CR0.TS).

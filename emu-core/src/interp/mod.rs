@@ -8,8 +8,10 @@
 //! decoded-instruction cache the same way).
 //!
 //! Instruction semantics live in one file per family: [`alu`], [`shift`], [`muldiv`],
-//! [`bcd`], [`bits`], [`flagops`], [`moves`], [`stack`], [`string`], [`control`], [`far`], [`io`],
-//! [`system`], [`sysinstr`], [`sse`] and [`fpu`]. Each handler returns `Err` without
+//! [`bcd`], [`bits`], [`flagops`], [`moves`], [`stack`], [`string`], [`control`], [`sse`]
+//! and [`fpu`]; the system side of the architecture — far transfers, port I/O, the
+//! system instructions, exception delivery, segmentation and paging — is shared with
+//! the other software engines in [`crate::x86`]. Each handler returns `Err` without
 //! committing anything when the instruction faults, so every exception is reported at
 //! the faulting instruction.
 //!
@@ -22,197 +24,37 @@ mod bcd;
 mod bits;
 mod cache;
 mod control;
-mod ctx;
 mod debug;
-mod decode;
 mod dispatch;
-mod far;
 mod flagops;
-pub mod flags;
 mod fpu;
-mod interrupt;
-mod io;
-mod mmu;
 mod moves;
 mod muldiv;
-mod segaccess;
-mod segment;
 mod shift;
 mod sse;
 mod stack;
 mod string;
-mod sysinstr;
-mod system;
 #[cfg(test)]
-mod systest;
+pub(crate) mod systest;
 #[cfg(test)]
 mod testutil;
 
-pub use ctx::Ctx;
+use crate::x86::Vcpu;
+pub use crate::x86::{Assist, Ctx, Fault, Handler};
 
-use crate::cpu::{CpuState, DescriptorTable, FpuState, Segment};
+use crate::cpu::{CpuState, PendingEvent};
 use crate::engine::{DebugConfig, Engine, EngineError};
 use crate::exception::Exception;
 use crate::exit::{ExitHandler, Flow, StopReason, VmExit};
 use crate::memory::GuestRam;
 use crate::stop::POLL_INTERVAL;
 use cache::{BlockCache, Op};
-use flags::Flags;
 use iced_x86::Instruction;
-
-/// Why an instruction did not complete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// It raised an architectural exception.
-    Exception(Exception),
-    /// Popek does not implement it.
-    Unsupported,
-}
-
-impl From<Exception> for Fault {
-    fn from(e: Exception) -> Self {
-        Fault::Exception(e)
-    }
-}
-
-/// Executes one decoded instruction. On `Err` nothing may have been committed.
-pub type Handler = fn(&mut Ctx<'_>, &Instruction) -> Result<(), Fault>;
-
-/// The interpreter's working copy of the CPU: like [`CpuState`], with lazy flags.
-#[derive(Debug, Clone, Default)]
-pub struct Cpu {
-    /// General-purpose registers in encoding order.
-    pub regs: [u64; 16],
-    /// Instruction pointer (offset in CS).
-    pub rip: u64,
-    /// RFLAGS, lazily evaluated.
-    pub flags: Flags,
-    /// ES, CS, SS, DS, FS, GS, with what data accesses through them must check.
-    pub seg: segaccess::SegRegs,
-    /// LDTR.
-    pub ldtr: Segment,
-    /// TR.
-    pub tr: Segment,
-    /// GDTR.
-    pub gdtr: DescriptorTable,
-    /// IDTR.
-    pub idtr: DescriptorTable,
-    /// Control registers CR0, CR2, CR3, CR4.
-    pub cr0: u64,
-    /// CR2.
-    pub cr2: u64,
-    /// CR3.
-    pub cr3: u64,
-    /// CR4.
-    pub cr4: u64,
-    /// CR8 (task priority).
-    pub cr8: u64,
-    /// IA32_EFER.
-    pub efer: u64,
-    /// DR0-DR7.
-    pub dr: [u64; 8],
-    /// Model-specific registers.
-    pub msr: crate::cpu::Msrs,
-    /// x87, MMX and SSE registers.
-    pub fpu: FpuState,
-    /// The software TLB (not architectural state: rebuilt from the page tables).
-    pub tlb: mmu::Tlb,
-}
-
-impl Cpu {
-    /// Loads an architectural state.
-    pub fn from_state(s: &CpuState) -> Self {
-        Cpu {
-            regs: s.gpr,
-            rip: s.rip,
-            flags: Flags::from_bits(s.rflags),
-            seg: segaccess::SegRegs::new(s.seg),
-            ldtr: s.ldtr,
-            tr: s.tr,
-            gdtr: s.gdtr,
-            idtr: s.idtr,
-            cr0: s.cr0,
-            cr2: s.cr2,
-            cr3: s.cr3,
-            cr4: s.cr4,
-            cr8: s.cr8,
-            efer: s.efer,
-            dr: s.dr,
-            msr: s.msr,
-            fpu: s.fpu.clone(),
-            tlb: mmu::Tlb::default(),
-        }
-    }
-
-    /// The architectural state, flags materialized.
-    pub fn to_state(&self) -> CpuState {
-        CpuState {
-            gpr: self.regs,
-            rip: self.rip,
-            rflags: self.flags.get(),
-            seg: self.seg.all(),
-            ldtr: self.ldtr,
-            tr: self.tr,
-            gdtr: self.gdtr,
-            idtr: self.idtr,
-            cr0: self.cr0,
-            cr2: self.cr2,
-            cr3: self.cr3,
-            cr4: self.cr4,
-            cr8: self.cr8,
-            efer: self.efer,
-            dr: self.dr,
-            msr: self.msr,
-            fpu: self.fpu.clone(),
-        }
-    }
-
-    /// Current privilege level: CS.RPL in protected mode, 0 in real mode.
-    #[inline(always)]
-    pub fn cpl(&self) -> u8 {
-        if self.cr0 & crate::cpu::cr0::PE == 0 {
-            0
-        } else if self.flags.control(crate::cpu::rflags::VM) {
-            3
-        } else {
-            (self.seg[crate::cpu::SegReg::Cs].selector & 3) as u8
-        }
-    }
-
-    /// Code bitness from CS (16, 32 or 64): what the decoder needs.
-    pub fn code_bitness(&self) -> u32 {
-        let cs = &self.seg[crate::cpu::SegReg::Cs];
-        let lma = self.efer & crate::cpu::efer::LMA != 0;
-        if lma && cs.attr & Segment::LONG != 0 {
-            64
-        } else if cs.attr & Segment::DB != 0 {
-            32
-        } else {
-            16
-        }
-    }
-}
-
-/// The VMM policy the interpreter plays: which guest events leave the guest for the VMM.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Assist {
-    /// Trap and emulate: only what needs a device (port I/O, MMIO, HLT, a triple fault)
-    /// exits; the interpreter handles everything else itself.
-    #[default]
-    None,
-    /// Hardware assist, modelled on VT-x: the guest runs at its own ring, and the events
-    /// VT-x exits on leave the guest for the VMM — besides the exits above, CPUID,
-    /// RDMSR/WRMSR, control-register accesses and external interrupts, each with its
-    /// VT-x exit reason. The VMM answers CPUID; for the others it counts and traces the
-    /// exit and the interpreter then completes the instruction or delivers the interrupt,
-    /// as the VMM's emulation would.
-    Vtx,
-}
 
 /// The interpreter engine.
 #[derive(Debug, Default)]
 pub struct Interpreter {
-    cpu: Cpu,
+    cpu: Vcpu,
     cache: BlockCache,
     /// The state was replaced: guest memory may have changed under another engine, so
     /// every decoded block is dropped before the next run.
@@ -258,21 +100,32 @@ impl Engine for Interpreter {
             // Written from outside while the guest was stopped (a debugger, a loader).
             cache.invalidate_written(ram.code());
         }
+        // A shadow in the state holds at this boundary: it covers the next instruction.
+        if cpu.interrupt_shadow != 0 {
+            cpu.shadow_end = *retired + 1;
+        }
         let mut cx = Ctx::new(cpu, ram.view(), exits, ram.code());
         cx.icount = *retired;
         cx.assist = *assist;
         cx.debugger = Some(&*debug);
-        let stop = run_blocks(&mut cx, cache, budget);
+        let stop = match deliver_pending(&mut cx) {
+            Some(stop) => stop,
+            None => run_blocks(&mut cx, cache, budget),
+        };
         *retired = cx.icount;
+        // The state at the final boundary says whether the shadow still holds there.
+        if cpu.interrupt_shadow != 0 && *retired >= cpu.shadow_end {
+            cpu.interrupt_shadow = 0;
+        }
         stop
     }
 
     fn state(&self) -> Result<CpuState, EngineError> {
-        Ok(self.cpu.to_state())
+        Ok(self.cpu.state().clone())
     }
 
     fn set_state(&mut self, state: &CpuState) -> Result<(), EngineError> {
-        self.cpu = Cpu::from_state(state);
+        self.cpu = Vcpu::new(state.clone());
         self.stale = true;
         Ok(())
     }
@@ -379,6 +232,14 @@ fn poll_interrupts(cx: &mut Ctx<'_>) -> Option<StopReason> {
     if cx.exits.stop_request().is_some_and(|s| s.take()) {
         return Some(StopReason::Paused);
     }
+    if cx.cpu.interrupt_shadow != 0 {
+        if cx.icount < cx.cpu.shadow_end {
+            // STI or MOV SS holds interrupts off for one more instruction.
+            cx.next_poll = cx.cpu.shadow_end;
+            return None;
+        }
+        cx.cpu.interrupt_shadow = 0;
+    }
     let poll = cx.exits.poll_interrupts(cx.icount);
     // Polled again at the next timer deadline, and at least every POLL_INTERVAL
     // instructions for the stop request; but at least one instruction runs before the
@@ -387,17 +248,29 @@ fn poll_interrupts(cx: &mut Ctx<'_>) -> Option<StopReason> {
         .next_poll
         .min(cx.icount.saturating_add(POLL_INTERVAL))
         .max(cx.icount + 1);
-    if !poll.pending || !cx.cpu.flags.control(crate::cpu::rflags::IF) {
+    if !poll.pending || !cx.cpu.rflags.control(crate::cpu::rflags::IF) {
         return None;
     }
     let vector = cx.exits.acknowledge_interrupt()?;
     // VT-x exits on the interrupt (acknowledging it on exit, so the vector is known);
     // the VMM then has it delivered to the guest.
     cx.assist_exit(|| VmExit::ExternalInterrupt { vector });
-    let stop = interrupt::external(cx, vector);
+    let stop = crate::x86::interrupt::external(cx, vector);
     // Another request may be waiting behind this one.
     cx.next_poll = 0;
     stop
+}
+
+/// Delivers the event another engine accepted but had not delivered when it stopped
+/// (the interpreter itself never stops with one pending).
+fn deliver_pending(cx: &mut Ctx<'_>) -> Option<StopReason> {
+    match cx.cpu.pending_event.take()? {
+        PendingEvent::Interrupt { vector } => crate::x86::interrupt::external(cx, vector),
+        PendingEvent::Exception { vector, error_code } => {
+            crate::x86::interrupt::raise(cx, Exception { vector, error_code })
+        }
+    }
+    .or_else(|| cx.stop.take())
 }
 
 /// Ends the block and, if `stop` says so, the run (a stop the VMM asked for during
@@ -421,7 +294,7 @@ fn raise_fault(cx: &mut Ctx<'_>, fault: Fault, ins: Option<&Instruction>) {
             // A fault pushes RF = 1, so that returning to the instruction does not hit
             // its instruction breakpoint again; the CPU's own RF is left alone.
             cx.push_rf = cx.cpu.cr0 & crate::cpu::cr0::PE != 0;
-            let stop = interrupt::raise(cx, exception);
+            let stop = crate::x86::interrupt::raise(cx, exception);
             cx.push_rf = false;
             stop
         }

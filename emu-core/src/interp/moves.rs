@@ -1,13 +1,15 @@
 //! Data movement: MOV MOVZX MOVSX MOVSXD LEA XCHG CMPXCHG CMPXCHG8B XADD BSWAP SETcc
 //! CMOVcc, the sign extensions CBW/CWDE/CDQE/CWD/CDQ/CQO, XLAT and NOP.
 
-use super::ctx::{operand_size, seg_of, Loc};
-use super::flags::{sign_bit, size_mask, FlagOp};
-use super::mmu::Access;
-use super::segment::load_data_segment;
 use super::{Ctx, Fault, Handler};
+use crate::cpu::shadow;
 use crate::cpu::SegReg;
 use crate::exception::Exception;
+use crate::x86::ctx::{operand_size, seg_of, Loc};
+use crate::x86::flags::sign_extend;
+use crate::x86::flags::{sign_bit, size_mask, FlagOp};
+use crate::x86::mmu::Access;
+use crate::x86::segment::load_data_segment;
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 /// The handler for `ins`, if this family implements it.
@@ -102,7 +104,7 @@ pub fn load_segment(cx: &mut Ctx<'_>, reg: Register, sel: u16) -> Result<(), Fau
     }
     load_data_segment(cx, seg, sel)?;
     if seg == SegReg::Ss {
-        cx.inhibit_interrupts();
+        cx.inhibit_interrupts(shadow::MOV_SS);
     }
     Ok(())
 }
@@ -153,13 +155,6 @@ fn movsx(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     cx.set_operand(ins, 0, v)
 }
 
-/// Sign-extends the low `size` bytes of `v` to 64 bits.
-#[inline]
-pub fn sign_extend(v: u64, size: u8) -> u64 {
-    let shift = 64 - 8 * size as u32;
-    (((v << shift) as i64) >> shift) as u64
-}
-
 fn lea(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let ea = cx.effective_address(ins);
     cx.set_reg(ins.op0_register(), ea);
@@ -173,7 +168,7 @@ fn xchg(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let a = cx.load(a_loc, size)?;
     let b = cx.load(b_loc, size)?;
     // Memory (if any) is written first so a fault leaves the registers alone.
-    if matches!(b_loc, super::ctx::Loc::Mem(_)) {
+    if matches!(b_loc, crate::x86::ctx::Loc::Mem(_)) {
         cx.store(b_loc, size, a)?;
         cx.store(a_loc, size, b)
     } else {
@@ -210,25 +205,27 @@ fn cmpxchg(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
         }
         cx.set_reg(acc, d);
     }
-    cx.cpu.flags.set(FlagOp::Sub, size, a, d, a.wrapping_sub(d));
+    cx.cpu
+        .rflags
+        .set(FlagOp::Sub, size, a, d, a.wrapping_sub(d));
     Ok(())
 }
 
 fn cmpxchg8b(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let at = cx.mem_addr(ins, 8, Access::Write)?;
     let cur = cx.read(at, 8)?;
-    let expect = (cx.cpu.regs[2] & 0xFFFF_FFFF) << 32 | (cx.cpu.regs[0] & 0xFFFF_FFFF);
+    let expect = (cx.cpu.gpr[2] & 0xFFFF_FFFF) << 32 | (cx.cpu.gpr[0] & 0xFFFF_FFFF);
     let equal = cur == expect;
     if equal {
-        let new = (cx.cpu.regs[1] & 0xFFFF_FFFF) << 32 | (cx.cpu.regs[3] & 0xFFFF_FFFF);
+        let new = (cx.cpu.gpr[1] & 0xFFFF_FFFF) << 32 | (cx.cpu.gpr[3] & 0xFFFF_FFFF);
         cx.write(at, 8, new)?;
     } else {
         cx.write(at, 8, cur)?;
-        cx.cpu.regs[0] = cur & 0xFFFF_FFFF;
-        cx.cpu.regs[2] = cur >> 32;
+        cx.cpu.gpr[0] = cur & 0xFFFF_FFFF;
+        cx.cpu.gpr[2] = cur >> 32;
     }
     let zf = crate::cpu::rflags::ZF;
-    cx.cpu.flags.update(zf, if equal { zf } else { 0 });
+    cx.cpu.rflags.update(zf, if equal { zf } else { 0 });
     Ok(())
 }
 
@@ -241,7 +238,7 @@ fn xadd(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     // The SDM order is SRC := DEST, then DEST := SUM, so `xadd eax, eax` leaves the sum.
     // A memory destination is stored first all the same: it cannot alias the source
     // register, and a faulting store must leave the register alone.
-    if matches!(dst, super::ctx::Loc::Reg(_)) {
+    if matches!(dst, crate::x86::ctx::Loc::Reg(_)) {
         cx.set_reg(ins.op1_register(), d);
         cx.store(dst, size, sum)?;
     } else {
@@ -249,7 +246,7 @@ fn xadd(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
         cx.set_reg(ins.op1_register(), d);
     }
     cx.cpu
-        .flags
+        .rflags
         .set(FlagOp::Add, size, d, s & size_mask(size), sum);
     Ok(())
 }
@@ -268,7 +265,7 @@ fn bswap(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 }
 
 fn setcc<const CC: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
-    let v = cx.cpu.flags.condition(CC) as u64;
+    let v = cx.cpu.rflags.condition(CC) as u64;
     cx.set_operand(ins, 0, v)
 }
 
@@ -276,7 +273,7 @@ fn cmovcc<const CC: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault
     // The source is read (and may fault) whether or not the move happens.
     let v = cx.operand(ins, 1)?;
     let dst = ins.op0_register();
-    if cx.cpu.flags.condition(CC) {
+    if cx.cpu.rflags.condition(CC) {
         cx.set_reg(dst, v);
     } else if dst.size() == 4 {
         // A 32-bit destination is zero-extended even when nothing moves.

@@ -4,13 +4,13 @@
 //! The manual leaves SF, ZF, AF and PF undefined after a multiply: they are set from the
 //! low half of the product (AF cleared), and the flags are left alone after a divide.
 
-use super::ctx::operand_size;
-use super::flags::size_mask;
-use super::moves::sign_extend;
 use super::shift::sign_zero_parity;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::rflags::{ARITH, CF, OF};
 use crate::exception::Exception;
+use crate::x86::ctx::operand_size;
+use crate::x86::flags::sign_extend;
+use crate::x86::flags::size_mask;
 use iced_x86::{Instruction, Mnemonic, Register};
 
 /// The handler for `ins`, if this family implements it.
@@ -75,7 +75,7 @@ fn product(signed: bool, size: u8, a: u64, b: u64) -> (u128, bool) {
 fn multiply_flags(cx: &mut Ctx<'_>, size: u8, low: u64, overflow: bool) {
     let carry_overflow = overflow as u64 * (CF | OF);
     cx.cpu
-        .flags
+        .rflags
         .update(ARITH, carry_overflow | sign_zero_parity(size, low));
 }
 

@@ -1,16 +1,16 @@
 //! Shifts and rotates: SHL/SAL SHR SAR ROL ROR RCL RCR, and the double shifts SHLD SHRD.
 //!
-//! The flags are computed at once (`Eager` in [`super::flags`]): CF is the last bit
+//! The flags are computed at once (`Eager` in [`crate::x86::flags`]): CF is the last bit
 //! shifted out, which a lazy record of operands and result could not recover without
 //! the count. Where the manual leaves OF undefined (counts above 1) it is computed with
 //! the count-1 formula, as most processors do; AF, undefined for every shift, is cleared.
 
-use super::ctx::{operand_size, Loc};
-use super::flags::{sign_bit, size_mask};
-use super::mmu::Access;
-use super::moves::sign_extend;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::rflags::{ARITH, CF, OF, PF, SF, ZF};
+use crate::x86::ctx::{operand_size, Loc};
+use crate::x86::flags::sign_extend;
+use crate::x86::flags::{sign_bit, size_mask};
+use crate::x86::mmu::Access;
 use iced_x86::{Instruction, Mnemonic};
 
 const SHL: u8 = 0;
@@ -166,14 +166,14 @@ fn shift<const OP: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault>
         rewrite_unchanged(cx, dst, a);
         return Ok(());
     }
-    let out = compute(OP, size, a, count, cx.cpu.flags.cf());
+    let out = compute(OP, size, a, count, cx.cpu.rflags.cf());
     cx.store(dst, size, out.res)?;
     let carry_overflow = (out.cf as u64 * CF) | (out.of as u64 * OF);
     if OP >= ROL {
-        cx.cpu.flags.update(ROTATE_FLAGS, carry_overflow);
+        cx.cpu.rflags.update(ROTATE_FLAGS, carry_overflow);
     } else {
         let flags = carry_overflow | sign_zero_parity(size, out.res);
-        cx.cpu.flags.update(ARITH, flags);
+        cx.cpu.rflags.update(ARITH, flags);
     }
     Ok(())
 }
@@ -215,7 +215,7 @@ fn double_shift<const LEFT: bool>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result
     // OF: the sign changed (defined for a count of 1, computed the same way for others).
     let of = (res ^ a) & sign_bit(size) != 0;
     let flags = (cf as u64 * CF) | (of as u64 * OF) | sign_zero_parity(size, res);
-    cx.cpu.flags.update(ARITH, flags);
+    cx.cpu.rflags.update(ARITH, flags);
     Ok(())
 }
 

@@ -11,13 +11,13 @@
 //! Every packed-integer instruction is one lane-wise operation applied to 8-, 16-, 32-
 //! or 64-bit lanes: [`packed`] with an operation code and a lane width.
 
-use super::ctx::PAGE_SHIFT;
 use super::fpu::DEVICE_NOT_AVAILABLE;
-use super::mmu::Access;
-use super::segaccess::Addr;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::{cr0, cr4, MXCSR_MASK};
 use crate::exception::Exception;
+use crate::x86::ctx::PAGE_SHIFT;
+use crate::x86::mmu::Access;
+use crate::x86::segaccess::Addr;
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 /// Bytes in an XMM register (and in a full-width memory operand).

@@ -1,12 +1,12 @@
 //! The stack: PUSH POP PUSHA POPA PUSHF POPF ENTER LEAVE, and the push/pop primitives
 //! CALL, RET and interrupt delivery use.
 
-use super::flags::size_mask;
-use super::mmu::Access;
 use super::sse::probe_write;
-use super::sysinstr::iopl_allows;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::{rflags, SegReg, Segment};
+use crate::x86::flags::size_mask;
+use crate::x86::mmu::Access;
+use crate::x86::system::iopl_allows;
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 /// The handler for `ins`, if this family implements it.
@@ -45,14 +45,14 @@ fn sp_size(cx: &Ctx<'_>) -> u8 {
 #[inline]
 fn set_sp(cx: &mut Ctx<'_>, sps: u8, sp: u64) {
     let mask = size_mask(sps);
-    cx.cpu.regs[4] = (cx.cpu.regs[4] & !mask) | (sp & mask);
+    cx.cpu.gpr[4] = (cx.cpu.gpr[4] & !mask) | (sp & mask);
 }
 
 /// Pushes the low `size` bytes of `v`.
 #[inline(always)]
 pub fn push(cx: &mut Ctx<'_>, size: u8, v: u64) -> Result<(), Fault> {
     let sps = sp_size(cx);
-    let sp = cx.cpu.regs[4].wrapping_sub(size as u64) & size_mask(sps);
+    let sp = cx.cpu.gpr[4].wrapping_sub(size as u64) & size_mask(sps);
     let at = cx.seg_addr(SegReg::Ss, sp, size.into(), Access::Write)?;
     cx.write(at, size, v)?;
     set_sp(cx, sps, sp);
@@ -63,7 +63,7 @@ pub fn push(cx: &mut Ctx<'_>, size: u8, v: u64) -> Result<(), Fault> {
 #[inline(always)]
 pub fn pop(cx: &mut Ctx<'_>, size: u8, extra: u64) -> Result<u64, Fault> {
     let sps = sp_size(cx);
-    let sp = cx.cpu.regs[4] & size_mask(sps);
+    let sp = cx.cpu.gpr[4] & size_mask(sps);
     let at = cx.seg_addr(SegReg::Ss, sp, size.into(), Access::Read)?;
     let v = cx.read(at, size)?;
     set_sp(cx, sps, sp.wrapping_add(size as u64).wrapping_add(extra));
@@ -84,18 +84,18 @@ fn push_op(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 /// POP DS/ES/SS/FS/GS: the stack pointer moves only if the segment load succeeds.
 fn pop_segment(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = stack_size(ins);
-    let old_sp = cx.cpu.regs[4];
+    let old_sp = cx.cpu.gpr[4];
     let sel = pop(cx, size, 0)? as u16;
     let loaded = super::moves::load_segment(cx, ins.op0_register(), sel);
     if loaded.is_err() {
-        cx.cpu.regs[4] = old_sp;
+        cx.cpu.gpr[4] = old_sp;
     }
     loaded
 }
 
 fn pop_op(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = stack_size(ins);
-    let old_sp = cx.cpu.regs[4];
+    let old_sp = cx.cpu.gpr[4];
     let v = pop(cx, size, 0)?;
     // A memory destination is addressed with the incremented stack pointer.
     let stored = match ins.op0_kind() {
@@ -106,7 +106,7 @@ fn pop_op(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
         _ => cx.set_operand(ins, 0, v),
     };
     if stored.is_err() {
-        cx.cpu.regs[4] = old_sp;
+        cx.cpu.gpr[4] = old_sp;
     }
     stored
 }
@@ -114,10 +114,10 @@ fn pop_op(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 /// PUSHA/PUSHAD order: AX CX DX BX (original) SP BP SI DI.
 fn pusha(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = opcode_size(ins);
-    let saved = cx.cpu.regs;
+    let saved = cx.cpu.gpr;
     for v in saved.iter().take(8) {
         if let Err(f) = push(cx, size, *v) {
-            cx.cpu.regs[4] = saved[4];
+            cx.cpu.gpr[4] = saved[4];
             return Err(f);
         }
     }
@@ -126,7 +126,7 @@ fn pusha(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 
 fn popa(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = opcode_size(ins);
-    let saved = cx.cpu.regs;
+    let saved = cx.cpu.gpr;
     let regs = if size == 2 {
         [
             Register::DI,
@@ -156,7 +156,7 @@ fn popa(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
             Ok(v) if r != Register::SP && r != Register::ESP => cx.set_reg(r, v),
             Ok(_) => {}
             Err(f) => {
-                cx.cpu.regs = saved;
+                cx.cpu.gpr = saved;
                 return Err(f);
             }
         }
@@ -166,7 +166,7 @@ fn popa(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 
 fn pushf(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     // The pushed image has VM and RF clear.
-    let v = cx.cpu.flags.get() & !(rflags::VM | rflags::RF);
+    let v = cx.cpu.rflags.get() & !(rflags::VM | rflags::RF);
     push(cx, stack_size(ins), v)
 }
 
@@ -188,8 +188,8 @@ fn popf(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     if size == 2 {
         writable &= 0xFFFF;
     }
-    let cur = cx.cpu.flags.get();
-    cx.cpu.flags.set_all((cur & !writable) | (v & writable));
+    let cur = cx.cpu.rflags.get();
+    cx.cpu.rflags.set_all((cur & !writable) | (v & writable));
     // IF or TF may have changed: let the run loop look again.
     cx.end_block = true;
     Ok(())
@@ -203,15 +203,15 @@ fn enter(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = opcode_size(ins);
     let alloc = ins.immediate16() as u64;
     let level = (ins.immediate8_2nd() % 32) as u64;
-    let saved = cx.cpu.regs;
+    let saved = cx.cpu.gpr;
     let sps = sp_size(cx);
     let result = (|| {
-        push(cx, size, cx.cpu.regs[5])?;
+        push(cx, size, cx.cpu.gpr[5])?;
         // FrameTemp: the stack pointer register as the operand size reads it (o32 on
         // a 16-bit stack takes all of ESP, not SP).
-        let frame = cx.cpu.regs[4];
+        let frame = cx.cpu.gpr[4];
         if level > 0 {
-            let mut walk = cx.cpu.regs[5];
+            let mut walk = cx.cpu.gpr[5];
             for _ in 1..level {
                 walk = walk.wrapping_sub(size as u64) & size_mask(sps);
                 let at = cx.seg_addr(SegReg::Ss, walk, size.into(), Access::Read)?;
@@ -220,7 +220,7 @@ fn enter(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
             }
             push(cx, size, frame)?;
         }
-        let sp = cx.cpu.regs[4].wrapping_sub(alloc) & size_mask(sps);
+        let sp = cx.cpu.gpr[4].wrapping_sub(alloc) & size_mask(sps);
         // The processor checks that it may write the new stack top, so a frame that
         // cannot be used faults here — as a write.
         let at = cx.seg_addr(SegReg::Ss, sp, size.into(), Access::Write)?;
@@ -230,7 +230,7 @@ fn enter(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
         Ok(())
     })();
     if result.is_err() {
-        cx.cpu.regs = saved;
+        cx.cpu.gpr = saved;
     }
     result
 }
@@ -253,15 +253,15 @@ fn leave(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     // iced-x86 gives LEAVE no static stack increment (ESP comes from EBP).
     let size = opcode_size(ins);
     let sps = sp_size(cx);
-    let saved_sp = cx.cpu.regs[4];
-    set_sp(cx, sps, cx.cpu.regs[5]);
+    let saved_sp = cx.cpu.gpr[4];
+    set_sp(cx, sps, cx.cpu.gpr[5]);
     match pop(cx, size, 0) {
         Ok(v) => {
             cx.set_reg(frame_pointer(size), v);
             Ok(())
         }
         Err(f) => {
-            cx.cpu.regs[4] = saved_sp;
+            cx.cpu.gpr[4] = saved_sp;
             Err(f)
         }
     }
@@ -286,7 +286,7 @@ mod tests {
         let mut m = Machine::protected(asm);
         let stack16 = Desc::flat(kind::DATA, 0);
         m.set_gdt_entry(sel::FREE, stack16);
-        m.state.seg[SegReg::Ss as usize] = stack16.segment(sel::FREE);
+        m.state.seg.set(SegReg::Ss, stack16.segment(sel::FREE));
         m
     }
 

@@ -9,14 +9,14 @@
 //! are updated after every iteration, which is what makes such a restart — or a fault
 //! part-way through — architecturally exact.
 
-use super::ctx::seg_of;
-use super::flags::{size_mask, FlagOp};
-use super::io::{check_io_permission, read_port, write_port};
-use super::mmu::Access;
 use super::sse::probe_write;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::rflags::DF;
 use crate::cpu::SegReg;
+use crate::x86::ctx::seg_of;
+use crate::x86::flags::{size_mask, FlagOp};
+use crate::x86::io::{check_io_permission, read_port, write_port};
+use crate::x86::mmu::Access;
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 const MOVS: u8 = 0;
@@ -139,7 +139,9 @@ fn iterate<const OP: u8>(
             let b = cx.read(dst(cx, Access::Read)?, size)?;
             let mask = size_mask(size);
             let (a, b) = (a & mask, b & mask);
-            cx.cpu.flags.set(FlagOp::Sub, size, a, b, a.wrapping_sub(b));
+            cx.cpu
+                .rflags
+                .set(FlagOp::Sub, size, a, b, a.wrapping_sub(b));
         }
         INS => {
             // The port read has effects: the port's permission, then the destination's
@@ -174,7 +176,7 @@ fn compare_ends(cx: &Ctx<'_>, ins: &Instruction, op: u8) -> bool {
     if op != CMPS && op != SCAS {
         return false;
     }
-    let zf = cx.cpu.flags.zf();
+    let zf = cx.cpu.rflags.zf();
     if ins.has_repne_prefix() {
         zf
     } else {
@@ -186,7 +188,7 @@ fn compare_ends(cx: &Ctx<'_>, ins: &Instruction, op: u8) -> bool {
 fn string<const OP: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let walk = Walk::of(ins).ok_or(Fault::Unsupported)?;
     let size = ins.memory_size().size() as u8;
-    let step = if cx.cpu.flags.control(DF) {
+    let step = if cx.cpu.rflags.control(DF) {
         (size as u64).wrapping_neg()
     } else {
         size as u64
@@ -288,8 +290,8 @@ mod tests {
         const FS_BASE: u64 = 0x300;
         const ES_BASE: u64 = 0x500;
         let mut m = Machine::with_bytes(&FS_MOVSB).regs(&[(RSI, DATA), (RDI, DATA)]);
-        m.state.seg[SegReg::Fs as usize].base = FS_BASE;
-        m.state.seg[SegReg::Es as usize].base = ES_BASE;
+        m.state.seg.modify(SegReg::Fs, |s| s.base = FS_BASE);
+        m.state.seg.modify(SegReg::Es, |s| s.base = ES_BASE);
         m.poke(DATA, &[0x11]);
         m.poke(FS_BASE + DATA, &[0x22]);
         m.run_to_halt();
@@ -447,7 +449,9 @@ mod tests {
         // happen before the #GP.
         const PORT: u64 = 0x3F8;
         let mut m = Machine::new(|a| a.insb()).regs(&[(RDI, DEST), (RDX, PORT)]);
-        m.state.seg[SegReg::Es as usize].limit = (DEST - 1) as u32;
+        m.state
+            .seg
+            .modify(SegReg::Es, |s| s.limit = (DEST - 1) as u32);
         m.exits.port_input.push_back(0x42);
         let (vector, _) = m.run_to_exception();
         assert_eq!(vector, crate::exception::vector::GP);

@@ -6,12 +6,12 @@
 //! named fields: a GDT ([`Desc`]), an IDT whose handlers record the exception and halt
 //! ([`Trap`]), a TSS, and identity-mapped page tables.
 
-use super::segment::Descriptor;
 use super::Interpreter;
 use crate::cpu::{cr0, cr4, efer, rflags, CpuState, DescriptorTable, SegReg, Segment};
 use crate::engine::Engine;
 use crate::exit::{ExitHandler, Flow, StopReason, VmExit};
 use crate::memory::GuestRam;
+use crate::x86::segment::Descriptor;
 use iced_x86::code_asm::{edi, esi, rdi, CodeAssembler};
 use iced_x86::IcedError;
 use std::collections::VecDeque;
@@ -172,7 +172,7 @@ impl Desc {
 /// The TSS the test machines run with (busy: it is in TR), without an I/O bitmap.
 pub(crate) fn busy_tss() -> Desc {
     let limit = TSS32_SIZE as u32 - 1;
-    Desc::system(super::segment::system_type::TSS_BUSY, TSS_BASE, limit)
+    Desc::system(crate::x86::segment::system_type::TSS_BUSY, TSS_BASE, limit)
 }
 
 /// A 32-bit gate of type `kind` (interrupt or trap gate) to `offset` in the ring-0
@@ -325,8 +325,10 @@ impl Machine {
     /// Ring-0 segments and stack.
     fn kernel_segments(&mut self, code: Desc) {
         let data = Desc::data(0).segment(sel::KERNEL_DATA);
-        self.state.seg = [data; 6];
-        self.state.seg[SegReg::Cs as usize] = code.segment(sel::KERNEL_CODE);
+        self.state.seg = [data; 6].into();
+        self.state
+            .seg
+            .set(SegReg::Cs, code.segment(sel::KERNEL_CODE));
         self.state.gpr[4] = KERNEL_STACK;
         self.state.gpr[6] = NO_TRAP;
     }
@@ -335,8 +337,10 @@ impl Machine {
     /// data are reachable since paging, if any, maps them user-accessible).
     pub(crate) fn user(mut self) -> Self {
         let data = Desc::data(3).segment(sel::USER_DATA);
-        self.state.seg = [data; 6];
-        self.state.seg[SegReg::Cs as usize] = Desc::code32(3).segment(sel::USER_CODE);
+        self.state.seg = [data; 6].into();
+        self.state
+            .seg
+            .set(SegReg::Cs, Desc::code32(3).segment(sel::USER_CODE));
         self.state.gpr[4] = USER_STACK;
         self
     }
@@ -384,7 +388,7 @@ impl Machine {
             let bytes = a.assemble(stub).expect("assembles");
             self.poke(stub, &bytes);
             let entry = IDT_BASE + u64::from(v) * gate_size;
-            let int_gate = super::segment::system_type::INT_GATE;
+            let int_gate = crate::x86::segment::system_type::INT_GATE;
             self.poke_u64(entry, gate32(int_gate, stub, 0));
             if bitness == 64 {
                 self.poke_u64(entry + 8, stub >> 32);
@@ -421,7 +425,7 @@ impl Machine {
 
     /// Sets RFLAGS (the reserved bit 1 is added).
     pub(crate) fn flags(mut self, flags: u64) -> Self {
-        self.state.rflags = flags | rflags::FIXED;
+        self.state.rflags = (flags | rflags::FIXED).into();
         self
     }
 
@@ -507,7 +511,7 @@ impl Machine {
             4
         };
         self.state.rip = trap.rip;
-        self.state.rflags = trap.rflags | rflags_set;
+        self.state.rflags = (trap.rflags | rflags_set).into();
         self.state.gpr[4] += 3 * slot;
         self.state.gpr[6] = NO_TRAP;
     }

@@ -120,8 +120,9 @@ impl Machine {
         let mut m = Self::with_bytes(&bytes);
         if bitness == 64 {
             m.state.efer = EFER_LONG_MODE;
-            let cs = &mut m.state.seg[SegReg::Cs as usize];
-            cs.attr = (cs.attr | Segment::LONG) & !Segment::DB;
+            m.state.seg.modify(SegReg::Cs, |cs| {
+                cs.attr = (cs.attr | Segment::LONG) & !Segment::DB;
+            });
         }
         m
     }
@@ -150,7 +151,7 @@ impl Machine {
 
     /// Sets RFLAGS (the reserved bit 1 is added).
     pub(crate) fn flags(mut self, flags: u64) -> Self {
-        self.state.rflags = flags | rflags::FIXED;
+        self.state.rflags = (flags | rflags::FIXED).into();
         self
     }
 

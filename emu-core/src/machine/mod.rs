@@ -218,14 +218,20 @@ impl Machine {
         self.engine.counts_instructions()
     }
 
-    /// The CPU state at the current instruction boundary.
+    /// The CPU state at the current instruction boundary. Whether the processor is
+    /// halted is the VMM's to say: it waits for the interrupt that wakes a halted
+    /// processor, whichever engine runs it.
     pub fn cpu_state(&self) -> Result<CpuState, MachineError> {
-        Ok(self.engine.state()?)
+        let mut state = self.engine.state()?;
+        state.halted = self.vmm.halted;
+        Ok(state)
     }
 
     /// Replaces the CPU state.
     pub fn set_cpu_state(&mut self, state: &CpuState) -> Result<(), MachineError> {
-        Ok(self.engine.set_state(state)?)
+        self.engine.set_state(state)?;
+        self.vmm.halted = state.halted;
+        Ok(())
     }
 
     // ---- the debugger's view ----

@@ -27,7 +27,7 @@ pub struct Vmm {
     stop: Arc<StopRequest>,
     /// The processor is halted, waiting for an interrupt, since a stop request ended
     /// the run during the wait.
-    halted: bool,
+    pub(super) halted: bool,
     /// The guest events and exits a debugger wants the run to stop at.
     pub stop_on: StopOn,
 }

@@ -758,8 +758,8 @@ impl Kernel {
         CpuState {
             gpr,
             rip: ip,
-            rflags: self.rflags,
-            seg,
+            rflags: self.rflags.into(),
+            seg: seg.into(),
             // The GDT is there for code that enters protected mode.
             gdtr: self.gdtr(),
             idtr: DescriptorTable {
@@ -793,8 +793,8 @@ impl Kernel {
         CpuState {
             gpr,
             rip,
-            rflags: self.rflags,
-            seg,
+            rflags: self.rflags.into(),
+            seg: seg.into(),
             tr: loaded(TSS_SEL, slot(TSS_SEL)),
             gdtr: self.gdtr(),
             idtr: DescriptorTable {

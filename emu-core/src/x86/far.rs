@@ -13,7 +13,6 @@
 //! Hardware task switches (a far transfer to a TSS or task gate, IRET with NT set) and
 //! virtual-8086 mode are not implemented: they are reported as unsupported.
 
-use super::control::is_near;
 use super::mmu::{is_canonical, Access};
 use super::segment::{
     self, code_descriptor, descriptor_address, read_descriptor, selector, selector_error,
@@ -42,6 +41,14 @@ const SYSRET_CS64: u16 = 16;
 const SYSRET_FLAGS: u64 = rflags::WRITABLE & !rflags::RF;
 /// Second half of a 16-byte gate: its type field (bits 8-12 of the high dword) must be 0.
 const GATE64_HIGH_TYPE: u64 = 0x1F << 40;
+
+/// A near JMP or CALL (not one to a far pointer, immediate or in memory).
+pub fn is_near(ins: &Instruction) -> bool {
+    !matches!(ins.op0_kind(), OpKind::FarBranch16 | OpKind::FarBranch32)
+        && ins.memory_size() != iced_x86::MemorySize::SegPtr16
+        && ins.memory_size() != iced_x86::MemorySize::SegPtr32
+        && ins.memory_size() != iced_x86::MemorySize::SegPtr64
+}
 
 /// The handler for `ins`, if this family implements it.
 pub fn handler(ins: &Instruction) -> Option<Handler> {
@@ -307,7 +314,7 @@ fn through_gate(
         // Through a long-mode gate the return address is pushed as 64-bit code pushes,
         // even when the caller runs in compatibility mode.
         let ss = cx.cpu.seg[SegReg::Ss];
-        Stack::new(ss, cx.cpu.regs[4], long)
+        Stack::new(ss, cx.cpu.gpr[4], long)
     };
     if call {
         push_return(cx, &mut stack, size, new_cpl, ins)?;
@@ -467,7 +474,7 @@ fn retf(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 /// change — IF only at CPL <= IOPL, IOPL (and VIF/VIP) only at CPL 0 — and, for a
 /// 16-bit IRET, everything above bit 15.
 fn iret_flags(cx: &Ctx<'_>, popped: u64, size: u8) -> u64 {
-    let old = cx.cpu.flags.get();
+    let old = cx.cpu.rflags.get();
     let cpl = cx.cpu.cpl();
     let iopl = ((old & rflags::IOPL) >> rflags::IOPL.trailing_zeros()) as u8;
     let mut writable = rflags::ARITH | rflags::TF | rflags::DF | rflags::NT;
@@ -493,8 +500,8 @@ fn iret_flags(cx: &Ctx<'_>, popped: u64, size: u8) -> u64 {
 /// Loads RFLAGS as a return leaves them. Unlike STI, IRET and SYSRET have no interrupt
 /// shadow: if they enable interrupts, a pending one is taken before the next instruction.
 fn load_flags(cx: &mut Ctx<'_>, flags: u64) {
-    let was_enabled = cx.cpu.flags.control(rflags::IF);
-    cx.cpu.flags.set_all(flags);
+    let was_enabled = cx.cpu.rflags.control(rflags::IF);
+    cx.cpu.rflags.set_all(flags);
     if !was_enabled && flags & rflags::IF != 0 {
         cx.next_poll = 0;
     }
@@ -505,11 +512,11 @@ fn iret(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let size = operand_size(ins);
     let from = cx.cpu.cpl();
     let protected = cx.cpu.cr0 & cr0::PE != 0;
-    if protected && cx.cpu.flags.control(rflags::VM) {
+    if protected && cx.cpu.rflags.control(rflags::VM) {
         // IRET inside virtual-8086 mode: Popek does not implement that mode.
         return Err(Fault::Unsupported);
     }
-    if protected && cx.cpu.flags.control(rflags::NT) {
+    if protected && cx.cpu.rflags.control(rflags::NT) {
         // A return from a nested task is a task switch; long mode has none.
         return Err(if long_mode(cx) {
             gp(0)
@@ -577,7 +584,7 @@ fn fast_transfer(cx: &mut Ctx<'_>, to: FastTarget, cause: RingCause) {
         .seg
         .set(SegReg::Ss, flat(to.ss, Segment::TYPE_DATA_RW, dpl, false));
     if let Some(rsp) = to.rsp {
-        cx.cpu.regs[4] = rsp;
+        cx.cpu.gpr[4] = rsp;
     }
     cx.cpu.rip = to.rip;
     cx.report_ring_change(from, cause);
@@ -599,8 +606,8 @@ fn sysenter(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
     if !long {
         (rsp, rip) = (rsp & 0xFFFF_FFFF, rip & 0xFFFF_FFFF);
     }
-    let kept = cx.cpu.flags.get() & !(rflags::VM | rflags::IF | rflags::RF);
-    cx.cpu.flags.set_all(kept);
+    let kept = cx.cpu.rflags.get() & !(rflags::VM | rflags::IF | rflags::RF);
+    cx.cpu.rflags.set_all(kept);
     let to = FastTarget {
         cs,
         ss: cs.wrapping_add(SS_AFTER_CS),
@@ -619,7 +626,7 @@ fn sysexit(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     }
     let to64 = ins.code() == Code::Sysexitq;
     let (rsp, rip, cs) = if to64 {
-        let (rsp, rip) = (cx.cpu.regs[1], cx.cpu.regs[2]);
+        let (rsp, rip) = (cx.cpu.gpr[1], cx.cpu.gpr[2]);
         if !is_canonical(rsp) || !is_canonical(rip) {
             return Err(gp(0));
         }
@@ -646,12 +653,12 @@ fn syscall(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
         return Err(Exception::invalid_opcode().into());
     }
     let cs = (cx.cpu.msr.star >> STAR_SYSCALL_SHIFT) as u16 & !selector::RPL;
-    let flags = cx.cpu.flags.get();
+    let flags = cx.cpu.rflags.get();
     let long = long_mode(cx);
     let (rip, kept) = if long {
         // RCX and R11 keep what SYSRET needs to come back.
-        cx.cpu.regs[1] = ins.next_ip();
-        cx.cpu.regs[11] = flags & !rflags::RF;
+        cx.cpu.gpr[1] = ins.next_ip();
+        cx.cpu.gpr[11] = flags & !rflags::RF;
         let rip = if cx.cpu.code_bitness() == 64 {
             cx.cpu.msr.lstar
         } else {
@@ -664,7 +671,7 @@ fn syscall(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
         let rip = cx.cpu.msr.star & 0xFFFF_FFFF;
         (rip, flags & !(rflags::VM | rflags::IF | rflags::RF))
     };
-    cx.cpu.flags.set_all(kept);
+    cx.cpu.rflags.set_all(kept);
     let to = FastTarget {
         cs,
         ss: cs.wrapping_add(SS_AFTER_CS),
@@ -686,11 +693,11 @@ fn sysret(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let base = (cx.cpu.msr.star >> STAR_SYSRET_SHIFT) as u16;
     let to64 = ins.code() == Code::Sysretq;
     let (cs, rip, flags) = if cx.cpu.code_bitness() == 64 {
-        let flags = (cx.cpu.regs[11] & SYSRET_FLAGS) | rflags::FIXED;
+        let flags = (cx.cpu.gpr[11] & SYSRET_FLAGS) | rflags::FIXED;
         if to64 {
             // Checked before the ring changes: the #GP is taken at CPL 0, on whatever
             // stack the kernel set up for the return, so kernels check RCX themselves.
-            let rip = cx.cpu.regs[1];
+            let rip = cx.cpu.gpr[1];
             if !is_canonical(rip) {
                 return Err(gp(0));
             }
@@ -699,7 +706,11 @@ fn sysret(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
             (base, cx.reg(Register::ECX), flags)
         }
     } else {
-        (base, cx.reg(Register::ECX), cx.cpu.flags.get() | rflags::IF)
+        (
+            base,
+            cx.reg(Register::ECX),
+            cx.cpu.rflags.get() | rflags::IF,
+        )
     };
     load_flags(cx, flags);
     let to = FastTarget {

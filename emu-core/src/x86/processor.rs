@@ -1,10 +1,10 @@
 //! HLT CLI STI CPUID RDTSC UD2 and the fences; the rest of the system instructions are
-//! in [`super::sysinstr`].
+//! in [`super::system`].
 
-use super::sysinstr::{iopl_allows, require_cpl0};
+use super::system::{iopl_allows, require_cpl0};
 use super::{Assist, Ctx, Fault, Handler};
-use crate::cpu::cr4;
 use crate::cpu::rflags::IF;
+use crate::cpu::{cr4, shadow};
 use crate::exception::Exception;
 use crate::exit::VmExit;
 use iced_x86::{Instruction, Mnemonic};
@@ -31,7 +31,7 @@ fn hlt(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
     require_cpl0(cx)?;
     // RIP already points past HLT, where the CPU resumes after an interrupt. The VMM
     // returns once an interrupt is pending (or stops the run if none can come).
-    let interruptible = cx.cpu.flags.control(IF);
+    let interruptible = cx.cpu.rflags.control(IF);
     cx.exit(VmExit::Hlt { interruptible });
     cx.end_block = true;
     Ok(())
@@ -41,23 +41,23 @@ fn set_if(cx: &mut Ctx<'_>, on: bool) -> Result<(), Fault> {
     if !iopl_allows(cx)? {
         return Err(Exception::general_protection(0).into());
     }
-    if on && !cx.cpu.flags.control(IF) {
+    if on && !cx.cpu.rflags.control(IF) {
         // STI takes effect after the next instruction, so `sti; hlt` cannot miss a wake-up.
-        cx.inhibit_interrupts();
+        cx.inhibit_interrupts(shadow::STI);
     }
-    cx.cpu.flags.set_control(IF, on);
+    cx.cpu.rflags.set_control(IF, on);
     cx.end_block = true;
     Ok(())
 }
 
 fn cpuid(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
-    let leaf = cx.cpu.regs[0] as u32;
+    let leaf = cx.cpu.gpr[0] as u32;
     let [a, b, c, d] = if cx.assist == Assist::Vtx {
         // VT-x cannot run CPUID in the guest: the VMM answers it.
         let mut result = [0; 4];
         cx.exit(VmExit::Cpuid {
             leaf,
-            subleaf: cx.cpu.regs[1] as u32,
+            subleaf: cx.cpu.gpr[1] as u32,
             result: &mut result,
         });
         result
@@ -65,7 +65,7 @@ fn cpuid(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
         crate::cpuid::cpuid(leaf)
     };
     for (r, v) in [(0, a), (3, b), (1, c), (2, d)] {
-        cx.cpu.regs[r] = v as u64;
+        cx.cpu.gpr[r] = v as u64;
     }
     Ok(())
 }
@@ -86,13 +86,13 @@ pub fn read_tsc(cx: &Ctx<'_>) -> Result<u64, Fault> {
 
 /// EDX:EAX, the register pair of RDTSC, RDMSR and WRMSR.
 pub fn edx_eax(cx: &Ctx<'_>) -> u64 {
-    (cx.cpu.regs[2] & 0xFFFF_FFFF) << 32 | (cx.cpu.regs[0] & 0xFFFF_FFFF)
+    (cx.cpu.gpr[2] & 0xFFFF_FFFF) << 32 | (cx.cpu.gpr[0] & 0xFFFF_FFFF)
 }
 
 /// Sets EDX:EAX to `v` (each half zero-extended, as 32-bit writes are).
 pub fn set_edx_eax(cx: &mut Ctx<'_>, v: u64) {
-    cx.cpu.regs[0] = v & 0xFFFF_FFFF;
-    cx.cpu.regs[2] = v >> 32;
+    cx.cpu.gpr[0] = v & 0xFFFF_FFFF;
+    cx.cpu.gpr[2] = v >> 32;
 }
 
 fn rdtsc(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
@@ -103,9 +103,9 @@ fn rdtsc(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::systest::{sel, Asm, Machine, CODE_BASE, RAX};
     use crate::cpu::{cr4, rflags};
     use crate::exception::vector;
+    use crate::interp::systest::{sel, Asm, Machine, CODE_BASE, RAX};
 
     /// Runs `asm` at CPL 3 with these flags; the #GP(0) a handler caught, if any.
     fn user_gp(asm: Asm, flags: u64) -> bool {

@@ -87,9 +87,9 @@ fn legacy_register_form(code: &[u8], bitness: u32) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::systest::{sel, Machine, CODE_BASE, DATA, RAX, RBX};
     use crate::cpu::{cr0, SegReg};
     use crate::exception::vector;
+    use crate::interp::systest::{sel, Machine, CODE_BASE, DATA, RAX, RBX};
     use iced_x86::code_asm::*;
 
     /// A page-aligned address in the identity-mapped first 4 MiB for code at a page end.

@@ -46,19 +46,7 @@ pub mod system_type {
     pub const TRAP_GATE: u16 = 15;
 }
 
-/// Code/data type bits (S = 1).
-pub mod code_data {
-    /// Accessed.
-    pub const ACCESSED: u16 = 1 << 0;
-    /// Data: writable. Code: readable.
-    pub const WRITABLE_READABLE: u16 = 1 << 1;
-    /// Code: conforming.
-    pub const CONFORMING: u16 = 1 << 2;
-    /// Data: expand-down (the bit code segments use for [`CONFORMING`]).
-    pub const EXPAND_DOWN: u16 = 1 << 2;
-    /// Code segment.
-    pub const CODE: u16 = 1 << 3;
-}
+pub use crate::cpu::code_data;
 
 /// An 8-byte segment descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +174,7 @@ pub fn mark_accessed(cx: &mut Ctx<'_>, desc: Descriptor, addr: u64) -> Result<()
 
 /// Whether the CPU runs in protected mode outside virtual-8086 mode.
 pub fn protected(cx: &Ctx<'_>) -> bool {
-    cx.cpu.cr0 & cr0::PE != 0 && !cx.cpu.flags.control(rflags::VM)
+    cx.cpu.cr0 & cr0::PE != 0 && !cx.cpu.rflags.control(rflags::VM)
 }
 
 /// A real-mode (or virtual-8086) segment load: base = selector * 16, the hidden limit and
@@ -195,7 +183,7 @@ pub fn load_real(cx: &mut Ctx<'_>, seg: SegReg, sel: u16) {
     let mut s = cx.cpu.seg[seg];
     s.selector = sel;
     s.base = (sel as u64) << 4;
-    if cx.cpu.flags.control(rflags::VM) {
+    if cx.cpu.rflags.control(rflags::VM) {
         s = Segment {
             selector: sel,
             base: (sel as u64) << 4,
@@ -406,7 +394,7 @@ impl Stack {
     /// The stack the CPU is using.
     pub fn current(cx: &Ctx<'_>) -> Self {
         let long = cx.cpu.code_bitness() == 64;
-        Self::new(cx.cpu.seg[SegReg::Ss], cx.cpu.regs[4], long)
+        Self::new(cx.cpu.seg[SegReg::Ss], cx.cpu.gpr[4], long)
     }
 
     /// The same stack, raising #SS(`code`) on a limit violation.
@@ -461,6 +449,6 @@ impl Stack {
     /// Makes this the CPU's stack: SS and RSP.
     pub fn commit(&self, cx: &mut Ctx<'_>) {
         cx.cpu.seg.set(SegReg::Ss, self.seg);
-        cx.cpu.regs[4] = self.rsp();
+        cx.cpu.gpr[4] = self.rsp();
     }
 }

@@ -7,7 +7,7 @@
 //! a hit that the entry allows costs one compare; anything else walks the tables again,
 //! which also gives the precise page-fault error code.
 
-use super::Cpu;
+use super::Vcpu;
 use crate::cpu::cr0;
 use crate::exception::{vector, Exception};
 use crate::memory::{CodeWatch, RamView};
@@ -119,7 +119,7 @@ fn allows(p: u8, access: Access, user: bool, wp: bool) -> bool {
 /// supervisor accesses such as descriptor-table reads pass false).
 #[inline]
 pub fn translate(
-    cpu: &mut Cpu,
+    cpu: &mut Vcpu,
     ram: RamView<'_>,
     code: &CodeWatch,
     lin: u64,
@@ -152,7 +152,7 @@ fn set_entry_bits(ram: RamView<'_>, code: &CodeWatch, pa: u64, bits: u64) {
 /// Walks the paging structures for an access: on success sets the accessed and dirty
 /// bits the access calls for and fills the TLB; on failure sets CR2 and gives the #PF.
 fn walk(
-    cpu: &mut Cpu,
+    cpu: &mut Vcpu,
     ram: RamView<'_>,
     code: &CodeWatch,
     lin: u64,
@@ -165,7 +165,7 @@ fn walk(
         cr4: cpu.cr4,
         efer: cpu.efer,
     };
-    let fault = |cpu: &mut Cpu, fault| {
+    let fault = |cpu: &mut Vcpu, fault| {
         cpu.cr2 = lin;
         Exception {
             vector: vector::PF,

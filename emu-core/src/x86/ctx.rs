@@ -3,7 +3,7 @@
 
 use super::mmu::{self, Access};
 use super::segaccess::{self, Addr};
-use super::{Assist, Cpu, Fault};
+use super::{Assist, Fault, Vcpu};
 use crate::cpu::SegReg;
 use crate::cpu::{cr0, efer, rflags};
 use crate::engine::DebugConfig;
@@ -26,7 +26,7 @@ pub enum Loc {
 /// The execution context handed to every instruction handler.
 pub struct Ctx<'a> {
     /// The CPU.
-    pub cpu: &'a mut Cpu,
+    pub cpu: &'a mut Vcpu,
     /// Guest RAM (guest-physical 0 upwards).
     pub ram: RamView<'a>,
     /// The VMM, for port I/O, MMIO and other exits.
@@ -66,17 +66,20 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Holds off interrupts until after the next instruction (after STI, MOV SS, POP SS):
-    /// the next poll waits until then.
-    pub fn inhibit_interrupts(&mut self) {
-        self.next_poll = self.icount + 2;
+    /// Holds off interrupts until after the next instruction (after STI, MOV SS, POP SS;
+    /// `kind` is a [`crate::cpu::shadow`] bit): the shadow is part of the state at the
+    /// boundary in between, and the next poll waits until it ends.
+    pub fn inhibit_interrupts(&mut self, kind: u8) {
+        self.cpu.interrupt_shadow |= kind;
+        self.cpu.shadow_end = self.icount + 2;
+        self.next_poll = self.cpu.shadow_end;
     }
 }
 
 impl<'a> Ctx<'a> {
     /// A context over this CPU, RAM and VMM.
     pub fn new(
-        cpu: &'a mut Cpu,
+        cpu: &'a mut Vcpu,
         ram: RamView<'a>,
         exits: &'a mut dyn ExitHandler,
         code: &'a CodeWatch,
@@ -156,16 +159,16 @@ impl<'a> Ctx<'a> {
             1..=20 => {
                 let i = n - 1;
                 if (4..8).contains(&i) {
-                    (self.cpu.regs[i - 4] >> 8) & 0xFF
+                    (self.cpu.gpr[i - 4] >> 8) & 0xFF
                 } else if i < 4 {
-                    self.cpu.regs[i] & 0xFF
+                    self.cpu.gpr[i] & 0xFF
                 } else {
-                    self.cpu.regs[i - 4] & 0xFF
+                    self.cpu.gpr[i - 4] & 0xFF
                 }
             }
-            21..=36 => self.cpu.regs[n - 21] & 0xFFFF,
-            37..=52 => self.cpu.regs[n - 37] & 0xFFFF_FFFF,
-            53..=68 => self.cpu.regs[n - 53],
+            21..=36 => self.cpu.gpr[n - 21] & 0xFFFF,
+            37..=52 => self.cpu.gpr[n - 37] & 0xFFFF_FFFF,
+            53..=68 => self.cpu.gpr[n - 53],
             _ => self.special_reg(r),
         }
     }
@@ -199,15 +202,15 @@ impl<'a> Ctx<'a> {
                 } else {
                     (i - 4, 0)
                 };
-                let old = self.cpu.regs[idx];
-                self.cpu.regs[idx] = (old & !(0xFF << shift)) | ((v & 0xFF) << shift);
+                let old = self.cpu.gpr[idx];
+                self.cpu.gpr[idx] = (old & !(0xFF << shift)) | ((v & 0xFF) << shift);
             }
             21..=36 => {
-                let old = self.cpu.regs[n - 21];
-                self.cpu.regs[n - 21] = (old & !0xFFFF) | (v & 0xFFFF);
+                let old = self.cpu.gpr[n - 21];
+                self.cpu.gpr[n - 21] = (old & !0xFFFF) | (v & 0xFFFF);
             }
-            37..=52 => self.cpu.regs[n - 37] = v & 0xFFFF_FFFF,
-            53..=68 => self.cpu.regs[n - 53] = v,
+            37..=52 => self.cpu.gpr[n - 37] = v & 0xFFFF_FFFF,
+            53..=68 => self.cpu.gpr[n - 53] = v,
             _ => debug_assert!(false, "set_reg on {r:?}"),
         }
     }
@@ -301,7 +304,7 @@ impl<'a> Ctx<'a> {
         if self.cpu.cr0 & cr0::AM != 0
             && user
             && lin & (size as u64).wrapping_sub(1) != 0
-            && self.cpu.flags.control(rflags::AC)
+            && self.cpu.rflags.control(rflags::AC)
         {
             return Err(Exception::alignment_check().into());
         }

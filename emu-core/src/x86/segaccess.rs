@@ -35,10 +35,9 @@
 
 use super::mmu::{is_canonical, Access};
 use super::segment::code_data;
-use super::{Cpu, Fault};
+use super::{Fault, Vcpu};
 use crate::cpu::{cr0, efer, SegReg, Segment};
 use crate::exception::Exception;
-use std::ops::Index;
 
 /// The highest offset of a 16-bit expand-down segment (B clear).
 const EXPAND_DOWN_TOP16: u64 = 0xFFFF;
@@ -68,84 +67,11 @@ impl Addr {
     }
 }
 
-/// The six segment registers, each with a precomputed bit saying whether a data access
-/// through it needs the checks of this module (outside 64-bit mode).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SegRegs {
-    /// ES, CS, SS, DS, FS, GS (indexed by [`SegReg`]).
-    regs: [Segment; 6],
-    /// Bit n set: segment register n is not flat, its accesses are checked.
-    checked: u8,
-}
-
-impl Default for SegRegs {
-    fn default() -> Self {
-        SegRegs::new([Segment::default(); 6])
-    }
-}
-
-impl Index<SegReg> for SegRegs {
-    type Output = Segment;
-
-    #[inline(always)]
-    fn index(&self, seg: SegReg) -> &Segment {
-        &self.regs[seg as usize]
-    }
-}
-
-impl SegRegs {
-    /// Segment registers holding `regs` (in [`SegReg`] order).
-    pub fn new(regs: [Segment; 6]) -> Self {
-        let checked = regs
-            .iter()
-            .enumerate()
-            .fold(0, |bits, (i, s)| bits | (u8::from(!is_flat(s)) << i));
-        SegRegs { regs, checked }
-    }
-
-    /// All six, in [`SegReg`] order.
-    pub fn all(&self) -> [Segment; 6] {
-        self.regs
-    }
-
-    /// Loads segment register `seg` (selector and hidden part).
-    #[inline]
-    pub fn set(&mut self, seg: SegReg, s: Segment) {
-        let bit = 1 << seg as u8;
-        self.checked = (self.checked & !bit) | if is_flat(&s) { 0 } else { bit };
-        self.regs[seg as usize] = s;
-    }
-
-    /// Changes only the base (WRMSR to FS.base or GS.base, SWAPGS): neither the limit nor
-    /// the type, so not whether checks are needed.
-    pub fn set_base(&mut self, seg: SegReg, base: u64) {
-        self.regs[seg as usize].base = base;
-    }
-
-    /// Whether accesses through `seg` must be checked (outside 64-bit mode).
-    #[inline(always)]
-    pub fn needs_checks(&self, seg: SegReg) -> bool {
-        self.checked & (1 << seg as u8) != 0
-    }
-}
-
-/// Whether no access through `s` can fail the checks, in any mode: a present read/write
-/// expand-up data segment with a 4 GiB limit.
-fn is_flat(s: &Segment) -> bool {
-    let kind = Segment::PRESENT
-        | Segment::CODE_DATA
-        | code_data::CODE
-        | code_data::EXPAND_DOWN
-        | code_data::WRITABLE_READABLE;
-    let read_write = Segment::PRESENT | Segment::CODE_DATA | code_data::WRITABLE_READABLE;
-    s.limit == u32::MAX && s.attr & kind == read_write
-}
-
 /// The address of a data access of `len` bytes at `offset` through `seg`, if
 /// segmentation allows it. Outside long mode through a flat segment, the common case,
 /// it is inline and one bit test; the rest is not.
 #[inline(always)]
-pub fn address(cpu: &Cpu, seg: SegReg, offset: u64, len: u32, access: Access) -> Option<Addr> {
+pub fn address(cpu: &Vcpu, seg: SegReg, offset: u64, len: u32, access: Access) -> Option<Addr> {
     if cpu.efer & efer::LMA == 0 && !cpu.seg.needs_checks(seg) {
         return Some(Addr(cpu.seg[seg].base.wrapping_add(offset) & LINEAR32));
     }
@@ -154,7 +80,7 @@ pub fn address(cpu: &Cpu, seg: SegReg, offset: u64, len: u32, access: Access) ->
 
 /// [`address`] in long mode or through a segment that needs the checks.
 #[inline(never)]
-fn checked_address(cpu: &Cpu, seg: SegReg, offset: u64, len: u32, access: Access) -> Option<Addr> {
+fn checked_address(cpu: &Vcpu, seg: SegReg, offset: u64, len: u32, access: Access) -> Option<Addr> {
     let s = &cpu.seg[seg];
     if cpu.code_bitness() == 64 {
         // 64-bit mode: flat, except that FS and GS keep their bases.
@@ -234,7 +160,7 @@ pub fn long_addr(base: u64, offset: u64, len: u32) -> Option<Addr> {
 /// control transfer is about to switch to).
 #[inline(always)]
 pub fn needs_checks(s: &Segment) -> bool {
-    !is_flat(s)
+    !s.is_flat()
 }
 
 /// The fault of a refused access through `seg`: #SS through SS, #GP through the others.
@@ -250,7 +176,7 @@ pub fn refused(seg: SegReg) -> Fault {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::Segment;
+    use crate::cpu::{SegRegs, Segment};
 
     /// Data type bits: read-only, read/write, read-only expand-down, read/write
     /// expand-down.

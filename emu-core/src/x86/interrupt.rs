@@ -142,7 +142,7 @@ pub fn external(cx: &mut Ctx<'_>, vector: u8) -> Option<StopReason> {
 }
 
 fn shutdown(cx: &mut Ctx<'_>, cause: Exception) -> StopReason {
-    let state = Box::new(cx.cpu.to_state());
+    let state = Box::new(cx.cpu.state().clone());
     let mut stop = StopReason::Shutdown(Some((cause, state.clone())));
     cx.exit(VmExit::Shutdown {
         cause: Some((cause, state)),
@@ -177,8 +177,8 @@ fn real_mode(cx: &mut Ctx<'_>, vector: u8) -> Result<(), Fault> {
         stack.push(cx, 2, v, 0)?;
     }
     stack.commit(cx);
-    let kept = cx.cpu.flags.get() & !(rflags::IF | rflags::TF | rflags::AC);
-    cx.cpu.flags.set_all(kept);
+    let kept = cx.cpu.rflags.get() & !(rflags::IF | rflags::TF | rflags::AC);
+    cx.cpu.rflags.set_all(kept);
     segment::load_real(cx, SegReg::Cs, cs);
     cx.cpu.rip = ip;
     Ok(())
@@ -283,7 +283,7 @@ fn protected_mode(
         let mut inner = Stack::new(ss, esp, false).with_error(selector_error(ss_sel) | ext);
         let old_ss = cx.cpu.seg[SegReg::Ss].selector as u64;
         inner.push(cx, size, old_ss, new_cpl)?;
-        inner.push(cx, size, cx.cpu.regs[4], new_cpl)?;
+        inner.push(cx, size, cx.cpu.gpr[4], new_cpl)?;
         inner
     } else {
         Stack::current(cx).with_error(ext)
@@ -310,14 +310,14 @@ fn protected_mode(
 
 /// The EFLAGS image a delivery pushes: with RF set for faults in protected mode.
 fn flags_image(cx: &Ctx<'_>) -> u64 {
-    cx.cpu.flags.get() | if cx.push_rf { rflags::RF } else { 0 }
+    cx.cpu.rflags.get() | if cx.push_rf { rflags::RF } else { 0 }
 }
 
 /// Every gate clears TF, NT, RF and VM; an interrupt gate (not a trap gate) also IF.
 fn clear_flags_on_entry(cx: &mut Ctx<'_>, interrupt_gate: bool) {
     let cleared = CLEARED_ON_DELIVERY | if interrupt_gate { rflags::IF } else { 0 };
-    let kept = cx.cpu.flags.get() & !cleared;
-    cx.cpu.flags.set_all(kept);
+    let kept = cx.cpu.rflags.get() & !cleared;
+    cx.cpu.rflags.set_all(kept);
 }
 
 fn long_mode(
@@ -337,7 +337,7 @@ fn long_mode(
     // Long-mode gates lead to 64-bit code only.
     let (desc, addr, new_cpl) = gate_target(cx, sel, ext, |d| d.is_long() && !d.is_default32())?;
     let cpl = cx.cpu.cpl();
-    let old_rsp = cx.cpu.regs[4];
+    let old_rsp = cx.cpu.gpr[4];
     let rsp = if ist != 0 {
         let off = TSS64_IST1 + 8 * (ist - 1);
         if off + 7 > cx.cpu.tr.limit as u64 {
@@ -389,11 +389,11 @@ fn long_mode(
 #[cfg(test)]
 mod tests {
     use super::super::segment::system_type;
-    use super::super::systest::{gate32, Machine, CODE_BASE, IDT_BASE};
-    use super::super::Interpreter;
-    use crate::cpu::rflags;
+    use crate::cpu::{rflags, shadow};
     use crate::engine::Engine;
     use crate::exit::{ExitHandler, Flow, InterruptPoll, StopReason, VmExit};
+    use crate::interp::systest::{gate32, Machine, CODE_BASE, IDT_BASE};
+    use crate::interp::Interpreter;
 
     /// The vector the storm raises.
     const STORM_VECTOR: u8 = 0x20;
@@ -450,5 +450,77 @@ mod tests {
         let mut quiet = Impatient { pending: false };
         assert_eq!(engine.run(&ram, &mut quiet, 100), StopReason::Halted);
         assert_eq!(engine.instructions_retired(), 2, "NOP and HLT");
+    }
+
+    /// An interrupt controller with one interrupt waiting, taken once.
+    struct OneInterrupt {
+        waiting: bool,
+    }
+
+    impl ExitHandler for OneInterrupt {
+        fn handle(&mut self, exit: VmExit<'_>, _: u64) -> Flow {
+            match exit {
+                VmExit::Hlt { .. } => Flow::Stop(StopReason::Halted),
+                VmExit::Shutdown { cause } => Flow::Stop(StopReason::Shutdown(cause)),
+                _ => Flow::Continue,
+            }
+        }
+        fn poll_interrupts(&mut self, _: u64) -> InterruptPoll {
+            InterruptPoll {
+                pending: self.waiting,
+                next_poll: u64::MAX,
+                next_poll_at: None,
+            }
+        }
+        fn acknowledge_interrupt(&mut self) -> Option<u8> {
+            std::mem::take(&mut self.waiting).then_some(STORM_VECTOR)
+        }
+    }
+
+    #[test]
+    fn single_steps_through_sti_take_the_interrupt_after_the_next_instruction() {
+        // sti; nop; nop; hlt with an interrupt waiting: it must arrive after the first
+        // NOP (the STI shadow), even when every step is a run of its own on a fresh
+        // engine that gets the state of the last one.
+        const HANDLER: u64 = CODE_BASE + 0x100;
+        let mut m = Machine::protected(|a| {
+            a.sti()?;
+            a.nop()?;
+            a.nop()
+        });
+        let entry = IDT_BASE + 8 * u64::from(STORM_VECTOR);
+        m.poke_u64(entry, gate32(system_type::INT_GATE, HANDLER, 0));
+        m.poke(HANDLER, &[0xF4]);
+        m.state.idtr.limit = (entry + 7 - IDT_BASE) as u16;
+        let mut pic = OneInterrupt { waiting: true };
+        let mut state = m.state.clone();
+        let mut rips = Vec::new();
+        for _ in 0..3 {
+            let mut engine = Interpreter::new();
+            engine.set_state(&state).unwrap();
+            engine.run(&m.ram, &mut pic, 1);
+            state = engine.state().unwrap();
+            rips.push(state.rip);
+        }
+        // STI; the first NOP, inside the shadow; then the interrupt, whose delivery ends
+        // the one-step run at the handler's first instruction.
+        assert_eq!(rips, [CODE_BASE + 1, CODE_BASE + 2, HANDLER]);
+        let pushed_eip = m.peek(state.gpr[4], 4);
+        assert_eq!(pushed_eip, CODE_BASE + 2, "returns to the second NOP");
+    }
+
+    #[test]
+    fn the_shadow_is_in_the_state_only_at_the_boundary_after_sti() {
+        let m = Machine::protected(|a| {
+            a.sti()?;
+            a.nop()
+        });
+        let mut quiet = Impatient { pending: false };
+        let mut engine = Interpreter::new();
+        engine.set_state(&m.state).unwrap();
+        engine.run(&m.ram, &mut quiet, 1);
+        assert_eq!(engine.state().unwrap().interrupt_shadow, shadow::STI);
+        engine.run(&m.ram, &mut quiet, 1);
+        assert_eq!(engine.state().unwrap().interrupt_shadow, 0);
     }
 }

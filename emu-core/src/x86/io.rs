@@ -6,7 +6,7 @@
 
 use super::ctx::operand_size;
 use super::segment::system_type;
-use super::sysinstr::iopl_allows;
+use super::system::iopl_allows;
 use super::{Ctx, Fault, Handler};
 use crate::cpu::Segment;
 use crate::exception::Exception;
@@ -95,10 +95,10 @@ fn port_out(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::systest::{busy_tss, sel, Asm, Machine, TSS32_SIZE, TSS_BASE, TSS_IOMAP};
     use super::PORTS_PER_BYTE;
     use crate::cpu::rflags;
     use crate::exception::vector;
+    use crate::interp::systest::{busy_tss, sel, Asm, Machine, TSS32_SIZE, TSS_BASE, TSS_IOMAP};
     use iced_x86::code_asm::*;
 
     /// The port the bitmap allows.

@@ -29,8 +29,10 @@ pub enum FlagOp {
     Dec,
 }
 
-/// RFLAGS with lazily evaluated status flags.
-#[derive(Debug, Clone, Copy)]
+/// RFLAGS with lazily evaluated status flags. Compares, prints and serializes as the
+/// architectural value.
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(from = "u64", into = "u64")]
 pub struct Flags {
     /// The non-arithmetic flags always; the arithmetic ones when `op` is `Eager`; the
     /// carry-in (ADC/SBB) or the preserved CF (INC/DEC) in the CF position otherwise.
@@ -56,10 +58,52 @@ pub fn sign_bit(size: u8) -> u64 {
     1u64 << (8 * size as u32 - 1)
 }
 
+/// `v`'s low `size` bytes, sign-extended to 64 bits.
+#[inline(always)]
+pub fn sign_extend(v: u64, size: u8) -> u64 {
+    let shift = 64 - 8 * size as u32;
+    (((v << shift) as i64) >> shift) as u64
+}
+
 /// PF: set when the low byte has an even number of one bits.
 #[inline(always)]
 fn parity(res: u64) -> bool {
     (res as u8).count_ones().is_multiple_of(2)
+}
+
+impl PartialEq for Flags {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Flags {}
+
+impl std::fmt::Debug for Flags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#x}", self.get())
+    }
+}
+
+/// `rflags & mask`: the architectural bits under a mask.
+impl std::ops::BitAnd<u64> for Flags {
+    type Output = u64;
+
+    fn bitand(self, mask: u64) -> u64 {
+        self.get() & mask
+    }
+}
+
+impl From<u64> for Flags {
+    fn from(bits: u64) -> Self {
+        Flags::from_bits(bits)
+    }
+}
+
+impl From<Flags> for u64 {
+    fn from(f: Flags) -> Self {
+        f.get()
+    }
 }
 
 impl Default for Flags {

@@ -8,10 +8,10 @@
 //! tables, DR7) ends the block, so the next instruction is looked up afresh.
 
 use super::ctx::seg_of;
-use super::debug;
+use super::debugreg;
 use super::mmu::{is_canonical, Access, MAXPHYADDR};
+use super::processor::{edx_eax, read_tsc, set_edx_eax, tsc};
 use super::segment::{self, read_descriptor, selector, selector_error, system_type, Descriptor};
-use super::system::{edx_eax, read_tsc, set_edx_eax, tsc};
 use super::{Ctx, Fault, Handler};
 use crate::cpu::{cr0, cr4, efer, msr, rflags, DescriptorTable, SegReg, Segment};
 use crate::exception::Exception;
@@ -157,7 +157,8 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         Mnemonic::Swapgs => |cx: &mut Ctx<'_>, _: &Instruction| {
             require_cpl0(cx)?;
             let gs = cx.cpu.seg[SegReg::Gs].base;
-            cx.cpu.seg.set_base(SegReg::Gs, cx.cpu.msr.kernel_gs_base);
+            let kernel_gs = cx.cpu.msr.kernel_gs_base;
+            cx.cpu.seg.set_base(SegReg::Gs, kernel_gs);
             cx.cpu.msr.kernel_gs_base = gs;
             Ok(())
         },
@@ -183,10 +184,10 @@ pub fn require_cpl0(cx: &Ctx<'_>) -> Result<(), Fault> {
 /// change IF with POPF: CPL <= IOPL, always true in real mode. Virtual-8086 mode, with
 /// its own rules, is not implemented.
 pub fn iopl_allows(cx: &Ctx<'_>) -> Result<bool, Fault> {
-    if cx.cpu.flags.control(rflags::VM) {
+    if cx.cpu.rflags.control(rflags::VM) {
         return Err(Fault::Unsupported);
     }
-    Ok(cx.cpu.cpl() <= cx.cpu.flags.iopl())
+    Ok(cx.cpu.cpl() <= cx.cpu.rflags.iopl())
 }
 
 /// The selector instructions exist only in protected mode: #UD in real mode (and in
@@ -211,7 +212,7 @@ fn canonical(v: u64) -> Result<u64, Fault> {
 /// Sets ZF to `on` (LAR, LSL, VERR, VERW and ARPL report through it).
 fn set_zf(cx: &mut Ctx<'_>, on: bool) {
     let zf = rflags::ZF;
-    cx.cpu.flags.update(zf, if on { zf } else { 0 });
+    cx.cpu.rflags.update(zf, if on { zf } else { 0 });
 }
 
 // ---- descriptor-table registers ----
@@ -541,14 +542,14 @@ fn mov_from_cr(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 
 // ---- debug registers ----
 
-/// The index in [`super::Cpu::dr`] of the register a MOV DRn names: DR4 and DR5 alias
+/// The index in [`super::Vcpu::dr`] of the register a MOV DRn names: DR4 and DR5 alias
 /// DR6 and DR7 unless CR4.DE makes them #UD; DR8-DR15 do not exist.
 fn debug_register(cx: &Ctx<'_>, r: Register) -> Result<usize, Fault> {
     let aliased = cx.cpu.cr4 & cr4::DE == 0;
     match r.number() {
-        n @ (0..=3 | debug::DR6 | debug::DR7) => Ok(n),
-        DR4 if aliased => Ok(debug::DR6),
-        DR5 if aliased => Ok(debug::DR7),
+        n @ (0..=3 | debugreg::DR6 | debugreg::DR7) => Ok(n),
+        DR4 if aliased => Ok(debugreg::DR6),
+        DR5 if aliased => Ok(debugreg::DR7),
         _ => Err(Exception::invalid_opcode().into()),
     }
 }
@@ -558,10 +559,10 @@ fn mov_to_dr(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     require_cpl0(cx)?;
     let v = cx.reg(ins.op1_register());
     // The upper halves of DR6 and DR7 are reserved.
-    if n >= debug::DR6 && v >> 32 != 0 {
+    if n >= debugreg::DR6 && v >> 32 != 0 {
         return Err(gp(0));
     }
-    cx.cpu.dr[n] = debug::fixed_bits(n, v);
+    cx.cpu.dr[n] = debugreg::fixed_bits(n, v);
     // DR7 may have armed or disarmed breakpoints: the run loop must look again.
     cx.end_block = true;
     Ok(())
@@ -570,7 +571,7 @@ fn mov_to_dr(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 fn mov_from_dr(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let n = debug_register(cx, ins.op1_register())?;
     require_cpl0(cx)?;
-    let v = debug::fixed_bits(n, cx.cpu.dr[n]);
+    let v = debugreg::fixed_bits(n, cx.cpu.dr[n]);
     cx.set_reg(ins.op0_register(), v);
     Ok(())
 }
@@ -581,7 +582,7 @@ fn mov_from_dr(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 /// MSR bitmaps: every access exits). The interpreter's MSR logic below then completes
 /// the access: it plays the part of the VMM's MSR emulation.
 fn msr_exit(cx: &mut Ctx<'_>, write: bool) {
-    let index = cx.cpu.regs[1] as u32;
+    let index = cx.cpu.gpr[1] as u32;
     let value = if write { edx_eax(cx) } else { 0 };
     cx.assist_exit(|| VmExit::Msr {
         write,
@@ -594,7 +595,7 @@ fn rdmsr(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
     require_cpl0(cx)?;
     msr_exit(cx, false);
     let m = &cx.cpu.msr;
-    let v = match cx.cpu.regs[1] as u32 {
+    let v = match cx.cpu.gpr[1] as u32 {
         msr::TSC => tsc(cx),
         msr::APIC_BASE => APIC_BASE_VALUE,
         msr::SYSENTER_CS => m.sysenter_cs,
@@ -619,7 +620,7 @@ fn wrmsr(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
     require_cpl0(cx)?;
     msr_exit(cx, true);
     let v = edx_eax(cx);
-    match cx.cpu.regs[1] as u32 {
+    match cx.cpu.gpr[1] as u32 {
         msr::EFER => write_efer(cx, v)?,
         msr::SYSENTER_CS => cx.cpu.msr.sysenter_cs = v,
         msr::SYSENTER_ESP => cx.cpu.msr.sysenter_esp = canonical(v)?,
@@ -664,19 +665,19 @@ fn write_efer(cx: &mut Ctx<'_>, v: u64) -> Result<(), Fault> {
 fn rdtscp(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
     let tsc = read_tsc(cx)?;
     set_edx_eax(cx, tsc);
-    cx.cpu.regs[1] = cx.cpu.msr.tsc_aux;
+    cx.cpu.gpr[1] = cx.cpu.msr.tsc_aux;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::systest::{
-        busy_tss, kind, sel, Asm, Desc, Machine, Trap, DATA, GDT_BASE, RAX, RBX, RCX, RDX,
-    };
     use super::{system_type, ACCESS_RIGHTS};
     use crate::cpu::{cr0, cr4, efer, msr, SegReg, Segment};
     use crate::exception::vector;
     use crate::exit::StopReason;
+    use crate::interp::systest::{
+        busy_tss, kind, sel, Asm, Desc, Machine, Trap, DATA, GDT_BASE, RAX, RBX, RCX, RDX,
+    };
     use iced_x86::code_asm::*;
     use iced_x86::{Code, Instruction, MemoryOperand};
 
