@@ -1,7 +1,8 @@
 //! The decoded-block cache.
 //!
 //! A block is a run of decoded instructions that starts at a guest RIP and ends at the
-//! first control transfer, at a page boundary, or after [`MAX_BLOCK_OPS`] instructions.
+//! first control transfer or instruction that changes how later code runs (the facts of
+//! [`crate::x86::opcode`]), at a page boundary, or after [`MAX_BLOCK_OPS`] instructions.
 //! It never spans more than the page it starts on (plus the tail of an instruction that
 //! straddles into the next page), so a write to a page invalidates exactly the blocks
 //! decoded from it.
@@ -12,7 +13,8 @@ use crate::memory::CodeWatch;
 use crate::x86::ctx::{Ctx, PAGE_SHIFT, PAGE_SIZE};
 use crate::x86::decode;
 use crate::x86::mmu::Access;
-use iced_x86::{Decoder, DecoderError, FlowControl, Instruction};
+use crate::x86::opcode;
+use iced_x86::{Decoder, DecoderError, Instruction};
 use std::cell::Cell;
 use std::collections::HashMap;
 
@@ -237,7 +239,9 @@ impl BlockCache {
                 }
                 break;
             }
-            if ins.is_invalid() || ins.flow_control() != FlowControl::Next {
+            // A control transfer, or an instruction that may change how what follows
+            // runs (the opcode table says which); INVALID is a control transfer (#UD).
+            if opcode::facts(ins.code()).ends_block {
                 break;
             }
         }
