@@ -9,7 +9,7 @@
 //! which change how the code after them must be decoded or run. The table is built once,
 //! on first use, from those two sources, so there is nothing to keep in step by hand.
 
-use iced_x86::{Code, FlowControl, Instruction, Mnemonic, OpCodeOperandKind};
+use iced_x86::{Code, FlowControl, Instruction, Mnemonic};
 use std::sync::LazyLock;
 
 /// How an instruction behaves when the guest kernel runs outside ring 0 (ring
@@ -113,15 +113,20 @@ fn sensitive_unprivileged(m: Mnemonic) -> bool {
     )
 }
 
+/// The form's name in iced-x86 (`Mov_Sreg_rm16`, `Call_m1632`, ...), which spells its
+/// operands. Asked only of the few mnemonics below: iced-x86's operand tables are
+/// costly to build, and Popek would pay for them at every start.
+fn name(code: Code) -> String {
+    format!("{code:?}")
+}
+
 /// Whether one of the form's operands is a segment register.
 fn has_segment_operand(code: Code) -> bool {
-    use OpCodeOperandKind as K;
-    code.op_code().op_kinds().iter().any(|k| {
-        matches!(
-            k,
-            K::seg_reg | K::es | K::cs | K::ss | K::ds | K::fs | K::gs
-        )
-    })
+    let name = name(code);
+    name.contains("Sreg")
+        || ["_ES", "_CS", "_SS", "_DS", "_FS", "_GS"]
+            .iter()
+            .any(|s| name.ends_with(s))
 }
 
 /// Whether a MOV, PUSH or POP form moves a segment register: these reveal or set the
@@ -134,17 +139,15 @@ fn moves_segment_register(code: Code) -> bool {
 }
 
 /// Far transfers: the target's selector carries a privilege level. The far CALL and JMP
-/// forms are the ones with a pointer operand or a bare memory operand (the near forms'
-/// operand is a register or memory).
+/// forms take a far pointer (`ptr16:16`, `ptr16:32`) or a memory operand holding one
+/// (`m16:16`, `m16:32`, `m16:64`).
 fn is_far_transfer(code: Code) -> bool {
-    use OpCodeOperandKind as K;
     match code.mnemonic() {
         Mnemonic::Retf => true,
-        Mnemonic::Call | Mnemonic::Jmp => code
-            .op_code()
-            .op_kinds()
-            .iter()
-            .any(|k| matches!(k, K::farbr2_2 | K::farbr4_2 | K::mem)),
+        Mnemonic::Call | Mnemonic::Jmp => {
+            let name = name(code);
+            name.contains("_ptr16") || name.contains("_m16")
+        }
         _ => false,
     }
 }
@@ -152,11 +155,9 @@ fn is_far_transfer(code: Code) -> bool {
 /// Whether the form may load SS (MOV to a segment register, POP SS, LSS), which holds
 /// off interrupts and single-step traps until the next instruction completes.
 pub fn may_load_ss(code: Code) -> bool {
-    use OpCodeOperandKind as K;
-    let kinds = code.op_code().op_kinds();
     match code.mnemonic() {
-        Mnemonic::Mov => kinds.first() == Some(&K::seg_reg),
-        Mnemonic::Pop => kinds.first() == Some(&K::ss),
+        Mnemonic::Mov => name(code).starts_with("Mov_Sreg"),
+        Mnemonic::Pop => name(code).ends_with("_SS"),
         Mnemonic::Lss => true,
         _ => false,
     }
@@ -164,12 +165,10 @@ pub fn may_load_ss(code: Code) -> bool {
 
 /// Whether the form writes a control or debug register (mode, paging, breakpoints).
 fn writes_control_register(code: Code) -> bool {
-    use OpCodeOperandKind as K;
-    code.mnemonic() == Mnemonic::Mov
-        && matches!(
-            code.op_code().op_kinds().first(),
-            Some(K::cr_reg | K::dr_reg)
-        )
+    code.mnemonic() == Mnemonic::Mov && {
+        let name = name(code);
+        name.starts_with("Mov_cr") || name.starts_with("Mov_dr")
+    }
 }
 
 fn build(code: Code) -> OpFacts {
