@@ -121,11 +121,14 @@ impl Engine for Interpreter {
     }
 
     fn state(&self) -> Result<CpuState, EngineError> {
-        Ok(self.cpu.state().clone())
+        let mut state = self.cpu.state().clone();
+        state.msr.tsc = self.retired.wrapping_add(self.cpu.tsc_offset);
+        Ok(state)
     }
 
     fn set_state(&mut self, state: &CpuState) -> Result<(), EngineError> {
         self.cpu = Vcpu::new(state.clone());
+        self.cpu.tsc_offset = state.msr.tsc.wrapping_sub(self.retired);
         self.stale = true;
         Ok(())
     }

@@ -1,8 +1,10 @@
 //! The machine: guest RAM, one engine, the shared devices, and the VMM that connects
 //! them. This is the one public API the command line, gdb, the GUI and labs drive.
 
+mod snapshot;
 mod vmm;
 
+pub use snapshot::{RamPage, Snapshot, SnapshotError, SNAPSHOT_VERSION};
 pub use vmm::Vmm;
 
 use crate::clock::Clock;

@@ -78,6 +78,10 @@ pub struct Vcpu {
     /// The instruction count at which the interrupt shadow in the state ends: the
     /// boundary after the instruction that follows STI or MOV SS.
     pub shadow_end: u64,
+    /// What the time-stamp counter adds to the engine's instruction count: RDTSC reads
+    /// `icount + tsc_offset`, so the counter carries on across engines and snapshots
+    /// from the value in the state's IA32_TIME_STAMP_COUNTER.
+    pub tsc_offset: u64,
 }
 
 impl Vcpu {
@@ -87,6 +91,7 @@ impl Vcpu {
             state,
             tlb: mmu::Tlb::default(),
             shadow_end: 0,
+            tsc_offset: 0,
         }
     }
 

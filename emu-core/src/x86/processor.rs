@@ -73,7 +73,7 @@ fn cpuid(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
 /// The time-stamp counter counts retired instructions: one cycle each, so runs are
 /// reproducible and a student can time code in instructions.
 pub fn tsc(cx: &Ctx<'_>) -> u64 {
-    cx.icount
+    cx.icount.wrapping_add(cx.cpu.tsc_offset)
 }
 
 /// The counter as RDTSC and RDTSCP read it: CR4.TSD reserves it for CPL 0.
