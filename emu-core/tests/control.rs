@@ -16,7 +16,7 @@ use emu_core::memory::GuestRam;
 use emu_core::trace::{EventKind, EventMask};
 use iced_x86::code_asm::{dword_ptr, eax, ebx, ecx};
 use scenarios::kernel::{assemble, Kernel, Program, ABSENT, CODE, PAGE_TABLES, RAM, USER_DATA};
-use scenarios::{DEBUG_EXIT, PROMPTLY, RBX, RUN_FIRST};
+use scenarios::{finish, resume_and_wait, DEBUG_EXIT, PROMPTLY, RBX, RUN_FIRST};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -155,16 +155,14 @@ fn reading_guest_virtual_memory_leaves_no_trace_in_the_guest() {
     let mut regs = h.registers().unwrap();
     regs.gpr[RBX] = 1;
     h.set_registers(regs).unwrap();
-    h.resume().unwrap();
     // No TLB entry for X: the guest reads the page it mapped there.
     assert_eq!(
-        h.wait(PROMPTLY).unwrap(),
+        resume_and_wait(&h),
         Status::Finished(StopReason::Exited(IN_OTHER))
     );
     let pte_x = read_u32(&h, |h| h.read_physical(PTE_X, 4));
     assert_eq!(pte_x & pte::A, pte::A, "the guest's own read sets A");
-    drop(h);
-    thread.join().unwrap();
+    finish(h, thread);
 }
 
 // ---- stepping and running until ----
@@ -214,8 +212,7 @@ fn single_steps_retire_one_instruction_each_at_the_expected_addresses() {
         h.step(1),
         Err(ControlError::Finished(StopReason::Exited(7)))
     ));
-    drop(h);
-    thread.join().unwrap();
+    finish(h, thread);
 }
 
 #[test]
@@ -238,8 +235,7 @@ fn a_step_of_many_instructions_retires_exactly_that_many() {
         "only {served} requests were served during the step"
     );
     assert_eq!(h.instructions_retired().unwrap(), 1000 + MANY);
-    drop(h);
-    thread.join().unwrap();
+    finish(h, thread);
 }
 
 /// A client that reads registers and counters until `quit`; how many it read.
@@ -341,18 +337,13 @@ fn run_until_a_ring_change_stops_at_the_first_instruction_of_the_new_ring() {
     );
 
     // Resumed with nothing to stop at, it runs to its end as if never stopped.
-    h.resume().unwrap();
-    assert_eq!(
-        h.wait(PROMPTLY).unwrap(),
-        Status::Finished(StopReason::Exited(0))
-    );
+    assert_eq!(resume_and_wait(&h), Status::Finished(StopReason::Exited(0)));
     assert_eq!(serial.contents(), reference_out.contents());
     assert_eq!(
         h.instructions_retired().unwrap(),
         reference.instructions_retired()
     );
-    drop(h);
-    thread.join().unwrap();
+    finish(h, thread);
 }
 
 #[test]
@@ -374,9 +365,8 @@ fn breakpoints_and_watchpoints_stop_where_they_should_and_resuming_moves_on() {
     let data = |h: &MachineHandle| read_u32(h, |h| h.read_physical(DATA, 4));
     h.add_breakpoint(store).unwrap();
     for round in 1..=2 {
-        h.resume().unwrap();
         assert_eq!(
-            h.wait(PROMPTLY).unwrap(),
+            resume_and_wait(&h),
             Status::Paused(Pause::Debug(DebugStop::Breakpoint { addr: store }))
         );
         let regs = h.registers().unwrap();
@@ -391,9 +381,8 @@ fn breakpoints_and_watchpoints_stop_where_they_should_and_resuming_moves_on() {
         kind: WatchKind::Write,
     };
     h.add_watchpoint(watch).unwrap();
-    h.resume().unwrap();
     assert_eq!(
-        h.wait(PROMPTLY).unwrap(),
+        resume_and_wait(&h),
         Status::Paused(Pause::Debug(DebugStop::Watchpoint {
             addr: DATA,
             len: 4,
@@ -404,13 +393,8 @@ fn breakpoints_and_watchpoints_stop_where_they_should_and_resuming_moves_on() {
     assert_eq!((regs.rip, regs.gpr[RBX]), (program.ip("cmp"), 2));
     assert_eq!(data(&h), 2, "the store completed");
     assert!(h.remove_watchpoint(watch).unwrap());
-    h.resume().unwrap();
-    assert_eq!(
-        h.wait(PROMPTLY).unwrap(),
-        Status::Finished(StopReason::Exited(5))
-    );
-    drop(h);
-    thread.join().unwrap();
+    assert_eq!(resume_and_wait(&h), Status::Finished(StopReason::Exited(5)));
+    finish(h, thread);
 }
 
 #[test]
@@ -436,9 +420,8 @@ fn a_breakpoint_where_a_run_was_cut_short_for_a_request_still_stops_it() {
     let quit = Arc::new(AtomicBool::new(false));
     let hammer = hammer(&h, &quit);
     for round in 1..=30 {
-        h.resume().unwrap();
         assert_eq!(
-            h.wait(PROMPTLY).unwrap(),
+            resume_and_wait(&h),
             Status::Paused(Pause::Debug(DebugStop::Breakpoint { addr: top }))
         );
         // Once round the loop per stop: no visit of the breakpoint was missed.
@@ -446,8 +429,7 @@ fn a_breakpoint_where_a_run_was_cut_short_for_a_request_still_stops_it() {
     }
     quit.store(true, Ordering::SeqCst);
     hammer.join().unwrap();
-    drop(h);
-    thread.join().unwrap();
+    finish(h, thread);
 }
 
 // ---- several clients, the budget ----
@@ -502,8 +484,7 @@ fn clients_at_once_do_not_change_what_the_guest_computes() {
         reference.instructions_retired()
     );
     assert_eq!(h.registers().unwrap(), reference.cpu_state().unwrap());
-    drop(h);
-    thread.join().unwrap();
+    finish(h, thread);
 }
 
 #[test]
@@ -524,8 +505,7 @@ fn the_whole_run_budget_holds_across_pauses_and_resumes() {
     );
     assert!(pauses > 3, "paused {pauses} times");
     assert_eq!(h.instructions_retired().unwrap(), BUDGET);
-    drop(h);
-    thread.join().unwrap();
+    finish(h, thread);
 }
 
 // ---- robustness ----
@@ -559,9 +539,8 @@ fn a_client_dropping_its_handle_leaves_the_others_working() {
 fn a_finished_guest_can_be_inspected_but_not_run() {
     let (m, serial) = rom_machine("hello", "hello");
     let (h, thread) = MachineHandle::spawn(m, None).unwrap();
-    h.resume().unwrap();
     let end = Status::Finished(StopReason::Exited(0));
-    assert_eq!(h.wait(PROMPTLY).unwrap(), end);
+    assert_eq!(resume_and_wait(&h), end);
     assert!(!serial.contents().is_empty());
     assert!(matches!(
         h.resume(),
@@ -574,8 +553,7 @@ fn a_finished_guest_can_be_inspected_but_not_run() {
     assert_eq!(h.read_linear(regs.rip, 1).unwrap().len(), 1);
     assert!(h.counters().unwrap().total_exits() > 0);
     assert_eq!(h.status().unwrap(), end);
-    drop(h);
-    thread.join().unwrap();
+    finish(h, thread);
 }
 
 #[test]
@@ -612,8 +590,7 @@ fn a_panicking_request_fails_alone() {
     );
     assert_eq!(h.status().unwrap(), Status::Running);
     assert_eq!(h.pause().unwrap(), Status::Paused(Pause::Requested));
-    drop(h);
-    thread.join().unwrap();
+    finish(h, thread);
 }
 
 /// An engine that panics when run: a machine thread dying under its clients.
@@ -668,14 +645,9 @@ fn engines_switch_at_a_pause_only() {
     assert_eq!(h.step(100).unwrap(), Status::Paused(Pause::StepDone));
     h.switch_engine(interpreter_factory(Assist::Vtx)).unwrap();
     assert_eq!(h.instructions_retired().unwrap(), 100);
-    h.resume().unwrap();
-    assert_eq!(
-        h.wait(PROMPTLY).unwrap(),
-        Status::Finished(StopReason::Exited(0))
-    );
+    assert_eq!(resume_and_wait(&h), Status::Finished(StopReason::Exited(0)));
     assert!(String::from_utf8_lossy(&serial.contents()).contains("Hello"));
-    drop(h);
-    thread.join().unwrap();
+    finish(h, thread);
 
     let (m, _) = rom_machine("loop", "loop iters=1000000000");
     let (h, thread) = MachineHandle::spawn(m, None).unwrap();

@@ -11,7 +11,7 @@ use crate::guests::*;
 use crate::require_kvm;
 use emu_core::exit::{DebugStop, ExitReason, StopOn, StopReason};
 use emu_core::machine::{ControlError, MachineHandle, Pause, Status};
-use scenarios::PROMPTLY;
+use scenarios::{finish, resume_and_wait, PROMPTLY};
 
 #[test]
 fn a_spinning_guest_is_paused_from_another_thread_changed_and_resumed() {
@@ -53,12 +53,10 @@ fn kvm_cannot_step_but_stops_at_exits_and_hands_over_to_the_interpreter() {
     assert_eq!(serial.contents(), &SUMMER_TEXT[..1]);
     h.switch_engine(kvm_factory()).unwrap();
     assert_eq!(h.engine_name().unwrap(), "kvm");
-    h.resume().unwrap();
     assert_eq!(
-        h.wait(PROMPTLY).unwrap(),
+        resume_and_wait(&h),
         Status::Finished(StopReason::Exited(SUM))
     );
     assert_eq!(serial.contents(), SUMMER_TEXT);
-    drop(h);
-    thread.join().unwrap();
+    finish(h, thread);
 }

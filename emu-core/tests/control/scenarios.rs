@@ -13,6 +13,7 @@ use emu_core::exit::StopReason;
 use emu_core::machine::{EngineFactory, Machine, MachineHandle, Pause, Status};
 use iced_x86::code_asm::{eax, ebx, rbx, rcx, CodeAssembler};
 use kernel::{assemble, Kernel, Program, CODE, RAM};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The debug-exit port: a write ends the run with the value written.
@@ -44,6 +45,18 @@ pub fn ring3_machine(engine: Box<EngineFactory<'static>>, program: &Program) -> 
     let state = kernel.install(m.ram_mut().as_mut_slice(), program);
     m.set_cpu_state(&state).expect("the engine takes the state");
     m
+}
+
+/// Lets a paused machine run on and waits for it to stop.
+pub fn resume_and_wait(h: &MachineHandle) -> Status {
+    h.resume().unwrap();
+    h.wait(PROMPTLY).unwrap()
+}
+
+/// Drops the last handle, which ends the machine thread; the machine it hands back.
+pub fn finish(h: MachineHandle, thread: JoinHandle<Machine>) -> Machine {
+    drop(h);
+    thread.join().expect("the machine thread ends cleanly")
 }
 
 /// Spins until RBX is not zero, then exits with it.
@@ -96,13 +109,11 @@ pub fn pause_write_resume(engine: Box<EngineFactory<'static>>) -> Duration {
 
     regs.gpr[RBX] = 42;
     h.set_registers(regs).unwrap();
-    h.resume().unwrap();
     assert_eq!(
-        h.wait(PROMPTLY).unwrap(),
+        resume_and_wait(&h),
         Status::Finished(StopReason::Exited(42))
     );
-    h.quit().unwrap();
-    thread.join().expect("the machine thread ends cleanly");
+    finish(h, thread);
     slowest
 }
 
@@ -136,6 +147,5 @@ pub fn code_written_while_running(engine: Box<EngineFactory<'static>>) {
     );
     assert!(h.registers().unwrap().gpr[RCX] > 0, "the loop ran before");
     assert_eq!(h.read_linear(body, jump.len()).unwrap(), jump);
-    drop(h);
-    thread.join().expect("the machine thread ends cleanly");
+    finish(h, thread);
 }

@@ -316,11 +316,7 @@ impl MachineHandle {
     /// page tables, without side effects on the guest (no accessed or dirty bits, no CR2,
     /// no TLB fill). Only RAM can be read this way.
     pub fn read_linear(&self, addr: u64, len: usize) -> Result<Vec<u8>, ControlError> {
-        self.call_machine(move |m| {
-            let mut buf = buffer(m, addr, len)?;
-            m.read_linear(addr, &mut buf)?;
-            Ok(buf)
-        })
+        self.read(addr, len, Machine::read_linear)
     }
 
     /// Writes guest memory at linear address `addr`, as a debugger does (no accessed or
@@ -333,11 +329,7 @@ impl MachineHandle {
 
     /// Reads `len` bytes of guest-physical RAM at `addr`.
     pub fn read_physical(&self, addr: u64, len: usize) -> Result<Vec<u8>, ControlError> {
-        self.call_machine(move |m| {
-            let mut buf = buffer(m, addr, len)?;
-            m.read_physical(addr, &mut buf)?;
-            Ok(buf)
-        })
+        self.read(addr, len, Machine::read_physical)
     }
 
     /// Writes guest-physical RAM at `addr`; decoded code it overwrites is dropped.
@@ -447,6 +439,24 @@ impl MachineHandle {
         Ok(self.call(f)??)
     }
 
+    /// Reads `len` bytes at `addr` with `read`. No read can be larger than RAM (a linear
+    /// one would alias pages), which keeps a wild length from exhausting host memory.
+    fn read(
+        &self,
+        addr: u64,
+        len: usize,
+        read: fn(&Machine, u64, &mut [u8]) -> Result<(), MachineError>,
+    ) -> Result<Vec<u8>, ControlError> {
+        self.call_machine(move |m| {
+            if len > m.ram().size() {
+                return Err(MemoryError::OutOfRange { addr, len }.into());
+            }
+            let mut buf = vec![0; len];
+            read(m, addr, &mut buf)?;
+            Ok(buf)
+        })
+    }
+
     /// Sends the request `make` builds around a reply channel, and waits for the reply.
     fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, ControlError> {
         let (reply, answer) = mpsc::sync_channel(1);
@@ -459,15 +469,6 @@ impl MachineHandle {
         // A thread that ends drops every request it still holds, and with it the reply.
         answer.recv().map_err(|_| ControlError::Gone)?
     }
-}
-
-/// A buffer for reading `len` bytes at `addr`: no read can be larger than RAM (a linear
-/// one would alias pages), which keeps a wild length from exhausting host memory.
-fn buffer(m: &Machine, addr: u64, len: usize) -> Result<Vec<u8>, MachineError> {
-    if len > m.ram().size() {
-        return Err(MemoryError::OutOfRange { addr, len }.into());
-    }
-    Ok(vec![0; len])
 }
 
 /// What a panic said, if it said it with a string.
