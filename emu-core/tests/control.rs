@@ -557,6 +557,32 @@ fn a_finished_guest_can_be_inspected_but_not_run() {
 }
 
 #[test]
+fn a_pause_as_the_guest_finishes_is_either_a_pause_or_the_end() {
+    let (mut reference, reference_out) = rom_machine("hello", "hello");
+    let end = Status::Finished(reference.run(u64::MAX).stop);
+    let (mut paused, mut finished) = (0, 0);
+    for delay in 0..40 {
+        let (m, serial) = rom_machine("hello", "hello");
+        let (h, thread) = MachineHandle::spawn(m, None).unwrap();
+        h.resume().unwrap();
+        std::thread::sleep(Duration::from_micros(delay * 5));
+        match h.pause().unwrap() {
+            Status::Paused(Pause::Requested) => {
+                paused += 1;
+                assert_eq!(resume_and_wait(&h), end);
+            }
+            status => {
+                finished += 1;
+                assert_eq!(status, end);
+            }
+        }
+        assert_eq!(serial.contents(), reference_out.contents());
+        finish(h, thread);
+    }
+    println!("{paused} paused, {finished} finished first");
+}
+
+#[test]
 fn quit_while_running_ends_the_thread_for_every_client() {
     let (m, _) = rom_machine("loop", "loop iters=1000000000");
     let (h, thread) = MachineHandle::spawn(m, None).unwrap();

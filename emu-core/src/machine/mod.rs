@@ -2,7 +2,7 @@
 //! them. The command line drives it directly; gdb, the GUI and labs drive it on a thread
 //! of its own, through a [`MachineHandle`] (the control plane).
 
-mod control;
+pub mod control;
 mod vmm;
 
 pub use control::{ControlError, MachineHandle, Pause, Status};

@@ -7,7 +7,7 @@
 //! on, run until a [`StopOn`] event, step N instructions), or [`Status::Finished`] once
 //! the guest ended. Every request is a message on a channel with its own reply channel.
 //! A request made while the guest runs is served at once all the same: the handle raises
-//! the machine's [`StopRequest`](crate::stop::StopRequest) after sending, the run ends
+//! the machine's [`StopRequest`] after sending, the run ends
 //! at the next instruction boundary (KVM is kicked out of KVM_RUN), the thread serves
 //! every waiting request and runs on towards the same goal. So registers, memory,
 //! counters and the trace can be read, and written, at any moment.
@@ -413,9 +413,10 @@ impl MachineHandle {
 
     /// Runs `f` on the machine thread at an instruction boundary (a running guest stops
     /// for it and runs on) and returns what it returned: the escape hatch for what the
-    /// other requests do not cover. `f` must not run the machine itself. If it panics
-    /// the request fails with [`ControlError::Panicked`], and whatever it changed
-    /// before stays changed.
+    /// other requests do not cover. `f` must neither run the machine (the thread's
+    /// goal sets [`Machine::set_stop_on`] before every run) nor wait for a handle's
+    /// request, which only this thread could serve. If it panics the request fails with
+    /// [`ControlError::Panicked`], and whatever it changed before stays changed.
     pub fn call<R, F>(&self, f: F) -> Result<R, ControlError>
     where
         F: FnOnce(&mut Machine) -> R + Send + 'static,
