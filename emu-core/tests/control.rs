@@ -595,10 +595,10 @@ fn quit_while_running_ends_the_thread_for_every_client() {
         std::thread::spawn(move || h.wait(PROMPTLY))
     };
     h.quit().unwrap();
+    assert!(matches!(other.status(), Err(ControlError::Gone)));
     let m = thread.join().unwrap();
     assert!(m.instructions_retired() > 0);
     assert!(matches!(waiter.join().unwrap(), Err(ControlError::Gone)));
-    assert!(matches!(other.status(), Err(ControlError::Gone)));
     assert!(matches!(other.pause(), Err(ControlError::Gone)));
     assert!(matches!(other.registers(), Err(ControlError::Gone)));
     assert!(matches!(other.quit(), Err(ControlError::Gone)));

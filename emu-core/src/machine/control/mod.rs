@@ -7,10 +7,11 @@
 //! on, run until a [`StopOn`] event, step N instructions), or [`Status::Finished`] once
 //! the guest ended. Every request is a message on a channel with its own reply channel.
 //! A request made while the guest runs is served at once all the same: the handle raises
-//! the machine's [`StopRequest`] after sending, the run ends
-//! at the next instruction boundary (KVM is kicked out of KVM_RUN), the thread serves
-//! every waiting request and runs on towards the same goal. So registers, memory,
-//! counters and the trace can be read, and written, at any moment.
+//! the machine's [`StopRequest`] after sending, the run ends at the next instruction
+//! boundary (KVM is kicked out of KVM_RUN), the thread serves every waiting request and
+//! runs on towards the same goal. So registers, memory, counters and the trace can be
+//! read, and written, at any moment. The goal also sets [`Machine::set_stop_on`] before
+//! every run.
 //!
 //! Races, and how they are settled:
 //! - A run cut short to serve a request is not a stop: it is run again, for what is left
@@ -149,6 +150,12 @@ impl Shared {
 
     fn publish(&self, status: Status) {
         self.lock().status = status;
+        self.changed.notify_all();
+    }
+
+    /// The machine thread ends: requests fail from now on, and waiters wake to hear it.
+    fn end(&self) {
+        self.lock().alive = false;
         self.changed.notify_all();
     }
 }

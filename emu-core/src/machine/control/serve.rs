@@ -78,8 +78,7 @@ struct Alive<'a>(&'a Shared);
 
 impl Drop for Alive<'_> {
     fn drop(&mut self) {
-        self.0.lock().alive = false;
-        self.0.changed.notify_all();
+        self.0.end();
     }
 }
 
@@ -172,6 +171,8 @@ impl Vcpu {
                 let _ = reply.send(result);
             }
             Request::Quit(reply) => {
+                // Ended for every client before the one quitting hears back.
+                self.shared.end();
                 let _ = reply.send(Ok(()));
                 return false;
             }
