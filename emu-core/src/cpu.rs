@@ -693,6 +693,25 @@ impl CpuState {
         }
     }
 
+    /// The linear address of `offset` in segment `seg`: in 64-bit mode only FS and GS add
+    /// their bases; elsewhere the base is added and the sum wraps at 4 GiB.
+    #[inline(always)]
+    pub fn linear(&self, seg: SegReg, offset: u64) -> u64 {
+        if self.code_bitness() == 64 {
+            match seg {
+                SegReg::Fs | SegReg::Gs => self.seg[seg].base.wrapping_add(offset),
+                _ => offset,
+            }
+        } else {
+            self.seg[seg].base.wrapping_add(offset) & 0xFFFF_FFFF
+        }
+    }
+
+    /// The linear address of the instruction at CS:RIP (where breakpoints are set).
+    pub fn code_address(&self) -> u64 {
+        self.linear(SegReg::Cs, self.rip)
+    }
+
     /// Code bitness from CS (16, 32 or 64): what the decoder needs.
     #[inline]
     pub fn code_bitness(&self) -> u32 {

@@ -2,6 +2,7 @@
 //! on a host without it.
 
 mod common;
+mod control;
 mod engine;
 mod guests;
 mod interrupts;

@@ -1,9 +1,12 @@
 //! The machine: guest RAM, one engine, the shared devices, and the VMM that connects
-//! them. This is the one public API the command line, gdb, the GUI and labs drive.
+//! them. The command line drives it directly; gdb, the GUI and labs drive it on a thread
+//! of its own, through a [`MachineHandle`] (the control plane).
 
+pub mod control;
 mod snapshot;
 mod vmm;
 
+pub use control::{ControlError, MachineHandle, Pause, Status};
 pub use snapshot::{RamPage, Snapshot, SnapshotError, SNAPSHOT_VERSION};
 pub use vmm::Vmm;
 
@@ -50,8 +53,10 @@ pub enum MachineError {
     },
 }
 
-/// Builds an engine for a machine's RAM (KVM registers it as a memory slot).
-pub type EngineFactory<'a> = dyn FnOnce(&GuestRam) -> Result<Box<dyn Engine>, String> + 'a;
+/// Builds an engine for a machine's RAM (KVM registers it as a memory slot). `Send`, so
+/// that a client can hand one to a machine on its own thread
+/// ([`MachineHandle::switch_engine`]).
+pub type EngineFactory<'a> = dyn FnOnce(&GuestRam) -> Result<Box<dyn Engine>, String> + Send + 'a;
 
 /// Builds the interpreter, playing the VMM policy `assist`.
 pub fn interpreter_factory(assist: Assist) -> Box<EngineFactory<'static>> {

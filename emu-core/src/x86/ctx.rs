@@ -248,15 +248,7 @@ impl<'a> Ctx<'a> {
     /// (instruction fetches, breakpoint addresses, INVLPG): no checks.
     #[inline(always)]
     pub fn linear(&self, seg: SegReg, offset: u64) -> u64 {
-        if self.cpu.code_bitness() == 64 {
-            // 64-bit mode: flat, except that FS and GS keep their bases.
-            match seg {
-                SegReg::Fs | SegReg::Gs => self.cpu.seg[seg].base.wrapping_add(offset),
-                _ => offset,
-            }
-        } else {
-            self.cpu.seg[seg].base.wrapping_add(offset) & 0xFFFF_FFFF
-        }
+        self.cpu.linear(seg, offset)
     }
 
     /// The address of a data access of `len` bytes at `offset` in segment `seg`, if
