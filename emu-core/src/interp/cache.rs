@@ -109,13 +109,16 @@ impl BlockCache {
     /// The block `from` is linked to for RIP `rip`, in this epoch.
     #[inline(always)]
     pub fn chained(&self, from: u32, rip: u64) -> Option<u32> {
-        self.blocks[from as usize]
-            .as_ref()?
-            .links
-            .iter()
-            .map(Cell::get)
-            .find(|l| l.epoch == self.epoch && l.rip == rip)
-            .map(|l| l.id)
+        let links = &self.blocks.get(from as usize)?.as_ref()?.links;
+        // Two links, unrolled: this is the hot path of every chained loop.
+        let (a, b) = (links[0].get(), links[1].get());
+        if a.rip == rip && a.epoch == self.epoch {
+            Some(a.id)
+        } else if b.rip == rip && b.epoch == self.epoch {
+            Some(b.id)
+        } else {
+            None
+        }
     }
 
     /// Remembers that `from`, run to its end, went on at `rip` with block `to`.
@@ -134,9 +137,10 @@ impl BlockCache {
     /// A live block by id.
     #[inline(always)]
     pub fn block(&self, id: u32) -> &Block {
-        self.blocks[id as usize]
-            .as_ref()
-            .expect("ids handed out name live blocks")
+        match self.blocks.get(id as usize) {
+            Some(Some(block)) => block,
+            _ => unreachable!("ids handed out name live blocks"),
+        }
     }
 
     /// The id of the block at the CPU's current RIP, decoding it if needed, and linked

@@ -148,24 +148,30 @@ impl Engine for Interpreter {
 fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReason {
     let end = cx.icount.saturating_add(budget);
     cx.budget_end = end;
+    // The debugger's breakpoints cannot change during a run: look once.
+    let debugger = debug::debugger_active(cx);
     // The block that just ran to its end, if nothing unusual happened since.
     let mut prev: Option<u32> = None;
     loop {
-        let left = end.saturating_sub(cx.icount);
-        if left == 0 {
-            return StopReason::Budget;
-        }
-        if cx.icount >= cx.next_poll {
+        // Blocks run no further than the budget, nor past the next time interrupts must
+        // be looked at (a timer deadline, the end of an STI or MOV SS shadow, the stop
+        // request's interval): an interrupt arrives at its instruction.
+        let mut until = end.min(cx.next_poll);
+        if cx.icount >= until {
+            if cx.icount >= end {
+                return StopReason::Budget;
+            }
             if let Some(stop) = poll_interrupts(cx) {
                 return stop;
             }
+            until = end.min(cx.next_poll);
         }
-        let left = usize::try_from(left).unwrap_or(usize::MAX);
+        let room = usize::try_from(until - cx.icount).unwrap_or(usize::MAX);
         if cx.end_block {
             // An interrupt was delivered: the block below starts afresh.
-        } else if debug::active(cx.cpu) || debug::debugger_active(cx) {
+        } else if debugger || debug::active(cx.cpu) {
             prev = None;
-            debug::run_block(cx, cache, left);
+            debug::run_block(cx, cache, room);
         } else {
             let rip = cx.cpu.rip;
             let found = match prev.and_then(|p| cache.chained(p, rip)) {
@@ -176,13 +182,7 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
             match found {
                 Ok(id) => {
                     let ops = &cache.block(id).ops;
-                    // A block runs no further than the budget, nor past the next time
-                    // interrupts must be looked at (a timer deadline, the end of an STI
-                    // or MOV SS shadow): an interrupt arrives at its instruction.
-                    let until_poll = cx.next_poll.saturating_sub(cx.icount);
-                    let limit = left
-                        .min(ops.len())
-                        .min(usize::try_from(until_poll).unwrap_or(usize::MAX));
+                    let limit = room.min(ops.len());
                     for op in &ops[..limit] {
                         if !execute(cx, op) {
                             break;
@@ -196,23 +196,29 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
         // Everything unusual (a fault, an interrupt, a stop request, written code, a
         // change of mode or paging) raised end_block, so the common case costs one test.
         if cx.end_block {
-            cx.end_block = false;
-            cache.new_epoch();
-            prev = None;
-            // The budget bounds the instructions retired and, apart, the exceptions and
-            // interrupts delivered (which retire none, and each end the block): every
-            // run ends, however the guest behaves.
-            if cx.delivered >= budget {
-                return StopReason::Budget;
-            }
-            if cx.has_smc() {
-                cache.invalidate_written(cx.code);
-            }
-            if let Some(stop) = cx.stop.take() {
+            if let Some(stop) = end_of_block(cx, cache, budget) {
                 return stop;
             }
+            prev = None;
         }
     }
+}
+
+/// After a block that something unusual ended: a stop, a delivered event, written code.
+#[cold]
+fn end_of_block(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> Option<StopReason> {
+    cx.end_block = false;
+    cache.new_epoch();
+    // The budget bounds the instructions retired and, apart, the exceptions and
+    // interrupts delivered (which retire none, and each end the block): every run ends,
+    // however the guest behaves.
+    if cx.delivered >= budget {
+        return Some(StopReason::Budget);
+    }
+    if cx.has_smc() {
+        cache.invalidate_written(cx.code);
+    }
+    cx.stop.take()
 }
 
 /// Executes one instruction; false if the block ends here: the instruction raised
