@@ -3,6 +3,7 @@
 use crate::cpu::CpuState;
 use crate::exit::{ExitHandler, StopReason};
 use crate::memory::GuestRam;
+use crate::pv::HypercallTrap;
 use std::collections::BTreeSet;
 
 /// Why an engine could not do what the machine asked.
@@ -121,4 +122,11 @@ pub trait Engine: Send {
 
     /// Sets the debugger's breakpoints and watchpoints, replacing the previous ones.
     fn set_debug(&mut self, debug: &DebugConfig) -> Result<(), EngineError>;
+
+    /// The trap instruction this engine wants in the hypercall stubs: one it turns into
+    /// a [`crate::exit::VmExit::Hypercall`]. The machine rewrites the guest's hypercall
+    /// page with it whenever it moves to this engine.
+    fn hypercall_trap(&self) -> HypercallTrap {
+        HypercallTrap::Vmcall
+    }
 }

@@ -119,6 +119,8 @@ impl Machine {
         let engine = make_engine(&ram).map_err(MachineError::Engine)?;
         let mut vmm = Vmm::new(serial_out);
         vmm.clock = Clock::new(engine.counts_instructions());
+        vmm.pv
+            .set_trap(engine.hypercall_trap(), ram.view(), ram.code());
         Ok(Machine {
             ram,
             engine,
@@ -153,6 +155,10 @@ impl Machine {
             engine.instructions_retired(),
         );
         self.retired_before += old_icount;
+        // The guest's hypercall stubs trap the way the new engine sees.
+        self.vmm
+            .pv
+            .set_trap(engine.hypercall_trap(), self.ram.view(), self.ram.code());
         self.engine = engine;
         Ok(())
     }
