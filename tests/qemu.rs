@@ -56,7 +56,7 @@ const QEMU_DEVIATIONS: &[Deviation] = &[Deviation {
 
 /// ROMs that need Popek's para-virtualization interface (docs/guest-abi.md), which
 /// QEMU does not offer: they stop at their first check there.
-const POPEK_ONLY: &[&str] = &["rings-pv"];
+const POPEK_ONLY: &[&str] = &["pvcheck", "rings-pv"];
 
 /// The check a PASS/FAIL line names ("PASS name" or "FAIL name: why").
 fn check_name(line: &str) -> Option<&str> {
