@@ -204,6 +204,10 @@ fn bench_reports_the_interpreter_speed() {
         "{out}"
     );
     assert!(out.contains("start-up"), "{out}");
+    assert!(
+        out.contains("interpreter (VMCALL stubs): hypercall") && out.contains("port-I/O exit"),
+        "{out}"
+    );
 }
 
 /// Skips the calling test, passing, on a host without usable /dev/kvm.

@@ -492,7 +492,18 @@ impl KvmEngine {
         };
         self.vcpu.set_kvm_immediate_exit(0);
         completed?;
-        let mut state = self.read_state().map(|k| state::from_kvm(&k))?;
+        // What a hypercall reads and writes: registers, segments, descriptor tables,
+        // control registers and EFER. Two ioctls, not the six of the whole state.
+        let regs = self.vcpu.get_regs().map_err(failed("KVM_GET_REGS"))?;
+        let sregs = self.vcpu.get_sregs().map_err(failed("KVM_GET_SREGS"))?;
+        let mut state = state::from_kvm(&KvmState {
+            regs,
+            sregs,
+            msrs: state::msr_requests(),
+            debugregs: Default::default(),
+            fxsave: [0; emu_core::cpu::fxsave::SIZE],
+            events: Default::default(),
+        });
         let before = state.clone();
         let mut flush_tlb = false;
         let flow = exits.handle(
@@ -507,22 +518,17 @@ impl KvmEngine {
         let mut rest = state.clone();
         rest.gpr = before.gpr;
         rest.rip = before.rip;
-        if rest == before {
-            let mut regs = self.vcpu.get_regs().map_err(failed("KVM_GET_REGS"))?;
-            state::put_gprs(&mut regs, &state);
-            self.vcpu.set_regs(&regs).map_err(failed("KVM_SET_REGS"))?;
-        } else {
-            // A hypercall changes only registers and system registers (CR0, CR3, IDTR);
-            // KVM reloads its MMU with the new CR3 and CR0: no TLB to flush by hand.
-            let sregs = self.vcpu.get_sregs().map_err(failed("KVM_GET_SREGS"))?;
+        if rest != before {
+            // Paging or IDTR changed. KVM reloads its MMU with the new CR3 and CR0: no
+            // TLB to flush by hand.
             let k = state::to_kvm(&state, sregs);
             self.vcpu
                 .set_sregs(&k.sregs)
                 .map_err(failed("KVM_SET_SREGS"))?;
-            self.vcpu
-                .set_regs(&k.regs)
-                .map_err(failed("KVM_SET_REGS"))?;
         }
+        let mut regs = regs;
+        state::put_gprs(&mut regs, &state);
+        self.vcpu.set_regs(&regs).map_err(failed("KVM_SET_REGS"))?;
         Ok(flow)
     }
 
