@@ -47,7 +47,7 @@ pub fn stats(machine: &Machine, outcome: &RunOutcome) -> String {
         exits += &format!("; VT-x only: {}", vtx.join(", "));
     }
     s += &format!("exits         {} ({exits})\n", c.total_exits());
-    hypercalls(&mut s, &machine.vmm.pv.counters);
+    hypercalls(&mut s, &c.pv);
     accesses(
         &mut s,
         "port",

@@ -50,7 +50,7 @@ fn rings_pv_enters_the_vmm_less_often_than_rings() {
         p.total_exits() * 10 < n.total_exits(),
         "{p:?} against {n:?}"
     );
-    let calls = &pv.vmm.pv.counters;
+    let calls = &pv.vmm.counters.pv;
     // Every hypercall is an exit; so is the write of the hypercall-page MSR.
     assert_eq!(p.exits(ExitReason::Hypercall), calls.total() + 1);
     assert_eq!(calls.errors(), 0);
@@ -129,7 +129,7 @@ fn switching_engines_rewrites_the_stubs() {
     // The interpreter dropped the stubs it had decoded: the guest carries on.
     assert_eq!(m.run(BUDGET).stop, StopReason::Exited(0));
     assert_eq!(String::from_utf8(serial.contents()).unwrap(), native);
-    assert_eq!(m.vmm.pv.counters.stub_fills, 3);
+    assert_eq!(m.vmm.counters.pv.stub_fills, 3);
 }
 
 // ---- garbage hypercalls ----
@@ -211,7 +211,7 @@ proptest! {
     ) {
         let mut m = garbage_guest(&garbage, &calls, page);
         let stop = m.run(1_000_000).stop;
-        let pv = &m.vmm.pv.counters;
+        let pv = &m.vmm.counters.pv;
         match stop {
             StopReason::Halted => {
                 prop_assert_eq!(pv.total(), calls.len() as u64);
@@ -264,6 +264,36 @@ fn a_hypercall_from_ring_3_is_refused_and_counted() {
         assert_eq!(flow, emu_core::exit::Flow::Continue, "nr {nr}");
         assert_eq!(cpu.gpr[0] as u32 as i32, -abi::EPERM, "nr {nr}");
     }
-    assert_eq!(vmm.pv.counters.errors(), 4);
+    assert_eq!(vmm.counters.pv.errors(), 4);
     assert_eq!(vmm.counters.exits(ExitReason::Hypercall), 4);
+}
+
+#[test]
+fn a_snapshot_keeps_what_the_guest_registered() {
+    let rom = test_roms::find("rings-pv").unwrap();
+    let serial = SharedBuffer::new();
+    let mut a = Machine::interpreted(RAM, Box::new(serial.clone())).unwrap();
+    a.load_multiboot(rom.image, "").unwrap();
+    // Past the registrations and the set-up, before the ring-3 task's output.
+    assert_eq!(a.run(4_000).stop, StopReason::Budget);
+    let snapshot = a.save().unwrap();
+    assert!(snapshot.pv.hypercall_page.is_some() && snapshot.pv.shared_info.is_some());
+    let json = serde_json::to_string(&snapshot).unwrap();
+    assert_eq!(a.run(BUDGET).stop, StopReason::Exited(0));
+    let whole = String::from_utf8(serial.contents()).unwrap();
+
+    let rest = SharedBuffer::new();
+    let mut b = Machine::interpreted(RAM, Box::new(rest.clone())).unwrap();
+    b.restore(&serde_json::from_str(&json).unwrap()).unwrap();
+    assert_eq!(b.vmm.pv.shared_info, snapshot.pv.shared_info);
+    assert_eq!(b.vmm.pv.hypercall_page, snapshot.pv.hypercall_page);
+    assert_eq!(b.run(BUDGET).stop, StopReason::Exited(0));
+    let rest = String::from_utf8(rest.contents()).unwrap();
+    assert!(rest.lines().count() > 10, "{rest}");
+    assert!(whole.ends_with(&rest), "{rest}");
+
+    let mut bad = snapshot.clone();
+    bad.pv.shared_info = Some(RAM as u64);
+    let err = b.restore(&bad).unwrap_err().to_string();
+    assert!(err.contains("shared-info page"), "{err}");
 }

@@ -119,8 +119,7 @@ impl Machine {
         let engine = make_engine(&ram).map_err(MachineError::Engine)?;
         let mut vmm = Vmm::new(serial_out);
         vmm.clock = Clock::new(engine.counts_instructions());
-        vmm.pv
-            .set_trap(engine.hypercall_trap(), ram.view(), ram.code());
+        vmm.set_hypercall_trap(engine.hypercall_trap(), &ram);
         Ok(Machine {
             ram,
             engine,
@@ -157,8 +156,7 @@ impl Machine {
         self.retired_before += old_icount;
         // The guest's hypercall stubs trap the way the new engine sees.
         self.vmm
-            .pv
-            .set_trap(engine.hypercall_trap(), self.ram.view(), self.ram.code());
+            .set_hypercall_trap(engine.hypercall_trap(), &self.ram);
         self.engine = engine;
         Ok(())
     }

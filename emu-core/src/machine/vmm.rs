@@ -6,7 +6,8 @@ use crate::clock::Clock;
 use crate::exit::{
     DebugStop, ExitHandler, ExitReason, Flow, GuestEvent, InterruptPoll, StopOn, StopReason, VmExit,
 };
-use crate::pv::{GuestMem, Pv, PvHost};
+use crate::memory::GuestRam;
+use crate::pv::{GuestMem, HypercallTrap, Pv, PvHost};
 use crate::stop::StopRequest;
 use crate::trace::{Counters, Event, EventKind, EventMask, Trace};
 use devices::{BusError, DeviceRequest, PcDevices, OPEN_BUS};
@@ -303,7 +304,9 @@ impl Vmm {
                     stop: &self.stop,
                     icount,
                 };
-                let out = self.pv.hypercall(cpu, &mem, &mut host);
+                let out = self
+                    .pv
+                    .hypercall(cpu, &mem, &mut host, &mut self.counters.pv);
                 *flush_tlb = out.flush_tlb;
                 match out.shutdown {
                     Some(status) => Flow::Stop(StopReason::Exited(status)),
@@ -319,10 +322,18 @@ impl Vmm {
                 code,
             } => {
                 *ok = index == crate::pv::abi::MSR_HYPERCALL_PAGE
-                    && self.pv.msr(write, value, ram, code);
+                    && self.pv.msr(write, value, ram, code, &mut self.counters.pv);
                 Flow::Continue
             }
         }
+    }
+}
+
+impl Vmm {
+    /// The engine changed: the guest's hypercall stubs now trap with `trap`.
+    pub fn set_hypercall_trap(&mut self, trap: HypercallTrap, ram: &GuestRam) {
+        self.pv
+            .set_trap(trap, ram.view(), ram.code(), &mut self.counters.pv);
     }
 }
 

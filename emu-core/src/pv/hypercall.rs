@@ -5,7 +5,7 @@
 use super::abi::{self, TrapInfo, EDEADLK, EFAULT, EINVAL, ENOENT, ENOSYS, EPERM};
 use super::guest::GuestMem;
 use super::mmu::{self, Space};
-use super::Pv;
+use super::{Pv, PvCounters};
 use crate::cpu::{cr0, efer, CpuState, SegReg};
 use crate::memory::PAGE_SIZE;
 use crate::x86::segment::Descriptor;
@@ -55,10 +55,11 @@ impl Pv {
         cpu: &mut CpuState,
         mem: &GuestMem<'_>,
         host: &mut dyn PvHost,
+        counters: &mut PvCounters,
     ) -> Outcome {
         let nr = cpu.gpr[0] as u32;
         let mut out = Outcome::default();
-        self.counters.slot(nr).calls += 1;
+        counters.slot(nr).calls += 1;
         self.tick(mem, host.now_ns());
         let result = if cpu.cpl() != 0 {
             Err(-EPERM)
@@ -68,13 +69,13 @@ impl Pv {
         let eax = match result {
             Ok(v) => v,
             Err(e) => {
-                self.counters.slot(nr).errors += 1;
+                counters.slot(nr).errors += 1;
                 e as u32
             }
         };
         cpu.gpr[0] = u64::from(eax);
-        if out.shutdown.is_none() {
-            self.deliver_event(cpu, mem);
+        if out.shutdown.is_none() && self.deliver_event(cpu, mem) {
+            counters.callbacks += 1;
         }
         out
     }
@@ -213,25 +214,26 @@ impl Pv {
     /// If events are pending, unmasked and a callback is registered: enters the
     /// callback as if the guest had called it where it is now (its return address
     /// pushed on the stack), with events masked.
-    fn deliver_event(&mut self, cpu: &mut CpuState, mem: &GuestMem<'_>) {
+    /// Whether it did.
+    fn deliver_event(&mut self, cpu: &mut CpuState, mem: &GuestMem<'_>) -> bool {
         let Some(callback) = self.callback else {
-            return;
+            return false;
         };
         if self.shared(mem, abi::SHARED_EVENTS_MASKED) != 0
             || self.shared(mem, abi::SHARED_EVENTS_PENDING) == 0
         {
-            return;
+            return false;
         }
         let esp = (cpu.gpr[4] as u32).wrapping_sub(4);
         let at = cpu.seg[SegReg::Ss].base.wrapping_add(esp.into()) & 0xFFFF_FFFF;
         if mem.write(at, &(cpu.rip as u32).to_le_bytes()).is_err() {
             // No stack to enter the callback on: the event stays pending.
-            return;
+            return false;
         }
         cpu.gpr[4] = u64::from(esp);
         cpu.rip = callback.into();
         self.set_shared(mem, abi::SHARED_EVENTS_MASKED, &1u32.to_le_bytes());
-        self.counters.callbacks += 1;
+        true
     }
 
     /// HC_SET_TRAP_TABLE: checks every entry, then builds the IDT in the hypercall page

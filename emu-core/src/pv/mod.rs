@@ -20,6 +20,7 @@ pub use guest::GuestMem;
 pub use hypercall::{Outcome, PvHost};
 
 use crate::memory::{CodeWatch, RamView, PAGE_SIZE};
+use serde::{Deserialize, Serialize};
 
 /// The instruction a hypercall stub traps to the VMM with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,8 +111,8 @@ impl PvCounters {
     }
 }
 
-/// What a para-virtualized guest registered with the VMM.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a para-virtualized guest registered with the VMM (saved in snapshots).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pv {
     /// Guest-physical address of the hypercall page, once registered.
     pub hypercall_page: Option<u64>,
@@ -121,18 +122,24 @@ pub struct Pv {
     pub callback: Option<u32>,
     /// Virtual time (ns) at which the one-shot timer expires, if armed.
     pub timer_deadline: Option<u64>,
-    /// The trap the current engine's stubs use.
+    /// The trap the current engine's stubs use: the engine's, not the guest's, so not
+    /// saved.
+    #[serde(skip)]
     pub trap: Option<HypercallTrap>,
-    /// Counters.
-    pub counters: PvCounters,
 }
 
 impl Pv {
     /// The engine changed: its stubs use `trap`. A registered page is rewritten.
-    pub fn set_trap(&mut self, trap: HypercallTrap, ram: RamView<'_>, code: &CodeWatch) {
+    pub fn set_trap(
+        &mut self,
+        trap: HypercallTrap,
+        ram: RamView<'_>,
+        code: &CodeWatch,
+        counters: &mut PvCounters,
+    ) {
         self.trap = Some(trap);
         if let Some(page) = self.hypercall_page {
-            self.fill_stubs(page, ram, code);
+            self.fill_stubs(page, ram, code, counters);
         }
     }
 
@@ -143,6 +150,7 @@ impl Pv {
         value: &mut u64,
         ram: RamView<'_>,
         code: &CodeWatch,
+        counters: &mut PvCounters,
     ) -> bool {
         if !write {
             *value = self.hypercall_page.unwrap_or(0);
@@ -160,12 +168,12 @@ impl Pv {
             return false;
         }
         self.hypercall_page = Some(page);
-        self.fill_stubs(page, ram, code);
+        self.fill_stubs(page, ram, code, counters);
         true
     }
 
     /// Writes one stub per hypercall at the start of `page`.
-    fn fill_stubs(&mut self, page: u64, ram: RamView<'_>, code: &CodeWatch) {
+    fn fill_stubs(&self, page: u64, ram: RamView<'_>, code: &CodeWatch, counters: &mut PvCounters) {
         let trap = self.trap.unwrap_or(HypercallTrap::Vmcall);
         let mut bytes = Vec::with_capacity(abi::HC_COUNT as usize * abi::STUB_SIZE);
         for nr in 0..abi::HC_COUNT {
@@ -175,7 +183,7 @@ impl Pv {
         if ram.write(page, &bytes) {
             code.cpu_write(page, bytes.len());
         }
-        self.counters.stub_fills += 1;
+        counters.stub_fills += 1;
     }
 }
 
