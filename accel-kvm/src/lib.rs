@@ -259,6 +259,10 @@ pub struct KvmEngine {
     /// KVM hands RDMSR/WRMSR of MSRs it does not know to Popek
     /// (KVM_CAP_X86_USER_SPACE_MSR), so the hypercall-page MSR works.
     user_msrs: bool,
+    /// The last exit's instruction is not complete yet: KVM finishes it (an IN, an
+    /// MMIO load, the step past an OUT or WRMSR) on the next KVM_RUN, so the VMM must
+    /// not move RIP meanwhile.
+    exit_pending: bool,
 }
 
 impl KvmEngine {
@@ -332,6 +336,7 @@ impl KvmEngine {
             rejected_state: None,
             cpuid_deviations: cpuid_deviations(&installed),
             user_msrs,
+            exit_pending: false,
         };
         // Every ioctl `state` needs works now, so it will later: `state` cannot fail.
         engine.read_state().map_err(KvmError::State)?;
@@ -353,6 +358,8 @@ impl KvmEngine {
 
     /// Runs the vCPU once and hands the exit, if it is one for the VMM, to `exits`.
     fn enter(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler) -> Entry {
+        // Until an exit says otherwise, KVM_RUN returns at an instruction boundary.
+        self.exit_pending = false;
         // Port I/O is taken apart after the match: its slice borrows the vCPU, and the
         // element size of a string I/O (INS/OUTS) is only in the kvm_run structure.
         let (port, ptr, len, is_in) = match self.vcpu.run() {
@@ -360,6 +367,7 @@ impl KvmEngine {
             Ok(VcpuExit::IoOut(port, data)) if is_hypercall(port, data) => return Entry::Hypercall,
             Ok(VcpuExit::IoOut(port, data)) => (port, data.as_ptr().cast_mut(), data.len(), false),
             Ok(VcpuExit::X86Rdmsr(msr)) => {
+                self.exit_pending = true;
                 let mut ok = false;
                 let exit = VmExit::VmmMsr {
                     write: false,
@@ -374,6 +382,7 @@ impl KvmEngine {
                 return Entry::Handled(flow);
             }
             Ok(VcpuExit::X86Wrmsr(msr)) => {
+                self.exit_pending = true;
                 let (mut value, mut ok) = (msr.data, false);
                 let exit = VmExit::VmmMsr {
                     write: true,
@@ -388,10 +397,12 @@ impl KvmEngine {
                 return Entry::Handled(flow);
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
-                return Entry::Handled(exits.handle(VmExit::MmioRead { addr, data }, 0))
+                self.exit_pending = true;
+                return Entry::Handled(exits.handle(VmExit::MmioRead { addr, data }, 0));
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
-                return Entry::Handled(exits.handle(VmExit::MmioWrite { addr, data }, 0))
+                self.exit_pending = true;
+                return Entry::Handled(exits.handle(VmExit::MmioWrite { addr, data }, 0));
             }
             Ok(VcpuExit::Hlt) => {
                 let interruptible = self.vcpu.get_kvm_run().if_flag != 0;
@@ -417,6 +428,7 @@ impl KvmEngine {
             Err(e) if e.errno() == libc::EAGAIN => return Entry::Retry,
             Err(e) => return Entry::Failed(format!("KVM_RUN failed: {e}")),
         };
+        self.exit_pending = true;
         let io = {
             // SAFETY: KVM_RUN returned an I/O exit (kvm-ioctls built the IoIn/IoOut above
             // from this very field), so `io` is the union member the kernel filled in.
@@ -492,8 +504,26 @@ impl KvmEngine {
         };
         self.vcpu.set_kvm_immediate_exit(0);
         completed?;
-        // What a hypercall reads and writes: registers, segments, descriptor tables,
-        // control registers and EFER. Two ioctls, not the six of the whole state.
+        self.exit_pending = false;
+        let mut flush_tlb = false;
+        self.with_vmm_state(|cpu| {
+            exits.handle(
+                VmExit::Hypercall {
+                    cpu,
+                    ram: ram.view(),
+                    code: ram.code(),
+                    flush_tlb: &mut flush_tlb,
+                },
+                0,
+            )
+        })
+    }
+
+    /// Hands the state a VMM call reads and writes (registers, segments, descriptor
+    /// tables, control registers, EFER: two ioctls, not the six of the whole state) to
+    /// `f`, then loads what it made of it: the registers, and the system registers if
+    /// they changed.
+    fn with_vmm_state<T>(&mut self, f: impl FnOnce(&mut CpuState) -> T) -> Result<T, String> {
         let regs = self.vcpu.get_regs().map_err(failed("KVM_GET_REGS"))?;
         let sregs = self.vcpu.get_sregs().map_err(failed("KVM_GET_SREGS"))?;
         let mut state = state::from_kvm(&KvmState {
@@ -505,16 +535,7 @@ impl KvmEngine {
             events: Default::default(),
         });
         let before = state.clone();
-        let mut flush_tlb = false;
-        let flow = exits.handle(
-            VmExit::Hypercall {
-                cpu: &mut state,
-                ram: ram.view(),
-                code: ram.code(),
-                flush_tlb: &mut flush_tlb,
-            },
-            0,
-        );
+        let out = f(&mut state);
         let mut rest = state.clone();
         rest.gpr = before.gpr;
         rest.rip = before.rip;
@@ -526,10 +547,12 @@ impl KvmEngine {
                 .set_sregs(&k.sregs)
                 .map_err(failed("KVM_SET_SREGS"))?;
         }
-        let mut regs = regs;
-        state::put_gprs(&mut regs, &state);
-        self.vcpu.set_regs(&regs).map_err(failed("KVM_SET_REGS"))?;
-        Ok(flow)
+        if state.gpr != before.gpr || state.rip != before.rip {
+            let mut regs = regs;
+            state::put_gprs(&mut regs, &state);
+            self.vcpu.set_regs(&regs).map_err(failed("KVM_SET_REGS"))?;
+        }
+        Ok(out)
     }
 
     /// Reads every register [`CpuState`] holds from the vCPU.
@@ -618,8 +641,13 @@ impl KvmEngine {
     /// timer interrupt is due.
     fn deliver_interrupts(
         &mut self,
+        ram: &GuestRam,
         exits: &mut dyn ExitHandler,
     ) -> Result<Option<Instant>, String> {
+        // A para-virtualized guest's expired timer: its event callback, at a boundary.
+        if !self.exit_pending && exits.upcall_due(0) {
+            self.with_vmm_state(|cpu| exits.upcall(cpu, ram.view(), ram.code(), 0))?;
+        }
         let poll = exits.poll_interrupts(0);
         let mut pending = poll.pending;
         // What KVM said at the last exit (cleared by `set_state`, which makes it stale).
@@ -679,7 +707,7 @@ impl KvmEngine {
                     stop = Some(StopReason::Paused);
                     self.vcpu.set_kvm_immediate_exit(1);
                 } else {
-                    let deadline = match self.deliver_interrupts(exits) {
+                    let deadline = match self.deliver_interrupts(ram, exits) {
                         Ok(deadline) => deadline,
                         Err(why) => return StopReason::EngineFailure(why),
                     };

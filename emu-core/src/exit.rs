@@ -569,6 +569,27 @@ pub trait ExitHandler {
         None
     }
 
+    /// Para-virtualization: whether the guest's one-shot timer has expired, so that an
+    /// event waits for its callback. Cheap: engines ask at every interrupt poll, and
+    /// call [`ExitHandler::upcall`] when it says yes.
+    fn upcall_due(&mut self, _icount: u64) -> bool {
+        false
+    }
+
+    /// Para-virtualization: marks the expired timer's event pending and, if the guest's
+    /// kernel is running (CPL 0) with events unmasked, enters its event callback in
+    /// `cpu`, the state at an instruction boundary, as a hypercall's return would.
+    /// Whether it entered the callback.
+    fn upcall(
+        &mut self,
+        _cpu: &mut CpuState,
+        _ram: RamView<'_>,
+        _code: &CodeWatch,
+        _icount: u64,
+    ) -> bool {
+        false
+    }
+
     /// The request to stop this run from outside, if the handler has one: the engine
     /// takes it ([`StopRequest::take`]) at instruction boundaries and, if it needs a kick
     /// to look in time, installs one ([`StopRequest::install_kick`]) while it runs; a

@@ -249,6 +249,7 @@ fn poll_interrupts(cx: &mut Ctx<'_>) -> Option<StopReason> {
         }
         cx.cpu.interrupt_shadow = 0;
     }
+    cx.poll_upcall();
     let poll = cx.exits.poll_interrupts(cx.icount);
     // Polled again at the next timer deadline, and at least every POLL_INTERVAL
     // instructions for the stop request; but at least one instruction runs before the

@@ -3,10 +3,11 @@
 //! the run where a client (Ctrl-C, a debugger) asked it to.
 
 use crate::clock::Clock;
+use crate::cpu::CpuState;
 use crate::exit::{
     DebugStop, ExitHandler, ExitReason, Flow, GuestEvent, InterruptPoll, StopOn, StopReason, VmExit,
 };
-use crate::memory::GuestRam;
+use crate::memory::{CodeWatch, GuestRam, RamView};
 use crate::pv::{GuestMem, HypercallTrap, Pv, PvHost};
 use crate::stop::StopRequest;
 use crate::trace::{Counters, Event, EventKind, EventMask, Trace};
@@ -169,7 +170,12 @@ fn write_flow(result: Result<Option<DeviceRequest>, BusError>) -> Flow {
 impl ExitHandler for Vmm {
     fn poll_interrupts(&mut self, icount: u64) -> InterruptPoll {
         self.sync_devices(icount);
-        let next_tick = lock(&self.devices.pit).next_irq0_ns();
+        let pit = lock(&self.devices.pit).next_irq0_ns();
+        // A para-virtualized guest's timer is polled for like the PIT's.
+        let next_tick = match (pit, self.pv.timer_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         InterruptPoll {
             pending: self.has_interrupt(),
             next_poll: next_tick
@@ -185,6 +191,22 @@ impl ExitHandler for Vmm {
 
     fn stop_request(&self) -> Option<Arc<StopRequest>> {
         Some(Arc::clone(&self.stop))
+    }
+
+    fn upcall_due(&mut self, icount: u64) -> bool {
+        self.pv.timer_due(self.clock.now_ns(icount))
+    }
+
+    fn upcall(
+        &mut self,
+        cpu: &mut CpuState,
+        ram: RamView<'_>,
+        code: &CodeWatch,
+        icount: u64,
+    ) -> bool {
+        let mem = GuestMem::new(cpu, ram, code);
+        let now = self.clock.now_ns(icount);
+        self.pv.upcall(cpu, &mem, now, &mut self.counters.pv)
     }
 
     fn notify(&mut self, event: GuestEvent, icount: u64) -> Flow {

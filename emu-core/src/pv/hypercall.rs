@@ -162,6 +162,30 @@ impl Pv {
         }
     }
 
+    /// Whether the one-shot timer has expired at `now`.
+    pub fn timer_due(&self, now: u64) -> bool {
+        self.timer_deadline.is_some_and(|d| d <= now)
+    }
+
+    /// Between instructions: fires an expired timer and, in the guest's kernel (CPL 0;
+    /// the callback is entered like a call, without a stack switch), enters the event
+    /// callback. In ring 3 the event waits for the next VMM entry. Whether it entered
+    /// the callback.
+    pub fn upcall(
+        &mut self,
+        cpu: &mut CpuState,
+        mem: &GuestMem<'_>,
+        now: u64,
+        counters: &mut PvCounters,
+    ) -> bool {
+        self.tick(mem, now);
+        let entered = cpu.cpl() == 0 && self.deliver_event(cpu, mem);
+        if entered {
+            counters.callbacks += 1;
+        }
+        entered
+    }
+
     /// The pages ring 3 may never map.
     fn vmm_pages(&self) -> Vec<u64> {
         self.hypercall_page

@@ -144,6 +144,18 @@ impl<'a> Ctx<'a> {
         self.next_poll = 0;
     }
 
+    /// At an interrupt poll: lets the VMM enter a para-virtualized guest's event
+    /// callback if its timer has expired (the virtual interrupt).
+    pub fn poll_upcall(&mut self) {
+        if self.exits.upcall_due(self.icount)
+            && self
+                .exits
+                .upcall(self.cpu, self.ram, self.code, self.icount)
+        {
+            self.end_block = true;
+        }
+    }
+
     /// RDMSR or WRMSR of an MSR the VMM implements: the value read, or #GP(0) if the
     /// VMM refused the access.
     pub fn vmm_msr(&mut self, write: bool, index: u32, value: u64) -> Result<u64, Exception> {

@@ -13,6 +13,8 @@
 #define ADDR(p) ((uint32_t)(uintptr_t)(p))
 #define NOT_RAM 0xF0000000u	// far above the guest's RAM
 #define USER_VA 0x00300000u	// a page the checks try to remap for ring 3
+#define TIMER_NS 100000u	// 100 µs: 10,000 instructions in the interpreter
+#define SPIN_LIMIT 10000000u	// how long to wait for it, far longer
 
 static struct tss32 tss;
 static uint32_t page_dir[PT32_ENTRIES] __attribute__((aligned(PAGE_SIZE)));
@@ -88,6 +90,27 @@ static void bad_calls_without_paging(void)
 		   err(PV_EINVAL));
 }
 
+static volatile unsigned timer_events;
+
+static void on_event(uint32_t pending)
+{
+	if (pending & PV_EVENT_TIMER)
+		timer_events++;
+}
+
+// Not a bad call: the timer's event reaches a kernel that computes without
+// hypercalls, through its callback, as an interrupt would.
+static void event_without_hypercalls(void)
+{
+	pv_set_event_handler(on_event);
+	pv_call(HC_SET_TIMER, TIMER_NS, 0);
+	pv_shared.events_masked = 0;
+	for (unsigned spin = 0; spin < SPIN_LIMIT && !timer_events; spin++)
+		__asm__ volatile("" ::: "memory");
+	pv_events_mask();
+	check_eq("pv-event-without-hypercalls", timer_events, 1);
+}
+
 static void bad_page_tables(void)
 {
 	// A directory whose table maps memory outside RAM, then one that gives
@@ -139,6 +162,7 @@ int main(uint32_t magic, const struct multiboot_info *mbi)
 	}
 	gdt_init(&tss, sizeof tss);
 	bad_calls_without_paging();
+	event_without_hypercalls();
 	bad_page_tables();
 	// The VMM counted the errors and went on; so did the guest, whose
 	// console and shared-info page still work.
