@@ -132,3 +132,16 @@ fn every_bad_hypercall_gets_its_error_and_the_guest_carries_on() {
         "{err}"
     );
 }
+
+#[test]
+fn trace_shows_each_hypercall_with_its_result() {
+    let err = popek(&["run", "pvcheck", "--trace", "exits"]).err;
+    for line in [
+        "vm-exit wrmsr msr 0x504f5000 value 0x",
+        "vm-exit hypercall shared-info (7) -> 0 (VT-x reason 18)",
+        "vm-exit hypercall unknown (4294967295) -> -38",
+        "vm-exit hypercall mmu-update (4) -> -13",
+    ] {
+        assert!(err.contains(line), "{line} missing from\n{err}");
+    }
+}

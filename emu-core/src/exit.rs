@@ -278,7 +278,11 @@ impl VmExit<'_> {
             VmExit::ExternalInterrupt { .. } => ExitReason::ExternalInterrupt,
             VmExit::Hypercall { .. } => ExitReason::Hypercall,
             // The para-virtualization interface, like the stubs it fills in.
-            VmExit::VmmMsr { .. } => ExitReason::Hypercall,
+            VmExit::VmmMsr { index, .. } if *index == crate::pv::abi::MSR_HYPERCALL_PAGE => {
+                ExitReason::Hypercall
+            }
+            VmExit::VmmMsr { write: false, .. } => ExitReason::Rdmsr,
+            VmExit::VmmMsr { write: true, .. } => ExitReason::Wrmsr,
         }
     }
 }

@@ -126,6 +126,25 @@ pub enum EventKind {
     },
     /// Any other exit.
     Exit(ExitReason),
+    /// A hypercall, with its number and the result it returned in EAX.
+    Hypercall {
+        /// EAX on entry.
+        nr: u32,
+        /// EAX on return (negative: an error).
+        result: u32,
+    },
+    /// An access to an MSR the VMM implements (the hypercall-page MSR), or that the
+    /// engine handed to it (KVM: every MSR it does not know).
+    VmmMsr {
+        /// WRMSR (true) or RDMSR (false).
+        write: bool,
+        /// The MSR.
+        index: u32,
+        /// The value written or read.
+        value: u64,
+        /// Whether it succeeded (else #GP).
+        ok: bool,
+    },
 }
 
 /// An event with the instruction count at which it happened.
@@ -186,6 +205,30 @@ impl fmt::Display for Event {
                 Some(n) => write!(f, "vm-exit {} (VT-x reason {n})", reason.name()),
                 None => write!(f, "exit {}", reason.name()),
             },
+            EventKind::Hypercall { nr, result } => write!(
+                f,
+                "vm-exit hypercall {} ({nr}) -> {} (VT-x reason {})",
+                crate::pv::abi::name(*nr),
+                *result as i32,
+                crate::exit::vmx_reason::VMCALL
+            ),
+            EventKind::VmmMsr {
+                write,
+                index,
+                value,
+                ok,
+            } => {
+                let (what, reason) = if *write {
+                    ("wrmsr", crate::exit::vmx_reason::WRMSR)
+                } else {
+                    ("rdmsr", crate::exit::vmx_reason::RDMSR)
+                };
+                let fault = if *ok { "" } else { ", #GP" };
+                write!(
+                    f,
+                    "vm-exit {what} msr {index:#x} value {value:#x}{fault} (VT-x reason {reason})"
+                )
+            }
         }
     }
 }

@@ -268,7 +268,7 @@ impl Vmm {
         let access = matches!(
             reason,
             ExitReason::IoIn | ExitReason::IoOut | ExitReason::MmioRead | ExitReason::MmioWrite
-        );
+        ) || matches!(exit, VmExit::Hypercall { .. } | VmExit::VmmMsr { .. });
         if !access {
             self.trace.record(EventMask::EXITS, || Event {
                 icount,
@@ -326,10 +326,16 @@ impl Vmm {
                     stop: &self.stop,
                     icount,
                 };
+                let nr = cpu.gpr[0] as u32;
                 let out = self
                     .pv
                     .hypercall(cpu, &mem, &mut host, &mut self.counters.pv);
                 *flush_tlb = out.flush_tlb;
+                let result = cpu.gpr[0] as u32;
+                self.trace.record(EventMask::EXITS, || Event {
+                    icount,
+                    kind: EventKind::Hypercall { nr, result },
+                });
                 match out.shutdown {
                     Some(status) => Flow::Stop(StopReason::Exited(status)),
                     None => Flow::Continue,
@@ -345,6 +351,16 @@ impl Vmm {
             } => {
                 *ok = index == crate::pv::abi::MSR_HYPERCALL_PAGE
                     && self.pv.msr(write, value, ram, code, &mut self.counters.pv);
+                let (value, ok) = (*value, *ok);
+                self.trace.record(EventMask::EXITS, || Event {
+                    icount,
+                    kind: EventKind::VmmMsr {
+                        write,
+                        index,
+                        value,
+                        ok,
+                    },
+                });
                 Flow::Continue
             }
         }
