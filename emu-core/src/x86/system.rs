@@ -583,6 +583,10 @@ fn mov_from_dr(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 /// the access: it plays the part of the VMM's MSR emulation.
 fn msr_exit(cx: &mut Ctx<'_>, write: bool) {
     let index = cx.cpu.gpr[1] as u32;
+    // The VMM's own MSRs exit whatever the policy, once (see `Ctx::vmm_msr`).
+    if is_vmm_msr(index) {
+        return;
+    }
     let value = if write { edx_eax(cx) } else { 0 };
     cx.assist_exit(|| VmExit::Msr {
         write,
