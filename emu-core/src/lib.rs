@@ -12,5 +12,7 @@ pub mod loader;
 pub mod machine;
 pub mod memory;
 pub mod stop;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod trace;
 pub mod x86;

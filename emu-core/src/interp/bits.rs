@@ -120,8 +120,8 @@ fn bit_scan<const FORWARD: bool>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{check, check64, Asm, Case, Machine, DATA, RAX, RBX, RCX};
     use crate::cpu::rflags::{AF, ARITH, CF, OF, PF, SF, ZF};
+    use crate::testkit::{check, check64, Asm, Case, Machine, DATA, RAX, RBX, RCX};
     use iced_x86::code_asm::*;
 
     #[test]
@@ -196,9 +196,9 @@ mod tests {
 
         // Bit 100 = dword 3, bit 4.
         let m = on_bit_string(|a| a.bts(dword_ptr(ebx), ecx), 100, &[0; 8]);
-        assert_eq!(m.peek(DATA + 12, 4), 0x10u32.to_le_bytes());
+        assert_eq!(m.bytes(DATA + 12, 4), 0x10u32.to_le_bytes());
         assert_eq!(
-            m.peek(DATA, 4),
+            m.bytes(DATA, 4),
             [0; 4],
             "the addressed operand itself is untouched"
         );
@@ -206,19 +206,19 @@ mod tests {
 
         // A 16-bit offset is a signed word: 0xFFF0 = -16 = the word below, bit 0.
         let m = on_bit_string(|a| a.btr(word_ptr(ebx), cx), 0xFFF0, &[0xFF; 8]);
-        assert_eq!(m.peek(DATA - 2, 2), [0xFE, 0xFF]);
+        assert_eq!(m.bytes(DATA - 2, 2), [0xFE, 0xFF]);
         assert_eq!(m.state.rflags & CF, CF);
 
         // With a displacement: [ebx+4] and bit 33 is DATA+8, bit 1.
         let m = on_bit_string(|a| a.btc(dword_ptr(ebx + 4), ecx), 33, &[0; 8]);
-        assert_eq!(m.peek(DATA + 8, 1), [2]);
+        assert_eq!(m.bytes(DATA + 8, 1), [2]);
     }
 
     #[test]
     fn immediate_offset_into_memory_stays_in_the_operand() {
         let mut m = Machine::new(|a| a.bts(dword_ptr(ebx), 36)).regs(&[(RBX, DATA)]);
         m.run_to_halt();
-        assert_eq!(m.peek(DATA, 8), [0x10, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(m.bytes(DATA, 8), [0x10, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
@@ -307,6 +307,6 @@ mod tests {
         let mut m = Machine::new64(|a| a.bts(qword_ptr(rbx), rcx))
             .regs(&[(RBX, DATA), (RCX, (-65i64) as u64)]);
         m.run_to_halt();
-        assert_eq!(m.peek(DATA - 16, 8), (1u64 << 63).to_le_bytes());
+        assert_eq!(m.bytes(DATA - 16, 8), (1u64 << 63).to_le_bytes());
     }
 }

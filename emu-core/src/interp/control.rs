@@ -181,9 +181,9 @@ fn bound(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::systest::{sel, Asm, Machine, CODE_BASE, IDT_BASE};
     use crate::cpu::{dr6, Segment};
     use crate::exception::vector;
+    use crate::testkit::{sel, Asm, Machine, CODE_BASE, IDT_BASE};
     use crate::x86::debugreg::DR6;
 
     /// The error code of a fault while delivering through IDT entry `v`: IDT bit, EXT.

@@ -34,10 +34,6 @@ mod shift;
 mod sse;
 mod stack;
 mod string;
-#[cfg(test)]
-pub(crate) mod systest;
-#[cfg(test)]
-mod testutil;
 
 use crate::x86::Vcpu;
 pub use crate::x86::{Assist, Ctx, Fault, Handler};

@@ -317,7 +317,7 @@ fn xlat(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{check64, Case, RAX, RBX, RCX};
+    use crate::testkit::{check64, Case, RAX, RBX, RCX};
     use iced_x86::code_asm::*;
 
     #[test]

@@ -147,9 +147,9 @@ fn divide<const SIGNED: bool>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(),
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{check, check64, Asm, Case, Machine, CODE_BASE, RAX, RCX, RDX};
     use crate::cpu::rflags::{ARITH, CF, OF, PF, SF, ZF};
     use crate::exception::vector;
+    use crate::testkit::{check, check64, Asm, Case, Machine, CODE_BASE, RAX, RCX, RDX};
     use iced_x86::code_asm::*;
 
     /// The flags the manual defines after a multiply.

@@ -221,8 +221,8 @@ fn double_shift<const LEFT: bool>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{check, check64, Case, Machine, DATA, RAX, RBX, RCX, RDX};
     use crate::cpu::rflags::{AF, ARITH, CF, OF, PF, SF, ZF};
+    use crate::testkit::{check, check64, Case, Machine, DATA, RAX, RBX, RCX, RDX};
     use iced_x86::code_asm::*;
 
     /// The flags the manual defines for a shift by more than 1 (OF and AF undefined).
@@ -548,7 +548,7 @@ mod tests {
         let mut m = Machine::new(|a| a.shl(dword_ptr(ebx), 4)).regs(&[(RBX, DATA)]);
         m.poke(DATA, &0x1000_0001u32.to_le_bytes());
         let st = m.run_to_halt().clone();
-        assert_eq!(m.peek(DATA, 4), 0x10u32.to_le_bytes());
+        assert_eq!(m.bytes(DATA, 4), 0x10u32.to_le_bytes());
         assert_eq!(st.rflags & SHIFT_N, CF);
     }
 

@@ -89,7 +89,7 @@ fn legacy_register_form(code: &[u8], bitness: u32) -> Option<usize> {
 mod tests {
     use crate::cpu::{cr0, SegReg};
     use crate::exception::vector;
-    use crate::interp::systest::{sel, Machine, CODE_BASE, DATA, RAX, RBX};
+    use crate::testkit::{sel, Machine, CODE_BASE, DATA, RAX, RBX};
     use iced_x86::code_asm::*;
 
     /// A page-aligned address in the identity-mapped first 4 MiB for code at a page end.

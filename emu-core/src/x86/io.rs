@@ -98,7 +98,7 @@ mod tests {
     use super::PORTS_PER_BYTE;
     use crate::cpu::rflags;
     use crate::exception::vector;
-    use crate::interp::systest::{busy_tss, sel, Asm, Machine, TSS32_SIZE, TSS_BASE, TSS_IOMAP};
+    use crate::testkit::{busy_tss, sel, Asm, Machine, TSS32_SIZE, TSS_BASE, TSS_IOMAP};
     use iced_x86::code_asm::*;
 
     /// The port the bitmap allows.

@@ -105,7 +105,7 @@ fn rdtsc(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
 mod tests {
     use crate::cpu::{cr4, rflags};
     use crate::exception::vector;
-    use crate::interp::systest::{sel, Asm, Machine, CODE_BASE, RAX};
+    use crate::testkit::{sel, Asm, Machine, CODE_BASE, RAX};
 
     /// Runs `asm` at CPL 3 with these flags; the #GP(0) a handler caught, if any.
     fn user_gp(asm: Asm, flags: u64) -> bool {

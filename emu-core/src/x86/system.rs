@@ -675,7 +675,7 @@ mod tests {
     use crate::cpu::{cr0, cr4, efer, msr, SegReg, Segment};
     use crate::exception::vector;
     use crate::exit::StopReason;
-    use crate::interp::systest::{
+    use crate::testkit::{
         busy_tss, kind, sel, Asm, Desc, Machine, Trap, DATA, GDT_BASE, RAX, RBX, RCX, RDX,
     };
     use iced_x86::code_asm::*;

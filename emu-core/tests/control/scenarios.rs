@@ -5,8 +5,7 @@
 // Each test crate uses its own part of these modules.
 #![allow(dead_code)]
 
-#[path = "../common/mod.rs"]
-pub mod kernel;
+pub use emu_core::testkit::kernel;
 
 use emu_core::cpu::SegReg;
 use emu_core::exit::StopReason;
