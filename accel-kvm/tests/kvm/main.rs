@@ -8,3 +8,4 @@ mod guests;
 mod interrupts;
 mod stop;
 mod switch;
+mod tables;

@@ -21,16 +21,16 @@
 
 mod alu;
 mod bcd;
-mod bits;
+pub(crate) mod bits;
 mod cache;
 mod control;
 mod debug;
 mod dispatch;
 mod flagops;
 mod fpu;
-mod moves;
-mod muldiv;
-mod shift;
+pub(crate) mod moves;
+pub(crate) mod muldiv;
+pub(crate) mod shift;
 mod sse;
 mod stack;
 mod string;

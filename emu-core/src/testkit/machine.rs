@@ -5,7 +5,7 @@
 //! page tables. It runs on whatever engine its [`EngineMaker`] makes.
 
 use super::exits::TestExits;
-use super::kernel::{descriptor, gate};
+use super::kernel::{descriptor, gate, Kernel, Program};
 use super::{interpreter, EngineMaker};
 use crate::cpu::{cr0, cr4, efer, rflags, CpuState, DescriptorTable, SegReg, Segment};
 use crate::exit::StopReason;
@@ -222,6 +222,13 @@ impl Machine {
         bytes.push(HLT);
         m.poke(CODE_BASE, &bytes);
         m.state = CpuState::multiboot(CODE_BASE as u32, 0, 0);
+        m
+    }
+
+    /// The kernel image `kernel` with `program` installed, starting as the kernel says.
+    pub fn kernel(kernel: &Kernel, program: &Program) -> Self {
+        let mut m = Self::blank();
+        m.state = kernel.install(m.ram.as_mut_slice(), program);
         m
     }
 

@@ -20,6 +20,7 @@ pub mod cases;
 pub mod exits;
 pub mod kernel;
 mod machine;
+pub mod tables;
 
 pub use cases::{check, check64, Case};
 pub use exits::{TestExits, MMIO_STOP};
