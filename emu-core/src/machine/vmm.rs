@@ -289,3 +289,6 @@ impl Vmm {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
