@@ -271,7 +271,7 @@ fn leave(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 mod tests {
     use crate::cpu::{cr0, rflags, SegReg};
     use crate::exception::vector;
-    use crate::testkit::{kind, sel, Desc, Machine, CODE_BASE, RBX, USER_STACK};
+    use crate::testkit::{kind, Desc, Machine, CODE_BASE, FREE_SLOT, RBX, USER_STACK};
     use iced_x86::code_asm::*;
 
     /// ESP and EBP in the register file.
@@ -285,8 +285,8 @@ mod tests {
     fn on_a_16_bit_stack(asm: crate::testkit::Asm) -> Machine {
         let mut m = Machine::protected(asm);
         let stack16 = Desc::flat(kind::DATA, 0);
-        m.set_gdt_entry(sel::FREE, stack16);
-        m.state.seg.set(SegReg::Ss, stack16.segment(sel::FREE));
+        m.set_gdt_entry(FREE_SLOT, stack16);
+        m.state.seg.set(SegReg::Ss, stack16.segment(FREE_SLOT));
         m
     }
 

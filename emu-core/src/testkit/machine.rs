@@ -5,7 +5,9 @@
 //! page tables. It runs on whatever engine its [`EngineMaker`] makes.
 
 use super::exits::TestExits;
+// The GDT layout is the kernel image's: the same selectors name the same segments.
 use super::kernel::{descriptor, gate, Kernel, Program};
+use super::kernel::{KERNEL_CS, KERNEL_DS, TSS_SEL, USER_CS, USER_DS};
 use super::{interpreter, EngineMaker};
 use crate::cpu::{cr0, cr4, efer, rflags, CpuState, DescriptorTable, SegReg, Segment};
 use crate::exit::StopReason;
@@ -58,22 +60,6 @@ const PTE_PRW_US: u64 = 0x7;
 const PDE_PS: u64 = 0x80;
 /// A 2 MiB page.
 const LARGE_PAGE: u64 = 2 << 20;
-
-/// GDT selectors of the test machines.
-pub mod sel {
-    /// Ring-0 code (32-bit; 64-bit in long-mode machines).
-    pub const KERNEL_CODE: u16 = 0x08;
-    /// Ring-0 data.
-    pub const KERNEL_DATA: u16 = 0x10;
-    /// Ring-3 code, RPL 3.
-    pub const USER_CODE: u16 = 0x18 | 3;
-    /// Ring-3 data, RPL 3.
-    pub const USER_DATA: u16 = 0x20 | 3;
-    /// The TSS (16 bytes in long mode: it also takes slot 0x30).
-    pub const TSS: u16 = 0x28;
-    /// First free GDT slot for a test's own descriptors.
-    pub const FREE: u16 = 0x38;
-}
 
 /// Descriptor type values of code and data segments (S = 1).
 pub mod kind {
@@ -161,7 +147,7 @@ pub fn busy_tss() -> Desc {
 /// A 32-bit gate of type `kind` (interrupt or trap gate) to `offset` in the ring-0
 /// code segment.
 pub fn gate32(kind: u16, offset: u64, dpl: u8) -> u64 {
-    gate(kind as u8, dpl, sel::KERNEL_CODE, offset as u32, 0)
+    gate(kind as u8, dpl, KERNEL_CS, offset as u32, 0)
 }
 
 /// An exception raised in the guest, as the handler stub that caught it recorded it.
@@ -263,13 +249,15 @@ impl Machine {
             Desc::data(0),
             Desc::code32(3),
             Desc::data(3),
+            Desc::code64(3),
+            Desc::data(3),
         ]);
         let tss = busy_tss();
-        m.set_gdt_entry(sel::TSS, tss);
+        m.set_gdt_entry(TSS_SEL, tss);
         m.poke_u32(TSS_BASE + TSS_SP0, KERNEL_STACK as u32);
-        m.poke_u32(TSS_BASE + TSS_SP0 + 4, sel::KERNEL_DATA.into());
+        m.poke_u32(TSS_BASE + TSS_SP0 + 4, KERNEL_DS.into());
         m.idt(32);
-        m.state.tr = tss.segment(sel::TSS);
+        m.state.tr = tss.segment(TSS_SEL);
         m.kernel_segments(Desc::code32(0));
         m
     }
@@ -285,12 +273,14 @@ impl Machine {
             Desc::data(0),
             Desc::code32(3),
             Desc::data(3),
+            Desc::code64(3),
+            Desc::data(3),
         ]);
         let tss = busy_tss();
-        m.set_gdt_entry64(sel::TSS, tss);
+        m.set_gdt_entry64(TSS_SEL, tss);
         m.poke_u64(TSS_BASE + TSS_SP0, KERNEL_STACK);
         m.idt(64);
-        m.state.tr = tss.segment(sel::TSS);
+        m.state.tr = tss.segment(TSS_SEL);
         m.state.cr3 = m.identity_map_long();
         m.state.cr4 = cr4::PAE;
         m.state.efer = efer::LME | efer::LMA;
@@ -319,11 +309,9 @@ impl Machine {
 
     /// Ring-0 segments and stack.
     fn kernel_segments(&mut self, code: Desc) {
-        let data = Desc::data(0).segment(sel::KERNEL_DATA);
+        let data = Desc::data(0).segment(KERNEL_DS);
         self.state.seg = [data; 6].into();
-        self.state
-            .seg
-            .set(SegReg::Cs, code.segment(sel::KERNEL_CODE));
+        self.state.seg.set(SegReg::Cs, code.segment(KERNEL_CS));
         self.state.gpr[4] = KERNEL_STACK;
         self.state.gpr[6] = NO_TRAP;
     }
@@ -331,11 +319,11 @@ impl Machine {
     /// Starts the code at CPL 3 instead (ring-3 segments and stack; the code and its
     /// data are reachable since paging, if any, maps them user-accessible).
     pub fn user(mut self) -> Self {
-        let data = Desc::data(3).segment(sel::USER_DATA);
+        let data = Desc::data(3).segment(USER_DS);
         self.state.seg = [data; 6].into();
         self.state
             .seg
-            .set(SegReg::Cs, Desc::code32(3).segment(sel::USER_CODE));
+            .set(SegReg::Cs, Desc::code32(3).segment(USER_CS));
         self.state.gpr[4] = USER_STACK;
         self
     }

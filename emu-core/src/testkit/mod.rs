@@ -24,7 +24,8 @@ pub mod tables;
 
 pub use cases::{check, check64, Case};
 pub use exits::{TestExits, MMIO_STOP};
-pub use machine::{busy_tss, gate32, kind, sel, Asm, Desc, Machine, Trap};
+pub use kernel::{FREE_SLOT, KERNEL_CS, KERNEL_DS, TSS_SEL, USER_CS, USER_DS};
+pub use machine::{busy_tss, gate32, kind, Asm, Desc, Machine, Trap};
 pub use machine::{
     CODE_BASE, DATA, GDT_BASE, IDT_BASE, KERNEL_STACK, PAGE_TABLES, RAM_SIZE, TSS32_SIZE, TSS_BASE,
     TSS_IOMAP, USER_STACK,
