@@ -189,9 +189,12 @@ fn gdb_session_on_the_interpreter() {
 continue
 info registers
 x/8x $sp
+monitor phys 0x100000 16
 break user_main
 continue
 monitor ring
+monitor walk 0x103000
+monitor disas 0x103000 1
 while ($cs & 3) == 3
   stepi
 end
@@ -215,6 +218,13 @@ continue",
     assert_line(&out, &[":\t0x00100", "\t0x2badb002\t0x00009000\t"]);
     assert_line(&out, &["Breakpoint 2, ", " in user_main ()"]);
     assert_line(&out, &["ring 3, 32-bit protected mode, 32-bit paging"]);
+    // The Multiboot header's magic, 0x1BADB002, at the start of the image.
+    assert_line(&out, &["0x00100000: 02 b0 ad 1b"]);
+    // The task's code: a user page, mapped one to one through a PDE and a PTE.
+    assert_line(&out, &["PDE   at 0x"]);
+    assert_line(&out, &["PTE   at 0x"]);
+    assert_line(&out, &["-> physical 0x103000 (4 KiB page, user"]);
+    assert_line(&out, &["=> 0x00103000:  "]);
     // stepi: the INT 0x80 lands in the kernel's stub for vector 0x80.
     assert_line(&out, &["ring 0, 32-bit protected mode"]);
     assert_line(&out, &["=> 0x", "<trap32_stubs+", "push"]);

@@ -23,3 +23,7 @@ use emu_core::machine::EngineFactory;
 
 /// Builds the engine a name names (`monitor engine kvm`), or says why it cannot.
 pub type EngineChooser = dyn Fn(&str) -> Result<Box<EngineFactory<'static>>, String> + Send + Sync;
+
+/// The page size reads through the guest's page tables are split at, so that a read
+/// can stop at the first page that is not mapped.
+const PAGE: usize = 4096;

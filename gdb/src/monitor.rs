@@ -1,12 +1,13 @@
 //! `monitor` commands: what Popek knows that gdb's own commands do not show.
 
 use crate::target::PopekTarget;
-use crate::EngineChooser;
+use crate::{EngineChooser, PAGE};
 use emu_core::cpu::{cr0, cr4, efer, rflags, CpuState, SegReg};
 use emu_core::exit::ExitReason;
 use emu_core::machine::{ControlError, MachineHandle};
 use emu_core::trace::{Event, EventKind};
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd};
+use iced_x86::{Decoder, DecoderOptions, Formatter, GasFormatter};
 use std::fmt::Write;
 
 /// What `monitor help` prints.
@@ -18,7 +19,9 @@ Popek monitor commands:
   engine           the engine running the guest
   engine NAME      move the paused guest to another engine (interp, kvm)
   phys ADDR [LEN]  guest-physical memory, in hex (LEN bytes, default 64, at most 4096)
-  walk ADDR        the page-table walk of a linear address, level by level";
+  walk ADDR        the page-table walk of a linear address, level by level
+  disas [ADDR] [N] N instructions (default 8) at linear ADDR (default CS:RIP), decoded in
+                   the guest's current mode: gdb's x/i decodes every mode as 64-bit code";
 
 /// How many trace events `trace` shows unless told.
 const TRACE_DEFAULT: usize = 16;
@@ -26,6 +29,12 @@ const TRACE_DEFAULT: usize = 16;
 const PHYS_DEFAULT: usize = 64;
 /// The most `phys` shows at once.
 const PHYS_MAX: usize = 4096;
+/// Instructions `disas` shows unless told.
+const DISAS_DEFAULT: usize = 8;
+/// The most instructions `disas` shows at once.
+const DISAS_MAX: usize = 256;
+/// The longest x86 instruction.
+const INSN_MAX: usize = 15;
 
 impl MonitorCmd for PopekTarget {
     fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), String> {
@@ -95,6 +104,9 @@ pub fn run(
         ["phys", addr] => phys(handle, number(addr)?, PHYS_DEFAULT),
         ["phys", addr, len] => phys(handle, number(addr)?, number(len)? as usize),
         ["walk", addr] => walk(handle, number(addr)?),
+        ["disas"] => disas(handle, None, DISAS_DEFAULT),
+        ["disas", addr] => disas(handle, Some(number(addr)?), DISAS_DEFAULT),
+        ["disas", addr, n] => disas(handle, Some(number(addr)?), number(n)? as usize),
         _ => Err(format!("unknown monitor command `{cmd}` (monitor help lists them)").into()),
     }
 }
@@ -274,6 +286,51 @@ fn walk(handle: &MachineHandle, addr: u64) -> Result<String, ControlErrorOr> {
         (1u64 << t.page_bits) >> 10,
         rights.join(", ")
     );
+    Ok(text)
+}
+
+/// `n` instructions at linear address `addr` (default: the current instruction),
+/// decoded as the current code segment runs them (16-, 32- or 64-bit).
+fn disas(handle: &MachineHandle, addr: Option<u64>, n: usize) -> Result<String, ControlErrorOr> {
+    if n == 0 || n > DISAS_MAX {
+        return Err(format!("disas shows 1 to {DISAS_MAX} instructions").into());
+    }
+    let s = handle.registers()?;
+    let here = s.code_address();
+    let start = addr.unwrap_or(here);
+    // Read what is mapped of the longest the instructions can be.
+    let want = n * INSN_MAX;
+    let mut code = Vec::new();
+    while code.len() < want {
+        let at = start.wrapping_add(code.len() as u64);
+        let chunk = (PAGE - (at as usize & (PAGE - 1))).min(want - code.len());
+        match handle.read_linear(at, chunk) {
+            Ok(bytes) => code.extend(bytes),
+            Err(ControlError::Gone) => return Err(ControlErrorOr::Gone),
+            Err(_) if !code.is_empty() => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let bits = s.code_bitness();
+    let mut decoder = Decoder::with_ip(bits, &code, start, DecoderOptions::NONE);
+    let mut formatter = GasFormatter::new();
+    let mut text = format!("{bits}-bit code:\n");
+    for insn in decoder.iter().take(n) {
+        let mut asm = String::new();
+        formatter.format(&insn, &mut asm);
+        let offset = (insn.ip() - start) as usize;
+        let bytes: Vec<String> = code[offset..(offset + insn.len()).min(code.len())]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mark = if insn.ip() == here { "=>" } else { "  " };
+        let _ = writeln!(
+            text,
+            "{mark} {:#010x}:  {:<24} {asm}",
+            insn.ip(),
+            bytes.join(" ")
+        );
+    }
     Ok(text)
 }
 

@@ -2,7 +2,7 @@
 //! [`MachineHandle`] and nothing else.
 
 use crate::arch::{PopekX86, Registers};
-use crate::EngineChooser;
+use crate::{EngineChooser, PAGE};
 use emu_core::engine::{WatchKind as MachineWatch, Watchpoint};
 use emu_core::exit::{DebugStop, StopReason};
 use emu_core::machine::{ControlError, MachineHandle, Pause, Status};
@@ -360,9 +360,6 @@ impl SingleThreadBase for PopekTarget {
         Some(self)
     }
 }
-
-/// The page size reads are split at.
-const PAGE: usize = 4096;
 
 impl SingleThreadResume for PopekTarget {
     /// Lets the guest run. Signals gdb passes along are dropped: a machine has no
