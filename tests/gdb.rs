@@ -243,6 +243,56 @@ continue",
     assert!(!stdout.contains("FAIL"), "stdout:\n{stdout}");
 }
 
+/// The same debugger on KVM, through KVM's guest-debug interface: a hardware
+/// breakpoint on a symbol, single steps, an engine switch at a stop and back, and the
+/// guest's exit. The `hello` ROM, because it is the one this host's KVM (PVM, which
+/// emulates 32-bit ring-0 code) runs whole; PVM's emulation does not raise data
+/// breakpoints, so watchpoints under KVM are left to hosts with real VMX or SVM.
+#[test]
+fn gdb_session_on_kvm() {
+    if !gdb_installed() {
+        return;
+    }
+    if !accel_kvm::kvm_available() {
+        println!("skipped: /dev/kvm not available");
+        return;
+    }
+    let dir = scratch("kvm");
+    let elf = rom_elf(&dir, "hello");
+    let popek = Popek::start("hello", &["--engine", "kvm"]);
+    let out = gdb(
+        &dir,
+        &popek,
+        &elf,
+        "monitor engine
+hbreak main
+continue
+info registers rip cr0 efer
+stepi
+stepi
+delete
+monitor engine interp
+stepi
+monitor engine kvm
+break serial_putc
+continue
+delete
+continue",
+    );
+    assert_line(&out, &["engine: kvm"]);
+    assert_line(&out, &["Breakpoint 1, 0x0000000000100010 in main ()"]);
+    assert_line(&out, &["cr0", "[ PE ET ]"]);
+    assert_line(&out, &["0x0000000000100011 in main ()"]);
+    assert_line(&out, &["0x0000000000100013 in main ()"]);
+    assert_line(&out, &["engine: kvm -> interp"]);
+    assert_line(&out, &["engine: interp -> kvm"]);
+    assert_line(&out, &["Breakpoint 2, ", " in serial_putc ()"]);
+    assert_line(&out, &["[Inferior 1 (process 1) exited normally]"]);
+    let (status, stdout, stderr) = popek.finish();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(stdout.contains("Hello from a Popek guest!"), "{stdout}");
+}
+
 /// Sends `bytes` and reads what comes back within a moment.
 fn exchange(stream: &mut TcpStream, bytes: &[u8]) -> String {
     stream

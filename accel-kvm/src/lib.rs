@@ -31,19 +31,21 @@
 //!   [`StopReason::EngineFailure`] "instruction emulation failed", and the guest may see
 //!   some CPUID leaves differently (see [`KvmEngine::cpuid_deviations`]).
 
+mod debug;
 mod kick;
 mod state;
 
-use emu_core::cpu::CpuState;
+use debug::{DebugHit, GuestDebug};
+use emu_core::cpu::{dr6, CpuState};
 use emu_core::cpuid;
-use emu_core::engine::{DebugConfig, Engine, EngineError};
+use emu_core::engine::{DebugConfig, Engine, EngineError, STEP_RUN_MAX};
 use emu_core::exit::{ExitHandler, Flow, GuestEvent, StopReason, VmExit};
 use emu_core::memory::GuestRam;
 use emu_core::stop::StopRequest;
 use kick::Kicker;
 use kvm_bindings::{
-    kvm_cpuid_entry2, kvm_interrupt, kvm_userspace_memory_region, kvm_xsave, CpuId, Msrs, KVMIO,
-    KVM_API_VERSION, KVM_MAX_CPUID_ENTRIES,
+    kvm_cpuid_entry2, kvm_debug_exit_arch, kvm_interrupt, kvm_userspace_memory_region, kvm_xsave,
+    CpuId, Msrs, KVMIO, KVM_API_VERSION, KVM_MAX_CPUID_ENTRIES,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd};
 use state::{KvmState, MSR_INDICES};
@@ -226,6 +228,8 @@ enum Entry {
     Retry,
     /// The vCPU cannot go on.
     Failed(String),
+    /// A debug exit: a single step, a breakpoint or a watchpoint of the debugger's.
+    Debug(kvm_debug_exit_arch),
 }
 
 /// The KVM engine: one VM with guest RAM as its only memory slot and one vCPU.
@@ -250,7 +254,20 @@ pub struct KvmEngine {
     rejected_state: Option<String>,
     /// Where the vCPU's CPUID differs from the shared table.
     cpuid_deviations: Vec<CpuidDeviation>,
+    /// The debugger's breakpoints and watchpoints, as debug registers.
+    debug: GuestDebug,
+    /// Whether KVM_SET_GUEST_DEBUG last enabled anything (so it must be cleared).
+    debug_on: bool,
+    /// Instructions run by single steps: the only ones KVM can count.
+    stepped: u64,
 }
+
+/// The largest budget [`Engine::run`] runs by single-stepping, one KVM_RUN per
+/// instruction, so that it is exact (a debugger's step); a larger one runs free and is
+/// ignored.
+const STEP_BUDGET_MAX: u64 = STEP_RUN_MAX;
+/// RFLAGS.RF: the next instruction does not raise its instruction breakpoint.
+const RFLAGS_RF: u64 = 1 << 16;
 
 impl KvmEngine {
     /// Creates a VM whose memory is `ram`, with one vCPU reporting the shared CPUID table.
@@ -306,6 +323,9 @@ impl KvmEngine {
             ram_host,
             rejected_state: None,
             cpuid_deviations: cpuid_deviations(&installed),
+            debug: GuestDebug::default(),
+            debug_on: false,
+            stepped: 0,
         };
         // Every ioctl `state` needs works now, so it will later: `state` cannot fail.
         engine.read_state().map_err(KvmError::State)?;
@@ -351,6 +371,7 @@ impl KvmEngine {
                 ))
             }
             Ok(VcpuExit::InternalError) => return Entry::Failed(self.internal_error()),
+            Ok(VcpuExit::Debug(arch)) => return Entry::Debug(arch),
             Ok(other) => return Entry::Failed(format!("unexpected KVM exit {other:?}")),
             Err(e) if e.errno() == libc::EINTR => return Entry::Interrupted,
             Err(e) if e.errno() == libc::EAGAIN => return Entry::Retry,
@@ -547,6 +568,7 @@ impl KvmEngine {
         exits: &mut dyn ExitHandler,
         kicker: &mut Option<Kicker>,
         stop_request: Option<&StopRequest>,
+        mut steps: Option<u64>,
     ) -> StopReason {
         let mut stop = None;
         loop {
@@ -594,8 +616,53 @@ impl KvmEngine {
                     self.vcpu.set_kvm_immediate_exit(0);
                 }
                 Entry::Failed(why) => return StopReason::EngineFailure(why),
+                Entry::Debug(arch) => {
+                    let mut reason = None;
+                    if let Some(left) = steps.as_mut().filter(|_| arch.dr6 & dr6::BS != 0) {
+                        self.stepped += 1;
+                        *left -= 1;
+                        if *left == 0 {
+                            reason = Some(StopReason::Budget);
+                        }
+                    }
+                    if let DebugHit::Stop(hit) = self.debug.hit(&arch) {
+                        reason = Some(StopReason::Debug(hit));
+                    }
+                    if let (None, Some(reason)) = (&stop, reason) {
+                        stop = Some(reason);
+                        self.vcpu.set_kvm_immediate_exit(1);
+                    }
+                }
             }
         }
+    }
+
+    /// Tells KVM what to watch for this run, and whether to single-step it.
+    fn apply_debug(&mut self, step: bool) -> Result<(), String> {
+        let on = step || !self.debug.is_empty();
+        if on || self.debug_on {
+            self.vcpu
+                .set_guest_debug(&self.debug.control(step))
+                .map_err(|e| format!("KVM_SET_GUEST_DEBUG failed: {e}"))?;
+        }
+        self.debug_on = on;
+        Ok(())
+    }
+
+    /// Sets RFLAGS.RF if a breakpoint is at the current instruction: the first
+    /// instruction of a run is exempt from breakpoints, so that a run resumed at one
+    /// moves on.
+    fn pass_breakpoint_here(&mut self) -> Result<(), String> {
+        if self.debug.is_empty() {
+            return Ok(());
+        }
+        let mut regs = self.vcpu.get_regs().map_err(failed("KVM_GET_REGS"))?;
+        let sregs = self.vcpu.get_sregs().map_err(failed("KVM_GET_SREGS"))?;
+        if self.debug.breaks_at(sregs.cs.base.wrapping_add(regs.rip)) {
+            regs.rflags |= RFLAGS_RF;
+            self.vcpu.set_regs(&regs).map_err(failed("KVM_SET_REGS"))?;
+        }
+        Ok(())
     }
 }
 
@@ -604,8 +671,10 @@ impl Engine for KvmEngine {
         "kvm"
     }
 
-    /// Runs until the exit handler stops the run. `budget` is ignored: see [`KvmEngine`].
-    fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, _budget: u64) -> StopReason {
+    /// Runs until the exit handler stops the run, or a breakpoint or watchpoint. A
+    /// budget of at most [`STEP_BUDGET_MAX`] is run by single steps and ends the run
+    /// with [`StopReason::Budget`]; a larger one is ignored: see [`KvmEngine`].
+    fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, budget: u64) -> StopReason {
         if let Some(why) = self.rejected_state.take() {
             return StopReason::EngineFailure(why);
         }
@@ -613,6 +682,16 @@ impl Engine for KvmEngine {
             return StopReason::EngineFailure(
                 "the guest RAM given to the KVM engine is not the RAM it was created for".into(),
             );
+        }
+        let steps = (budget <= STEP_BUDGET_MAX).then_some(budget);
+        if steps == Some(0) {
+            return StopReason::Budget;
+        }
+        if let Err(why) = self
+            .apply_debug(steps.is_some())
+            .and_then(|()| self.pass_breakpoint_here())
+        {
+            return StopReason::EngineFailure(why);
         }
         let mut kicker = None;
         let stop_request = exits.stop_request();
@@ -622,11 +701,11 @@ impl Engine for KvmEngine {
             Some(request) => match self.kicker(&mut kicker) {
                 Ok(k) => {
                     let _kick = request.install_kick(k.kick_this_thread());
-                    self.run_until_stop(exits, &mut kicker, Some(request))
+                    self.run_until_stop(exits, &mut kicker, Some(request), steps)
                 }
                 Err(e) => StopReason::EngineFailure(format!("cannot set up the vCPU kick: {e}")),
             },
-            None => self.run_until_stop(exits, &mut kicker, None),
+            None => self.run_until_stop(exits, &mut kicker, None, steps),
         };
         // The kick and the timer go first, so no kick comes after the flag is cleared for
         // the next run.
@@ -666,22 +745,33 @@ impl Engine for KvmEngine {
         })
     }
 
-    /// Popek's own breakpoints and watchpoints are not yet wired to KVM's guest-debug
-    /// interface: only an empty configuration is accepted.
+    /// Popek's breakpoints and watchpoints go to the debug registers KVM keeps for the
+    /// host (see the `debug` module): at most four, watched ranges of 1, 2, 4 or 8
+    /// aligned bytes.
     fn set_debug(&mut self, debug: &DebugConfig) -> Result<(), EngineError> {
-        if debug.is_empty() {
-            Ok(())
-        } else {
-            Err(EngineError::Unsupported {
-                engine: "kvm",
-                what: "set breakpoints or watchpoints yet",
-            })
+        let new = GuestDebug::new(debug)?;
+        if !new.is_empty() || self.debug_on {
+            self.vcpu
+                .set_guest_debug(&new.control(false))
+                .map_err(|e| EngineError::Host {
+                    engine: "kvm",
+                    what: "set breakpoints (KVM_SET_GUEST_DEBUG)".into(),
+                    reason: e.to_string(),
+                })?;
+            self.debug_on = !new.is_empty();
         }
+        self.debug = new;
+        Ok(())
     }
 
-    /// Always 0: KVM does not count retired instructions.
+    /// The instructions single steps ran: KVM counts no others.
     fn instructions_retired(&self) -> u64 {
-        0
+        self.stepped
+    }
+
+    /// Single steps (a budget of at most [`STEP_BUDGET_MAX`]) are exact.
+    fn can_step(&self) -> bool {
+        true
     }
 
     fn counts_instructions(&self) -> bool {
