@@ -235,9 +235,12 @@ enum Entry {
 /// The KVM engine: one VM with guest RAM as its only memory slot and one vCPU.
 ///
 /// **Instruction budget.** KVM cannot count retired instructions, so this engine ignores
-/// the `budget` of [`Engine::run`], reports 0 from [`Engine::instructions_retired`] and
-/// `false` from [`Engine::counts_instructions`], and passes 0 as the icount of every exit.
-/// A run ends only when the exit handler stops it (debug-exit, HLT, triple fault, ...).
+/// a `budget` of [`Engine::run`] above [`STEP_RUN_MAX`], reports `false` from
+/// [`Engine::counts_instructions`], and passes 0 as the icount of every exit; such a run
+/// ends only when the exit handler stops it (debug-exit, HLT, triple fault, ...) or at a
+/// breakpoint or watchpoint. A smaller budget is a debugger's step: it is run one
+/// instruction at a time (KVM_GUESTDBG_SINGLESTEP), and only those single-stepped
+/// instructions are counted in [`Engine::instructions_retired`].
 ///
 /// **Stops are at instruction boundaries.** When the handler stops a run, the engine first
 /// lets KVM finish the instruction that exited (the register load of an IN or MMIO read,
