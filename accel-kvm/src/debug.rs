@@ -112,10 +112,12 @@ impl GuestDebug {
         self.slots.contains(&Slot::Breakpoint(addr))
     }
 
-    /// The KVM_SET_GUEST_DEBUG argument: the slots, and single steps if `step`.
-    pub fn control(&self, step: bool) -> kvm_guest_debug {
+    /// The KVM_SET_GUEST_DEBUG argument: the slots if `armed`, and single steps if
+    /// `step`.
+    pub fn control(&self, step: bool, armed: bool) -> kvm_guest_debug {
+        let armed = armed && !self.is_empty();
         let mut control = 0;
-        if !self.is_empty() {
+        if armed {
             control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP;
         }
         if step {
@@ -125,7 +127,7 @@ impl GuestDebug {
             control,
             ..Default::default()
         };
-        if !self.is_empty() {
+        if armed {
             debug.arch.debugreg = self.debugreg;
         }
         debug

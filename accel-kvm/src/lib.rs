@@ -269,8 +269,6 @@ pub struct KvmEngine {
 /// instruction, so that it is exact (a debugger's step); a larger one runs free and is
 /// ignored.
 const STEP_BUDGET_MAX: u64 = STEP_RUN_MAX;
-/// RFLAGS.RF: the next instruction does not raise its instruction breakpoint.
-const RFLAGS_RF: u64 = 1 << 16;
 
 impl KvmEngine {
     /// Creates a VM whose memory is `ram`, with one vCPU reporting the shared CPUID table.
@@ -640,60 +638,15 @@ impl KvmEngine {
         }
     }
 
-    /// Tells KVM what to watch for this run, and whether to single-step it.
-    fn apply_debug(&mut self, step: bool) -> Result<(), String> {
-        let on = step || !self.debug.is_empty();
-        if on || self.debug_on {
-            self.vcpu
-                .set_guest_debug(&self.debug.control(step))
-                .map_err(|e| format!("KVM_SET_GUEST_DEBUG failed: {e}"))?;
-        }
-        self.debug_on = on;
-        Ok(())
-    }
-
-    /// Sets RFLAGS.RF if a breakpoint is at the current instruction: the first
-    /// instruction of a run is exempt from breakpoints, so that a run resumed at one
-    /// moves on.
-    fn pass_breakpoint_here(&mut self) -> Result<(), String> {
-        if self.debug.is_empty() {
-            return Ok(());
-        }
-        let mut regs = self.vcpu.get_regs().map_err(failed("KVM_GET_REGS"))?;
-        let sregs = self.vcpu.get_sregs().map_err(failed("KVM_GET_SREGS"))?;
-        if self.debug.breaks_at(sregs.cs.base.wrapping_add(regs.rip)) {
-            regs.rflags |= RFLAGS_RF;
-            self.vcpu.set_regs(&regs).map_err(failed("KVM_SET_REGS"))?;
-        }
-        Ok(())
-    }
-}
-
-impl Engine for KvmEngine {
-    fn name(&self) -> &'static str {
-        "kvm"
-    }
-
-    /// Runs until the exit handler stops the run, or a breakpoint or watchpoint. A
-    /// budget of at most [`STEP_BUDGET_MAX`] is run by single steps and ends the run
-    /// with [`StopReason::Budget`]; a larger one is ignored: see [`KvmEngine`].
-    fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, budget: u64) -> StopReason {
-        if let Some(why) = self.rejected_state.take() {
-            return StopReason::EngineFailure(why);
-        }
-        if ram.host_range() != self.ram_host {
-            return StopReason::EngineFailure(
-                "the guest RAM given to the KVM engine is not the RAM it was created for".into(),
-            );
-        }
-        let steps = (budget <= STEP_BUDGET_MAX).then_some(budget);
-        if steps == Some(0) {
-            return StopReason::Budget;
-        }
-        if let Err(why) = self
-            .apply_debug(steps.is_some())
-            .and_then(|()| self.pass_breakpoint_here())
-        {
+    /// Runs `steps` single steps (or free, with None), with the debugger's
+    /// breakpoints and watchpoints armed if `armed`, until a stop.
+    fn run_watched(
+        &mut self,
+        exits: &mut dyn ExitHandler,
+        steps: Option<u64>,
+        armed: bool,
+    ) -> StopReason {
+        if let Err(why) = self.apply_debug(steps.is_some(), armed) {
             return StopReason::EngineFailure(why);
         }
         let mut kicker = None;
@@ -715,6 +668,73 @@ impl Engine for KvmEngine {
         drop(kicker);
         self.vcpu.set_kvm_immediate_exit(0);
         stop
+    }
+
+    /// Tells KVM whether to single-step the next entries and whether the debugger's
+    /// slots are armed.
+    fn apply_debug(&mut self, step: bool, armed: bool) -> Result<(), String> {
+        let armed = armed && !self.debug.is_empty();
+        let on = step || armed;
+        if on || self.debug_on {
+            self.vcpu
+                .set_guest_debug(&self.debug.control(step, armed))
+                .map_err(|e| format!("KVM_SET_GUEST_DEBUG failed: {e}"))?;
+        }
+        self.debug_on = on;
+        Ok(())
+    }
+
+    /// Whether a breakpoint of the debugger's is at the current instruction.
+    fn at_breakpoint(&self) -> Result<bool, String> {
+        if self.debug.is_empty() {
+            return Ok(false);
+        }
+        let regs = self.vcpu.get_regs().map_err(failed("KVM_GET_REGS"))?;
+        let sregs = self.vcpu.get_sregs().map_err(failed("KVM_GET_SREGS"))?;
+        Ok(self.debug.breaks_at(sregs.cs.base.wrapping_add(regs.rip)))
+    }
+}
+
+impl Engine for KvmEngine {
+    fn name(&self) -> &'static str {
+        "kvm"
+    }
+
+    /// Runs until the exit handler stops the run, or a breakpoint or watchpoint. A
+    /// budget of at most [`STEP_BUDGET_MAX`] is run by single steps and ends the run
+    /// with [`StopReason::Budget`]; a larger one is ignored: see [`KvmEngine`].
+    fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, budget: u64) -> StopReason {
+        if let Some(why) = self.rejected_state.take() {
+            return StopReason::EngineFailure(why);
+        }
+        if ram.host_range() != self.ram_host {
+            return StopReason::EngineFailure(
+                "the guest RAM given to the KVM engine is not the RAM it was created for".into(),
+            );
+        }
+        let mut steps = (budget <= STEP_BUDGET_MAX).then_some(budget);
+        if steps == Some(0) {
+            return StopReason::Budget;
+        }
+        // The first instruction of a run is exempt from breakpoints, so that a run
+        // resumed at one moves on: it is stepped with them off.
+        match self.at_breakpoint() {
+            Ok(false) => {}
+            Ok(true) => {
+                let stop = self.run_watched(exits, Some(1), false);
+                if stop != StopReason::Budget {
+                    return stop;
+                }
+                if let Some(left) = &mut steps {
+                    *left -= 1;
+                    if *left == 0 {
+                        return stop;
+                    }
+                }
+            }
+            Err(why) => return StopReason::EngineFailure(why),
+        }
+        self.run_watched(exits, steps, true)
     }
 
     /// # Panics
@@ -755,7 +775,7 @@ impl Engine for KvmEngine {
         let new = GuestDebug::new(debug)?;
         if !new.is_empty() || self.debug_on {
             self.vcpu
-                .set_guest_debug(&new.control(false))
+                .set_guest_debug(&new.control(false, true))
                 .map_err(|e| EngineError::Host {
                     engine: "kvm",
                     what: "set breakpoints (KVM_SET_GUEST_DEBUG)".into(),

@@ -6,5 +6,6 @@ mod control;
 mod engine;
 mod guests;
 mod interrupts;
+mod step;
 mod stop;
 mod switch;
