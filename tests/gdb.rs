@@ -353,6 +353,12 @@ fn gdb_protocol_abuse_leaves_popek_serving() {
         "reply: {reply:?}"
     );
     second.write_all(b"+").unwrap();
+    // Continue, then Ctrl-C (the 0x03 byte) stops the running guest: SIGINT.
+    second.write_all(&packet("c")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let reply = exchange(&mut second, b"\x03");
+    assert!(reply.contains("$S02"), "reply to Ctrl-C: {reply:?}");
+    second.write_all(b"+").unwrap();
     second.write_all(&packet("c")).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     drop(second);
@@ -372,4 +378,99 @@ kill",
     let (status, _, stderr) = popek.finish();
     assert!(stderr.contains("gdb killed the guest"), "stderr:\n{stderr}");
     assert_eq!(status.code(), Some(130), "stderr:\n{stderr}");
+}
+
+/// Read and access watchpoints, on the `rings` kernel's flag for its copy-on-write
+/// repair: read first (is the page fixed already?), then written.
+#[test]
+fn read_and_access_watchpoints() {
+    if !gdb_installed() {
+        return;
+    }
+    let dir = scratch("rwatch");
+    let elf = rom_elf(&dir, "rings");
+    let popek = Popek::start("rings", &[]);
+    let out = gdb(
+        &dir,
+        &popek,
+        &elf,
+        "rwatch *(int *)&ro_page_fixed
+continue
+delete
+awatch *(int *)&ro_page_fixed
+continue
+delete
+continue",
+    );
+    assert_line(
+        &out,
+        &["Hardware read watchpoint 1: *(int *)&ro_page_fixed"],
+    );
+    assert_line(&out, &["Value = 0"]);
+    assert_line(
+        &out,
+        &["Hardware access (read/write) watchpoint 2: *(int *)&ro_page_fixed"],
+    );
+    assert_line(&out, &["New value = 1"]);
+    assert_line(&out, &["[Inferior 1 (process 1) exited normally]"]);
+    let (status, _, stderr) = popek.finish();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+}
+
+/// A real-mode guest (a BIOS image from the reset vector): the monitor says so and
+/// decodes 16-bit code; gdb steps it and reads memory at linear addresses (RAM only:
+/// the BIOS image at the top of 4 GiB is a device).
+#[test]
+fn a_real_mode_guest() {
+    if !gdb_installed() {
+        return;
+    }
+    let dir = scratch("realmode");
+    let popek = Popek::start("realmode", &[]);
+    let script = dir.join("script.gdb");
+    std::fs::write(
+        &script,
+        format!(
+            "set pagination off\nset confirm off\ntarget remote {}\n\
+             info registers cs rip\nmonitor ring\n\
+             x/1xb $cs*16+$pc\nstepi\ninfo registers cs rip\nmonitor disas\nkill\n",
+            popek.addr
+        ),
+    )
+    .unwrap();
+    let out = Command::new("gdb")
+        .args(["-nx", "-batch", "-x"])
+        .arg(&script)
+        .stdin(Stdio::null())
+        .output()
+        .expect("gdb runs");
+    let out =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_line(&out, &["cs", "0xf000"]);
+    assert_line(&out, &["rip", "0xfff0"]);
+    assert_line(&out, &["ring 0, real mode, paging off"]);
+    // The far jump at the reset vector (CS.base is 0xFFFF0000 until it jumps, where
+    // only the BIOS device answers), whose image shows below 1 MiB too, at CS * 16 + IP.
+    assert_line(&out, &["0xffff0:", "0xea"]);
+    // One step later, CS.base is 0xF0000.
+    assert_line(&out, &["rip", "0x0"]);
+    assert_line(&out, &["=> 0x000f0000:  fc", "cld"]);
+    assert_line(&out, &["16-bit code:"]);
+    let (status, _, stderr) = popek.finish();
+    assert_eq!(status.code(), Some(130), "stderr:\n{stderr}");
+}
+
+#[test]
+fn a_bad_gdb_address_is_one_error_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_popek"))
+        .args(["run", "hello", "--gdb", "nowhere:port"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("popek: error: --gdb nowhere:port: cannot listen there"),
+        "{err}"
+    );
 }
