@@ -123,16 +123,9 @@ fn rom_elf(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
-/// Runs `gdb -batch` with `commands` (after connecting to `popek` with `elf`'s
-/// symbols); what gdb printed.
-fn gdb(dir: &Path, popek: &Popek, elf: &Path, commands: &str) -> String {
+/// Runs `gdb -batch` on the script `text`; what gdb printed.
+fn run_gdb(dir: &Path, text: &str) -> String {
     let script = dir.join("script.gdb");
-    let text = format!(
-        "set pagination off\nset confirm off\nset architecture i386:x86-64\n\
-         file {}\ntarget remote {}\n{commands}\n",
-        elf.display(),
-        popek.addr
-    );
     std::fs::write(&script, text).unwrap();
     let mut child = Command::new("gdb")
         .args(["-nx", "-batch", "-x"])
@@ -155,6 +148,34 @@ fn gdb(dir: &Path, popek: &Popek, elf: &Path, commands: &str) -> String {
     out + &reader.join().unwrap()
 }
 
+/// Runs gdb with `commands` after connecting to `popek` with `elf`'s symbols; what
+/// gdb printed.
+fn gdb(dir: &Path, popek: &Popek, elf: &Path, commands: &str) -> String {
+    run_gdb(
+        dir,
+        &format!(
+            "set pagination off\nset confirm off\nset architecture i386:x86-64\n\
+             file {}\ntarget remote {}\n{commands}\n",
+            elf.display(),
+            popek.addr
+        ),
+    )
+}
+
+/// Where gdb is installed: `popek run ROM --gdb ARGS` and gdb running `commands`
+/// against it with the ROM's symbols (in the scratch directory `name`); what gdb
+/// printed, and popek, to finish.
+fn session(name: &str, rom: &str, args: &[&str], commands: &str) -> Option<(String, Popek)> {
+    if !gdb_installed() {
+        return None;
+    }
+    let dir = scratch(name);
+    let elf = rom_elf(&dir, rom);
+    let popek = Popek::start(rom, args);
+    let out = gdb(&dir, &popek, &elf, commands);
+    Some((out, popek))
+}
+
 /// Asserts `text` has a line that contains every one of `parts`, in order.
 fn assert_line(text: &str, parts: &[&str]) {
     let found = text.lines().any(|line| {
@@ -175,16 +196,10 @@ fn assert_line(text: &str, parts: &[&str]) {
 /// write, ask the monitor, and run to the guest's exit.
 #[test]
 fn gdb_session_on_the_interpreter() {
-    if !gdb_installed() {
-        return;
-    }
-    let dir = scratch("session");
-    let elf = rom_elf(&dir, "rings");
-    let popek = Popek::start("rings", &[]);
-    let out = gdb(
-        &dir,
-        &popek,
-        &elf,
+    let Some((out, popek)) = session(
+        "session",
+        "rings",
+        &[],
         "break main
 continue
 info registers
@@ -207,7 +222,9 @@ delete
 monitor engine interp
 monitor counters
 continue",
-    );
+    ) else {
+        return;
+    };
     assert_line(&out, &["Breakpoint 1, ", " in main ()"]);
     // info registers: the system registers, with the names of their bits.
     assert_line(&out, &["cr0", "0x11", "[ PE ET ]"]);
@@ -250,20 +267,14 @@ continue",
 /// breakpoints, so watchpoints under KVM are left to hosts with real VMX or SVM.
 #[test]
 fn gdb_session_on_kvm() {
-    if !gdb_installed() {
-        return;
-    }
     if !accel_kvm::kvm_available() {
         println!("skipped: /dev/kvm not available");
         return;
     }
-    let dir = scratch("kvm");
-    let elf = rom_elf(&dir, "hello");
-    let popek = Popek::start("hello", &["--engine", "kvm"]);
-    let out = gdb(
-        &dir,
-        &popek,
-        &elf,
+    let Some((out, popek)) = session(
+        "kvm",
+        "hello",
+        &["--engine", "kvm"],
         "monitor engine
 hbreak main
 continue
@@ -278,7 +289,9 @@ break serial_putc
 continue
 delete
 continue",
-    );
+    ) else {
+        return;
+    };
     assert_line(&out, &["engine: kvm"]);
     assert_line(&out, &["Breakpoint 1, 0x0000000000100010 in main ()"]);
     assert_line(&out, &["cr0", "[ PE ET ]"]);
@@ -384,16 +397,10 @@ kill",
 /// repair: read first (is the page fixed already?), then written.
 #[test]
 fn read_and_access_watchpoints() {
-    if !gdb_installed() {
-        return;
-    }
-    let dir = scratch("rwatch");
-    let elf = rom_elf(&dir, "rings");
-    let popek = Popek::start("rings", &[]);
-    let out = gdb(
-        &dir,
-        &popek,
-        &elf,
+    let Some((out, popek)) = session(
+        "rwatch",
+        "rings",
+        &[],
         "rwatch *(int *)&ro_page_fixed
 continue
 delete
@@ -401,7 +408,9 @@ awatch *(int *)&ro_page_fixed
 continue
 delete
 continue",
-    );
+    ) else {
+        return;
+    };
     assert_line(
         &out,
         &["Hardware read watchpoint 1: *(int *)&ro_page_fixed"],
@@ -427,25 +436,16 @@ fn a_real_mode_guest() {
     }
     let dir = scratch("realmode");
     let popek = Popek::start("realmode", &[]);
-    let script = dir.join("script.gdb");
-    std::fs::write(
-        &script,
-        format!(
+    // No ELF: the image is raw, and gdb takes the architecture from Popek.
+    let out = run_gdb(
+        &dir,
+        &format!(
             "set pagination off\nset confirm off\ntarget remote {}\n\
              info registers cs rip\nmonitor ring\n\
              x/1xb $cs*16+$pc\nstepi\ninfo registers cs rip\nmonitor disas\nkill\n",
             popek.addr
         ),
-    )
-    .unwrap();
-    let out = Command::new("gdb")
-        .args(["-nx", "-batch", "-x"])
-        .arg(&script)
-        .stdin(Stdio::null())
-        .output()
-        .expect("gdb runs");
-    let out =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    );
     assert_line(&out, &["cs", "0xf000"]);
     assert_line(&out, &["rip", "0xfff0"]);
     assert_line(&out, &["ring 0, real mode, paging off"]);

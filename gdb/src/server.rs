@@ -136,8 +136,10 @@ fn finished(handle: &MachineHandle) -> Result<Option<StopReason>, ControlError> 
     })
 }
 
-/// Lets a guest run on without a debugger (one that finished stays so).
+/// Lets a guest run on without a debugger (one that finished stays so). A step gdb
+/// left running is ended first: resuming would not change it into a run.
 fn run_on(handle: &MachineHandle) -> Result<(), ControlError> {
+    handle.pause()?;
     match handle.resume() {
         Ok(()) | Err(ControlError::Finished(_)) => Ok(()),
         Err(e) => Err(e),

@@ -90,7 +90,12 @@ impl PopekTarget {
     /// Waits at most `timeout` for the run gdb started to stop; the stop, if it did.
     pub(crate) fn poll_stop(&mut self, timeout: Duration) -> Result<Option<StopReply>, String> {
         let status = match std::mem::replace(&mut self.running, Running::Nothing) {
-            Running::Nothing => return Ok(None),
+            // gdbstub waits only after a continue or a step; were it to wait otherwise,
+            // this keeps the wait from spinning.
+            Running::Nothing => {
+                std::thread::sleep(timeout);
+                return Ok(None);
+            }
             Running::Report(stop) => return Ok(Some(stop)),
             Running::Continue => {
                 let status = self.handle.wait(timeout).map_err(|e| e.to_string())?;
