@@ -115,6 +115,32 @@ pub struct RunArgs {
     /// counted by --stats and shown by --trace exits).
     #[arg(long, value_enum, default_value_t = AssistArg::None)]
     pub assist: AssistArg,
+    /// Let gdb debug the guest: listen on ADDR (default 127.0.0.1:1234; port 0 picks a
+    /// free one, printed on stderr) and wait for gdb before the first instruction.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:1234")]
+    pub gdb: Option<String>,
+    /// With --gdb: what the guest does when gdb's connection breaks without a detach:
+    /// pause until gdb connects again, or run on.
+    #[arg(long, value_enum, default_value_t = GdbDisconnect::Pause, value_name = "WHAT")]
+    pub gdb_disconnect: GdbDisconnect,
+}
+
+/// `--gdb-disconnect`: what a guest does when gdb goes away.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GdbDisconnect {
+    /// Pause until the next gdb connects.
+    Pause,
+    /// Run on without a debugger.
+    Run,
+}
+
+impl From<GdbDisconnect> for popek_gdb::OnDisconnect {
+    fn from(d: GdbDisconnect) -> Self {
+        match d {
+            GdbDisconnect::Pause => Self::Pause,
+            GdbDisconnect::Run => Self::Run,
+        }
+    }
 }
 
 /// `--assist`: which VMM policy the interpreter plays.

@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod ctrl_c;
 mod engine;
+mod gdb;
 mod output;
 mod rom;
 mod run;

@@ -95,6 +95,10 @@ impl DebugConfig {
     }
 }
 
+/// The largest budget an engine that cannot count instructions but can step
+/// ([`Engine::can_step`]) runs exactly; longer steps are run in pieces of this size.
+pub const STEP_RUN_MAX: u64 = 1000;
+
 /// An engine runs the vCPU until the VMM has to stop it.
 pub trait Engine: Send {
     /// Short name for messages and statistics ("interp", "kvm", ...).
@@ -121,4 +125,11 @@ pub trait Engine: Send {
 
     /// Sets the debugger's breakpoints and watchpoints, replacing the previous ones.
     fn set_debug(&mut self, debug: &DebugConfig) -> Result<(), EngineError>;
+
+    /// Whether a run with a budget of at most [`STEP_RUN_MAX`] (a debugger's step)
+    /// retires exactly that many instructions and counts them, even if the engine
+    /// cannot count instructions otherwise (KVM single-steps).
+    fn can_step(&self) -> bool {
+        self.counts_instructions()
+    }
 }

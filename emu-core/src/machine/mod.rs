@@ -225,6 +225,12 @@ impl Machine {
         self.engine.counts_instructions()
     }
 
+    /// Whether the engine can step a few instructions exactly (see
+    /// [`Engine::can_step`]).
+    pub fn can_step(&self) -> bool {
+        self.engine.can_step()
+    }
+
     /// The CPU state at the current instruction boundary. Whether the processor is
     /// halted is the VMM's to say: it waits for the interrupt that wakes a halted
     /// processor, whichever engine runs it.

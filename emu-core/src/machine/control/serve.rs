@@ -2,6 +2,7 @@
 
 use super::{ControlError, Pause, Reply, Shared, Status};
 use crate::cpu::CpuState;
+use crate::engine::STEP_RUN_MAX;
 use crate::exit::{DebugStop, StopOn, StopReason};
 use crate::machine::{EngineFactory, Machine};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -190,7 +191,7 @@ impl Vcpu {
                 running.stop_on = goal.stop_on;
                 None
             }
-            Mode::Paused(_) if goal.steps.is_some() && !self.machine.counts_instructions() => {
+            Mode::Paused(_) if goal.steps.is_some() && !self.machine.can_step() => {
                 Some(ControlError::CannotStep {
                     engine: self.machine.engine_name(),
                 })
@@ -221,9 +222,13 @@ impl Vcpu {
         };
         // The whole-run budget is the limit unless the step ends first.
         let step_limits = goal.steps.is_some_and(|steps| steps < self.budget);
-        let limit = goal
+        let mut limit = goal
             .steps
             .map_or(self.budget, |steps| steps.min(self.budget));
+        // An engine that steps without counting steps exactly only so far at a time.
+        if goal.steps.is_some() && !self.machine.counts_instructions() {
+            limit = limit.min(STEP_RUN_MAX);
+        }
         let next = if limit == 0 {
             Mode::Finished(StopReason::Budget)
         } else {
@@ -241,7 +246,16 @@ impl Vcpu {
                     Some(addr) => Mode::Paused(Pause::Debug(DebugStop::Breakpoint { addr })),
                     None => return,
                 },
-                StopReason::Budget if step_limits => Mode::Paused(Pause::StepDone),
+                StopReason::Budget if step_limits && goal.steps == Some(0) => {
+                    Mode::Paused(Pause::StepDone)
+                }
+                // One piece of a longer step (see above): as a run ended for a request.
+                StopReason::Budget if step_limits => {
+                    match self.breakpoint_here(outcome.instructions) {
+                        Some(addr) => Mode::Paused(Pause::Debug(DebugStop::Breakpoint { addr })),
+                        None => return,
+                    }
+                }
                 StopReason::Debug(stop) => Mode::Paused(Pause::Debug(stop)),
                 end => Mode::Finished(end),
             }
