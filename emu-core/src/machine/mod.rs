@@ -16,9 +16,11 @@ use crate::engine::{DebugConfig, Engine, EngineError, Watchpoint};
 use crate::exit::{StopOn, StopReason};
 use crate::interp::{Assist, Interpreter};
 use crate::loader::{load_multiboot, BootInfo, LoadError};
-use crate::memory::{GuestRam, MemoryError, PAGE_SIZE};
+use crate::memory::{GuestMemory, GuestRam, MemoryError, PAGE_SIZE};
 use crate::stop::StopRequest;
 use crate::x86::paging::{self, PagingRegs, Translation, WalkFault};
+use devices::virtio::VirtioDevice;
+use devices::{AttachError, VirtioSlot};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -163,7 +165,15 @@ impl Machine {
         image: &[u8],
         cmdline: &str,
     ) -> Result<BootInfo, MachineError> {
-        let boot = load_multiboot(self.ram.guest_memory(), image, cmdline)?;
+        // The virtio devices attached so far are announced as Linux (and QEMU's microvm)
+        // do: `virtio_mmio.device=4K@0xd0000000:5` words after the command line.
+        let announced = self.vmm.devices.virtio_cmdline();
+        let cmdline = match (cmdline.is_empty(), announced.is_empty()) {
+            (_, true) => cmdline.to_string(),
+            (true, false) => announced,
+            (false, false) => format!("{cmdline} {announced}"),
+        };
+        let boot = load_multiboot(self.ram.guest_memory(), image, &cmdline)?;
         self.engine
             .set_state(&CpuState::multiboot(boot.entry, boot.eax, boot.ebx))?;
         Ok(boot)
@@ -358,6 +368,17 @@ impl Machine {
     /// Writes guest-physical RAM; decoded code it overwrites is dropped.
     pub fn write_physical(&mut self, addr: u64, data: &[u8]) -> Result<(), MachineError> {
         Ok(self.ram.write(addr, data)?)
+    }
+
+    /// Puts a virtio device on the board's next virtio-mmio slot, reaching guest RAM
+    /// through vm-memory (so what it writes there drops decoded code). Attach devices
+    /// before [`Machine::load_multiboot`], which announces them to the guest.
+    pub fn attach_virtio(
+        &mut self,
+        device: Box<dyn VirtioDevice<GuestMemory>>,
+    ) -> Result<VirtioSlot, AttachError> {
+        let mem = self.ram.guest_memory().clone();
+        self.vmm.devices.attach_virtio(device, mem)
     }
 
     /// Guest RAM.
