@@ -139,9 +139,9 @@ impl Disk {
     }
 
     /// Reads `buf.len()` bytes at byte `offset`.
-    pub fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), DiskIoError> {
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskIoError> {
         let at = self.check(offset, buf.len())?;
-        match &mut self.medium {
+        match &self.medium {
             Medium::Memory(bytes) => buf.copy_from_slice(&bytes[at..at + buf.len()]),
             Medium::File(file) => file.read_exact_at(buf, offset)?,
         }

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod ata;
 pub mod bus;
 pub mod debug_exit;
 pub mod disk;
@@ -43,9 +44,10 @@ pub use debug_exit::DebugExit;
 pub use disk::{Disk, DiskError, DiskIoError, SECTOR_SIZE};
 pub use irq::{IrqLine, IrqLines};
 pub use pc::{
-    AttachError, PcDevices, PcState, PcStateError, VirtioSlot, COM1_BASE, COM1_IRQ, COM1_LEN,
-    DEBUG_EXIT_BASE, DEBUG_EXIT_LEN, PIC_LEN, PIC_MASTER_BASE, PIC_SLAVE_BASE, PIT_BASE, PIT_IRQ,
-    PIT_LEN, SYSTEM_CONTROL_LEN, SYSTEM_CONTROL_PORT, VIRTIO_IRQS, VIRTIO_MMIO_BASE,
+    AttachError, PcDevices, PcState, PcStateError, VirtioSlot, ATA_BASE, ATA_CONTROL_PORT, ATA_IRQ,
+    ATA_LEN, COM1_BASE, COM1_IRQ, COM1_LEN, DEBUG_EXIT_BASE, DEBUG_EXIT_LEN, PIC_LEN,
+    PIC_MASTER_BASE, PIC_SLAVE_BASE, PIT_BASE, PIT_IRQ, PIT_LEN, SYSTEM_CONTROL_LEN,
+    SYSTEM_CONTROL_PORT, VIRTIO_IRQS, VIRTIO_MMIO_BASE,
 };
 pub use pic::{PicPair, PicPairState, PicPort, PicState, PicStateError};
 pub use pit::{CounterState, Pit8254, PitState, PitStateError};

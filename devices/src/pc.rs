@@ -24,8 +24,10 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ata::{self, AtaControl, AtaDisk, AtaState, AtaStateError};
 use crate::bus::{Bus, BusError, SharedDevice};
 use crate::debug_exit::DebugExit;
+use crate::disk::Disk;
 use crate::irq::IrqLines;
 use crate::lock;
 use crate::pic::{self, Chip, PicPair, PicPairState, PicPort, PicStateError};
@@ -67,6 +69,15 @@ pub const PIT_IRQ: u8 = 0;
 pub const SYSTEM_CONTROL_PORT: u64 = 0x61;
 /// Its span: one port.
 pub const SYSTEM_CONTROL_LEN: u64 = system_control::REGISTER_COUNT;
+
+/// The primary ATA channel's command block ports (0x1F0-0x1F7).
+pub const ATA_BASE: u64 = 0x1F0;
+/// Its span.
+pub const ATA_LEN: u64 = ata::REGISTER_COUNT;
+/// The primary channel's control block port: Alternate Status / Device Control.
+pub const ATA_CONTROL_PORT: u64 = 0x3F6;
+/// The primary channel's interrupt line, by PC convention.
+pub const ATA_IRQ: u8 = 14;
 
 /// Where the first virtio-mmio device's register window is; device n's is
 /// [`mmio::WINDOW`] (4 KiB) further on per slot, above the largest RAM (3 GiB) and below
@@ -113,6 +124,9 @@ pub struct PcState {
     /// The virtio-mmio devices, in slot order.
     #[serde(default)]
     pub virtio: Vec<VirtioMmioState>,
+    /// The ATA disk, if the board has one.
+    #[serde(default)]
+    pub ata: Option<AtaState>,
 }
 
 /// Why a [`PcState`] cannot be restored: the device whose state is wrong says why.
@@ -141,6 +155,25 @@ pub enum PcStateError {
     /// A virtio device's state.
     #[error(transparent)]
     Virtio(#[from] VirtioStateError),
+    /// An ATA state for a board without the disk, or none for one with it.
+    #[error("the state {} an ATA disk, the board {}", have(*.state), have(*.board))]
+    AtaPresence {
+        /// Whether the board has one.
+        board: bool,
+        /// Whether the state has one.
+        state: bool,
+    },
+    /// The ATA disk's state.
+    #[error(transparent)]
+    Ata(#[from] AtaStateError),
+}
+
+fn have(present: bool) -> &'static str {
+    if present {
+        "has"
+    } else {
+        "has no"
+    }
 }
 
 /// Why a device cannot be attached to the board.
@@ -163,6 +196,8 @@ pub struct PcDevices {
     pub mmio: Bus,
     /// The virtio-mmio devices, in slot order.
     pub virtio: Vec<VirtioSlot>,
+    /// The ATA disk on the primary channel, if attached.
+    pub ata: Option<Arc<Mutex<AtaDisk>>>,
     /// COM1, also held here so the front end can feed it input and inspect it.
     pub serial: Arc<Mutex<SerialPort>>,
     /// The interrupt requests the devices raise, for the interrupt controller.
@@ -218,6 +253,7 @@ impl PcDevices {
             pio,
             mmio: Bus::new(),
             virtio: Vec::new(),
+            ata: None,
             serial,
             irqs,
             pic,
@@ -250,6 +286,7 @@ impl PcDevices {
                 .iter()
                 .map(|v| lock(&v.device).state())
                 .collect(),
+            ata: self.ata.as_ref().map(|ata| lock(ata).state()),
         }
     }
 
@@ -269,6 +306,15 @@ impl PcDevices {
         for (slot, virtio) in self.virtio.iter().zip(&state.virtio) {
             lock(&slot.device).check_state(virtio)?;
         }
+        if self.ata.is_some() != state.ata.is_some() {
+            return Err(PcStateError::AtaPresence {
+                board: self.ata.is_some(),
+                state: state.ata.is_some(),
+            });
+        }
+        if let (Some(ata), Some(saved)) = (&self.ata, &state.ata) {
+            lock(ata).check_state(saved)?;
+        }
         *lock(&self.pic) = pic;
         *lock(&self.pit) = pit;
         lock(&self.system_control).restore(&state.system_control)?;
@@ -276,8 +322,25 @@ impl PcDevices {
         for (slot, virtio) in self.virtio.iter().zip(&state.virtio) {
             lock(&slot.device).restore(virtio)?;
         }
+        if let (Some(ata), Some(saved)) = (&self.ata, &state.ata) {
+            lock(ata).restore(saved)?;
+        }
         self.irqs.set_pending(state.pending_irqs);
         Ok(())
+    }
+
+    /// Puts an ATA disk serving `disk` on the primary channel (0x1F0-0x1F7, 0x3F6,
+    /// IRQ 14).
+    pub fn attach_ata(&mut self, disk: Disk) -> Result<Arc<Mutex<AtaDisk>>, AttachError> {
+        let ata = Arc::new(Mutex::new(AtaDisk::new(disk, self.irqs.line(ATA_IRQ))));
+        self.pio.insert(ATA_BASE, ATA_LEN, ata.clone())?;
+        self.pio.insert(
+            ATA_CONTROL_PORT,
+            1,
+            Arc::new(Mutex::new(AtaControl(ata.clone()))),
+        )?;
+        self.ata = Some(ata.clone());
+        Ok(ata)
     }
 
     /// Puts `device` in the next free virtio-mmio slot, reaching guest memory through

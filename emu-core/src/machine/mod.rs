@@ -19,8 +19,9 @@ use crate::loader::{load_multiboot, BootInfo, LoadError};
 use crate::memory::{GuestMemory, GuestRam, MemoryError, PAGE_SIZE};
 use crate::stop::StopRequest;
 use crate::x86::paging::{self, PagingRegs, Translation, WalkFault};
+use devices::ata::AtaDisk;
 use devices::virtio::VirtioDevice;
-use devices::{AttachError, VirtioSlot};
+use devices::{AttachError, Disk, VirtioSlot};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -379,6 +380,12 @@ impl Machine {
     ) -> Result<VirtioSlot, AttachError> {
         let mem = self.ram.guest_memory().clone();
         self.vmm.devices.attach_virtio(device, mem)
+    }
+
+    /// Puts an ATA PIO disk serving `disk` on the primary IDE channel (0x1F0, 0x3F6,
+    /// IRQ 14).
+    pub fn attach_ata(&mut self, disk: Disk) -> Result<Arc<Mutex<AtaDisk>>, AttachError> {
+        self.vmm.devices.attach_ata(disk)
     }
 
     /// Guest RAM.
