@@ -116,9 +116,10 @@ pub struct RunArgs {
     /// counted by --stats and shown by --trace exits).
     #[arg(long, value_enum, default_value_t = AssistArg::None)]
     pub assist: AssistArg,
-    /// Attach a device (repeatable): the ATA PIO disk (ata) or a virtio-blk disk
-    /// (virtio). A report of what the disk cost (VMM entries per KiB, notifications,
-    /// interrupts, host CPU time per MiB) follows the run on stderr.
+    /// Attach a device (repeatable): the ATA PIO disk (ata), a virtio-blk disk (virtio),
+    /// a virtio-net loopback (net), a virtio-console writing to stdout (console). A
+    /// report of what each cost (VMM entries per KiB, notifications, interrupts, host
+    /// CPU time per MiB) follows the run on stderr.
     #[arg(long, value_enum, value_name = "DEVICE")]
     pub device: Vec<DeviceArg>,
     /// The disk image file the disk device serves (written through; flushes sync it).

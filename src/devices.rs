@@ -4,8 +4,11 @@
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use devices::virtio::blk::VirtioBlk;
+use devices::virtio::console::VirtioConsole;
+use devices::virtio::net::VirtioNet;
 use devices::Disk;
 use emu_core::machine::{Machine, RunOutcome};
+use std::io::Write;
 use std::path::Path;
 
 /// What `--device` attaches.
@@ -13,8 +16,12 @@ use std::path::Path;
 pub enum DeviceArg {
     /// The legacy ATA PIO disk on the primary IDE channel (0x1F0, IRQ 14).
     Ata,
-    /// A virtio-blk disk on the first free virtio-mmio slot.
+    /// A virtio-blk disk on the next free virtio-mmio slot.
     Virtio,
+    /// A virtio-net loopback: every frame the guest sends comes back to it.
+    Net,
+    /// A virtio-console whose output goes to stdout with COM1's.
+    Console,
 }
 
 /// The size of the disk a run gets without `--disk`: enough for the `disk` ROM's
@@ -31,7 +38,12 @@ fn disk(path: Option<&Path>) -> Result<Disk> {
 
 /// Attaches what `--device` and `--disk` ask for, before the ROM is loaded (which
 /// announces the virtio devices on its command line).
-pub fn attach(machine: &mut Machine, wanted: &[DeviceArg], image: Option<&Path>) -> Result<()> {
+pub fn attach(
+    machine: &mut Machine,
+    wanted: &[DeviceArg],
+    image: Option<&Path>,
+    console: &dyn Fn() -> Box<dyn Write + Send>,
+) -> Result<()> {
     if image.is_some()
         && !wanted
             .iter()
@@ -56,40 +68,68 @@ pub fn attach(machine: &mut Machine, wanted: &[DeviceArg], image: Option<&Path>)
                     .attach_virtio(Box::new(VirtioBlk::new(disk(image)?)))
                     .context("--device virtio")?;
             }
+            DeviceArg::Net => {
+                machine
+                    .attach_virtio(Box::new(VirtioNet::new()))
+                    .context("--device net")?;
+            }
+            DeviceArg::Console => {
+                machine
+                    .attach_virtio(Box::new(VirtioConsole::new(console())))
+                    .context("--device console")?;
+            }
         }
     }
     Ok(())
 }
 
-/// What the disk device did, and what it cost, per KiB and per MiB moved: the report
-/// `--device` prints after the run.
+/// What each attached device did, and what it cost per KiB and per MiB it moved: the
+/// report `--device` prints after the run, one block per device.
 pub fn report(machine: &Machine, outcome: &RunOutcome) -> Option<String> {
     let devices = &machine.vmm.devices;
-    let (name, bytes, accesses, notes) = if let Some(ata) = &devices.ata {
+    let mut blocks = Vec::new();
+    if let Some(ata) = &devices.ata {
         let c = ata.lock().unwrap_or_else(|e| e.into_inner()).counters();
-        (
-            "ata pio".to_string(),
+        blocks.push(block(
+            machine,
+            outcome,
+            "ata pio",
             c.bytes,
             c.data_accesses + c.register_accesses,
             format!(
                 "commands      {}\ninterrupts    {}\ndata port     {} accesses\nerrors        {}\n",
                 c.commands, c.interrupts, c.data_accesses, c.errors
             ),
-        )
-    } else {
-        let slot = devices.virtio.first()?;
+        ));
+    }
+    for slot in &devices.virtio {
         let dev = slot.device.lock().unwrap_or_else(|e| e.into_inner());
         let c = dev.counters();
-        (
-            dev.name().to_string(),
+        blocks.push(block(
+            machine,
+            outcome,
+            dev.name(),
             c.bytes,
             c.register_reads + c.register_writes,
             format!(
                 "notifications {}\ninterrupts    {}\nused buffers  {}\nerrors        {} (driver), {} (requests)\n",
                 c.notifications, c.interrupts, c.used_buffers, c.errors, c.request_errors
             ),
-        )
-    };
+        ));
+    }
+    (!blocks.is_empty()).then(|| blocks.join("\n"))
+}
+
+/// One device's block of the report. VMM entries are the whole run's exits, whatever
+/// device caused them.
+fn block(
+    machine: &Machine,
+    outcome: &RunOutcome,
+    name: &str,
+    bytes: u64,
+    accesses: u64,
+    notes: String,
+) -> String {
     let entries = machine.vmm.counters.total_exits();
     let kib = bytes as f64 / 1024.0;
     let per_kib = |n: u64| if kib > 0.0 { n as f64 / kib } else { 0.0 };
@@ -99,12 +139,12 @@ pub fn report(machine: &Machine, outcome: &RunOutcome) -> Option<String> {
     } else {
         0.0
     };
-    Some(format!(
+    format!(
         "device        {name}\nmoved         {bytes} bytes ({kib:.0} KiB)\n\
          vmm entries   {entries} ({:.3} per KiB)\n\
          device regs   {accesses} accesses ({:.3} per KiB)\n{notes}\
          host cpu      {cpu_ms:.3} ms ({per_mib:.3} ms per MiB)\n",
         per_kib(entries),
         per_kib(accesses),
-    ))
+    )
 }

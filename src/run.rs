@@ -90,7 +90,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         args.ram,
         Box::new(GuestStdout::new(Arc::clone(&output))),
         engine::factory(kind, args.assist.into(), &mut deviations),
-        |machine| devices::attach(machine, &args.device, args.disk.as_deref()),
+        |machine| {
+            let console =
+                || -> Box<dyn Write + Send> { Box::new(GuestStdout::new(Arc::clone(&output))) };
+            devices::attach(machine, &args.device, args.disk.as_deref(), &console)
+        },
     )?;
     // Deviations are this host's, the same on every run: worth saying when asked.
     if args.verbose || args.stats {

@@ -22,8 +22,10 @@
 
 pub mod blk;
 pub mod chain;
+pub mod console;
 pub mod inspect;
 pub mod mmio;
+pub mod net;
 #[cfg(test)]
 mod test_driver;
 

@@ -188,13 +188,18 @@ uint16_t virtq_add(struct virtq *q, const struct virtq_buf *bufs, unsigned n, in
 		q->desc[d].next = (uint16_t)((d + 1) % q->size);
 	}
 	q->next_desc = (uint16_t)((head + n) % q->size);
+	virtq_repost(q, head, notify);
+	return head;
+}
+
+void virtq_repost(struct virtq *q, uint16_t head, int notify)
+{
 	q->avail->ring[q->avail_idx % q->size] = head;
 	barrier();		// the entry before the index that publishes it
 	q->avail->idx = ++q->avail_idx;
 	barrier();
 	if (notify)
 		virtq_notify(q);
-	return head;
 }
 
 void virtq_notify(struct virtq *q)

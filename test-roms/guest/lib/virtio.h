@@ -96,6 +96,8 @@ uint32_t virtio_config32(struct virtio_dev *dev, unsigned offset);
 /* Makes a chain of n buffers available; notifies the device if `notify`.
  * Returns its head. */
 uint16_t virtq_add(struct virtq *q, const struct virtq_buf *bufs, unsigned n, int notify);
+/* Makes the chain at `head`, already in the table, available again. */
+void virtq_repost(struct virtq *q, uint16_t head, int notify);
 /* Notifies the device of new buffers on q. */
 void virtq_notify(struct virtq *q);
 /* Takes the next used element: its head and length in *len; -1 if the
@@ -114,5 +116,35 @@ int virtq_wait(struct virtq *q, uint32_t *len);
  * flush).  Returns the status byte (0 = OK), or -1 if nothing came back. */
 int virtio_blk_request(struct virtq *q, uint32_t type, uint64_t sector, void *data,
 		       uint32_t len);
+
+/* virtio-net (lib/virtio_net.c): queue 0 receives, queue 1 transmits;
+ * every frame behind a 12-byte virtio_net_hdr_v1. */
+#define VIRTIO_NET_F_MAC (1u << 5)
+#define VIRTIO_NET_HDR 12u
+#define VIRTIO_NET_RX_BUFS 8u
+#define VIRTIO_NET_BUF 2048u
+struct virtio_net {
+	struct virtio_dev dev;
+	struct virtq rx, tx;
+	uint8_t mac[6];
+};
+/* Finds and starts the first virtio-net device, receive buffers posted:
+ * 0, or -1. */
+int virtio_net_open(const struct multiboot_info *mbi, struct virtio_net *net);
+/* Sends an Ethernet frame (without the virtio header): 0, or -1. */
+int virtio_net_send(struct virtio_net *net, const void *frame, uint32_t len);
+/* Waits for a frame, copies at most max bytes of it to out (without the
+ * virtio header) and reposts the buffer: the frame's length, or -1. */
+int virtio_net_recv(struct virtio_net *net, void *out, uint32_t max);
+
+/* virtio-console (lib/virtio_console.c): port 0, output on queue 1. */
+struct virtio_console {
+	struct virtio_dev dev;
+	struct virtq rx, tx;
+};
+/* Finds and starts the first virtio-console device: 0, or -1. */
+int virtio_console_open(const struct multiboot_info *mbi, struct virtio_console *con);
+/* Writes a string through it: 0, or -1. */
+int virtio_console_puts(struct virtio_console *con, const char *s);
 
 #endif
