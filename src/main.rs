@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod ctrl_c;
+mod devices;
 mod engine;
 mod gdb;
 mod output;

@@ -4,7 +4,7 @@ use crate::cli::{RunArgs, EXIT_BUDGET, EXIT_GUEST_CRASH, EXIT_INTERRUPTED};
 use crate::engine::{self, EngineKind};
 use crate::output::{errln, GuestStdout, OutputError, RunOutput, Stream};
 use crate::rom::{resolve, RomImage};
-use crate::{ctrl_c, gdb, stats};
+use crate::{ctrl_c, devices, gdb, stats};
 use anyhow::{bail, Context, Result};
 use emu_core::exit::StopReason;
 use emu_core::machine::{EngineFactory, Machine};
@@ -33,7 +33,20 @@ pub fn boot(
     serial: Box<dyn Write + Send>,
     engine: Box<EngineFactory<'_>>,
 ) -> Result<Machine> {
+    boot_with(rom, append, ram_mib, serial, engine, |_| Ok(()))
+}
+
+/// [`boot`], with `attach` putting devices on the machine before the ROM is loaded.
+pub fn boot_with(
+    rom: &RomImage,
+    append: &str,
+    ram_mib: usize,
+    serial: Box<dyn Write + Send>,
+    engine: Box<EngineFactory<'_>>,
+    attach: impl FnOnce(&mut Machine) -> Result<()>,
+) -> Result<Machine> {
     let mut machine = Machine::new(ram_bytes(ram_mib)?, serial, engine)?;
+    attach(&mut machine)?;
     let loaded = match rom.boot {
         Boot::Multiboot => {
             let cmdline = if append.is_empty() {
@@ -71,12 +84,17 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     }
     let output = RunOutput::new();
     let mut deviations = Vec::new();
-    let mut machine = boot(
+    let mut machine = boot_with(
         &rom,
         &args.append,
         args.ram,
         Box::new(GuestStdout::new(Arc::clone(&output))),
         engine::factory(kind, args.assist.into(), &mut deviations),
+        |machine| {
+            let console =
+                || -> Box<dyn Write + Send> { Box::new(GuestStdout::new(Arc::clone(&output))) };
+            devices::attach(machine, &args.device, args.disk.as_deref(), &console)
+        },
     )?;
     // Deviations are this host's, the same on every run: worth saying when asked.
     if args.verbose || args.stats {
@@ -102,9 +120,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let outcome = machine.run(args.max_instructions.unwrap_or(u64::MAX));
     finish_output(&output, || {
         if args.stats {
-            errln!("{}", stats::stats(&machine, &outcome).trim_end())
-        } else {
-            Ok(())
+            errln!("{}", stats::stats(&machine, &outcome).trim_end())?;
+        }
+        match devices::report(&machine, &outcome) {
+            Some(report) => errln!("{}", report.trim_end()),
+            None => Ok(()),
         }
     })?;
     match &outcome.stop {

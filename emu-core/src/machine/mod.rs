@@ -16,9 +16,12 @@ use crate::engine::{DebugConfig, Engine, EngineError, Watchpoint};
 use crate::exit::{StopOn, StopReason};
 use crate::interp::{Assist, Interpreter};
 use crate::loader::{load_multiboot, BootInfo, LoadError};
-use crate::memory::{GuestRam, MemoryError, PAGE_SIZE};
+use crate::memory::{GuestMemory, GuestRam, MemoryError, PAGE_SIZE};
 use crate::stop::StopRequest;
 use crate::x86::paging::{self, PagingRegs, Translation, WalkFault};
+use devices::ata::AtaDisk;
+use devices::virtio::VirtioDevice;
+use devices::{AttachError, Disk, VirtioSlot};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -163,7 +166,15 @@ impl Machine {
         image: &[u8],
         cmdline: &str,
     ) -> Result<BootInfo, MachineError> {
-        let boot = load_multiboot(self.ram.guest_memory(), image, cmdline)?;
+        // The virtio devices attached so far are announced as Linux (and QEMU's microvm)
+        // do: `virtio_mmio.device=4K@0xd0000000:5` words after the command line.
+        let announced = self.vmm.devices.virtio_cmdline();
+        let cmdline = match (cmdline.is_empty(), announced.is_empty()) {
+            (_, true) => cmdline.to_string(),
+            (true, false) => announced,
+            (false, false) => format!("{cmdline} {announced}"),
+        };
+        let boot = load_multiboot(self.ram.guest_memory(), image, &cmdline)?;
         self.engine
             .set_state(&CpuState::multiboot(boot.entry, boot.eax, boot.ebx))?;
         Ok(boot)
@@ -364,6 +375,23 @@ impl Machine {
     /// Writes guest-physical RAM; decoded code it overwrites is dropped.
     pub fn write_physical(&mut self, addr: u64, data: &[u8]) -> Result<(), MachineError> {
         Ok(self.ram.write(addr, data)?)
+    }
+
+    /// Puts a virtio device on the board's next virtio-mmio slot, reaching guest RAM
+    /// through vm-memory (so what it writes there drops decoded code). Attach devices
+    /// before [`Machine::load_multiboot`], which announces them to the guest.
+    pub fn attach_virtio(
+        &mut self,
+        device: Box<dyn VirtioDevice<GuestMemory>>,
+    ) -> Result<VirtioSlot, AttachError> {
+        let mem = self.ram.guest_memory().clone();
+        self.vmm.devices.attach_virtio(device, mem)
+    }
+
+    /// Puts an ATA PIO disk serving `disk` on the primary IDE channel (0x1F0, 0x3F6,
+    /// IRQ 14).
+    pub fn attach_ata(&mut self, disk: Disk) -> Result<Arc<Mutex<AtaDisk>>, AttachError> {
+        self.vmm.devices.attach_ata(disk)
     }
 
     /// Guest RAM.

@@ -403,6 +403,12 @@ impl MachineHandle {
         })
     }
 
+    /// Every virtio device and its queues as they stand now (descriptor table, rings,
+    /// indices, chains in flight, counters), in slot order. Only reads guest memory.
+    pub fn virtio_queues(&self) -> Result<Vec<devices::virtio::VirtioView>, ControlError> {
+        self.call(|m| m.vmm.devices.virtio_views())
+    }
+
     // ---- engines ----
 
     /// Moves a paused machine to the engine `make_engine` builds, with the whole CPU
