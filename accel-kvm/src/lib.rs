@@ -41,11 +41,13 @@ use emu_core::cpuid;
 use emu_core::engine::{DebugConfig, Engine, EngineError, STEP_RUN_MAX};
 use emu_core::exit::{ExitHandler, Flow, GuestEvent, StopReason, VmExit};
 use emu_core::memory::GuestRam;
+use emu_core::pv::{abi as pv, HypercallTrap};
 use emu_core::stop::StopRequest;
 use kick::Kicker;
 use kvm_bindings::{
-    kvm_cpuid_entry2, kvm_debug_exit_arch, kvm_interrupt, kvm_userspace_memory_region, kvm_xsave,
-    CpuId, Msrs, KVMIO, KVM_API_VERSION, KVM_MAX_CPUID_ENTRIES,
+    kvm_cpuid_entry2, kvm_debug_exit_arch, kvm_enable_cap, kvm_interrupt,
+    kvm_userspace_memory_region, kvm_xsave, CpuId, Msrs, KVMIO, KVM_API_VERSION,
+    KVM_MAX_CPUID_ENTRIES,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd};
 use state::{KvmState, MSR_INDICES};
@@ -152,6 +154,7 @@ fn failed(ioctl: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> String {
 fn cpuid_table() -> CpuId {
     let entries: Vec<kvm_cpuid_entry2> = cpuid::LEAVES
         .iter()
+        .chain(&cpuid::HYPERVISOR_LEAVES)
         .map(|&leaf| {
             let [eax, ebx, ecx, edx] = cpuid::cpuid(leaf);
             kvm_cpuid_entry2 {
@@ -169,7 +172,8 @@ fn cpuid_table() -> CpuId {
 }
 
 // KVM_SET_CPUID2 takes at most this many entries; `cpuid_table` relies on it.
-const _: () = assert!(cpuid::LEAVES.len() <= KVM_MAX_CPUID_ENTRIES);
+const _: () =
+    assert!(cpuid::LEAVES.len() + cpuid::HYPERVISOR_LEAVES.len() <= KVM_MAX_CPUID_ENTRIES);
 
 /// A CPUID leaf the vCPU reports differently from the shared table, because the host's
 /// KVM installed its own values (see [`KvmEngine::cpuid_deviations`]).
@@ -226,6 +230,9 @@ enum Entry {
     Interrupted,
     /// KVM_RUN asked to be called again (EAGAIN, or an exit with nothing for the VMM).
     Retry,
+    /// The guest ran a hypercall stub's trap (an OUT to the hypercall port): the VMM
+    /// handles it once the OUT is complete.
+    Hypercall,
     /// The vCPU cannot go on.
     Failed(String),
     /// A debug exit: a single step, a breakpoint or a watchpoint of the debugger's.
@@ -263,6 +270,9 @@ pub struct KvmEngine {
     debug_on: bool,
     /// Instructions run by single steps: the only ones KVM can count.
     stepped: u64,
+    /// KVM hands RDMSR/WRMSR of MSRs it does not know to Popek
+    /// (KVM_CAP_X86_USER_SPACE_MSR), so the hypercall-page MSR works.
+    user_msrs: bool,
 }
 
 /// The largest budget [`Engine::run`] runs by single-stepping, one KVM_RUN per
@@ -311,6 +321,22 @@ impl KvmEngine {
         // it along with the host's (KVM's MMU notifiers), and `run` refuses to start
         // without a GuestRam at this range, so the guest never reaches freed memory.
         unsafe { vm.set_user_memory_region(region) }.map_err(setup("register guest RAM"))?;
+        // RDMSR/WRMSR of MSRs KVM does not know come out to Popek, which implements the
+        // hypercall-page MSR. Without the capability the guest gets #GP for it, as for
+        // any unknown MSR.
+        let user_msrs = vm.check_extension_int(Cap::X86UserSpaceMsr) > 0
+            && vm
+                .enable_cap(&kvm_enable_cap {
+                    cap: kvm_bindings::KVM_CAP_X86_USER_SPACE_MSR,
+                    args: [
+                        u64::from(kvm_bindings::KVM_MSR_EXIT_REASON_UNKNOWN),
+                        0,
+                        0,
+                        0,
+                    ],
+                    ..Default::default()
+                })
+                .is_ok();
         let vcpu = vm.create_vcpu(VCPU_ID).map_err(setup("create vCPU"))?;
         // CPUID first: KVM validates CR4 and EFER in KVM_SET_SREGS against it.
         vcpu.set_cpuid2(&cpuid_table())
@@ -327,6 +353,7 @@ impl KvmEngine {
             debug: GuestDebug::default(),
             debug_on: false,
             stepped: 0,
+            user_msrs,
         };
         // Every ioctl `state` needs works now, so it will later: `state` cannot fail.
         engine.read_state().map_err(KvmError::State)?;
@@ -340,13 +367,48 @@ impl KvmEngine {
         &self.cpuid_deviations
     }
 
+    /// Whether the guest can register a hypercall page: this KVM hands the accesses to
+    /// MSRs it does not know to Popek.
+    pub fn has_hypercall_msr(&self) -> bool {
+        self.user_msrs
+    }
+
     /// Runs the vCPU once and hands the exit, if it is one for the VMM, to `exits`.
-    fn enter(&mut self, exits: &mut dyn ExitHandler) -> Entry {
+    fn enter(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler) -> Entry {
         // Port I/O is taken apart after the match: its slice borrows the vCPU, and the
         // element size of a string I/O (INS/OUTS) is only in the kvm_run structure.
         let (port, ptr, len, is_in) = match self.vcpu.run() {
             Ok(VcpuExit::IoIn(port, data)) => (port, data.as_mut_ptr(), data.len(), true),
+            Ok(VcpuExit::IoOut(port, data)) if is_hypercall(port, data) => return Entry::Hypercall,
             Ok(VcpuExit::IoOut(port, data)) => (port, data.as_ptr().cast_mut(), data.len(), false),
+            Ok(VcpuExit::X86Rdmsr(msr)) => {
+                let mut ok = false;
+                let exit = VmExit::VmmMsr {
+                    write: false,
+                    index: msr.index,
+                    value: msr.data,
+                    ok: &mut ok,
+                    ram: ram.view(),
+                    code: ram.code(),
+                };
+                let flow = exits.handle(exit, 0);
+                *msr.error = u8::from(!ok);
+                return Entry::Handled(flow);
+            }
+            Ok(VcpuExit::X86Wrmsr(msr)) => {
+                let (mut value, mut ok) = (msr.data, false);
+                let exit = VmExit::VmmMsr {
+                    write: true,
+                    index: msr.index,
+                    value: &mut value,
+                    ok: &mut ok,
+                    ram: ram.view(),
+                    code: ram.code(),
+                };
+                let flow = exits.handle(exit, 0);
+                *msr.error = u8::from(!ok);
+                return Entry::Handled(flow);
+            }
             Ok(VcpuExit::MmioRead(addr, data)) => {
                 return Entry::Handled(exits.handle(VmExit::MmioRead { addr, data }, 0))
             }
@@ -434,7 +496,65 @@ impl KvmEngine {
     }
 }
 
+/// Whether an OUT is a hypercall stub's trap: `out HYPERCALL_PORT, eax`.
+fn is_hypercall(port: u16, data: &[u8]) -> bool {
+    port == u16::from(pv::HYPERCALL_PORT) && data.len() == 4
+}
+
 impl KvmEngine {
+    /// A hypercall: completes the OUT (KVM steps past it on the next KVM_RUN, which
+    /// with `immediate_exit` set returns at once without entering the guest), then
+    /// hands the state at that boundary to the VMM and loads what it made of it: the
+    /// registers alone when nothing else changed, as for most calls.
+    fn hypercall(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler) -> Result<Flow, String> {
+        self.vcpu.set_kvm_immediate_exit(1);
+        let completed = match self.vcpu.run() {
+            Err(e) if e.errno() == libc::EINTR => Ok(()),
+            Err(e) => Err(format!("KVM_RUN completing a hypercall: {e}")),
+            Ok(exit) => Err(format!("KVM exit {exit:?} completing a hypercall")),
+        };
+        self.vcpu.set_kvm_immediate_exit(0);
+        completed?;
+        // What a hypercall reads and writes: registers, segments, descriptor tables,
+        // control registers and EFER. Two ioctls, not the six of the whole state.
+        let regs = self.vcpu.get_regs().map_err(failed("KVM_GET_REGS"))?;
+        let sregs = self.vcpu.get_sregs().map_err(failed("KVM_GET_SREGS"))?;
+        let mut state = state::from_kvm(&KvmState {
+            regs,
+            sregs,
+            msrs: state::msr_requests(),
+            debugregs: Default::default(),
+            fxsave: [0; emu_core::cpu::fxsave::SIZE],
+            events: Default::default(),
+        });
+        let before = state.clone();
+        let mut flush_tlb = false;
+        let flow = exits.handle(
+            VmExit::Hypercall {
+                cpu: &mut state,
+                ram: ram.view(),
+                code: ram.code(),
+                flush_tlb: &mut flush_tlb,
+            },
+            0,
+        );
+        let mut rest = state.clone();
+        rest.gpr = before.gpr;
+        rest.rip = before.rip;
+        if rest != before {
+            // Paging or IDTR changed. KVM reloads its MMU with the new CR3 and CR0: no
+            // TLB to flush by hand.
+            let k = state::to_kvm(&state, sregs);
+            self.vcpu
+                .set_sregs(&k.sregs)
+                .map_err(failed("KVM_SET_SREGS"))?;
+        }
+        let mut regs = regs;
+        state::put_gprs(&mut regs, &state);
+        self.vcpu.set_regs(&regs).map_err(failed("KVM_SET_REGS"))?;
+        Ok(flow)
+    }
+
     /// Reads every register [`CpuState`] holds from the vCPU.
     fn read_state(&self) -> Result<KvmState, String> {
         let mut msrs =
@@ -566,6 +686,7 @@ impl KvmEngine {
     /// exiting instruction first.
     fn run_until_stop(
         &mut self,
+        ram: &GuestRam,
         exits: &mut dyn ExitHandler,
         kicker: &mut Option<Kicker>,
         stop_request: Option<&StopRequest>,
@@ -593,8 +714,16 @@ impl KvmEngine {
                     }
                 }
             }
-            match self.enter(exits) {
+            match self.enter(ram, exits) {
                 Entry::Handled(Flow::Continue) | Entry::Retry => {}
+                Entry::Hypercall => match self.hypercall(ram, exits) {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Stop(reason)) => {
+                        // The OUT is complete: nothing is left to finish.
+                        return stop.unwrap_or(reason);
+                    }
+                    Err(why) => return StopReason::EngineFailure(why),
+                },
                 Entry::Handled(Flow::Stop(reason)) => {
                     if stop.is_none() {
                         stop = Some(reason);
@@ -657,11 +786,11 @@ impl KvmEngine {
             Some(request) => match self.kicker(&mut kicker) {
                 Ok(k) => {
                     let _kick = request.install_kick(k.kick_this_thread());
-                    self.run_until_stop(exits, &mut kicker, Some(request), steps)
+                    self.run_until_stop(ram, exits, &mut kicker, Some(request), steps)
                 }
                 Err(e) => StopReason::EngineFailure(format!("cannot set up the vCPU kick: {e}")),
             },
-            None => self.run_until_stop(exits, &mut kicker, None, steps),
+            None => self.run_until_stop(ram, exits, &mut kicker, None, steps),
         };
         // The kick and the timer go first, so no kick comes after the flag is cleared for
         // the next run.
@@ -799,6 +928,12 @@ impl Engine for KvmEngine {
 
     fn counts_instructions(&self) -> bool {
         false
+    }
+
+    /// VMCALL never reaches user space under KVM (the host kernel handles it): the
+    /// stubs trap with an OUT to the hypercall port, an I/O exit that does.
+    fn hypercall_trap(&self) -> HypercallTrap {
+        HypercallTrap::PortOut
     }
 }
 

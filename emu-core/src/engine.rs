@@ -3,6 +3,7 @@
 use crate::cpu::CpuState;
 use crate::exit::{ExitHandler, StopReason};
 use crate::memory::GuestRam;
+use crate::pv::HypercallTrap;
 use std::collections::BTreeSet;
 
 /// Why an engine could not do what the machine asked.
@@ -131,5 +132,12 @@ pub trait Engine: Send {
     /// cannot count instructions otherwise (KVM single-steps).
     fn can_step(&self) -> bool {
         self.counts_instructions()
+    }
+
+    /// The trap instruction this engine wants in the hypercall stubs: one it turns into
+    /// a [`crate::exit::VmExit::Hypercall`]. The machine rewrites the guest's hypercall
+    /// page with it whenever it moves to this engine.
+    fn hypercall_trap(&self) -> HypercallTrap {
+        HypercallTrap::Vmcall
     }
 }

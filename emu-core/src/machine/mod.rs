@@ -122,6 +122,7 @@ impl Machine {
         let engine = make_engine(&ram).map_err(MachineError::Engine)?;
         let mut vmm = Vmm::new(serial_out);
         vmm.clock = Clock::new(engine.counts_instructions());
+        vmm.set_hypercall_trap(engine.hypercall_trap(), &ram);
         Ok(Machine {
             ram,
             engine,
@@ -156,6 +157,9 @@ impl Machine {
             engine.instructions_retired(),
         );
         self.retired_before += old_icount;
+        // The guest's hypercall stubs trap the way the new engine sees.
+        self.vmm
+            .set_hypercall_trap(engine.hypercall_trap(), &self.ram);
         self.engine = engine;
         Ok(())
     }
