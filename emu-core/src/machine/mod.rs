@@ -63,6 +63,11 @@ pub fn interpreter_factory(assist: Assist) -> Box<EngineFactory<'static>> {
     Box::new(move |_| Ok(Box::new(Interpreter::with_assist(assist))))
 }
 
+/// Builds the binary translator.
+pub fn bt_factory() -> Box<EngineFactory<'static>> {
+    Box::new(|_| Ok(Box::new(crate::bt::Bt::new())))
+}
+
 /// BIOS images come in 64 KiB units.
 const BIOS_ALIGN: usize = 64 << 10;
 /// The largest BIOS image popek-pc maps.
