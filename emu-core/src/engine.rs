@@ -121,4 +121,10 @@ pub trait Engine: Send {
 
     /// Sets the debugger's breakpoints and watchpoints, replacing the previous ones.
     fn set_debug(&mut self, debug: &DebugConfig) -> Result<(), EngineError>;
+
+    /// Counters of the engine's own (the translator's blocks, chains and call-outs),
+    /// by name, for statistics.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }

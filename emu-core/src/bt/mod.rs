@@ -307,4 +307,18 @@ impl Engine for Bt {
     fn set_debug(&mut self, debug: &DebugConfig) -> Result<(), EngineError> {
         self.interp.set_debug(debug)
     }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.stats();
+        vec![
+            ("blocks translated", s.blocks),
+            ("instructions translated", s.translated),
+            ("instructions called out", s.called_out),
+            ("call-outs run", s.callouts),
+            ("host code entries", s.entries),
+            ("branches chained", s.chained),
+            ("translation flushes", s.flushes),
+            ("blocks interpreted", s.interpreted_blocks),
+        ]
+    }
 }

@@ -224,6 +224,11 @@ impl Machine {
         self.engine.name()
     }
 
+    /// The engine's own counters (see [`Engine::counters`]).
+    pub fn engine_counters(&self) -> Vec<(&'static str, u64)> {
+        self.engine.counters()
+    }
+
     /// Whether the engine counts the instructions it runs (see
     /// [`Engine::counts_instructions`]).
     pub fn counts_instructions(&self) -> bool {
