@@ -85,11 +85,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "")]
     pub append: String,
     /// The engine that runs the guest: the interpreter, KVM (the host's processor through
-    /// /dev/kvm; the run fails where it is not available), or auto (KVM where available,
-    /// else the interpreter).
+    /// /dev/kvm; the run fails where it is not available), auto (KVM where available,
+    /// else the interpreter), or bt (the binary translator).
     #[arg(long, value_enum, default_value_t = EngineChoice::Interp)]
     pub engine: EngineChoice,
-    /// End the run after this many guest instructions (interpreter only: KVM cannot
+    /// End the run after this many guest instructions (interpreter and bt: KVM cannot
     /// count them).
     #[arg(long, value_name = "N")]
     pub max_instructions: Option<u64>,

@@ -140,4 +140,10 @@ pub trait Engine: Send {
     fn hypercall_trap(&self) -> HypercallTrap {
         HypercallTrap::Vmcall
     }
+
+    /// Counters of the engine's own (the translator's blocks, chains and call-outs),
+    /// by name, for statistics.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }

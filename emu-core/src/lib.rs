@@ -1,6 +1,7 @@
 //! The emulator core: guest memory, CPU state, the interpreter, the Multiboot loader,
 //! the event trace and the machine run loop.
 
+pub mod bt;
 pub mod clock;
 pub mod cpu;
 pub mod cpuid;

@@ -66,6 +66,11 @@ pub fn interpreter_factory(assist: Assist) -> Box<EngineFactory<'static>> {
     Box::new(move |_| Ok(Box::new(Interpreter::with_assist(assist))))
 }
 
+/// Builds the binary translator.
+pub fn bt_factory() -> Box<EngineFactory<'static>> {
+    Box::new(|_| Ok(Box::new(crate::bt::Bt::new())))
+}
+
 /// BIOS images come in 64 KiB units.
 const BIOS_ALIGN: usize = 64 << 10;
 /// The largest BIOS image popek-pc maps.
@@ -232,6 +237,11 @@ impl Machine {
     /// The engine's name.
     pub fn engine_name(&self) -> &'static str {
         self.engine.name()
+    }
+
+    /// The engine's own counters (see [`Engine::counters`]).
+    pub fn engine_counters(&self) -> Vec<(&'static str, u64)> {
+        self.engine.counters()
     }
 
     /// Whether the engine counts the instructions it runs (see
