@@ -771,6 +771,7 @@ impl KvmEngine {
     /// breakpoints and watchpoints armed if `armed`, until a stop.
     fn run_watched(
         &mut self,
+        ram: &GuestRam,
         exits: &mut dyn ExitHandler,
         steps: Option<u64>,
         armed: bool,
@@ -850,7 +851,7 @@ impl Engine for KvmEngine {
         match self.at_breakpoint() {
             Ok(false) => {}
             Ok(true) => {
-                let stop = self.run_watched(exits, Some(1), false);
+                let stop = self.run_watched(ram, exits, Some(1), false);
                 if stop != StopReason::Budget {
                     return stop;
                 }
@@ -863,7 +864,7 @@ impl Engine for KvmEngine {
             }
             Err(why) => return StopReason::EngineFailure(why),
         }
-        self.run_watched(exits, steps, true)
+        self.run_watched(ram, exits, steps, true)
     }
 
     /// # Panics
