@@ -474,3 +474,75 @@ fn a_bad_gdb_address_is_one_error_line() {
         "{err}"
     );
 }
+
+/// gdb writes registers (the system ones too) and memory; a segment selector it cannot
+/// write alone (the descriptor would have to be loaded as well). After `detach` the
+/// guest runs on to its end, and Popek exits with its status.
+#[test]
+fn register_and_memory_writes_then_detach() {
+    let Some((out, popek)) = session(
+        "writes",
+        "hello",
+        &[],
+        "break main
+continue
+set $rax = 0x1234
+set $cr2 = 0xdead000
+info registers rax cr2
+set {int}0x104000 = 0x55aa
+x/1x 0x104000
+delete
+detach",
+    ) else {
+        return;
+    };
+    assert_line(&out, &["rax", "0x1234"]);
+    assert_line(&out, &["cr2", "0xdead000"]);
+    assert_line(&out, &["0x104000:", "0x000055aa"]);
+    assert_line(&out, &["[Inferior 1 (process 1) detached]"]);
+    let (status, stdout, stderr) = popek.finish();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("gdb detached: the guest runs on"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("Hello from a Popek guest!"), "{stdout}");
+}
+
+/// The error ends gdb's batch script, and gdb detaches: the guest runs to its end.
+#[test]
+fn a_selector_is_not_written_alone() {
+    let Some((out, popek)) = session("selector", "hello", &[], "set $cs = 0x10") else {
+        return;
+    };
+    assert_line(&out, &["Could not write registers"]);
+    let (status, _, stderr) = popek.finish();
+    assert!(
+        stderr.contains("a segment selector cannot be written"),
+        "{stderr}"
+    );
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+}
+
+/// With `--gdb-disconnect run`, a guest whose gdb hangs up runs on to its end.
+#[test]
+fn a_broken_connection_can_let_the_guest_run_on() {
+    if !gdb_installed() {
+        return;
+    }
+    let popek = Popek::start(
+        "loop",
+        &["--gdb-disconnect", "run", "--append", "iters=1000000"],
+    );
+    let mut client = TcpStream::connect(&popek.addr).unwrap();
+    exchange(&mut client, &packet("?"));
+    client.write_all(b"+").unwrap();
+    drop(client);
+    popek.expect_line("gdb connection ended");
+    let (status, _, stderr) = popek.finish();
+    assert!(
+        stderr.contains("the guest runs on; gdb can connect again"),
+        "{stderr}"
+    );
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+}
