@@ -491,6 +491,9 @@ set $cr2 = 0xdead000
 info registers rax cr2
 set {int}0x104000 = 0x55aa
 x/1x 0x104000
+monitor phys 0x104000 4
+monitor writephys 0x104004 de ad
+x/2xb 0x104004
 delete
 detach",
     ) else {
@@ -499,6 +502,10 @@ detach",
     assert_line(&out, &["rax", "0x1234"]);
     assert_line(&out, &["cr2", "0xdead000"]);
     assert_line(&out, &["0x104000:", "0x000055aa"]);
+    // Paging is off: the same bytes at the same physical address, and back.
+    assert_line(&out, &["0x00104000: aa 55 00 00"]);
+    assert_line(&out, &["wrote 2 bytes at physical 0x104004"]);
+    assert_line(&out, &["0x104004:", "0xde", "0xad"]);
     assert_line(&out, &["[Inferior 1 (process 1) detached]"]);
     let (status, stdout, stderr) = popek.finish();
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");

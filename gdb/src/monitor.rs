@@ -19,6 +19,8 @@ Popek monitor commands:
   engine           the engine running the guest
   engine NAME      move the paused guest to another engine (interp, kvm)
   phys ADDR [LEN]  guest-physical memory, in hex (LEN bytes, default 64, at most 4096)
+  writephys ADDR BYTE...
+                   write bytes (in hex: 90 cc) to guest-physical memory
   walk ADDR        the page-table walk of a linear address, level by level
   disas [ADDR] [N] N instructions (default 8) at linear ADDR (default CS:RIP), decoded in
                    the guest's current mode: gdb's x/i decodes every mode as 64-bit code";
@@ -103,6 +105,16 @@ pub fn run(
         }
         ["phys", addr] => phys(handle, number(addr)?, PHYS_DEFAULT),
         ["phys", addr, len] => phys(handle, number(addr)?, number(len)? as usize),
+        ["writephys", addr, bytes @ ..] if !bytes.is_empty() => {
+            let addr = number(addr)?;
+            let data = bytes
+                .iter()
+                .map(|b| u8::from_str_radix(b, 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|_| "writephys takes bytes in hex, as in: writephys 0x1000 90 cc")?;
+            handle.write_physical(addr, &data)?;
+            Ok(format!("wrote {} bytes at physical {addr:#x}", data.len()))
+        }
         ["walk", addr] => walk(handle, number(addr)?),
         ["disas"] => disas(handle, None, DISAS_DEFAULT),
         ["disas", addr] => disas(handle, Some(number(addr)?), DISAS_DEFAULT),
