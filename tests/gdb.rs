@@ -553,3 +553,33 @@ fn a_broken_connection_can_let_the_guest_run_on() {
     );
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
 }
+
+/// A guest that crashes stops gdb with a signal, where its state can still be read;
+/// going on ends it, and Popek exits as it does for a crash without gdb.
+#[test]
+fn a_triple_fault_is_a_signal_then_the_end() {
+    let Some((out, popek)) = session(
+        "crash",
+        "hello",
+        &[],
+        "break main
+continue
+delete
+set {short}$pc = 0x0b0f
+continue
+info registers rip
+continue",
+    ) else {
+        return;
+    };
+    // UD2 with no IDT: the #UD cannot be delivered.
+    assert_line(&out, &["Program received signal SIGSEGV"]);
+    assert_line(&out, &["rip", "0x100010", "<main>"]);
+    assert_line(&out, &["Program terminated with signal SIGSEGV"]);
+    let (status, _, stderr) = popek.finish();
+    assert!(
+        stderr.contains("popek: gdb: the guest finished (SIGSEGV"),
+        "{stderr}"
+    );
+    assert_eq!(status.code(), Some(125), "stderr:\n{stderr}");
+}

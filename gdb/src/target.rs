@@ -155,13 +155,15 @@ impl PopekTarget {
             }
             Status::Finished(reason) => {
                 let signal = finish_signal(reason);
-                eprintln!("popek: gdb: the guest finished: {reason}");
                 if self.told_finish {
-                    StopReply::Terminated(signal)
-                } else {
-                    self.told_finish = true;
-                    StopReply::Signal(signal)
+                    return StopReply::Terminated(signal);
                 }
+                // Popek says the whole of it (a register dump) when it exits.
+                let what = reason.to_string();
+                let first = what.lines().next().unwrap_or_default();
+                eprintln!("popek: gdb: the guest finished ({signal} in gdb): {first}");
+                self.told_finish = true;
+                StopReply::Signal(signal)
             }
         }
     }
