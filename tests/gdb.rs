@@ -306,13 +306,13 @@ continue",
     assert!(stdout.contains("Hello from a Popek guest!"), "{stdout}");
 }
 
-/// Sends `bytes` and reads what comes back within a moment.
+/// Sends `bytes` and reads what comes back, up to the end of a packet (or for 5 s).
 fn exchange(stream: &mut TcpStream, bytes: &[u8]) -> String {
     stream
         .write_all(bytes)
         .expect("popek takes a well-formed packet");
     stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
+        .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 512];
