@@ -306,13 +306,13 @@ continue",
     assert!(stdout.contains("Hello from a Popek guest!"), "{stdout}");
 }
 
-/// Sends `bytes` and reads what comes back within a moment.
+/// Sends `bytes` and reads what comes back, up to the end of a packet (or for 5 s).
 fn exchange(stream: &mut TcpStream, bytes: &[u8]) -> String {
     stream
         .write_all(bytes)
         .expect("popek takes a well-formed packet");
     stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
+        .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 512];
@@ -473,4 +473,113 @@ fn a_bad_gdb_address_is_one_error_line() {
         err.starts_with("popek: error: --gdb nowhere:port: cannot listen there"),
         "{err}"
     );
+}
+
+/// gdb writes registers (the system ones too) and memory; a segment selector it cannot
+/// write alone (the descriptor would have to be loaded as well). After `detach` the
+/// guest runs on to its end, and Popek exits with its status.
+#[test]
+fn register_and_memory_writes_then_detach() {
+    let Some((out, popek)) = session(
+        "writes",
+        "hello",
+        &[],
+        "break main
+continue
+set $rax = 0x1234
+set $cr2 = 0xdead000
+info registers rax cr2
+set {int}0x104000 = 0x55aa
+x/1x 0x104000
+monitor phys 0x104000 4
+monitor writephys 0x104004 de ad
+x/2xb 0x104004
+delete
+detach",
+    ) else {
+        return;
+    };
+    assert_line(&out, &["rax", "0x1234"]);
+    assert_line(&out, &["cr2", "0xdead000"]);
+    assert_line(&out, &["0x104000:", "0x000055aa"]);
+    // Paging is off: the same bytes at the same physical address, and back.
+    assert_line(&out, &["0x00104000: aa 55 00 00"]);
+    assert_line(&out, &["wrote 2 bytes at physical 0x104004"]);
+    assert_line(&out, &["0x104004:", "0xde", "0xad"]);
+    assert_line(&out, &["[Inferior 1 (process 1) detached]"]);
+    let (status, stdout, stderr) = popek.finish();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("gdb detached: the guest runs on"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("Hello from a Popek guest!"), "{stdout}");
+}
+
+/// The error ends gdb's batch script, and gdb detaches: the guest runs to its end.
+#[test]
+fn a_selector_is_not_written_alone() {
+    let Some((out, popek)) = session("selector", "hello", &[], "set $cs = 0x10") else {
+        return;
+    };
+    assert_line(&out, &["Could not write registers"]);
+    let (status, _, stderr) = popek.finish();
+    assert!(
+        stderr.contains("a segment selector cannot be written"),
+        "{stderr}"
+    );
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+}
+
+/// With `--gdb-disconnect run`, a guest whose gdb hangs up runs on to its end.
+#[test]
+fn a_broken_connection_can_let_the_guest_run_on() {
+    if !gdb_installed() {
+        return;
+    }
+    let popek = Popek::start(
+        "loop",
+        &["--gdb-disconnect", "run", "--append", "iters=1000000"],
+    );
+    let mut client = TcpStream::connect(&popek.addr).unwrap();
+    exchange(&mut client, &packet("?"));
+    client.write_all(b"+").unwrap();
+    drop(client);
+    popek.expect_line("gdb connection ended");
+    let (status, _, stderr) = popek.finish();
+    assert!(
+        stderr.contains("the guest runs on; gdb can connect again"),
+        "{stderr}"
+    );
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+}
+
+/// A guest that crashes stops gdb with a signal, where its state can still be read;
+/// going on ends it, and Popek exits as it does for a crash without gdb.
+#[test]
+fn a_triple_fault_is_a_signal_then_the_end() {
+    let Some((out, popek)) = session(
+        "crash",
+        "hello",
+        &[],
+        "break main
+continue
+delete
+set {short}$pc = 0x0b0f
+continue
+info registers rip
+continue",
+    ) else {
+        return;
+    };
+    // UD2 with no IDT: the #UD cannot be delivered.
+    assert_line(&out, &["Program received signal SIGSEGV"]);
+    assert_line(&out, &["rip", "0x100010", "<main>"]);
+    assert_line(&out, &["Program terminated with signal SIGSEGV"]);
+    let (status, _, stderr) = popek.finish();
+    assert!(
+        stderr.contains("popek: gdb: the guest finished (SIGSEGV"),
+        "{stderr}"
+    );
+    assert_eq!(status.code(), Some(125), "stderr:\n{stderr}");
 }

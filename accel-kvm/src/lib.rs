@@ -38,7 +38,7 @@ mod state;
 use debug::{DebugHit, GuestDebug};
 use emu_core::cpu::{dr6, CpuState};
 use emu_core::cpuid;
-use emu_core::engine::{DebugConfig, Engine, EngineError, STEP_RUN_MAX};
+use emu_core::engine::{DebugConfig, Engine, EngineError};
 use emu_core::exit::{ExitHandler, Flow, GuestEvent, StopReason, VmExit};
 use emu_core::memory::GuestRam;
 use emu_core::pv::{abi as pv, HypercallTrap};
@@ -242,12 +242,12 @@ enum Entry {
 /// The KVM engine: one VM with guest RAM as its only memory slot and one vCPU.
 ///
 /// **Instruction budget.** KVM cannot count retired instructions, so this engine ignores
-/// a `budget` of [`Engine::run`] above [`STEP_RUN_MAX`], reports `false` from
-/// [`Engine::counts_instructions`], and passes 0 as the icount of every exit; such a run
-/// ends only when the exit handler stops it (debug-exit, HLT, triple fault, ...) or at a
-/// breakpoint or watchpoint. A smaller budget is a debugger's step: it is run one
-/// instruction at a time (KVM_GUESTDBG_SINGLESTEP), and only those single-stepped
-/// instructions are counted in [`Engine::instructions_retired`].
+/// the `budget` of [`Engine::run`], reports `false` from [`Engine::counts_instructions`],
+/// and passes 0 as the icount of every exit; a run ends only when the exit handler stops
+/// it (debug-exit, HLT, triple fault, ...) or at a breakpoint or watchpoint.
+/// [`Engine::step`] is exact: it runs one instruction per KVM_RUN
+/// (KVM_GUESTDBG_SINGLESTEP), and those are the instructions
+/// [`Engine::instructions_retired`] counts.
 ///
 /// **Stops are at instruction boundaries.** When the handler stops a run, the engine first
 /// lets KVM finish the instruction that exited (the register load of an IN or MMIO read,
@@ -274,11 +274,6 @@ pub struct KvmEngine {
     /// (KVM_CAP_X86_USER_SPACE_MSR), so the hypercall-page MSR works.
     user_msrs: bool,
 }
-
-/// The largest budget [`Engine::run`] runs by single-stepping, one KVM_RUN per
-/// instruction, so that it is exact (a debugger's step); a larger one runs free and is
-/// ignored.
-const STEP_BUDGET_MAX: u64 = STEP_RUN_MAX;
 
 impl KvmEngine {
     /// Creates a VM whose memory is `ram`, with one vCPU reporting the shared CPUID table.
@@ -767,6 +762,45 @@ impl KvmEngine {
         }
     }
 
+    /// [`Engine::run`] (`steps` None) or [`Engine::step`].
+    fn run_or_step(
+        &mut self,
+        ram: &GuestRam,
+        exits: &mut dyn ExitHandler,
+        mut steps: Option<u64>,
+    ) -> StopReason {
+        if let Some(why) = self.rejected_state.take() {
+            return StopReason::EngineFailure(why);
+        }
+        if ram.host_range() != self.ram_host {
+            return StopReason::EngineFailure(
+                "the guest RAM given to the KVM engine is not the RAM it was created for".into(),
+            );
+        }
+        if steps == Some(0) {
+            return StopReason::Budget;
+        }
+        // The first instruction of a run is exempt from breakpoints, so that a run
+        // resumed at one moves on: it is stepped with them off.
+        match self.at_breakpoint() {
+            Ok(false) => {}
+            Ok(true) => {
+                let stop = self.run_watched(ram, exits, Some(1), false);
+                if stop != StopReason::Budget {
+                    return stop;
+                }
+                if let Some(left) = &mut steps {
+                    *left -= 1;
+                    if *left == 0 {
+                        return stop;
+                    }
+                }
+            }
+            Err(why) => return StopReason::EngineFailure(why),
+        }
+        self.run_watched(ram, exits, steps, true)
+    }
+
     /// Runs `steps` single steps (or free, with None), with the debugger's
     /// breakpoints and watchpoints armed if `armed`, until a stop.
     fn run_watched(
@@ -830,41 +864,15 @@ impl Engine for KvmEngine {
         "kvm"
     }
 
-    /// Runs until the exit handler stops the run, or a breakpoint or watchpoint. A
-    /// budget of at most [`STEP_BUDGET_MAX`] is run by single steps and ends the run
-    /// with [`StopReason::Budget`]; a larger one is ignored: see [`KvmEngine`].
-    fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, budget: u64) -> StopReason {
-        if let Some(why) = self.rejected_state.take() {
-            return StopReason::EngineFailure(why);
-        }
-        if ram.host_range() != self.ram_host {
-            return StopReason::EngineFailure(
-                "the guest RAM given to the KVM engine is not the RAM it was created for".into(),
-            );
-        }
-        let mut steps = (budget <= STEP_BUDGET_MAX).then_some(budget);
-        if steps == Some(0) {
-            return StopReason::Budget;
-        }
-        // The first instruction of a run is exempt from breakpoints, so that a run
-        // resumed at one moves on: it is stepped with them off.
-        match self.at_breakpoint() {
-            Ok(false) => {}
-            Ok(true) => {
-                let stop = self.run_watched(ram, exits, Some(1), false);
-                if stop != StopReason::Budget {
-                    return stop;
-                }
-                if let Some(left) = &mut steps {
-                    *left -= 1;
-                    if *left == 0 {
-                        return stop;
-                    }
-                }
-            }
-            Err(why) => return StopReason::EngineFailure(why),
-        }
-        self.run_watched(ram, exits, steps, true)
+    /// Runs until the exit handler stops the run, or a breakpoint or watchpoint.
+    /// `budget` is ignored: see [`KvmEngine`].
+    fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, _budget: u64) -> StopReason {
+        self.run_or_step(ram, exits, None)
+    }
+
+    /// Single-steps `n` instructions (KVM_GUESTDBG_SINGLESTEP), one KVM_RUN each.
+    fn step(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, n: u64) -> StopReason {
+        self.run_or_step(ram, exits, Some(n))
     }
 
     /// # Panics
@@ -922,7 +930,7 @@ impl Engine for KvmEngine {
         self.stepped
     }
 
-    /// Single steps (a budget of at most [`STEP_BUDGET_MAX`]) are exact.
+    /// [`Engine::step`] single-steps, so it is exact.
     fn can_step(&self) -> bool {
         true
     }

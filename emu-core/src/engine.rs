@@ -96,10 +96,6 @@ impl DebugConfig {
     }
 }
 
-/// The largest budget an engine that cannot count instructions but can step
-/// ([`Engine::can_step`]) runs exactly; longer steps are run in pieces of this size.
-pub const STEP_RUN_MAX: u64 = 1000;
-
 /// An engine runs the vCPU until the VMM has to stop it.
 pub trait Engine: Send {
     /// Short name for messages and statistics ("interp", "kvm", ...).
@@ -127,9 +123,17 @@ pub trait Engine: Send {
     /// Sets the debugger's breakpoints and watchpoints, replacing the previous ones.
     fn set_debug(&mut self, debug: &DebugConfig) -> Result<(), EngineError>;
 
-    /// Whether a run with a budget of at most [`STEP_RUN_MAX`] (a debugger's step)
-    /// retires exactly that many instructions and counts them, even if the engine
-    /// cannot count instructions otherwise (KVM single-steps).
+    /// Runs `n` instructions exactly, as a debugger steps, and counts them in
+    /// [`Engine::instructions_retired`] (an exception or interrupt delivered counts as
+    /// one), unless a stop comes first; [`StopReason::Budget`] once they ran. An engine
+    /// that counts instructions does it with the budget of [`Engine::run`]; one that
+    /// cannot may single-step ([`Engine::can_step`]).
+    fn step(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, n: u64) -> StopReason {
+        self.run(ram, exits, n)
+    }
+
+    /// Whether [`Engine::step`] is exact: true for engines that count instructions,
+    /// and for KVM, which single-steps.
     fn can_step(&self) -> bool {
         self.counts_instructions()
     }

@@ -19,6 +19,8 @@ Popek monitor commands:
   engine           the engine running the guest
   engine NAME      move the paused guest to another engine (interp, kvm)
   phys ADDR [LEN]  guest-physical memory, in hex (LEN bytes, default 64, at most 4096)
+  writephys ADDR BYTE...
+                   write bytes (in hex: 90 cc) to guest-physical memory
   walk ADDR        the page-table walk of a linear address, level by level
   disas [ADDR] [N] N instructions (default 8) at linear ADDR (default CS:RIP), decoded in
                    the guest's current mode: gdb's x/i decodes every mode as 64-bit code";
@@ -44,8 +46,8 @@ impl MonitorCmd for PopekTarget {
         };
         let text = match text {
             Ok(text) => text,
-            Err(ControlErrorOr::Gone) => return Err("the machine is gone".into()),
-            Err(ControlErrorOr::Message(why)) => format!("error: {why}"),
+            Err(MonitorError::Gone) => return Err("the machine is gone".into()),
+            Err(MonitorError::Message(why)) => format!("error: {why}"),
         };
         gdbstub::outputln!(out, "{}", text.trim_end());
         Ok(())
@@ -54,31 +56,31 @@ impl MonitorCmd for PopekTarget {
 
 /// Why a command printed no result.
 #[derive(Debug)]
-pub enum ControlErrorOr {
+pub enum MonitorError {
     /// The machine thread is gone: the session ends.
     Gone,
     /// What to tell the user.
     Message(String),
 }
 
-impl From<ControlError> for ControlErrorOr {
+impl From<ControlError> for MonitorError {
     fn from(e: ControlError) -> Self {
         match e {
-            ControlError::Gone => ControlErrorOr::Gone,
-            other => ControlErrorOr::Message(other.to_string()),
+            ControlError::Gone => MonitorError::Gone,
+            other => MonitorError::Message(other.to_string()),
         }
     }
 }
 
-impl From<String> for ControlErrorOr {
+impl From<String> for MonitorError {
     fn from(why: String) -> Self {
-        ControlErrorOr::Message(why)
+        MonitorError::Message(why)
     }
 }
 
-impl From<&str> for ControlErrorOr {
+impl From<&str> for MonitorError {
     fn from(why: &str) -> Self {
-        ControlErrorOr::Message(why.into())
+        MonitorError::Message(why.into())
     }
 }
 
@@ -87,7 +89,7 @@ pub fn run(
     handle: &MachineHandle,
     engines: &EngineChooser,
     cmd: &str,
-) -> Result<String, ControlErrorOr> {
+) -> Result<String, MonitorError> {
     let words: Vec<&str> = cmd.split_whitespace().collect();
     match words.as_slice() {
         [] | ["help"] => Ok(HELP.into()),
@@ -103,6 +105,16 @@ pub fn run(
         }
         ["phys", addr] => phys(handle, number(addr)?, PHYS_DEFAULT),
         ["phys", addr, len] => phys(handle, number(addr)?, number(len)? as usize),
+        ["writephys", addr, bytes @ ..] if !bytes.is_empty() => {
+            let addr = number(addr)?;
+            let data = bytes
+                .iter()
+                .map(|b| u8::from_str_radix(b, 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|_| "writephys takes bytes in hex, as in: writephys 0x1000 90 cc")?;
+            handle.write_physical(addr, &data)?;
+            Ok(format!("wrote {} bytes at physical {addr:#x}", data.len()))
+        }
         ["walk", addr] => walk(handle, number(addr)?),
         ["disas"] => disas(handle, None, DISAS_DEFAULT),
         ["disas", addr] => disas(handle, Some(number(addr)?), DISAS_DEFAULT),
@@ -165,7 +177,7 @@ fn ring_or_exit(e: &Event) -> bool {
 }
 
 /// The last `n` ring transitions and exits.
-fn trace(handle: &MachineHandle, n: usize) -> Result<String, ControlErrorOr> {
+fn trace(handle: &MachineHandle, n: usize) -> Result<String, MonitorError> {
     let events = handle.call(move |m| {
         let kept = m.vmm.trace.events().filter(|e| ring_or_exit(e)).count();
         m.vmm
@@ -187,7 +199,7 @@ fn trace(handle: &MachineHandle, n: usize) -> Result<String, ControlErrorOr> {
 }
 
 /// The counters.
-fn counters(handle: &MachineHandle) -> Result<String, ControlErrorOr> {
+fn counters(handle: &MachineHandle) -> Result<String, MonitorError> {
     let c = handle.counters()?;
     let mut text = format!(
         "engine {}, {} instructions retired\n",
@@ -228,7 +240,7 @@ fn counters(handle: &MachineHandle) -> Result<String, ControlErrorOr> {
 }
 
 /// `len` bytes of physical memory at `addr`, 16 to a line.
-fn phys(handle: &MachineHandle, addr: u64, len: usize) -> Result<String, ControlErrorOr> {
+fn phys(handle: &MachineHandle, addr: u64, len: usize) -> Result<String, MonitorError> {
     if len == 0 || len > PHYS_MAX {
         return Err(format!("phys shows 1 to {PHYS_MAX} bytes").into());
     }
@@ -245,7 +257,7 @@ fn phys(handle: &MachineHandle, addr: u64, len: usize) -> Result<String, Control
 }
 
 /// The page walk of `addr`.
-fn walk(handle: &MachineHandle, addr: u64) -> Result<String, ControlErrorOr> {
+fn walk(handle: &MachineHandle, addr: u64) -> Result<String, MonitorError> {
     let s = handle.registers()?;
     if s.cr0 & cr0::PG == 0 {
         return Ok(format!(
@@ -291,7 +303,7 @@ fn walk(handle: &MachineHandle, addr: u64) -> Result<String, ControlErrorOr> {
 
 /// `n` instructions at linear address `addr` (default: the current instruction),
 /// decoded as the current code segment runs them (16-, 32- or 64-bit).
-fn disas(handle: &MachineHandle, addr: Option<u64>, n: usize) -> Result<String, ControlErrorOr> {
+fn disas(handle: &MachineHandle, addr: Option<u64>, n: usize) -> Result<String, MonitorError> {
     if n == 0 || n > DISAS_MAX {
         return Err(format!("disas shows 1 to {DISAS_MAX} instructions").into());
     }
@@ -306,7 +318,7 @@ fn disas(handle: &MachineHandle, addr: Option<u64>, n: usize) -> Result<String, 
         let chunk = (PAGE - (at as usize & (PAGE - 1))).min(want - code.len());
         match handle.read_linear(at, chunk) {
             Ok(bytes) => code.extend(bytes),
-            Err(ControlError::Gone) => return Err(ControlErrorOr::Gone),
+            Err(ControlError::Gone) => return Err(MonitorError::Gone),
             Err(_) if !code.is_empty() => break,
             Err(e) => return Err(e.into()),
         }

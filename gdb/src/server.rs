@@ -4,10 +4,10 @@ use crate::target::{PopekTarget, StopReply};
 use crate::EngineChooser;
 use emu_core::exit::StopReason;
 use emu_core::machine::{ControlError, MachineHandle, Status};
-use gdbstub::conn::ConnectionExt;
+use gdbstub::conn::{Connection, ConnectionExt};
 use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
 use gdbstub::stub::{DisconnectReason, GdbStub};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +66,7 @@ pub fn serve(
         }
         log(&format!("gdb connected from {peer}"));
         let mut target = PopekTarget::new(handle.clone(), Arc::clone(&engines));
-        let outcome = GdbStub::new(stream).run_blocking::<EventLoop>(&mut target);
+        let outcome = GdbStub::new(Buffered::new(stream)).run_blocking::<EventLoop>(&mut target);
         // gdb removes its breakpoints when it detaches, but not when it breaks off.
         match target.clear_debug() {
             Ok(()) | Err(ControlError::Finished(_)) => {}
@@ -152,12 +152,12 @@ enum EventLoop {}
 
 impl BlockingEventLoop for EventLoop {
     type Target = PopekTarget;
-    type Connection = TcpStream;
+    type Connection = Buffered;
     type StopReason = StopReply;
 
     fn wait_for_stop_reason(
         target: &mut PopekTarget,
-        conn: &mut TcpStream,
+        conn: &mut Buffered,
     ) -> Result<Event<StopReply>, WaitForStopReasonError<String, std::io::Error>> {
         loop {
             if let Some(stop) = target
@@ -179,5 +179,56 @@ impl BlockingEventLoop for EventLoop {
 
     fn on_interrupt(target: &mut PopekTarget) -> Result<Option<StopReply>, String> {
         target.interrupt().map(Some)
+    }
+}
+
+/// The connection to gdb, its replies gathered and sent whole at each flush: gdbstub
+/// writes a byte at a time, and with TCP_NODELAY (which a debugger wants) each byte
+/// would go out as a segment of its own.
+pub struct Buffered {
+    stream: TcpStream,
+    out: Vec<u8>,
+}
+
+impl Buffered {
+    fn new(stream: TcpStream) -> Buffered {
+        Buffered {
+            stream,
+            out: Vec::new(),
+        }
+    }
+}
+
+impl Connection for Buffered {
+    type Error = std::io::Error;
+
+    fn write(&mut self, byte: u8) -> Result<(), std::io::Error> {
+        self.out.push(byte);
+        Ok(())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), std::io::Error> {
+        self.out.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), std::io::Error> {
+        let out = std::mem::take(&mut self.out);
+        Write::write_all(&mut self.stream, &out)?;
+        Write::flush(&mut self.stream)
+    }
+
+    fn on_session_start(&mut self) -> Result<(), std::io::Error> {
+        self.stream.set_nodelay(true)
+    }
+}
+
+impl ConnectionExt for Buffered {
+    fn read(&mut self) -> Result<u8, std::io::Error> {
+        ConnectionExt::read(&mut self.stream)
+    }
+
+    fn peek(&mut self) -> Result<Option<u8>, std::io::Error> {
+        ConnectionExt::peek(&mut self.stream)
     }
 }

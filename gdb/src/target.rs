@@ -48,12 +48,12 @@ pub struct PopekTarget {
     /// breakpoint wherever either set has one.
     sw_breaks: BTreeSet<u64>,
     hw_breaks: BTreeSet<u64>,
-    /// gdb's watchpoints, as gdb named them.
-    watches: BTreeSet<(u64, u64, u8)>,
+    /// gdb's watchpoints (each kind of gdb's is one of the machine's).
+    watches: BTreeSet<Watchpoint>,
     pub(crate) running: Running,
-    /// The end of a guest that finished other than by exiting, once told to gdb as a
-    /// signal (so its state can be looked at): going on then ends the session.
-    told_finish: Option<Signal>,
+    /// A guest that finished other than by exiting was told to gdb as a signal (so
+    /// its state can be looked at): going on then ends the session.
+    told_finish: bool,
 }
 
 impl PopekTarget {
@@ -66,7 +66,7 @@ impl PopekTarget {
             hw_breaks: BTreeSet::new(),
             watches: BTreeSet::new(),
             running: Running::Nothing,
-            told_finish: None,
+            told_finish: false,
         }
     }
 
@@ -77,12 +77,8 @@ impl PopekTarget {
         {
             self.handle.remove_breakpoint(*addr)?;
         }
-        for (addr, len, kind) in std::mem::take(&mut self.watches) {
-            self.handle.remove_watchpoint(Watchpoint {
-                addr,
-                len,
-                kind: machine_kind(kind),
-            })?;
+        for watch in std::mem::take(&mut self.watches) {
+            self.handle.remove_watchpoint(watch)?;
         }
         Ok(())
     }
@@ -159,13 +155,15 @@ impl PopekTarget {
             }
             Status::Finished(reason) => {
                 let signal = finish_signal(reason);
-                eprintln!("popek: gdb: the guest finished: {reason}");
-                if self.told_finish.is_some() {
-                    StopReply::Terminated(signal)
-                } else {
-                    self.told_finish = Some(signal);
-                    StopReply::Signal(signal)
+                if self.told_finish {
+                    return StopReply::Terminated(signal);
                 }
+                // Popek says the whole of it (a register dump) when it exits.
+                let what = reason.to_string();
+                let first = what.lines().next().unwrap_or_default();
+                eprintln!("popek: gdb: the guest finished ({signal} in gdb): {first}");
+                self.told_finish = true;
+                StopReply::Signal(signal)
             }
         }
     }
@@ -186,18 +184,8 @@ impl PopekTarget {
     fn watch_hit(&self, addr: u64, len: u64, write: bool) -> Option<(u64, WatchKind)> {
         self.watches
             .iter()
-            .map(|&(waddr, wlen, kind)| {
-                (
-                    Watchpoint {
-                        addr: waddr,
-                        len: wlen,
-                        kind: machine_kind(kind),
-                    },
-                    kind,
-                )
-            })
-            .find(|(w, _)| w.overlaps(addr, len) && w.kind.triggers(!write, write))
-            .map(|(w, kind)| (w.addr, gdb_kind(kind)))
+            .find(|w| w.overlaps(addr, len) && w.kind.triggers(!write, write))
+            .map(|w| (w.addr, gdb_kind(w.kind)))
     }
 
     /// Adds a breakpoint to one of the sets, and to the machine if it is new there.
@@ -244,32 +232,21 @@ fn finish_signal(reason: &StopReason) -> Signal {
     }
 }
 
-/// gdb's watchpoint kinds, kept as a number so that they order in a set.
-const GDB_WRITE: u8 = 0;
-const GDB_READ: u8 = 1;
-const GDB_ACCESS: u8 = 2;
-
-fn gdb_kind_number(kind: WatchKind) -> u8 {
+/// The machine's watchpoint kind for gdb's.
+fn machine_kind(kind: WatchKind) -> MachineWatch {
     match kind {
-        WatchKind::Write => GDB_WRITE,
-        WatchKind::Read => GDB_READ,
-        WatchKind::ReadWrite => GDB_ACCESS,
+        WatchKind::Write => MachineWatch::Write,
+        WatchKind::Read => MachineWatch::Read,
+        WatchKind::ReadWrite => MachineWatch::Access,
     }
 }
 
-fn gdb_kind(number: u8) -> WatchKind {
-    match number {
-        GDB_WRITE => WatchKind::Write,
-        GDB_READ => WatchKind::Read,
-        _ => WatchKind::ReadWrite,
-    }
-}
-
-fn machine_kind(number: u8) -> MachineWatch {
-    match number {
-        GDB_WRITE => MachineWatch::Write,
-        GDB_READ => MachineWatch::Read,
-        _ => MachineWatch::Access,
+/// gdb's watchpoint kind for the machine's.
+fn gdb_kind(kind: MachineWatch) -> WatchKind {
+    match kind {
+        MachineWatch::Write => WatchKind::Write,
+        MachineWatch::Read => WatchKind::Read,
+        MachineWatch::Access => WatchKind::ReadWrite,
     }
 }
 
@@ -444,17 +421,14 @@ impl HwWatchpoint for PopekTarget {
         if len == 0 {
             return Ok(false);
         }
-        let number = gdb_kind_number(kind);
-        if self.watches.insert((addr, len, number)) {
-            let watch = Watchpoint {
-                addr,
-                len,
-                kind: machine_kind(number),
-            };
-            if let Err(e) = self.handle.add_watchpoint(watch) {
-                self.watches.remove(&(addr, len, number));
-                return Err(non_fatal(e));
-            }
+        let watch = Watchpoint {
+            addr,
+            len,
+            kind: machine_kind(kind),
+        };
+        if !self.watches.contains(&watch) {
+            self.handle.add_watchpoint(watch).map_err(non_fatal)?;
+            self.watches.insert(watch);
         }
         Ok(true)
     }
@@ -465,15 +439,14 @@ impl HwWatchpoint for PopekTarget {
         len: u64,
         kind: WatchKind,
     ) -> TargetResult<bool, Self> {
-        let number = gdb_kind_number(kind);
-        if !self.watches.remove(&(addr, len, number)) {
-            return Ok(false);
-        }
         let watch = Watchpoint {
             addr,
             len,
-            kind: machine_kind(number),
+            kind: machine_kind(kind),
         };
+        if !self.watches.remove(&watch) {
+            return Ok(false);
+        }
         self.handle.remove_watchpoint(watch).map_err(non_fatal)
     }
 }

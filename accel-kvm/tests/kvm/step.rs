@@ -72,11 +72,11 @@ fn single_steps_through_sti_take_the_interrupt_after_the_next_instruction() {
     let (mut engine, ram) = engine_for(&guest);
     let mut pic = OneInterrupt { waiting: false };
     // MOV ESP, then STI with the interrupt already waiting.
-    assert_eq!(engine.run(&ram, &mut pic, 1), StopReason::Budget);
+    assert_eq!(engine.step(&ram, &mut pic, 1), StopReason::Budget);
     pic.waiting = true;
     let mut rips = Vec::new();
     for _ in 0..3 {
-        assert_eq!(engine.run(&ram, &mut pic, 1), StopReason::Budget);
+        assert_eq!(engine.step(&ram, &mut pic, 1), StopReason::Budget);
         rips.push(engine.state().unwrap().rip);
     }
     let sti = ENTRY + 5;

@@ -214,10 +214,23 @@ impl Machine {
     /// requested ([`Machine::stop_request`]; the run then ends with
     /// [`StopReason::Paused`], and the next one continues where it stopped).
     pub fn run(&mut self, budget: u64) -> RunOutcome {
+        self.run_engine(budget, false)
+    }
+
+    /// Runs `n` instructions exactly, as a debugger steps (see [`Engine::step`]), or
+    /// fewer if the guest stops first or a stop is requested, as [`Machine::run`]
+    /// does; [`StopReason::Budget`] once they ran.
+    pub fn step(&mut self, n: u64) -> RunOutcome {
+        self.run_engine(n, true)
+    }
+
+    /// [`Machine::run`], or with `step` [`Machine::step`].
+    fn run_engine(&mut self, budget: u64, step: bool) -> RunOutcome {
         let before = self.engine.instructions_retired();
         let (wall0, cpu0) = (Instant::now(), thread_cpu_time());
         let stop = match self.vmm.resume_halt(before) {
             Some(stop) => stop,
+            None if step => self.engine.step(&self.ram, &mut self.vmm, budget),
             None => self.engine.run(&self.ram, &mut self.vmm, budget),
         };
         RunOutcome {

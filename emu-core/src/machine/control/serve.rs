@@ -2,7 +2,6 @@
 
 use super::{ControlError, Pause, Reply, Shared, Status};
 use crate::cpu::CpuState;
-use crate::engine::STEP_RUN_MAX;
 use crate::exit::{DebugStop, StopOn, StopReason};
 use crate::machine::{EngineFactory, Machine};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -222,18 +221,18 @@ impl Vcpu {
         };
         // The whole-run budget is the limit unless the step ends first.
         let step_limits = goal.steps.is_some_and(|steps| steps < self.budget);
-        let mut limit = goal
+        let limit = goal
             .steps
             .map_or(self.budget, |steps| steps.min(self.budget));
-        // An engine that steps without counting steps exactly only so far at a time.
-        if goal.steps.is_some() && !self.machine.counts_instructions() {
-            limit = limit.min(STEP_RUN_MAX);
-        }
         let next = if limit == 0 {
             Mode::Finished(StopReason::Budget)
         } else {
             self.machine.set_stop_on(goal.stop_on);
-            let outcome = self.machine.run(limit);
+            let outcome = if goal.steps.is_some() {
+                self.machine.step(limit)
+            } else {
+                self.machine.run(limit)
+            };
             self.budget = self.budget.saturating_sub(outcome.instructions);
             if let Some(steps) = &mut goal.steps {
                 *steps = steps.saturating_sub(outcome.instructions);
@@ -246,16 +245,7 @@ impl Vcpu {
                     Some(addr) => Mode::Paused(Pause::Debug(DebugStop::Breakpoint { addr })),
                     None => return,
                 },
-                StopReason::Budget if step_limits && goal.steps == Some(0) => {
-                    Mode::Paused(Pause::StepDone)
-                }
-                // One piece of a longer step (see above): as a run ended for a request.
-                StopReason::Budget if step_limits => {
-                    match self.breakpoint_here(outcome.instructions) {
-                        Some(addr) => Mode::Paused(Pause::Debug(DebugStop::Breakpoint { addr })),
-                        None => return,
-                    }
-                }
+                StopReason::Budget if step_limits => Mode::Paused(Pause::StepDone),
                 StopReason::Debug(stop) => Mode::Paused(Pause::Debug(stop)),
                 end => Mode::Finished(end),
             }
