@@ -76,6 +76,9 @@ pub fn stats(machine: &Machine, outcome: &RunOutcome) -> String {
             .iter()
             .map(|((from, to), &n)| (format!("{from} -> {to} "), n)),
     );
+    for (name, n) in machine.engine_counters() {
+        let _ = writeln!(s, "{:<13} {n} {name}", machine.engine_name());
+    }
     s
 }
 

@@ -31,10 +31,12 @@
 //!   [`StopReason::EngineFailure`] "instruction emulation failed", and the guest may see
 //!   some CPUID leaves differently (see [`KvmEngine::cpuid_deviations`]).
 
+mod debug;
 mod kick;
 mod state;
 
-use emu_core::cpu::CpuState;
+use debug::{DebugHit, GuestDebug};
+use emu_core::cpu::{dr6, CpuState};
 use emu_core::cpuid;
 use emu_core::engine::{DebugConfig, Engine, EngineError};
 use emu_core::exit::{ExitHandler, Flow, GuestEvent, StopReason, VmExit};
@@ -43,8 +45,9 @@ use emu_core::pv::{abi as pv, HypercallTrap};
 use emu_core::stop::StopRequest;
 use kick::Kicker;
 use kvm_bindings::{
-    kvm_cpuid_entry2, kvm_enable_cap, kvm_interrupt, kvm_userspace_memory_region, kvm_xsave, CpuId,
-    Msrs, KVMIO, KVM_API_VERSION, KVM_MAX_CPUID_ENTRIES,
+    kvm_cpuid_entry2, kvm_debug_exit_arch, kvm_enable_cap, kvm_interrupt,
+    kvm_userspace_memory_region, kvm_xsave, CpuId, Msrs, KVMIO, KVM_API_VERSION,
+    KVM_MAX_CPUID_ENTRIES,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd};
 use state::{KvmState, MSR_INDICES};
@@ -232,14 +235,19 @@ enum Entry {
     Hypercall,
     /// The vCPU cannot go on.
     Failed(String),
+    /// A debug exit: a single step, a breakpoint or a watchpoint of the debugger's.
+    Debug(kvm_debug_exit_arch),
 }
 
 /// The KVM engine: one VM with guest RAM as its only memory slot and one vCPU.
 ///
 /// **Instruction budget.** KVM cannot count retired instructions, so this engine ignores
-/// the `budget` of [`Engine::run`], reports 0 from [`Engine::instructions_retired`] and
-/// `false` from [`Engine::counts_instructions`], and passes 0 as the icount of every exit.
-/// A run ends only when the exit handler stops it (debug-exit, HLT, triple fault, ...).
+/// the `budget` of [`Engine::run`], reports `false` from [`Engine::counts_instructions`],
+/// and passes 0 as the icount of every exit; a run ends only when the exit handler stops
+/// it (debug-exit, HLT, triple fault, ...) or at a breakpoint or watchpoint.
+/// [`Engine::step`] is exact: it runs one instruction per KVM_RUN
+/// (KVM_GUESTDBG_SINGLESTEP), and those are the instructions
+/// [`Engine::instructions_retired`] counts.
 ///
 /// **Stops are at instruction boundaries.** When the handler stops a run, the engine first
 /// lets KVM finish the instruction that exited (the register load of an IN or MMIO read,
@@ -256,6 +264,12 @@ pub struct KvmEngine {
     rejected_state: Option<String>,
     /// Where the vCPU's CPUID differs from the shared table.
     cpuid_deviations: Vec<CpuidDeviation>,
+    /// The debugger's breakpoints and watchpoints, as debug registers.
+    debug: GuestDebug,
+    /// Whether KVM_SET_GUEST_DEBUG last enabled anything (so it must be cleared).
+    debug_on: bool,
+    /// Instructions run by single steps: the only ones KVM can count.
+    stepped: u64,
     /// KVM hands RDMSR/WRMSR of MSRs it does not know to Popek
     /// (KVM_CAP_X86_USER_SPACE_MSR), so the hypercall-page MSR works.
     user_msrs: bool,
@@ -335,6 +349,9 @@ impl KvmEngine {
             ram_host,
             rejected_state: None,
             cpuid_deviations: cpuid_deviations(&installed),
+            debug: GuestDebug::default(),
+            debug_on: false,
+            stepped: 0,
             user_msrs,
             exit_pending: false,
         };
@@ -423,6 +440,7 @@ impl KvmEngine {
                 ))
             }
             Ok(VcpuExit::InternalError) => return Entry::Failed(self.internal_error()),
+            Ok(VcpuExit::Debug(arch)) => return Entry::Debug(arch),
             Ok(other) => return Entry::Failed(format!("unexpected KVM exit {other:?}")),
             Err(e) if e.errno() == libc::EINTR => return Entry::Interrupted,
             Err(e) if e.errno() == libc::EAGAIN => return Entry::Retry,
@@ -695,6 +713,7 @@ impl KvmEngine {
         exits: &mut dyn ExitHandler,
         kicker: &mut Option<Kicker>,
         stop_request: Option<&StopRequest>,
+        mut steps: Option<u64>,
     ) -> StopReason {
         let mut stop = None;
         loop {
@@ -750,18 +769,34 @@ impl KvmEngine {
                     self.vcpu.set_kvm_immediate_exit(0);
                 }
                 Entry::Failed(why) => return StopReason::EngineFailure(why),
+                Entry::Debug(arch) => {
+                    let mut reason = None;
+                    if let Some(left) = steps.as_mut().filter(|_| arch.dr6 & dr6::BS != 0) {
+                        self.stepped += 1;
+                        *left -= 1;
+                        if *left == 0 {
+                            reason = Some(StopReason::Budget);
+                        }
+                    }
+                    if let DebugHit::Stop(hit) = self.debug.hit(&arch) {
+                        reason = Some(StopReason::Debug(hit));
+                    }
+                    if let (None, Some(reason)) = (&stop, reason) {
+                        stop = Some(reason);
+                        self.vcpu.set_kvm_immediate_exit(1);
+                    }
+                }
             }
         }
     }
-}
 
-impl Engine for KvmEngine {
-    fn name(&self) -> &'static str {
-        "kvm"
-    }
-
-    /// Runs until the exit handler stops the run. `budget` is ignored: see [`KvmEngine`].
-    fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, _budget: u64) -> StopReason {
+    /// [`Engine::run`] (`steps` None) or [`Engine::step`].
+    fn run_or_step(
+        &mut self,
+        ram: &GuestRam,
+        exits: &mut dyn ExitHandler,
+        mut steps: Option<u64>,
+    ) -> StopReason {
         if let Some(why) = self.rejected_state.take() {
             return StopReason::EngineFailure(why);
         }
@@ -769,6 +804,42 @@ impl Engine for KvmEngine {
             return StopReason::EngineFailure(
                 "the guest RAM given to the KVM engine is not the RAM it was created for".into(),
             );
+        }
+        if steps == Some(0) {
+            return StopReason::Budget;
+        }
+        // The first instruction of a run is exempt from breakpoints, so that a run
+        // resumed at one moves on: it is stepped with them off.
+        match self.at_breakpoint() {
+            Ok(false) => {}
+            Ok(true) => {
+                let stop = self.run_watched(ram, exits, Some(1), false);
+                if stop != StopReason::Budget {
+                    return stop;
+                }
+                if let Some(left) = &mut steps {
+                    *left -= 1;
+                    if *left == 0 {
+                        return stop;
+                    }
+                }
+            }
+            Err(why) => return StopReason::EngineFailure(why),
+        }
+        self.run_watched(ram, exits, steps, true)
+    }
+
+    /// Runs `steps` single steps (or free, with None), with the debugger's
+    /// breakpoints and watchpoints armed if `armed`, until a stop.
+    fn run_watched(
+        &mut self,
+        ram: &GuestRam,
+        exits: &mut dyn ExitHandler,
+        steps: Option<u64>,
+        armed: bool,
+    ) -> StopReason {
+        if let Err(why) = self.apply_debug(steps.is_some(), armed) {
+            return StopReason::EngineFailure(why);
         }
         let mut kicker = None;
         let stop_request = exits.stop_request();
@@ -778,17 +849,58 @@ impl Engine for KvmEngine {
             Some(request) => match self.kicker(&mut kicker) {
                 Ok(k) => {
                     let _kick = request.install_kick(k.kick_this_thread());
-                    self.run_until_stop(ram, exits, &mut kicker, Some(request))
+                    self.run_until_stop(ram, exits, &mut kicker, Some(request), steps)
                 }
                 Err(e) => StopReason::EngineFailure(format!("cannot set up the vCPU kick: {e}")),
             },
-            None => self.run_until_stop(ram, exits, &mut kicker, None),
+            None => self.run_until_stop(ram, exits, &mut kicker, None, steps),
         };
         // The kick and the timer go first, so no kick comes after the flag is cleared for
         // the next run.
         drop(kicker);
         self.vcpu.set_kvm_immediate_exit(0);
         stop
+    }
+
+    /// Tells KVM whether to single-step the next entries and whether the debugger's
+    /// slots are armed.
+    fn apply_debug(&mut self, step: bool, armed: bool) -> Result<(), String> {
+        let armed = armed && !self.debug.is_empty();
+        let on = step || armed;
+        if on || self.debug_on {
+            self.vcpu
+                .set_guest_debug(&self.debug.control(step, armed))
+                .map_err(|e| format!("KVM_SET_GUEST_DEBUG failed: {e}"))?;
+        }
+        self.debug_on = on;
+        Ok(())
+    }
+
+    /// Whether a breakpoint of the debugger's is at the current instruction.
+    fn at_breakpoint(&self) -> Result<bool, String> {
+        if self.debug.is_empty() {
+            return Ok(false);
+        }
+        let regs = self.vcpu.get_regs().map_err(failed("KVM_GET_REGS"))?;
+        let sregs = self.vcpu.get_sregs().map_err(failed("KVM_GET_SREGS"))?;
+        Ok(self.debug.breaks_at(sregs.cs.base.wrapping_add(regs.rip)))
+    }
+}
+
+impl Engine for KvmEngine {
+    fn name(&self) -> &'static str {
+        "kvm"
+    }
+
+    /// Runs until the exit handler stops the run, or a breakpoint or watchpoint.
+    /// `budget` is ignored: see [`KvmEngine`].
+    fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, _budget: u64) -> StopReason {
+        self.run_or_step(ram, exits, None)
+    }
+
+    /// Single-steps `n` instructions (KVM_GUESTDBG_SINGLESTEP), one KVM_RUN each.
+    fn step(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, n: u64) -> StopReason {
+        self.run_or_step(ram, exits, Some(n))
     }
 
     /// # Panics
@@ -822,22 +934,33 @@ impl Engine for KvmEngine {
         })
     }
 
-    /// Popek's own breakpoints and watchpoints are not yet wired to KVM's guest-debug
-    /// interface: only an empty configuration is accepted.
+    /// Popek's breakpoints and watchpoints go to the debug registers KVM keeps for the
+    /// host (see the `debug` module): at most four, watched ranges of 1, 2, 4 or 8
+    /// aligned bytes.
     fn set_debug(&mut self, debug: &DebugConfig) -> Result<(), EngineError> {
-        if debug.is_empty() {
-            Ok(())
-        } else {
-            Err(EngineError::Unsupported {
-                engine: "kvm",
-                what: "set breakpoints or watchpoints yet",
-            })
+        let new = GuestDebug::new(debug)?;
+        if !new.is_empty() || self.debug_on {
+            self.vcpu
+                .set_guest_debug(&new.control(false, true))
+                .map_err(|e| EngineError::Host {
+                    engine: "kvm",
+                    what: "set breakpoints (KVM_SET_GUEST_DEBUG)".into(),
+                    reason: e.to_string(),
+                })?;
+            self.debug_on = !new.is_empty();
         }
+        self.debug = new;
+        Ok(())
     }
 
-    /// Always 0: KVM does not count retired instructions.
+    /// The instructions single steps ran: KVM counts no others.
     fn instructions_retired(&self) -> u64 {
-        0
+        self.stepped
+    }
+
+    /// [`Engine::step`] single-steps, so it is exact.
+    fn can_step(&self) -> bool {
+        true
     }
 
     fn counts_instructions(&self) -> bool {

@@ -398,3 +398,6 @@ impl PvHost for Host<'_> {
         self.clock.wait_until(ns, self.icount, self.stop)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -119,7 +119,7 @@ fn rdtsc(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
 mod tests {
     use crate::cpu::{cr4, rflags};
     use crate::exception::vector;
-    use crate::interp::systest::{sel, Asm, Machine, CODE_BASE, RAX};
+    use crate::testkit::{Asm, Machine, CODE_BASE, RAX, USER_CS};
 
     /// Runs `asm` at CPL 3 with these flags; the #GP(0) a handler caught, if any.
     fn user_gp(asm: Asm, flags: u64) -> bool {
@@ -129,7 +129,7 @@ mod tests {
             return false;
         };
         assert_eq!((trap.vector, trap.error_code), (vector::GP, Some(0)));
-        assert_eq!(trap.cs, sel::USER_CODE, "the frame holds the ring-3 CS");
+        assert_eq!(trap.cs, USER_CS, "the frame holds the ring-3 CS");
         true
     }
 
