@@ -25,7 +25,9 @@ pub fn asked_for(mask: EventMask, event: &Event) -> bool {
         EventKind::Exception { .. } => EventMask::EXCEPTIONS,
         EventKind::Interrupt { .. } => EventMask::INTERRUPTS,
         EventKind::Ring { .. } => EventMask::RINGS,
-        EventKind::Exit(_) => EventMask::EXITS,
+        EventKind::Exit(_) | EventKind::Hypercall { .. } | EventKind::VmmMsr { .. } => {
+            EventMask::EXITS
+        }
     };
     mask.contains(kind)
 }

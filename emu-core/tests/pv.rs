@@ -123,13 +123,13 @@ fn switching_engines_rewrites_the_stubs() {
     .unwrap();
     let out = HypercallTrap::PortOut.bytes();
     assert!(traps(&m).iter().all(|t| *t == out), "{:x?}", traps(&m));
-    m.switch_engine(Box::new(|_| Ok(Box::new(Interpreter::new()))))
-        .unwrap();
+    m.switch_engine(emu_core::machine::bt_factory()).unwrap();
     assert!(traps(&m).iter().all(|t| *t == vmcall));
-    // The interpreter dropped the stubs it had decoded: the guest carries on.
+    // The translator decodes the stubs afresh: the guest carries on.
     assert_eq!(m.run(BUDGET).stop, StopReason::Exited(0));
     assert_eq!(String::from_utf8(serial.contents()).unwrap(), native);
     assert_eq!(m.vmm.counters.pv.stub_fills, 3);
+    assert_eq!(m.engine_name(), "bt");
 }
 
 // ---- garbage hypercalls ----

@@ -36,6 +36,7 @@ pub fn bench(kvm: bool) -> Result<()> {
          the loop's own cost subtracted:"
     )?;
     engine_row(EngineKind::Interp, "interpreter (VMCALL stubs)")?;
+    engine_row(EngineKind::Bt, "binary translator (VMCALL stubs)")?;
     if !kvm {
         return Ok(());
     }
