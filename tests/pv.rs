@@ -160,3 +160,46 @@ fn trace_shows_each_hypercall_with_its_result() {
         assert!(err.contains(line), "{line} missing from\n{err}");
     }
 }
+
+#[test]
+fn hypercalls_and_events_work_under_kvm() {
+    if !accel_kvm::kvm_available() {
+        println!("skipped: /dev/kvm not available");
+        return;
+    }
+    let interp = popek(&["run", "pvcheck"]);
+    let kvm = popek(&["run", "pvcheck", "--engine", "kvm", "--stats"]);
+    // The OUT stubs, the MSR through user-space MSR exits, and the timer event of a
+    // loop without hypercalls, all before the guest turns paging on.
+    for check in [
+        "PASS pv-unknown-number",
+        "PASS pv-console-outside-ram",
+        "PASS pv-trap-ring3-selector",
+        "PASS pv-event-without-hypercalls",
+        "PASS pv-base-gives-ring3-hypercall-page",
+    ] {
+        assert!(
+            kvm.out.contains(check),
+            "{check} missing:\n{}{}",
+            kvm.out,
+            kvm.err
+        );
+    }
+    if kvm.out != interp.out {
+        // PVM triple-faults 32-bit paging guests (see tests/cli.rs): up to there, the
+        // same lines.
+        assert!(
+            pvm_host() && kvm.err.contains("triple fault"),
+            "{}",
+            kvm.err
+        );
+        assert!(interp.out.starts_with(&kvm.out), "{}", kvm.out);
+        println!("this host's KVM (PVM) stops pvcheck at paging, as expected");
+    }
+    assert!(
+        kvm.err
+            .contains("hypercall unknown         2 calls, 2 failed"),
+        "{}",
+        kvm.err
+    );
+}
