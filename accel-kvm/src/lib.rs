@@ -270,9 +270,6 @@ pub struct KvmEngine {
     debug_on: bool,
     /// Instructions run by single steps: the only ones KVM can count.
     stepped: u64,
-    /// KVM hands RDMSR/WRMSR of MSRs it does not know to Popek
-    /// (KVM_CAP_X86_USER_SPACE_MSR), so the hypercall-page MSR works.
-    user_msrs: bool,
     /// The last exit's instruction is not complete yet: KVM finishes it (an IN, an
     /// MMIO load, the step past an OUT or WRMSR) on the next KVM_RUN, so the VMM must
     /// not move RIP meanwhile.
@@ -321,21 +318,17 @@ impl KvmEngine {
         // without a GuestRam at this range, so the guest never reaches freed memory.
         unsafe { vm.set_user_memory_region(region) }.map_err(setup("register guest RAM"))?;
         // RDMSR/WRMSR of MSRs KVM does not know come out to Popek, which implements the
-        // hypercall-page MSR. Without the capability the guest gets #GP for it, as for
-        // any unknown MSR.
-        let user_msrs = vm.check_extension_int(Cap::X86UserSpaceMsr) > 0
-            && vm
-                .enable_cap(&kvm_enable_cap {
-                    cap: kvm_bindings::KVM_CAP_X86_USER_SPACE_MSR,
-                    args: [
-                        u64::from(kvm_bindings::KVM_MSR_EXIT_REASON_UNKNOWN),
-                        0,
-                        0,
-                        0,
-                    ],
-                    ..Default::default()
-                })
-                .is_ok();
+        // hypercall-page MSR. Without the capability (Linux before 5.10) the guest gets
+        // #GP for it, as for any unknown MSR.
+        if vm.check_extension_int(Cap::X86UserSpaceMsr) > 0 {
+            let exits = kvm_bindings::KVM_MSR_EXIT_REASON_UNKNOWN;
+            vm.enable_cap(&kvm_enable_cap {
+                cap: kvm_bindings::KVM_CAP_X86_USER_SPACE_MSR,
+                args: [u64::from(exits), 0, 0, 0],
+                ..Default::default()
+            })
+            .map_err(setup("enable user-space MSR exits"))?;
+        }
         let vcpu = vm.create_vcpu(VCPU_ID).map_err(setup("create vCPU"))?;
         // CPUID first: KVM validates CR4 and EFER in KVM_SET_SREGS against it.
         vcpu.set_cpuid2(&cpuid_table())
@@ -352,7 +345,6 @@ impl KvmEngine {
             debug: GuestDebug::default(),
             debug_on: false,
             stepped: 0,
-            user_msrs,
             exit_pending: false,
         };
         // Every ioctl `state` needs works now, so it will later: `state` cannot fail.
@@ -365,12 +357,6 @@ impl KvmEngine {
     /// the interpreter does not implement.
     pub fn cpuid_deviations(&self) -> &[CpuidDeviation] {
         &self.cpuid_deviations
-    }
-
-    /// Whether the guest can register a hypercall page: this KVM hands the accesses to
-    /// MSRs it does not know to Popek.
-    pub fn has_hypercall_msr(&self) -> bool {
-        self.user_msrs
     }
 
     /// Runs the vCPU once and hands the exit, if it is one for the VMM, to `exits`.
