@@ -17,6 +17,7 @@
 //! tests (KVM's); never part of the emulator itself.
 
 pub mod cases;
+pub mod exceptions;
 pub mod exits;
 pub mod kernel;
 mod machine;
