@@ -16,6 +16,7 @@
 //! Compiled for emu-core's own tests and, with the `testkit` feature, for other crates'
 //! tests (KVM's); never part of the emulator itself.
 
+pub mod board;
 pub mod cases;
 pub mod exceptions;
 pub mod exits;
