@@ -18,7 +18,7 @@ use emu_core::testkit::{EngineMaker, SOFTWARE_ENGINES};
 use iced_x86::code_asm::*;
 use std::mem::offset_of;
 
-/// Guest RAM for the interpreter side.
+/// Guest RAM for the engine side.
 const RAM: usize = 4 << 20;
 /// Guest-physical (and linear: identity-mapped) address of the 4-level PML4.
 const PML4: u64 = 0x1000;
@@ -508,7 +508,7 @@ fn long_mode_state(b: &Block) -> CpuState {
     st
 }
 
-/// Runs a case in the interpreter, leaving the results in `b` as the harness does.
+/// Runs a case on the engine of `m`, leaving the results in `b` as the harness does.
 fn interpret(m: &mut Machine, bytes: &[u8], b: &mut Block) {
     let ram = m.ram_mut().as_mut_slice();
     ram[CODE as usize..CODE as usize + bytes.len()].copy_from_slice(bytes);
