@@ -33,7 +33,7 @@ fn interpreter_matches_host_cpu() {
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod host {
     use super::generate::{
-        lahf_in_long_mode, Case, Generator, Mode, Table, MEM_BASE_INDEX, MEM_SIZE,
+        env_u64, lahf_in_long_mode, Case, Generator, Mode, Outcome, Table, MEM_BASE_INDEX, MEM_SIZE,
     };
     use super::native::{Jit, Regs};
     use emu_core::cpu::{cr0, cr4, efer, rflags, CpuState, SegReg, Segment, GPR_NAMES};
@@ -77,20 +77,6 @@ mod host {
         (rflags::OF as u32, "OF"),
     ];
 
-    fn env_u64(name: &str, default: u64) -> u64 {
-        match std::env::var(name) {
-            Ok(v) => {
-                let v = v.trim();
-                let parsed = match v.strip_prefix("0x") {
-                    Some(hex) => u64::from_str_radix(hex, 16),
-                    None => v.parse(),
-                };
-                parsed.unwrap_or_else(|_| panic!("{name}={v} is not a number"))
-            }
-            Err(_) => default,
-        }
-    }
-
     /// The modes `POPEK_DIFF_MODE` asks for.
     fn modes() -> Vec<Mode> {
         match std::env::var("POPEK_DIFF_MODE") {
@@ -109,19 +95,6 @@ mod host {
             Mode::Protected => format!("e{}", &GPR_NAMES[i][1..]),
             Mode::Long => GPR_NAMES[i].to_owned(),
         }
-    }
-
-    /// The registers a case may use and that are compared: all but ESP/RSP.
-    fn compared(mode: Mode) -> impl Iterator<Item = usize> {
-        (0..mode.gprs()).filter(|&i| i != 4)
-    }
-
-    /// The final state of one side.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    struct Outcome {
-        regs: [u64; 16],
-        flags: u32,
-        mem: [u8; MEM_SIZE],
     }
 
     /// What a case came to.
@@ -241,7 +214,7 @@ mod host {
                     st.efer = efer::LME | efer::LMA;
                 }
             }
-            for i in compared(self.mode) {
+            for i in self.mode.compared() {
                 st.gpr[i] = regs[i];
             }
             st.rflags = (u64::from(case.flags) | rflags::FIXED).into();
@@ -271,7 +244,10 @@ mod host {
             };
             let mask = self.mode.reg_mask();
             let same = interp.as_ref().is_ok_and(|i| {
-                let regs = compared(self.mode).all(|r| (i.regs[r] ^ native.regs[r]) & mask == 0);
+                let regs = self
+                    .mode
+                    .compared()
+                    .all(|r| (i.regs[r] ^ native.regs[r]) & mask == 0);
                 regs && (i.flags ^ native.flags) & defined == 0 && i.mem == native.mem
             });
             if same {
@@ -375,7 +351,7 @@ mod host {
         }
         let regs = bench.initial_regs(case);
         let _ = write!(s, "  in:");
-        for (n, i) in compared(mode).enumerate() {
+        for (n, i) in mode.compared().enumerate() {
             let sep = if n % 4 == 0 && n > 0 { "\n      " } else { " " };
             let _ = write!(s, "{sep}{}={:0digits$x}", reg_name(mode, i), regs[i]);
         }
@@ -404,7 +380,10 @@ mod host {
             }
             Ok(interp) => {
                 let mask = mode.reg_mask();
-                for i in compared(mode).filter(|&i| (interp.regs[i] ^ native.regs[i]) & mask != 0) {
+                for i in mode
+                    .compared()
+                    .filter(|&i| (interp.regs[i] ^ native.regs[i]) & mask != 0)
+                {
                     let _ = writeln!(
                         s,
                         "  {}: native {:0digits$x}  interp {:0digits$x}",
