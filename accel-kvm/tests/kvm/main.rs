@@ -7,6 +7,7 @@ mod engine;
 mod exceptions;
 mod guests;
 mod interrupts;
+mod step;
 mod stop;
 mod switch;
 mod tables;

@@ -29,7 +29,7 @@ pub fn handler(ins: &Instruction) -> Handler {
     if ins.is_invalid() {
         return invalid_opcode;
     }
-    if !processor_has(ins) && !fpu::is_x87(ins) {
+    if !processor_has(ins) && !fpu::is_x87(ins) && !processor::is_hypercall(ins) {
         return if is_hint(ins) {
             moves::nop
         } else {

@@ -80,6 +80,7 @@ fn changes_environment(m: Mnemonic) -> bool {
             | Pause
             | Mwait
             | Monitor
+            | Vmcall
     )
 }
 

@@ -610,6 +610,7 @@ fn rdmsr(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
         msr::GS_BASE => cx.cpu.seg[SegReg::Gs].base,
         msr::KERNEL_GS_BASE => m.kernel_gs_base,
         msr::TSC_AUX => m.tsc_aux,
+        index if is_vmm_msr(index) => cx.vmm_msr(false, index, 0)?,
         _ => return Err(gp(0)),
     };
     set_edx_eax(cx, v);
@@ -638,10 +639,18 @@ fn wrmsr(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
         // The counter is the instruction count, and there is no local APIC to move or
         // enable: these read fine but cannot be changed.
         msr::TSC | msr::APIC_BASE => return Err(Fault::Unsupported),
+        index if is_vmm_msr(index) => {
+            cx.vmm_msr(true, index, v)?;
+        }
         _ => return Err(gp(0)),
     }
     cx.end_block = true;
     Ok(())
+}
+
+/// Whether the VMM implements MSR `index` itself (the para-virtualization interface).
+fn is_vmm_msr(index: u32) -> bool {
+    index == crate::pv::abi::MSR_HYPERCALL_PAGE
 }
 
 /// IA32_EFER: LMA is the processor's to set (written values are ignored), LME cannot
