@@ -27,7 +27,9 @@ use emu_core::exception::vector;
 use emu_core::exit::StopReason;
 use emu_core::machine::Machine;
 use emu_core::testkit::kernel::{assemble, Kernel, Program, Record, CODE, RAM, USER_DATA};
-use generate::{lahf_in_long_mode, Case, Generator, Mode, Table, MEM_BASE_INDEX, MEM_SIZE};
+use generate::{
+    env_u64, lahf_in_long_mode, Case, Generator, Mode, Outcome, Table, MEM_BASE_INDEX, MEM_SIZE,
+};
 use iced_x86::code_asm::*;
 use iced_x86::{Formatter, IntelFormatter};
 use std::fmt::Write;
@@ -57,23 +59,6 @@ const GPR64: [AsmRegister64; 16] = [
     rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
 ];
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).map_or(default, |v| {
-        let v = v.trim();
-        let parsed = match v.strip_prefix("0x") {
-            Some(hex) => u64::from_str_radix(hex, 16),
-            None => v.parse(),
-        };
-        parsed.unwrap_or_else(|_| panic!("{name}={v} is not a number"))
-    })
-}
-
-/// The registers a case may use and that are compared: all but ESP/RSP, which the
-/// guest needs for PUSHF.
-fn compared(mode: Mode) -> impl Iterator<Item = usize> {
-    (0..mode.gprs()).filter(|&i| i != 4)
-}
-
 /// The guest: load, run the sequence, store, `ud2` at "end".
 fn program(mode: Mode, case: &Case) -> Program {
     assemble(mode.bitness(), CODE, |a| {
@@ -88,7 +73,7 @@ fn program(mode: Mode, case: &Case) -> Program {
                 a.popfq()?;
             }
         }
-        for i in compared(mode) {
+        for i in mode.compared() {
             let at = REGS_IN + 8 * i as u64;
             match mode {
                 Mode::Protected => a.mov(GPR32[i], dword_ptr(at))?,
@@ -98,7 +83,7 @@ fn program(mode: Mode, case: &Case) -> Program {
         for ins in case.instructions() {
             a.add_instruction(*ins)?;
         }
-        for i in compared(mode) {
+        for i in mode.compared() {
             let at = REGS_OUT + 8 * i as u64;
             match mode {
                 Mode::Protected => a.mov(dword_ptr(at), GPR32[i])?,
@@ -127,14 +112,6 @@ fn initial_regs(case: &Case) -> [u64; 16] {
         regs[MEM_BASE_INDEX] = SCRATCH;
     }
     regs
-}
-
-/// What a guest left behind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Outcome {
-    regs: [u64; 16],
-    flags: u32,
-    mem: [u8; MEM_SIZE],
 }
 
 /// How one engine's run ended.
@@ -218,7 +195,8 @@ fn run(side: Side, kernel: &Kernel, program: &Program, case: &Case) -> End {
 fn differences(mode: Mode, case: &Case, interp: &Outcome, kvm: &Outcome) -> Vec<String> {
     let mask = mode.reg_mask();
     let digits = mode.bitness() as usize / 4;
-    let mut out: Vec<String> = compared(mode)
+    let mut out: Vec<String> = mode
+        .compared()
         .filter(|&i| (interp.regs[i] ^ kvm.regs[i]) & mask != 0)
         .map(|i| {
             format!(
@@ -269,7 +247,8 @@ fn report(mode: Mode, case: &Case, what: &[String]) -> String {
         let _ = writeln!(s, "    {text}");
     }
     let regs = initial_regs(case);
-    let inputs: Vec<String> = compared(mode)
+    let inputs: Vec<String> = mode
+        .compared()
         .map(|i| format!("{}={:x}", emu_core::cpu::GPR_NAMES[i], regs[i]))
         .collect();
     let _ = writeln!(s, "  in: {} flags={:#x}", inputs.join(" "), case.flags);

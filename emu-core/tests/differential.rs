@@ -1,7 +1,8 @@
-//! Differential test of the interpreter against the host CPU.
+//! Differential test of the software engines (the interpreter, and every engine of
+//! `testkit::SOFTWARE_ENGINES`) against the host CPU.
 //!
-//! Thousands of random user-level instruction sequences run twice, natively and in the
-//! interpreter, in two modes. In 32-bit mode the interpreter runs them encoded for
+//! Thousands of random user-level instruction sequences run twice, natively and on the
+//! engine, in two modes. In 32-bit mode the interpreter runs them encoded for
 //! 32-bit protected mode and the host encoded for 64-bit mode (every instruction used
 //! means the same there on 32-, 16- and 8-bit registers). In 64-bit mode both run the
 //! same bytes at the same addresses: the interpreter in long mode, with page tables
@@ -32,14 +33,14 @@ fn interpreter_matches_host_cpu() {
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod host {
     use super::generate::{
-        lahf_in_long_mode, Case, Generator, Mode, Table, MEM_BASE_INDEX, MEM_SIZE,
+        env_u64, lahf_in_long_mode, Case, Generator, Mode, Outcome, Table, MEM_BASE_INDEX, MEM_SIZE,
     };
     use super::native::{Jit, Regs};
     use emu_core::cpu::{cr0, cr4, efer, rflags, CpuState, SegReg, Segment, GPR_NAMES};
     use emu_core::engine::Engine;
     use emu_core::exit::{ExitHandler, Flow, StopReason, VmExit};
-    use emu_core::interp::Interpreter;
     use emu_core::memory::GuestRam;
+    use emu_core::testkit::{EngineMaker, SOFTWARE_ENGINES};
     use iced_x86::{Encoder, Formatter, Instruction, IntelFormatter, Mnemonic, OpKind};
     use std::collections::BTreeMap;
     use std::fmt::Write;
@@ -76,20 +77,6 @@ mod host {
         (rflags::OF as u32, "OF"),
     ];
 
-    fn env_u64(name: &str, default: u64) -> u64 {
-        match std::env::var(name) {
-            Ok(v) => {
-                let v = v.trim();
-                let parsed = match v.strip_prefix("0x") {
-                    Some(hex) => u64::from_str_radix(hex, 16),
-                    None => v.parse(),
-                };
-                parsed.unwrap_or_else(|_| panic!("{name}={v} is not a number"))
-            }
-            Err(_) => default,
-        }
-    }
-
     /// The modes `POPEK_DIFF_MODE` asks for.
     fn modes() -> Vec<Mode> {
         match std::env::var("POPEK_DIFF_MODE") {
@@ -108,19 +95,6 @@ mod host {
             Mode::Protected => format!("e{}", &GPR_NAMES[i][1..]),
             Mode::Long => GPR_NAMES[i].to_owned(),
         }
-    }
-
-    /// The registers a case may use and that are compared: all but ESP/RSP.
-    fn compared(mode: Mode) -> impl Iterator<Item = usize> {
-        (0..mode.gprs()).filter(|&i| i != 4)
-    }
-
-    /// The final state of one side.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    struct Outcome {
-        regs: [u64; 16],
-        flags: u32,
-        mem: [u8; MEM_SIZE],
     }
 
     /// What a case came to.
@@ -150,11 +124,13 @@ mod host {
         mode: Mode,
         jit: Jit,
         ram: GuestRam,
-        interp: Interpreter,
+        /// The engine under test, kept from case to case, and its name.
+        engine: Box<dyn Engine>,
+        name: &'static str,
     }
 
     impl Bench {
-        fn new(mode: Mode) -> Self {
+        fn new(mode: Mode, name: &'static str, maker: EngineMaker) -> Self {
             let jit = Jit::new(mode == Mode::Protected).expect("map the native pages");
             let mut ram = GuestRam::new(1 << 20).expect("guest RAM");
             if mode == Mode::Long {
@@ -163,11 +139,13 @@ mod host {
                 map_page(ram, &mut next, jit.body_address() & !(PAGE - 1), CODE_AT);
                 map_page(ram, &mut next, jit.scratch_address(), SCRATCH_AT);
             }
+            let engine = maker()(&ram).expect("engine builds");
             Bench {
                 mode,
                 jit,
                 ram,
-                interp: Interpreter::new(),
+                engine,
+                name,
             }
         }
 
@@ -236,16 +214,16 @@ mod host {
                     st.efer = efer::LME | efer::LMA;
                 }
             }
-            for i in compared(self.mode) {
+            for i in self.mode.compared() {
                 st.gpr[i] = regs[i];
             }
             st.rflags = (u64::from(case.flags) | rflags::FIXED).into();
-            self.interp.set_state(&st).unwrap();
-            match self.interp.run(&self.ram, &mut StopAtHlt, BUDGET) {
+            self.engine.set_state(&st).unwrap();
+            match self.engine.run(&self.ram, &mut StopAtHlt, BUDGET) {
                 StopReason::Halted => {}
                 other => return Err(other),
             }
-            let st = self.interp.state().unwrap();
+            let st = self.engine.state().unwrap();
             let mut mem = [0u8; MEM_SIZE];
             mem.copy_from_slice(&self.ram.as_slice()[SCRATCH_AT as usize..][..MEM_SIZE]);
             Ok(Outcome {
@@ -266,7 +244,10 @@ mod host {
             };
             let mask = self.mode.reg_mask();
             let same = interp.as_ref().is_ok_and(|i| {
-                let regs = compared(self.mode).all(|r| (i.regs[r] ^ native.regs[r]) & mask == 0);
+                let regs = self
+                    .mode
+                    .compared()
+                    .all(|r| (i.regs[r] ^ native.regs[r]) & mask == 0);
                 regs && (i.flags ^ native.flags) & defined == 0 && i.mem == native.mem
             });
             if same {
@@ -349,8 +330,9 @@ mod host {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{}-bit seed {:#x} (shrunk from {original_units} to {} units): rerun with \
+            "{} {}-bit seed {:#x} (shrunk from {original_units} to {} units): rerun with \
              POPEK_DIFF_MODE={} POPEK_DIFF_SEED={:#x} POPEK_DIFF_CASES=1",
+            bench.name,
             mode.bitness(),
             case.seed,
             case.units.len(),
@@ -369,7 +351,7 @@ mod host {
         }
         let regs = bench.initial_regs(case);
         let _ = write!(s, "  in:");
-        for (n, i) in compared(mode).enumerate() {
+        for (n, i) in mode.compared().enumerate() {
             let sep = if n % 4 == 0 && n > 0 { "\n      " } else { " " };
             let _ = write!(s, "{sep}{}={:0digits$x}", reg_name(mode, i), regs[i]);
         }
@@ -398,7 +380,10 @@ mod host {
             }
             Ok(interp) => {
                 let mask = mode.reg_mask();
-                for i in compared(mode).filter(|&i| (interp.regs[i] ^ native.regs[i]) & mask != 0) {
+                for i in mode
+                    .compared()
+                    .filter(|&i| (interp.regs[i] ^ native.regs[i]) & mask != 0)
+                {
                     let _ = writeln!(
                         s,
                         "  {}: native {:0digits$x}  interp {:0digits$x}",
@@ -431,9 +416,15 @@ mod host {
     }
 
     /// Runs `cases` sequences of `mode`; returns what went wrong.
-    fn run_mode(mode: Mode, cases: u64, first_seed: u64, lahf: bool) -> Vec<String> {
+    fn run_mode(
+        (name, maker): (&'static str, EngineMaker),
+        mode: Mode,
+        cases: u64,
+        first_seed: u64,
+        lahf: bool,
+    ) -> Vec<String> {
         let table = Table::new(mode, lahf);
-        let mut bench = Bench::new(mode);
+        let mut bench = Bench::new(mode, name, maker);
         let mut generator = Generator::new(&table, bench.jit.scratch_address());
         let start = Instant::now();
         let (mut ran, mut same, mut instructions) = (0u64, 0u64, 0usize);
@@ -459,7 +450,7 @@ mod host {
         }
         let skipped: u64 = unsupported.values().sum();
         eprintln!(
-            "differential, {}-bit: {ran} sequences ({instructions} instructions) in {:.2?}: \
+            "differential, {name} {}-bit: {ran} sequences ({instructions} instructions) in {:.2?}: \
              {same} same, {skipped} skipped as unsupported, {} differ; \
              {} candidate units rejected for reading undefined flags",
             mode.bitness(),
@@ -503,13 +494,17 @@ mod host {
         if !lahf {
             eprintln!("note: the host has no LAHF/SAHF in 64-bit mode; not generating them");
         }
-        let problems: Vec<String> = modes()
-            .into_iter()
-            .flat_map(|mode| run_mode(mode, cases, first_seed, lahf))
+        let problems: Vec<String> = SOFTWARE_ENGINES
+            .iter()
+            .flat_map(|&engine| {
+                modes()
+                    .into_iter()
+                    .flat_map(move |mode| run_mode(engine, mode, cases, first_seed, lahf))
+            })
             .collect();
         assert!(
             problems.is_empty(),
-            "the host CPU and the interpreter disagree:\n\n{}",
+            "the host CPU and the software engines disagree:\n\n{}",
             problems.join("\n")
         );
     }

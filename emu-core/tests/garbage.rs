@@ -5,6 +5,8 @@
 use emu_core::cpu::{efer, CpuState, SegReg, Segment};
 use emu_core::exit::StopReason;
 use emu_core::machine::Machine;
+use emu_core::testkit::board::{board, on_every_engine};
+use emu_core::testkit::interpreter;
 use proptest::prelude::*;
 
 /// Where the random code goes: in the middle of a page, so it can run off its end.
@@ -47,7 +49,13 @@ fn state_for(mode: Mode) -> CpuState {
 }
 
 fn machine_in(mode: Mode, code: &[u8], regs: [u32; 8]) -> Machine {
-    let mut m = Machine::interpreted(RAM, Box::new(std::io::sink())).expect("machine");
+    let mut m = board(interpreter, RAM);
+    load(&mut m, mode, code, regs);
+    m
+}
+
+/// Puts `code` in RAM and starts it in `mode` with `regs`.
+fn load(m: &mut Machine, mode: Mode, code: &[u8], regs: [u32; 8]) {
     let at = CODE as usize;
     m.ram_mut().as_mut_slice()[at..at + code.len()].copy_from_slice(code);
     let mut st = state_for(mode);
@@ -55,7 +63,6 @@ fn machine_in(mode: Mode, code: &[u8], regs: [u32; 8]) -> Machine {
         *r = v.into();
     }
     m.set_cpu_state(&st).unwrap();
-    m
 }
 
 fn machine_with(code: &[u8], regs: [u32; 8]) -> Machine {
@@ -67,10 +74,13 @@ fn run_bytes(code: &[u8], regs: [u32; 8], budget: u64) -> StopReason {
 }
 
 fn run_in(mode: Mode, code: &[u8], regs: [u32; 8], budget: u64) -> StopReason {
-    let mut m = machine_in(mode, code, regs);
-    let outcome = m.run(budget);
-    assert!(outcome.instructions <= budget, "ran past the budget");
-    outcome.stop
+    let (stop, _) = on_every_engine(RAM, |m| {
+        load(m, mode, code, regs);
+        let outcome = m.run(budget);
+        assert!(outcome.instructions <= budget, "ran past the budget");
+        outcome.stop
+    });
+    stop
 }
 
 /// Instructions each random guest may run.

@@ -2,7 +2,7 @@
 
 use emu_core::cpu::CpuState;
 use emu_core::exit::StopReason;
-use emu_core::machine::Machine;
+use emu_core::testkit::board::on_every_engine;
 use iced_x86::code_asm::*;
 
 /// Where the guest's code goes (and starts), as for a Multiboot kernel.
@@ -20,11 +20,13 @@ fn run(build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> StopR
     let mut a = CodeAssembler::new(32).expect("assembler");
     build(&mut a).expect("guest assembles");
     let code = a.assemble(CODE).expect("guest encodes");
-    let mut m = Machine::interpreted(RAM, Box::new(std::io::sink())).expect("machine");
-    m.ram_mut().as_mut_slice()[CODE as usize..][..code.len()].copy_from_slice(&code);
-    m.set_cpu_state(&CpuState::multiboot(CODE as u32, 0, 0))
-        .unwrap();
-    m.run(1_000_000).stop
+    let (stop, _) = on_every_engine(RAM, |m| {
+        m.ram_mut().as_mut_slice()[CODE as usize..][..code.len()].copy_from_slice(&code);
+        m.set_cpu_state(&CpuState::multiboot(CODE as u32, 0, 0))
+            .unwrap();
+        m.run(1_000_000).stop
+    });
+    stop
 }
 
 #[test]

@@ -8,6 +8,7 @@ use emu_core::cpu::{cr0, cr4, fxsave, CpuState, FpuState, MXCSR_MASK};
 use emu_core::exception::{vector, Exception};
 use emu_core::exit::StopReason;
 use emu_core::machine::Machine;
+use emu_core::testkit::board::on_every_engine;
 use iced_x86::code_asm::*;
 
 /// Guest RAM.
@@ -69,14 +70,15 @@ fn run(
     emit(&mut a).expect("assemble");
     a.hlt().expect("assemble");
     let code = a.assemble(CODE).expect("encode");
-    let mut m = Machine::interpreted(RAM, Box::new(std::io::sink())).expect("machine");
-    let ram = m.ram_mut().as_mut_slice();
+    let mut ram = vec![0; RAM];
     ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(&code);
     ram[DATA as usize..DATA as usize + 0x3000].fill(UNTOUCHED);
-    setup(&mut st, ram);
-    m.set_cpu_state(&st).unwrap();
-    let stop = m.run(1000).stop;
-    (stop, m)
+    setup(&mut st, &mut ram);
+    on_every_engine(RAM, |m| {
+        m.ram_mut().as_mut_slice().copy_from_slice(&ram);
+        m.set_cpu_state(&st).unwrap();
+        m.run(1000).stop
+    })
 }
 
 /// The exception a run ended with (by triple fault: there is no IDT) and the state at

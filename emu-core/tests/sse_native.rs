@@ -1,11 +1,11 @@
 //! Differential test of the SSE/SSE2 and x87-control instructions against the host
 //! CPU: each instruction runs on the same random inputs natively (in a buffer of
-//! host code) and in the interpreter (in 64-bit mode), and the results must agree.
+//! host code) and on each software engine (in 64-bit mode), and the results must agree.
 //!
 //! The input is a whole x87/SSE state as an FXSAVE image, two general registers and a
 //! block of memory that RDX points into. Natively a small harness FXRSTORs the input,
 //! runs the instruction and FXSAVEs the result (restoring the test thread's own state
-//! around it); the interpreter starts from the same image through
+//! around it); the engine starts from the same image through
 //! `FpuState::from_fxsave`. Compared: the XMM and ST registers, FCW, FSW, the tag
 //! word, MXCSR, RAX, RCX and the memory block.
 #![cfg(target_arch = "x86_64")]
@@ -13,10 +13,12 @@
 use emu_core::cpu::{cr0, cr4, efer, fxsave, rflags, CpuState, FpuState, Segment};
 use emu_core::exit::StopReason;
 use emu_core::machine::Machine;
+use emu_core::testkit::board::board;
+use emu_core::testkit::{EngineMaker, SOFTWARE_ENGINES};
 use iced_x86::code_asm::*;
 use std::mem::offset_of;
 
-/// Guest RAM for the interpreter side.
+/// Guest RAM for the engine side.
 const RAM: usize = 4 << 20;
 /// Guest-physical (and linear: identity-mapped) address of the 4-level PML4.
 const PML4: u64 = 0x1000;
@@ -471,8 +473,8 @@ fn harness(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// A 64-bit machine: identity-mapped first GiB, CR4.OSFXSR set, flat segments.
-fn long_mode_machine() -> Machine {
-    let mut m = Machine::interpreted(RAM, Box::new(std::io::sink())).expect("machine");
+fn long_mode_machine(engine: EngineMaker) -> Machine {
+    let mut m = board(engine, RAM);
     let ram = m.ram_mut().as_mut_slice();
     ram[PML4 as usize..PML4 as usize + 8].copy_from_slice(&(PDPT | PTE_P | PTE_RW).to_le_bytes());
     ram[PDPT as usize..PDPT as usize + 8].copy_from_slice(&(PTE_P | PTE_RW | PTE_PS).to_le_bytes());
@@ -506,7 +508,7 @@ fn long_mode_state(b: &Block) -> CpuState {
     st
 }
 
-/// Runs a case in the interpreter, leaving the results in `b` as the harness does.
+/// Runs a case on the engine of `m`, leaving the results in `b` as the harness does.
 fn interpret(m: &mut Machine, bytes: &[u8], b: &mut Block) {
     let ram = m.ram_mut().as_mut_slice();
     ram[CODE as usize..CODE as usize + bytes.len()].copy_from_slice(bytes);
@@ -517,7 +519,7 @@ fn interpret(m: &mut Machine, bytes: &[u8], b: &mut Block) {
     assert_eq!(
         outcome.stop,
         StopReason::Halted,
-        "interpreter did not finish"
+        "the engine did not finish"
     );
     let st = m.cpu_state().unwrap();
     b.gpr = [st.gpr[0], st.gpr[1]];
@@ -545,7 +547,10 @@ fn comparable(b: &Block, c: &Case) -> Block {
 #[test]
 fn sse_and_x87_control_match_the_host_cpu() {
     let mut rng = Rng(0x5EED_CAFE_F00D_1234);
-    let mut m = long_mode_machine();
+    let mut machines: Vec<_> = SOFTWARE_ENGINES
+        .iter()
+        .map(|&(name, engine)| (name, long_mode_machine(engine)))
+        .collect();
     let mut failures = Vec::new();
     for c in cases() {
         let bytes = case_bytes(&c);
@@ -566,11 +571,15 @@ fn sse_and_x87_control_match_the_host_cpu() {
             (c.prep)(&mut rng, &mut input);
             let mut host = input.clone();
             native.run(&mut host);
-            let mut emu = input.clone();
-            interpret(&mut m, &bytes, &mut emu);
-            let (host, emu) = (comparable(&host, &c), comparable(&emu, &c));
-            if host != emu {
-                failures.push(describe(c.name, round, &input, &host, &emu));
+            let host = comparable(&host, &c);
+            let differs = machines.iter_mut().find_map(|(engine, m)| {
+                let mut emu = input.clone();
+                interpret(m, &bytes, &mut emu);
+                let emu = comparable(&emu, &c);
+                (host != emu).then(|| describe(engine, c.name, round, &input, &host, &emu))
+            });
+            if let Some(failure) = differs {
+                failures.push(failure);
                 break;
             }
         }
@@ -578,9 +587,16 @@ fn sse_and_x87_control_match_the_host_cpu() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// What differs between the host's and the interpreter's results.
-fn describe(name: &str, round: usize, input: &Block, host: &Block, emu: &Block) -> String {
-    let mut s = format!("{name} (round {round}):");
+/// What differs between the host's and an engine's results.
+fn describe(
+    engine: &str,
+    name: &str,
+    round: usize,
+    input: &Block,
+    host: &Block,
+    emu: &Block,
+) -> String {
+    let mut s = format!("{name} on {engine} (round {round}):");
     if host.gpr != emu.gpr {
         s += &format!(
             "\n  rax/rcx: input {:x?} host {:x?} interp {:x?}",

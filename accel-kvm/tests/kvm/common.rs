@@ -7,8 +7,9 @@ use emu_core::engine::Engine;
 use emu_core::exit::{ExitHandler, ExitReason, Flow, StopReason, VmExit};
 use emu_core::machine::{EngineFactory, Machine, RunOutcome, Vmm};
 use emu_core::memory::GuestRam;
+use emu_core::testkit::kernel::assemble_labelled;
+use emu_core::testkit::{self, EngineMaker};
 use iced_x86::code_asm::*;
-use iced_x86::BlockEncoderOptions;
 
 /// Skips the calling test, passing, on a host without usable /dev/kvm.
 #[macro_export]
@@ -51,19 +52,8 @@ pub struct Guest {
 pub fn assemble(
     build: impl FnOnce(&mut CodeAssembler) -> Result<Vec<CodeLabel>, IcedError>,
 ) -> Guest {
-    let mut a = CodeAssembler::new(32).expect("32-bit assembler");
-    let wanted = build(&mut a).expect("guest assembles");
-    let out = a
-        .assemble_options(ENTRY, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)
-        .expect("guest encodes");
-    let labels = wanted
-        .iter()
-        .map(|l| out.label_ip(l).expect("label is placed"))
-        .collect();
-    Guest {
-        code: out.inner.code_buffer,
-        labels,
-    }
+    let (code, labels) = assemble_labelled(32, ENTRY, build);
+    Guest { code, labels }
 }
 
 /// Emits the `putc` routine at `label`: writes BL to COM1 once the transmitter is ready,
@@ -97,7 +87,7 @@ pub fn emit_exit_with_eax(a: &mut CodeAssembler) -> Result<(), IcedError> {
     a.out(u32::from(DEBUG_EXIT), eax)
 }
 
-/// The factory that puts a machine on KVM.
+/// The factory that puts a machine on KVM (an [`emu_core::testkit::EngineMaker`]).
 pub fn kvm_factory() -> Box<EngineFactory<'static>> {
     Box::new(|ram: &GuestRam| {
         KvmEngine::new(ram)
@@ -113,16 +103,22 @@ pub enum Start {
     Kvm,
 }
 
+impl Start {
+    /// What makes its engine.
+    pub fn engine(self) -> EngineMaker {
+        match self {
+            Start::Interp => testkit::interpreter,
+            Start::Kvm => kvm_factory,
+        }
+    }
+}
+
 /// A machine with `guest` loaded at [`ENTRY`] and the CPU as Multiboot leaves it, and
 /// the buffer its COM1 writes to.
 pub fn boot(start: Start, guest: &Guest) -> (Machine, SharedBuffer) {
     let serial = SharedBuffer::new();
     let sink = Box::new(serial.clone());
-    let mut m = match start {
-        Start::Interp => Machine::interpreted(RAM_SIZE, sink),
-        Start::Kvm => Machine::new(RAM_SIZE, sink, kvm_factory()),
-    }
-    .expect("machine builds");
+    let mut m = Machine::new(RAM_SIZE, sink, start.engine()()).expect("machine builds");
     load(m.ram_mut(), guest);
     m.set_cpu_state(&CpuState::multiboot(ENTRY as u32, 0, 0))
         .unwrap();

@@ -4,6 +4,7 @@
 mod common;
 mod control;
 mod engine;
+mod exceptions;
 mod guests;
 mod interrupts;
 mod step;

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 pub const MMIO_STOP: StopReason = StopReason::Exited(0x4D4D);
 
 /// Records the guest's port and MMIO traffic; HLT ends the run (nothing can wake it).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TestExits {
     /// Bytes IN instructions read, in order (0xFF once exhausted).
     pub port_input: VecDeque<u8>,

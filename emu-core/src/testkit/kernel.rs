@@ -370,25 +370,25 @@ fn stub(vector: u8, long: bool) -> Result<Vec<u8>, IcedError> {
 // ---- assembling test code ----
 
 /// A code assembler with named labels, so tests can ask where an instruction ended up.
-pub struct Asm {
-    a: CodeAssembler,
+pub struct Asm<'a> {
+    a: &'a mut CodeAssembler,
     labels: HashMap<&'static str, CodeLabel>,
 }
 
-impl Deref for Asm {
+impl Deref for Asm<'_> {
     type Target = CodeAssembler;
     fn deref(&self) -> &CodeAssembler {
-        &self.a
+        self.a
     }
 }
 
-impl DerefMut for Asm {
+impl DerefMut for Asm<'_> {
     fn deref_mut(&mut self) -> &mut CodeAssembler {
-        &mut self.a
+        self.a
     }
 }
 
-impl Asm {
+impl Asm<'_> {
     /// The label called `name`, for a branch to it (defined by [`Asm::label`]).
     pub fn target(&mut self, name: &'static str) -> CodeLabel {
         let a = &mut self.a;
@@ -423,30 +423,46 @@ impl Program {
     }
 }
 
+/// Assembles what `code` emits for `bitness` at `origin`; returns the machine code and
+/// the addresses of the labels `code` returns, in its order.
+pub fn assemble_labelled(
+    bitness: u32,
+    origin: u64,
+    code: impl FnOnce(&mut CodeAssembler) -> Result<Vec<CodeLabel>, IcedError>,
+) -> (Vec<u8>, Vec<u64>) {
+    let mut a = CodeAssembler::new(bitness).expect("valid bitness");
+    let wanted = code(&mut a).expect("test code assembles");
+    let result = a
+        .assemble_options(origin, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)
+        .expect("test code encodes");
+    let ips = wanted
+        .iter()
+        .map(|label| result.label_ip(label).expect("label is set"))
+        .collect();
+    (result.inner.code_buffer, ips)
+}
+
 /// Assembles code for `bitness` at `origin`.
 pub fn assemble(
     bitness: u32,
     origin: u64,
     code: impl FnOnce(&mut Asm) -> Result<(), IcedError>,
 ) -> Program {
-    let mut asm = Asm {
-        a: CodeAssembler::new(bitness).expect("valid bitness"),
-        labels: HashMap::new(),
-    };
-    code(&mut asm).expect("test code assembles");
-    let result = asm
-        .a
-        .assemble_options(origin, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)
-        .expect("test code encodes");
-    let labels = asm
-        .labels
-        .iter()
-        .map(|(name, label)| (*name, result.label_ip(label).expect("label is set")))
-        .collect();
+    let mut names = Vec::new();
+    let (bytes, ips) = assemble_labelled(bitness, origin, |a| {
+        let mut asm = Asm {
+            a,
+            labels: HashMap::new(),
+        };
+        code(&mut asm)?;
+        let (named, labels) = asm.labels.into_iter().unzip();
+        names = named;
+        Ok(labels)
+    });
     Program {
         origin,
-        bytes: result.inner.code_buffer,
-        labels,
+        bytes,
+        labels: names.into_iter().zip(ips).collect(),
     }
 }
 

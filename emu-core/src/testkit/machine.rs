@@ -8,7 +8,7 @@ use super::exits::TestExits;
 // The GDT layout is the kernel image's: the same selectors name the same segments.
 use super::kernel::{descriptor, gate, Kernel, Program};
 use super::kernel::{KERNEL_CS, KERNEL_DS, TSS_SEL, USER_CS, USER_DS};
-use super::{interpreter, EngineMaker};
+use super::{EngineMaker, SOFTWARE_ENGINES};
 use crate::cpu::{cr0, cr4, efer, rflags, CpuState, DescriptorTable, SegReg, Segment};
 use crate::exit::StopReason;
 use crate::memory::GuestRam;
@@ -138,6 +138,19 @@ impl Desc {
     }
 }
 
+/// The code and data descriptors of the kernel image's GDT (slots 1 to 6), with
+/// `kernel_code` as the ring-0 code segment.
+fn kernel_gdt(kernel_code: Desc) -> [Desc; 6] {
+    [
+        kernel_code,
+        Desc::data(0),
+        Desc::code32(3),
+        Desc::data(3),
+        Desc::code64(3),
+        Desc::data(3),
+    ]
+}
+
 /// The TSS the test machines run with (busy: it is in TR), without an I/O bitmap.
 pub fn busy_tss() -> Desc {
     let limit = TSS32_SIZE as u32 - 1;
@@ -176,8 +189,9 @@ pub struct Machine {
     pub ram: GuestRam,
     /// The VMM.
     pub exits: TestExits,
-    /// Makes the engine each run starts on.
-    pub engine: EngineMaker,
+    /// Makes the engine each run starts on; `None`: every software engine, which must
+    /// agree.
+    pub engine: Option<EngineMaker>,
 }
 
 impl Machine {
@@ -218,9 +232,9 @@ impl Machine {
         m
     }
 
-    /// Runs on the engines `engine` makes instead of the interpreter.
+    /// Runs on the engines `engine` makes instead of every software engine.
     pub fn on(mut self, engine: EngineMaker) -> Self {
-        self.engine = engine;
+        self.engine = Some(engine);
         self
     }
 
@@ -244,14 +258,7 @@ impl Machine {
     /// a 32-bit TSS in TR, running `asm` and then HLT.
     pub fn protected(asm: Asm) -> Self {
         let mut m = Self::flat32(asm);
-        m.gdt(&[
-            Desc::code32(0),
-            Desc::data(0),
-            Desc::code32(3),
-            Desc::data(3),
-            Desc::code64(3),
-            Desc::data(3),
-        ]);
+        m.gdt(&kernel_gdt(Desc::code32(0)));
         let tss = busy_tss();
         m.set_gdt_entry(TSS_SEL, tss);
         m.poke_u32(TSS_BASE + TSS_SP0, KERNEL_STACK as u32);
@@ -268,14 +275,7 @@ impl Machine {
         let mut m = Self::blank();
         m.assemble(64, CODE_BASE, asm);
         m.state = CpuState::multiboot(CODE_BASE as u32, 0, 0);
-        m.gdt(&[
-            Desc::code64(0),
-            Desc::data(0),
-            Desc::code32(3),
-            Desc::data(3),
-            Desc::code64(3),
-            Desc::data(3),
-        ]);
+        m.gdt(&kernel_gdt(Desc::code64(0)));
         let tss = busy_tss();
         m.set_gdt_entry64(TSS_SEL, tss);
         m.poke_u64(TSS_BASE + TSS_SP0, KERNEL_STACK);
@@ -294,7 +294,7 @@ impl Machine {
             state: CpuState::default(),
             ram: GuestRam::new(RAM_SIZE).expect("test RAM maps"),
             exits: TestExits::default(),
-            engine: interpreter,
+            engine: None,
         }
     }
 
@@ -446,16 +446,53 @@ impl Machine {
         self.run_for(DEFAULT_BUDGET)
     }
 
-    /// Runs at most `budget` instructions on a fresh engine; the final state lands in
-    /// `self.state`.
+    /// Runs at most `budget` instructions on a fresh engine (on each software engine
+    /// unless [`Machine::on`] chose one); the final state lands in `self.state`.
     pub fn run_for(&mut self, budget: u64) -> StopReason {
-        let mut engine = (self.engine)()(&self.ram).expect("test engine builds");
+        match self.engine {
+            Some(engine) => self.run_on(engine, budget),
+            None => self.run_on_each(SOFTWARE_ENGINES, budget),
+        }
+    }
+
+    /// Runs on a fresh engine that `engine` makes.
+    fn run_on(&mut self, engine: EngineMaker, budget: u64) -> StopReason {
+        let mut engine = engine()(&self.ram).expect("test engine builds");
         engine
             .set_state(&self.state)
             .expect("engine takes the state");
         let stop = engine.run(&self.ram, &mut self.exits, budget);
         self.state = engine.state().expect("engine gives its state");
         stop
+    }
+
+    /// Runs the same guest on each engine, from the same start; they must agree on how
+    /// the run ended, the final state, RAM and every exit. The first one's run stays.
+    pub fn run_on_each(&mut self, engines: &[(&str, EngineMaker)], budget: u64) -> StopReason {
+        let ((first, engine), others) = engines.split_first().expect("an engine");
+        let copies: Vec<_> = others.iter().map(|&e| (e, self.copy())).collect();
+        let stop = self.run_on(*engine, budget);
+        for ((name, engine), mut other) in copies {
+            let other_stop = other.run_on(engine, budget);
+            let pair = format!("{name} and {first}");
+            assert_eq!(other_stop, stop, "{pair}: stop");
+            assert_eq!(other.state, self.state, "{pair}: final state");
+            assert_eq!(other.exits, self.exits, "{pair}: exits");
+            assert!(other.ram.as_slice() == self.ram.as_slice(), "{pair}: RAM");
+        }
+        stop
+    }
+
+    /// The same guest, in RAM of its own.
+    fn copy(&self) -> Machine {
+        let mut ram = GuestRam::new(RAM_SIZE).expect("test RAM maps");
+        ram.as_mut_slice().copy_from_slice(self.ram.as_slice());
+        Machine {
+            state: self.state.clone(),
+            ram,
+            exits: self.exits.clone(),
+            engine: self.engine,
+        }
     }
 
     /// Runs to a HLT, failing the test on any other stop.
@@ -519,5 +556,30 @@ impl Machine {
         self.state.rflags = (trap.rflags | rflags_set).into();
         self.state.gpr[4] += 3 * slot;
         self.state.gpr[6] = NO_TRAP;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{interpreter, RAX};
+    use iced_x86::code_asm::*;
+
+    #[test]
+    fn engines_that_agree_give_one_run() {
+        let twice = [
+            ("interp", interpreter as EngineMaker),
+            ("again", interpreter),
+        ];
+        let mut m = Machine::new(|a| {
+            a.mov(dword_ptr(DATA), 7u32)?;
+            a.out(0x80, al)?;
+            a.inc(eax)
+        })
+        .regs(&[(RAX, 41)]);
+        assert_eq!(m.run_on_each(&twice, 100), StopReason::Halted);
+        assert_eq!(m.state.gpr[RAX], 42);
+        assert_eq!(m.peek(DATA, 4), 7);
+        assert_eq!(m.exits.port_output, [(0x80, vec![41])]);
     }
 }

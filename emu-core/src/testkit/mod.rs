@@ -16,7 +16,9 @@
 //! Compiled for emu-core's own tests and, with the `testkit` feature, for other crates'
 //! tests (KVM's); never part of the emulator itself.
 
+pub mod board;
 pub mod cases;
+pub mod exceptions;
 pub mod exits;
 pub mod kernel;
 mod machine;
@@ -46,7 +48,7 @@ pub fn interpreter() -> Box<EngineFactory<'static>> {
 /// The software engines every instruction table runs on, by name.
 pub const SOFTWARE_ENGINES: &[(&str, EngineMaker)] = &[
     ("interp", interpreter),
-    // The binary translator plugs in here: ("bt", crate::bt::testkit_factory),
+    // The binary translator plugs in here: ("bt", crate::machine::bt_factory),
 ];
 
 /// General-purpose register indices, in encoding order (as in [`crate::cpu::CpuState::gpr`]).

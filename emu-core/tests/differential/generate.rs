@@ -18,6 +18,30 @@ pub const MEM_SIZE: usize = 64;
 /// sequences with memory operands (ESI or RSI); such sequences never write it.
 pub const MEM_BASE_INDEX: usize = 6;
 
+/// What a sequence left behind on one side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The general registers, in encoding order.
+    pub regs: [u64; 16],
+    /// The low 32 bits of RFLAGS.
+    pub flags: u32,
+    /// The scratch buffer.
+    pub mem: [u8; MEM_SIZE],
+}
+
+/// A number from the environment variable `name` (decimal, or hex after `0x`), or
+/// `default` if it is not set.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |v| {
+        let v = v.trim();
+        let parsed = match v.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16),
+            None => v.parse(),
+        };
+        parsed.unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+    })
+}
+
 /// Where a sequence runs in the interpreter. Natively it always runs in 64-bit mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -45,6 +69,12 @@ impl Mode {
             Mode::Protected => 8,
             Mode::Long => 16,
         }
+    }
+
+    /// The registers a case may use and that are compared: all but ESP/RSP, which the
+    /// guest needs for PUSHF.
+    pub fn compared(self) -> impl Iterator<Item = usize> {
+        (0..self.gprs()).filter(|&i| i != 4)
     }
 
     /// The register bits that count.
