@@ -27,6 +27,8 @@ pub mod inspect;
 pub mod mmio;
 pub mod net;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod test_driver;
 
 use serde::{Deserialize, Serialize};
