@@ -114,27 +114,6 @@ pub trait VirtioTransport: crate::bus::BusDevice {
     fn view(&self) -> VirtioView;
 }
 
-impl<M: GuestMemory + Send> VirtioTransport for VirtioMmio<M> {
-    fn name(&self) -> &'static str {
-        VirtioMmio::name(self)
-    }
-    fn counters(&self) -> VirtioCounters {
-        VirtioMmio::counters(self)
-    }
-    fn state(&self) -> VirtioMmioState {
-        VirtioMmio::state(self)
-    }
-    fn check_state(&self, state: &VirtioMmioState) -> Result<(), VirtioStateError> {
-        VirtioMmio::check_state(self, state)
-    }
-    fn restore(&mut self, state: &VirtioMmioState) -> Result<(), VirtioStateError> {
-        VirtioMmio::restore(self, state)
-    }
-    fn view(&self) -> VirtioView {
-        VirtioMmio::view(self)
-    }
-}
-
 /// The feature bit every modern device offers and every driver must accept: virtio 1.x,
 /// little-endian, no legacy layout.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;

@@ -10,7 +10,7 @@ use super::console::VirtioConsole;
 use super::mmio::VirtioMmioState;
 use super::net::VirtioNet;
 use super::test_driver::{Driver, Mem, MEM_SIZE};
-use super::VirtioDevice;
+use super::{VirtioDevice, VirtioTransport};
 use crate::bus::BusDevice;
 use crate::disk::Disk;
 use crate::state_test::{state_proptests, Restorable};
