@@ -317,7 +317,12 @@ fn disk_and_net_roms_run_the_same_on_qemu_devices() {
         .output()
         .unwrap();
     let location = "disk: virtio-blk at ";
-    assert!(String::from_utf8_lossy(&q.stdout).contains("PASS disk-data"));
+    assert!(
+        String::from_utf8_lossy(&q.stdout).contains("PASS disk-data"),
+        "QEMU: {}{}",
+        String::from_utf8_lossy(&q.stdout),
+        String::from_utf8_lossy(&q.stderr)
+    );
     assert_eq!(
         without_location(&q.stdout, location),
         without_location(&p.stdout, location)
@@ -357,7 +362,12 @@ fn disk_and_net_roms_run_the_same_on_qemu_devices() {
         .arg(&p_img)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&q.stdout).contains("PASS disk-data"));
+    assert!(
+        String::from_utf8_lossy(&q.stdout).contains("PASS disk-data"),
+        "QEMU: {}{}",
+        String::from_utf8_lossy(&q.stdout),
+        String::from_utf8_lossy(&q.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&q.stdout),
         String::from_utf8_lossy(&p.stdout)
@@ -386,7 +396,12 @@ fn disk_and_net_roms_run_the_same_on_qemu_devices() {
         .output()
         .unwrap();
     let location = "net: virtio-net at ";
-    assert!(String::from_utf8_lossy(&q.stdout).contains("PASS net-data"));
+    assert!(
+        String::from_utf8_lossy(&q.stdout).contains("PASS net-data"),
+        "QEMU: {}{}",
+        String::from_utf8_lossy(&q.stdout),
+        String::from_utf8_lossy(&q.stderr)
+    );
     assert_eq!(
         without_location(&q.stdout, location),
         without_location(&p.stdout, location)
