@@ -94,7 +94,10 @@ fn the_control_plane_shows_queues_without_disturbing_them() {
     let views = h.virtio_queues().unwrap();
     assert_eq!(views.len(), 1);
     let blk = &views[0];
-    assert_eq!((blk.name, blk.device_id, blk.status), ("virtio-blk", 2, 15));
+    assert_eq!(
+        (blk.name.as_str(), blk.device_id, blk.status),
+        ("virtio-blk", 2, 15)
+    );
     let q = &blk.queues[0];
     assert_eq!((q.avail_idx, q.used_idx), (Some(1), Some(0)));
     assert_eq!(
@@ -106,6 +109,10 @@ fn the_control_plane_shows_queues_without_disturbing_them() {
     assert_eq!((d1.addr, d1.len, d1.flags, d1.next), (CODE, 512, 3, 2));
     assert_eq!(blk.counters.notifications, 0);
     assert_eq!(h.virtio_queues().unwrap(), views, "looking changed nothing");
+    // A client on the far side of a wire (the GUI) gets the same from JSON.
+    let json = serde_json::to_string(&views).unwrap();
+    let back: Vec<devices::virtio::VirtioView> = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, views);
 
     // The guest's notification completes it; the view follows.
     h.call(|m| reg(m, 0x50, 0)).unwrap();

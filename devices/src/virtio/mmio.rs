@@ -532,7 +532,7 @@ impl<M: GuestMemory + Send> VirtioTransport for VirtioMmio<M> {
     /// changing anything the guest or the device can see.
     fn view(&self) -> VirtioView {
         VirtioView {
-            name: self.device.name(),
+            name: self.device.name().to_string(),
             device_id: self.device.device_id(),
             status: self.status,
             device_features: self.device_features(),
