@@ -6,6 +6,7 @@ mod cli;
 mod ctrl_c;
 mod devices;
 mod engine;
+mod gdb;
 mod output;
 mod rom;
 mod run;

@@ -66,6 +66,11 @@ pub fn interpreter_factory(assist: Assist) -> Box<EngineFactory<'static>> {
     Box::new(move |_| Ok(Box::new(Interpreter::with_assist(assist))))
 }
 
+/// Builds the binary translator.
+pub fn bt_factory() -> Box<EngineFactory<'static>> {
+    Box::new(|_| Ok(Box::new(crate::bt::Bt::new())))
+}
+
 /// BIOS images come in 64 KiB units.
 const BIOS_ALIGN: usize = 64 << 10;
 /// The largest BIOS image popek-pc maps.
@@ -122,6 +127,7 @@ impl Machine {
         let engine = make_engine(&ram).map_err(MachineError::Engine)?;
         let mut vmm = Vmm::new(serial_out);
         vmm.clock = Clock::new(engine.counts_instructions());
+        vmm.set_hypercall_trap(engine.hypercall_trap(), &ram);
         Ok(Machine {
             ram,
             engine,
@@ -156,6 +162,9 @@ impl Machine {
             engine.instructions_retired(),
         );
         self.retired_before += old_icount;
+        // The guest's hypercall stubs trap the way the new engine sees.
+        self.vmm
+            .set_hypercall_trap(engine.hypercall_trap(), &self.ram);
         self.engine = engine;
         Ok(())
     }
@@ -205,10 +214,23 @@ impl Machine {
     /// requested ([`Machine::stop_request`]; the run then ends with
     /// [`StopReason::Paused`], and the next one continues where it stopped).
     pub fn run(&mut self, budget: u64) -> RunOutcome {
+        self.run_engine(budget, false)
+    }
+
+    /// Runs `n` instructions exactly, as a debugger steps (see [`Engine::step`]), or
+    /// fewer if the guest stops first or a stop is requested, as [`Machine::run`]
+    /// does; [`StopReason::Budget`] once they ran.
+    pub fn step(&mut self, n: u64) -> RunOutcome {
+        self.run_engine(n, true)
+    }
+
+    /// [`Machine::run`], or with `step` [`Machine::step`].
+    fn run_engine(&mut self, budget: u64, step: bool) -> RunOutcome {
         let before = self.engine.instructions_retired();
         let (wall0, cpu0) = (Instant::now(), thread_cpu_time());
         let stop = match self.vmm.resume_halt(before) {
             Some(stop) => stop,
+            None if step => self.engine.step(&self.ram, &mut self.vmm, budget),
             None => self.engine.run(&self.ram, &mut self.vmm, budget),
         };
         RunOutcome {
@@ -230,10 +252,21 @@ impl Machine {
         self.engine.name()
     }
 
+    /// The engine's own counters (see [`Engine::counters`]).
+    pub fn engine_counters(&self) -> Vec<(&'static str, u64)> {
+        self.engine.counters()
+    }
+
     /// Whether the engine counts the instructions it runs (see
     /// [`Engine::counts_instructions`]).
     pub fn counts_instructions(&self) -> bool {
         self.engine.counts_instructions()
+    }
+
+    /// Whether the engine can step a few instructions exactly (see
+    /// [`Engine::can_step`]).
+    pub fn can_step(&self) -> bool {
+        self.engine.can_step()
     }
 
     /// The CPU state at the current instruction boundary. Whether the processor is
