@@ -96,6 +96,11 @@ fn the_disk_rom_passes_on_ata_and_virtio_and_virtio_needs_50x_fewer_entries() {
 }
 
 #[test]
+fn the_disk_rom_passes_on_both_devices_under_the_translator() {
+    compare(256, &["--engine", "bt"]);
+}
+
+#[test]
 fn the_disk_rom_passes_on_both_devices_under_kvm() {
     if !accel_kvm::kvm_available() {
         println!("skipped: /dev/kvm not available");
