@@ -43,6 +43,11 @@ fn frames_come_back_over_the_loopback() {
 }
 
 #[test]
+fn frames_come_back_under_the_translator() {
+    check_net(&["--engine", "bt", "--append", "frames=40"]);
+}
+
+#[test]
 fn frames_come_back_under_kvm() {
     if !accel_kvm::kvm_available() {
         println!("skipped: /dev/kvm not available");

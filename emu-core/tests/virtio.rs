@@ -94,7 +94,10 @@ fn the_control_plane_shows_queues_without_disturbing_them() {
     let views = h.virtio_queues().unwrap();
     assert_eq!(views.len(), 1);
     let blk = &views[0];
-    assert_eq!((blk.name, blk.device_id, blk.status), ("virtio-blk", 2, 15));
+    assert_eq!(
+        (blk.name.as_str(), blk.device_id, blk.status),
+        ("virtio-blk", 2, 15)
+    );
     let q = &blk.queues[0];
     assert_eq!((q.avail_idx, q.used_idx), (Some(1), Some(0)));
     assert_eq!(
@@ -106,6 +109,10 @@ fn the_control_plane_shows_queues_without_disturbing_them() {
     assert_eq!((d1.addr, d1.len, d1.flags, d1.next), (CODE, 512, 3, 2));
     assert_eq!(blk.counters.notifications, 0);
     assert_eq!(h.virtio_queues().unwrap(), views, "looking changed nothing");
+    // A client on the far side of a wire (the GUI) gets the same from JSON.
+    let json = serde_json::to_string(&views).unwrap();
+    let back: Vec<devices::virtio::VirtioView> = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, views);
 
     // The guest's notification completes it; the view follows.
     h.call(|m| reg(m, 0x50, 0)).unwrap();
@@ -124,4 +131,72 @@ fn the_control_plane_shows_queues_without_disturbing_them() {
     );
     h.quit().unwrap();
     thread.join().unwrap();
+}
+
+/// Which disk device a run has.
+#[derive(Clone, Copy, Debug)]
+enum DiskKind {
+    Ata,
+    Virtio,
+}
+
+/// A machine with the disk ROM loaded (moving `kib=128`) on `kind` over the image at
+/// `image`, its serial output in the returned buffer.
+fn disk_machine(kind: DiskKind, image: &std::path::Path) -> (Machine, devices::SharedBuffer) {
+    let serial = devices::SharedBuffer::new();
+    let mut m = Machine::interpreted(8 << 20, Box::new(serial.clone())).unwrap();
+    let disk = Disk::open(image).unwrap();
+    match kind {
+        DiskKind::Ata => drop(m.attach_ata(disk).unwrap()),
+        DiskKind::Virtio => drop(m.attach_virtio(Box::new(VirtioBlk::new(disk))).unwrap()),
+    }
+    let rom = test_roms::find("disk").unwrap();
+    m.load_multiboot(rom.image, "disk kib=128").unwrap();
+    (m, serial)
+}
+
+#[test]
+fn a_disk_run_saved_mid_way_restores_and_finishes_the_same() {
+    use emu_core::exit::StopReason;
+    for kind in [DiskKind::Ata, DiskKind::Virtio] {
+        let dir = std::env::temp_dir();
+        let image = dir.join(format!("popek-snap-{}-{kind:?}.img", std::process::id()));
+        let copy = dir.join(format!(
+            "popek-snap-{}-{kind:?}-copy.img",
+            std::process::id()
+        ));
+        std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
+        let (mut original, serial) = disk_machine(kind, &image);
+        // Far enough to be in the middle of the writes (and, for ATA, of a block).
+        let first = original.run(1_500_000);
+        assert_eq!(first.stop, StopReason::Budget, "{kind:?}");
+        let snapshot = original.save().unwrap();
+        let text = serde_json::to_string(&snapshot).unwrap();
+        let snapshot: emu_core::machine::Snapshot = serde_json::from_str(&text).unwrap();
+        match kind {
+            DiskKind::Ata => assert!(snapshot.devices.ata.is_some()),
+            DiskKind::Virtio => {
+                let queue = &snapshot.devices.virtio[0].queues[0];
+                assert!(queue.ready && queue.next_avail > 0, "mid-run: {queue:?}");
+            }
+        }
+        // The image is the medium, not state: the twin gets a copy of it as it is now.
+        std::fs::copy(&image, &copy).unwrap();
+        let (mut twin, twin_serial) = disk_machine(kind, &copy);
+        twin.restore(&snapshot).unwrap();
+        let rest = original.run(u64::MAX);
+        let twin_rest = twin.run(u64::MAX);
+        assert_eq!(rest.stop, StopReason::Exited(0), "{kind:?}");
+        assert_eq!(twin_rest.stop, StopReason::Exited(0), "{kind:?}");
+        assert_eq!(rest.instructions, twin_rest.instructions, "{kind:?}");
+        let (all, tail) = (serial.contents(), twin_serial.contents());
+        assert!(all.ends_with(&tail) && !tail.is_empty(), "{kind:?}");
+        assert!(String::from_utf8_lossy(&tail).contains("PASS disk-data"));
+        assert_eq!(
+            std::fs::read(&image).unwrap(),
+            std::fs::read(&copy).unwrap()
+        );
+        std::fs::remove_file(&image).unwrap();
+        std::fs::remove_file(&copy).unwrap();
+    }
 }

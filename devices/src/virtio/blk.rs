@@ -199,6 +199,7 @@ mod tests {
     use super::*;
     use crate::bus::BusDevice;
     use crate::virtio::test_driver::{Driver, Mem};
+    use crate::virtio::VirtioTransport;
     use virtio_bindings::virtio_mmio as reg;
     use vm_memory::{Bytes, GuestAddress};
 

@@ -64,7 +64,7 @@ pub struct QueueView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VirtioView {
     /// The device type's name.
-    pub name: &'static str,
+    pub name: String,
     /// Its device ID.
     pub device_id: u32,
     /// `Status`.

@@ -22,7 +22,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
 use super::inspect::{self, VirtioView};
-use super::{DeviceState, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{DeviceState, VirtioDevice, VirtioTransport, VIRTIO_F_VERSION_1};
 use crate::bus::{BusDevice, DeviceRequest};
 use crate::irq::IrqLine;
 
@@ -201,21 +201,6 @@ impl<M: GuestMemory + Send> VirtioMmio<M> {
             interrupt_status: 0,
             counters: VirtioCounters::default(),
         }
-    }
-
-    /// The device type's name.
-    pub fn name(&self) -> &'static str {
-        self.device.name()
-    }
-
-    /// The device ID.
-    pub fn device_id(&self) -> u32 {
-        self.device.device_id()
-    }
-
-    /// What the device did so far.
-    pub fn counters(&self) -> VirtioCounters {
-        self.counters
     }
 
     /// Every feature the device offers.
@@ -422,9 +407,52 @@ impl<M: GuestMemory + Send> VirtioMmio<M> {
         }
         wanted
     }
+}
+
+/// Sets `queue` up as `regs` says, if the virtio rules allow it: a power-of-two size up
+/// to the maximum, rings aligned (2.7) and wholly in guest memory.
+fn configure<M: GuestMemory>(queue: &mut Queue, regs: &QueueRegs, mem: &M) -> Result<(), ()> {
+    let size = u16::try_from(regs.size).map_err(|_| ())?;
+    queue.try_set_size(size).map_err(|_| ())?;
+    queue
+        .try_set_desc_table_address(GuestAddress(regs.desc))
+        .map_err(|_| ())?;
+    queue
+        .try_set_avail_ring_address(GuestAddress(regs.driver))
+        .map_err(|_| ())?;
+    queue
+        .try_set_used_ring_address(GuestAddress(regs.device))
+        .map_err(|_| ())?;
+    let n = u64::from(size);
+    let in_memory = |addr: u64, len: u64| {
+        addr.checked_add(len).is_some()
+            && mem.check_range(GuestAddress(addr), len as usize, Permissions::ReadWrite)
+    };
+    if !(in_memory(regs.desc, 16 * n)
+        && in_memory(regs.driver, 6 + 2 * n)
+        && in_memory(regs.device, 6 + 8 * n))
+    {
+        return Err(());
+    }
+    queue.set_next_avail(regs.next_avail);
+    queue.set_next_used(regs.next_used);
+    queue.set_ready(true);
+    Ok(())
+}
+
+impl<M: GuestMemory + Send> VirtioTransport for VirtioMmio<M> {
+    /// The device type's name.
+    fn name(&self) -> &'static str {
+        self.device.name()
+    }
+
+    /// What the device did so far.
+    fn counters(&self) -> VirtioCounters {
+        self.counters
+    }
 
     /// The transport's and device's state.
-    pub fn state(&self) -> VirtioMmioState {
+    fn state(&self) -> VirtioMmioState {
         VirtioMmioState {
             device_id: self.device.device_id(),
             device_features_sel: self.device_features_sel,
@@ -439,7 +467,7 @@ impl<M: GuestMemory + Send> VirtioMmio<M> {
     }
 
     /// Checks `state` against this device without changing anything.
-    pub fn check_state(&self, state: &VirtioMmioState) -> Result<(), VirtioStateError> {
+    fn check_state(&self, state: &VirtioMmioState) -> Result<(), VirtioStateError> {
         let expected = self.device.device_id();
         if state.device_id != expected {
             return Err(VirtioStateError::DeviceId {
@@ -476,7 +504,7 @@ impl<M: GuestMemory + Send> VirtioMmio<M> {
     }
 
     /// Puts the transport and device in `state`, after checking all of it.
-    pub fn restore(&mut self, state: &VirtioMmioState) -> Result<(), VirtioStateError> {
+    fn restore(&mut self, state: &VirtioMmioState) -> Result<(), VirtioStateError> {
         self.check_state(state)?;
         self.reset();
         self.device_features_sel = state.device_features_sel;
@@ -502,9 +530,9 @@ impl<M: GuestMemory + Send> VirtioMmio<M> {
 
     /// The device and its queues as they are now, read from guest memory without
     /// changing anything the guest or the device can see.
-    pub fn view(&self) -> VirtioView {
+    fn view(&self) -> VirtioView {
         VirtioView {
-            name: self.device.name(),
+            name: self.device.name().to_string(),
             device_id: self.device.device_id(),
             status: self.status,
             device_features: self.device_features(),
@@ -520,37 +548,6 @@ impl<M: GuestMemory + Send> VirtioMmio<M> {
                 .collect(),
         }
     }
-}
-
-/// Sets `queue` up as `regs` says, if the virtio rules allow it: a power-of-two size up
-/// to the maximum, rings aligned (2.7) and wholly in guest memory.
-fn configure<M: GuestMemory>(queue: &mut Queue, regs: &QueueRegs, mem: &M) -> Result<(), ()> {
-    let size = u16::try_from(regs.size).map_err(|_| ())?;
-    queue.try_set_size(size).map_err(|_| ())?;
-    queue
-        .try_set_desc_table_address(GuestAddress(regs.desc))
-        .map_err(|_| ())?;
-    queue
-        .try_set_avail_ring_address(GuestAddress(regs.driver))
-        .map_err(|_| ())?;
-    queue
-        .try_set_used_ring_address(GuestAddress(regs.device))
-        .map_err(|_| ())?;
-    let n = u64::from(size);
-    let in_memory = |addr: u64, len: u64| {
-        addr.checked_add(len).is_some()
-            && mem.check_range(GuestAddress(addr), len as usize, Permissions::ReadWrite)
-    };
-    if !(in_memory(regs.desc, 16 * n)
-        && in_memory(regs.driver, 6 + 2 * n)
-        && in_memory(regs.device, 6 + 8 * n))
-    {
-        return Err(());
-    }
-    queue.set_next_avail(regs.next_avail);
-    queue.set_next_used(regs.next_used);
-    queue.set_ready(true);
-    Ok(())
 }
 
 impl<M: GuestMemory + Send> BusDevice for VirtioMmio<M> {
@@ -593,6 +590,7 @@ mod tests {
     use crate::disk::Disk;
     use crate::virtio::blk::VirtioBlk;
     use crate::virtio::test_driver::{Driver, Mem, NEXT};
+    use crate::virtio::VirtioTransport;
 
     fn blk() -> Box<dyn VirtioDevice<Mem>> {
         Box::new(VirtioBlk::new(Disk::memory(8)))

@@ -27,6 +27,8 @@ pub mod inspect;
 pub mod mmio;
 pub mod net;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod test_driver;
 
 use serde::{Deserialize, Serialize};
@@ -110,27 +112,6 @@ pub trait VirtioTransport: crate::bus::BusDevice {
     fn restore(&mut self, state: &VirtioMmioState) -> Result<(), VirtioStateError>;
     /// Its queues as they stand in guest memory.
     fn view(&self) -> VirtioView;
-}
-
-impl<M: GuestMemory + Send> VirtioTransport for VirtioMmio<M> {
-    fn name(&self) -> &'static str {
-        VirtioMmio::name(self)
-    }
-    fn counters(&self) -> VirtioCounters {
-        VirtioMmio::counters(self)
-    }
-    fn state(&self) -> VirtioMmioState {
-        VirtioMmio::state(self)
-    }
-    fn check_state(&self, state: &VirtioMmioState) -> Result<(), VirtioStateError> {
-        VirtioMmio::check_state(self, state)
-    }
-    fn restore(&mut self, state: &VirtioMmioState) -> Result<(), VirtioStateError> {
-        VirtioMmio::restore(self, state)
-    }
-    fn view(&self) -> VirtioView {
-        VirtioMmio::view(self)
-    }
 }
 
 /// The feature bit every modern device offers and every driver must accept: virtio 1.x,

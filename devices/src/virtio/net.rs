@@ -193,6 +193,7 @@ impl<M: GuestMemory> VirtioDevice<M> for VirtioNet {
 mod tests {
     use super::*;
     use crate::virtio::test_driver::{Driver, Mem};
+    use crate::virtio::VirtioTransport;
     use vm_memory::{Bytes, GuestAddress};
 
     fn net() -> Driver {

@@ -25,8 +25,10 @@
 #define CMD_FLUSH_CACHE 0xE7
 #define CMD_IDENTIFY 0xEC
 
-/* Polls bounded so a missing or wedged drive cannot hang the ROM. */
-#define MAX_POLLS 1000000u
+/* Polls bounded so a wedged drive cannot hang the ROM for ever.  Generous:
+ * QEMU completes PIO reads asynchronously, in its main loop, which a busy
+ * host may not run for a while. */
+#define MAX_POLLS 100000000u
 
 // Waits for BSY to clear and then for `want` (or ERR): the status, or 0xFF
 // when the drive never got there.
@@ -54,10 +56,12 @@ static void select_lba(uint32_t lba, unsigned count)
 int ata_identify(uint16_t id[256])
 {
 	outb(ATA_DEVICE, DEV_LBA);
-	if (inb(ATA_STATUS) == 0xFF)
+	// No drive: a floating bus reads 0xFF; QEMU's empty IDE slot reads 0.
+	uint8_t s = inb(ATA_STATUS);
+	if (s == 0xFF || s == 0)
 		return -1;
 	outb(ATA_STATUS, CMD_IDENTIFY);
-	uint8_t s = wait_status(ST_DRQ);
+	s = wait_status(ST_DRQ);
 	if (s == 0xFF || (s & ST_ERR))
 		return -1;
 	for (unsigned i = 0; i < 256; i++)

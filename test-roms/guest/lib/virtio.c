@@ -14,6 +14,8 @@
 #define R_QUEUE_NUM 0x038
 #define R_QUEUE_READY 0x044
 #define R_QUEUE_NOTIFY 0x050
+#define R_INTERRUPT_STATUS 0x060
+#define R_INTERRUPT_ACK 0x064
 #define R_STATUS 0x070
 #define R_QUEUE_DESC_LOW 0x080
 #define R_QUEUE_DESC_HIGH 0x084
@@ -168,6 +170,14 @@ void virtio_ready(struct virtio_dev *dev)
 uint32_t virtio_status(struct virtio_dev *dev)
 {
 	return rd(dev, R_STATUS);
+}
+
+uint32_t virtio_ack(struct virtio_dev *dev)
+{
+	uint32_t pending = rd(dev, R_INTERRUPT_STATUS);
+
+	wr(dev, R_INTERRUPT_ACK, pending);
+	return pending;
 }
 
 uint32_t virtio_config32(struct virtio_dev *dev, unsigned offset)

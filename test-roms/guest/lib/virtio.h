@@ -91,6 +91,9 @@ int virtq_setup(struct virtio_dev *dev, struct virtq *q, uint16_t index, void *m
 void virtio_ready(struct virtio_dev *dev);
 /* The Status register (DEVICE_NEEDS_RESET is 0x40). */
 uint32_t virtio_status(struct virtio_dev *dev);
+/* Interrupt handler's part: reads InterruptStatus and acknowledges what it
+ * holds (bit 0 used buffers, bit 1 configuration change); returns it. */
+uint32_t virtio_ack(struct virtio_dev *dev);
 /* A 32-bit word of the device's configuration space. */
 uint32_t virtio_config32(struct virtio_dev *dev, unsigned offset);
 /* Makes a chain of n buffers available; notifies the device if `notify`.
