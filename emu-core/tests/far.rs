@@ -669,6 +669,24 @@ fn syscall_without_efer_sce_is_invalid() {
 }
 
 #[test]
+fn syscall_and_sysret_outside_64_bit_mode_are_invalid_on_intel() {
+    // The processor CPUID reports is an Intel one: SYSCALL and SYSRET are 64-bit-mode
+    // instructions there (AMD also has them in legacy mode).
+    let mut k = Kernel::legacy();
+    k.efer |= emu_core::cpu::efer::SCE;
+    k.msr.star = STAR;
+    type Case = fn(&mut Asm) -> Result<(), IcedError>;
+    let cases: [Case; 2] = [|a| a.syscall(), |a| a.sysret()];
+    for asm in cases {
+        let program = assemble(32, CODE, |a| {
+            a.label("mark")?;
+            asm(a)
+        });
+        run(&k, program).assert_fault(vector::UD, None);
+    }
+}
+
+#[test]
 fn long_mode_call_gate_and_retfq() {
     let mut k = Kernel::long();
     let program = assemble(64, CODE, |a| {

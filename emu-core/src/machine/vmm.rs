@@ -276,9 +276,13 @@ impl Vmm {
             VmExit::Hlt { interruptible } => self.wait_for_interrupt(interruptible, icount),
             VmExit::Shutdown { cause } => Flow::Stop(StopReason::Shutdown(cause)),
             VmExit::Unsupported { rip, what } => Flow::Stop(StopReason::Unsupported { rip, what }),
-            VmExit::Cpuid { leaf, result, .. } => {
+            VmExit::Cpuid {
+                leaf,
+                subleaf,
+                result,
+            } => {
                 // The VMM emulates CPUID, from the table KVM loads with KVM_SET_CPUID2.
-                *result = crate::cpuid::cpuid(leaf);
+                *result = crate::cpuid::cpuid_indexed(leaf, subleaf);
                 Flow::Continue
             }
             // The engine completes these once the VMM returns (see `Assist::Vtx`): the

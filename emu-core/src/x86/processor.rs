@@ -62,7 +62,7 @@ fn cpuid(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
         });
         result
     } else {
-        crate::cpuid::cpuid(leaf)
+        crate::cpuid::cpuid_indexed(leaf, cx.cpu.gpr[1] as u32)
     };
     for (r, v) in [(0, a), (3, b), (1, c), (2, d)] {
         cx.cpu.gpr[r] = v as u64;
