@@ -26,6 +26,7 @@
 pub mod bus;
 pub mod debug_exit;
 pub mod irq;
+pub mod lapic;
 pub mod pc;
 pub mod pic;
 pub mod pit;
@@ -39,6 +40,7 @@ pub mod system_control;
 pub use bus::{Bus, BusDevice, BusError, BusRange, DeviceRequest, SharedDevice, OPEN_BUS};
 pub use debug_exit::DebugExit;
 pub use irq::{IrqLine, IrqLines};
+pub use lapic::{LocalApic, LocalApicState, LocalApicStateError};
 pub use pc::{
     PcDevices, PcState, PcStateError, COM1_BASE, COM1_IRQ, COM1_LEN, DEBUG_EXIT_BASE,
     DEBUG_EXIT_LEN, PIC_LEN, PIC_MASTER_BASE, PIC_SLAVE_BASE, PIT_BASE, PIT_IRQ, PIT_LEN,

@@ -8,9 +8,11 @@
 //!    PIT's counters read right and its IRQ 0 edges reach the PIC;
 //! 2. calls [`PcDevices::deliver_pending_irqs`] after a device access that may have
 //!    raised an IRQ (`advance_clock` does it too);
-//! 3. asks [`PicPair::has_interrupt`] at instruction boundaries where the guest's IF is
-//!    set, and if so injects [`PicPair::acknowledge`]'s vector;
-//! 4. with the CPU halted, fast-forwards virtual time to [`Pit8254::next_irq0_ns`].
+//! 3. asks [`PcDevices::has_interrupt`] at instruction boundaries where the guest's IF
+//!    is set, and if so injects [`PcDevices::acknowledge`]'s vector: the local APIC's,
+//!    or the 8259A's through the APIC's LINT0 (the virtual wire);
+//! 4. with the CPU halted, fast-forwards virtual time to [`PcDevices::next_timer_ns`];
+//! 5. hands the processor's IA32_APIC_BASE writes to [`PcDevices::set_apic_base`].
 //!
 //! # State
 //! [`PcDevices::state`] gathers every device's state into a [`PcState`];
@@ -27,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::bus::{Bus, SharedDevice};
 use crate::debug_exit::DebugExit;
 use crate::irq::IrqLines;
+use crate::lapic::{self, LocalApic, LocalApicState, LocalApicStateError};
 use crate::lock;
 use crate::pic::{self, Chip, PicPair, PicPairState, PicPort, PicStateError};
 use crate::pit::{self, Pit8254, PitState, PitStateError};
@@ -78,6 +81,8 @@ pub struct PcState {
     pub serial: SerialPortState,
     /// IRQ edges devices raised that have not reached the PIC yet (bit n = IRQ n).
     pub pending_irqs: u16,
+    /// The processor's local APIC.
+    pub lapic: LocalApicState,
 }
 
 /// Why a [`PcState`] cannot be restored: the device whose state is wrong says why.
@@ -95,6 +100,9 @@ pub enum PcStateError {
     /// COM1's state.
     #[error(transparent)]
     Serial(#[from] SerialStateError),
+    /// The local APIC's state.
+    #[error(transparent)]
+    Lapic(#[from] LocalApicStateError),
 }
 
 /// The board's devices and the buses they are wired to.
@@ -102,7 +110,7 @@ pub enum PcStateError {
 pub struct PcDevices {
     /// The port I/O bus (`in`/`out`): PIC pair, PIT, port 0x61, COM1 and isa-debug-exit.
     pub pio: Bus,
-    /// The MMIO bus: no devices yet, so every access is unclaimed.
+    /// The MMIO bus: the local APIC's page.
     pub mmio: Bus,
     /// COM1, also held here so the front end can feed it input and inspect it.
     pub serial: Arc<Mutex<SerialPort>>,
@@ -114,6 +122,11 @@ pub struct PcDevices {
     pub pit: Arc<Mutex<Pit8254>>,
     /// Port 0x61, also held here for snapshots.
     pub system_control: Arc<Mutex<SystemControl>>,
+    /// The processor's local APIC, also held here for interrupt delivery.
+    pub lapic: Arc<Mutex<LocalApic>>,
+    /// Where the APIC's page is on the MMIO bus, if it could be placed there (a guest
+    /// may move it onto another device's range, where it is not reachable).
+    lapic_at: Option<u64>,
 }
 
 impl PcDevices {
@@ -155,7 +168,7 @@ impl PcDevices {
             pio.insert(base, len, dev)
                 .expect("the board's port ranges are disjoint");
         }
-        Self {
+        let mut board = Self {
             pio,
             mmio: Bus::new(),
             serial,
@@ -163,6 +176,68 @@ impl PcDevices {
             pic,
             pit,
             system_control,
+            lapic: Arc::new(Mutex::new(LocalApic::new())),
+            lapic_at: None,
+        };
+        board.place_lapic();
+        board
+    }
+
+    /// Attaches the APIC's page where its base register says, detaching it from where
+    /// it was.
+    fn place_lapic(&mut self) {
+        if let Some(at) = self.lapic_at.take() {
+            self.mmio.remove(at);
+        }
+        let base = lock(&self.lapic).base();
+        let dev: SharedDevice = self.lapic.clone();
+        if self.mmio.insert(base, lapic::PAGE_SIZE, dev).is_ok() {
+            self.lapic_at = Some(base);
+        }
+    }
+
+    /// The processor wrote IA32_APIC_BASE: the APIC follows its enable and its base.
+    pub fn set_apic_base(&mut self, value: u64) {
+        let moved = {
+            let mut apic = lock(&self.lapic);
+            let old = apic.base();
+            apic.set_base_msr(value);
+            apic.base() != old
+        };
+        if moved {
+            self.place_lapic();
+        }
+    }
+
+    /// Whether the processor's INTR is asserted: the local APIC has a vector above its
+    /// priority, or the 8259A has one and the APIC lets it through.
+    pub fn has_interrupt(&self) -> bool {
+        let apic = lock(&self.lapic);
+        apic.has_interrupt() || (apic.accepts_pic() && lock(&self.pic).has_interrupt())
+    }
+
+    /// The interrupt acknowledge cycle: the vector of the local APIC's interrupt, else
+    /// the 8259A's.
+    pub fn acknowledge(&self) -> Option<u8> {
+        let mut apic = lock(&self.lapic);
+        if let Some(vector) = apic.acknowledge() {
+            return Some(vector);
+        }
+        if apic.accepts_pic() {
+            lock(&self.pic).acknowledge()
+        } else {
+            None
+        }
+    }
+
+    /// The virtual time of the next timer interrupt (the PIT's IRQ 0 or the APIC
+    /// timer's), for the VMM to fast-forward a halted processor to.
+    pub fn next_timer_ns(&self) -> Option<u64> {
+        let pit = lock(&self.pit).next_irq0_ns();
+        let apic = lock(&self.lapic).next_timer_ns();
+        match (pit, apic) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -171,7 +246,7 @@ impl PcDevices {
         state: &PcState,
         serial_out: Box<dyn Write + Send>,
     ) -> Result<Self, PcStateError> {
-        let board = Self::new(serial_out);
+        let mut board = Self::new(serial_out);
         board.restore(state)?;
         Ok(board)
     }
@@ -185,13 +260,15 @@ impl PcDevices {
             system_control: lock(&self.system_control).state(),
             serial: lock(&self.serial).state(),
             pending_irqs: self.irqs.pending(),
+            lapic: lock(&self.lapic).state(),
         }
     }
 
     /// Puts every device in `state`, keeping COM1's sink. All of `state` is checked
     /// before anything changes, so on an error the board is as it was.
-    pub fn restore(&self, state: &PcState) -> Result<(), PcStateError> {
+    pub fn restore(&mut self, state: &PcState) -> Result<(), PcStateError> {
         let pic = PicPair::from_state(&state.pic)?;
+        let apic = LocalApic::from_state(&state.lapic)?;
         let pit = Pit8254::from_state(&state.pit)?;
         SystemControl::from_state(&state.system_control, self.pit.clone())?;
         state.serial.validate()?;
@@ -200,6 +277,8 @@ impl PcDevices {
         lock(&self.system_control).restore(&state.system_control)?;
         lock(&self.serial).restore(&state.serial)?;
         self.irqs.set_pending(state.pending_irqs);
+        *lock(&self.lapic) = apic;
+        self.place_lapic();
         Ok(())
     }
 
@@ -224,6 +303,7 @@ impl PcDevices {
         if lock(&self.pit).advance(now_ns) > 0 {
             self.irqs.raise(PIT_IRQ);
         }
+        lock(&self.lapic).advance(now_ns);
         self.deliver_pending_irqs();
     }
 }
@@ -441,7 +521,7 @@ mod tests {
 
     #[test]
     fn a_refused_state_leaves_the_board_as_it_was() {
-        let rig = Rig::new();
+        let mut rig = Rig::new();
         let mut good = Rig::new();
         good.run(&mid_run());
         let mut bad = good.save();

@@ -84,6 +84,7 @@ pub const FEATURES_EDX: u32 = EDX_DE
     | EDX_MSR
     | EDX_PAE
     | EDX_CX8
+    | EDX_APIC
     | EDX_SEP
     | EDX_MTRR
     | EDX_PGE

@@ -531,6 +531,10 @@ pub trait ExitHandler {
     fn stop_request(&self) -> Option<Arc<StopRequest>> {
         None
     }
+
+    /// The processor wrote IA32_APIC_BASE (a value it accepted): the local APIC, a
+    /// device on the bus, follows its base and global enable.
+    fn apic_base_written(&mut self, _value: u64) {}
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::stop::StopRequest;
 use crate::trace::{Counters, Event, EventKind, EventMask, Trace};
 use devices::{BusError, DeviceRequest, PcDevices, OPEN_BUS};
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The VMM: handles every engine's exits with the board's devices, and counts them.
 #[derive(Debug)]
@@ -59,7 +59,7 @@ impl Vmm {
     }
 
     fn has_interrupt(&self) -> bool {
-        lock(&self.devices.pic).has_interrupt()
+        self.devices.has_interrupt()
     }
 
     /// A halted CPU: with interrupts enabled, let time run on to the next interrupt;
@@ -77,7 +77,7 @@ impl Vmm {
             if self.has_interrupt() {
                 return Flow::Continue;
             }
-            let Some(next) = lock(&self.devices.pit).next_irq0_ns() else {
+            let Some(next) = self.devices.next_timer_ns() else {
                 break;
             };
             if !self.clock.wait_until(next, icount, &self.stop) {
@@ -139,11 +139,6 @@ impl Vmm {
 /// is declared stuck.
 const MAX_IDLE_TICKS: u64 = 10_000;
 
-/// Locks a device; a device that panicked while locked is still usable for reading.
-fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// The little-endian value of up to 8 bytes.
 fn le_value(data: &[u8]) -> u64 {
     let mut buf = [0u8; 8];
@@ -164,7 +159,7 @@ fn write_flow(result: Result<Option<DeviceRequest>, BusError>) -> Flow {
 impl ExitHandler for Vmm {
     fn poll_interrupts(&mut self, icount: u64) -> InterruptPoll {
         self.sync_devices(icount);
-        let next_tick = lock(&self.devices.pit).next_irq0_ns();
+        let next_tick = self.devices.next_timer_ns();
         InterruptPoll {
             pending: self.has_interrupt(),
             next_poll: next_tick
@@ -175,7 +170,11 @@ impl ExitHandler for Vmm {
     }
 
     fn acknowledge_interrupt(&mut self) -> Option<u8> {
-        lock(&self.devices.pic).acknowledge()
+        self.devices.acknowledge()
+    }
+
+    fn apic_base_written(&mut self, value: u64) {
+        self.devices.set_apic_base(value);
     }
 
     fn stop_request(&self) -> Option<Arc<StopRequest>> {
@@ -263,6 +262,7 @@ impl Vmm {
                 write_flow(self.devices.pio.write(port.into(), data))
             }
             VmExit::MmioRead { addr, data } => {
+                self.sync_devices(icount);
                 if self.devices.mmio.read(addr, data).is_err() {
                     data.fill(OPEN_BUS);
                 }
@@ -270,6 +270,7 @@ impl Vmm {
                 Flow::Continue
             }
             VmExit::MmioWrite { addr, data } => {
+                self.sync_devices(icount);
                 self.mmio_event(icount, addr, true, data);
                 write_flow(self.devices.mmio.write(addr, data))
             }

@@ -120,6 +120,8 @@ pub fn write(cx: &mut Ctx<'_>, index: u32, v: u64) -> Result<(), Fault> {
             }
             let m = &mut cx.cpu.msr;
             m.apic_base = (v & APIC_BASE_WRITABLE) | (m.apic_base & apic_base::BSP);
+            let value = m.apic_base;
+            cx.exits.apic_base_written(value);
         }
         msr::MISC_ENABLE => {
             if v & !(MISC_ENABLE_WRITABLE | MISC_ENABLE_FIXED) != 0 {
