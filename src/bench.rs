@@ -48,6 +48,7 @@ fn popek_loop(iters: u64, paging: bool) -> Result<Duration> {
     let mut machine = boot(
         &rom("loop")?,
         &append,
+        &[],
         64,
         Box::new(std::io::sink()),
         engine::interpreter(),

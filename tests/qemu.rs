@@ -250,3 +250,54 @@ fn checks_qemu_gets_wrong_pass_under_popek() {
         }
     }
 }
+
+#[test]
+fn boot_modules_load_as_under_qemu() {
+    if !qemu_installed() {
+        println!("skipped: {QEMU} not installed");
+        return;
+    }
+    let popek = env!("CARGO_BIN_EXE_popek");
+    let dir = std::env::temp_dir().join(format!("popek-qemu-modules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let one = dir.join("one.bin");
+    let two = dir.join("two.bin");
+    std::fs::write(&one, b"first module").unwrap();
+    std::fs::write(&two, vec![0x5A; 9000]).unwrap();
+    let kernel = dir.join("modules.elf");
+    std::fs::write(&kernel, test_roms::find("modules").unwrap().image).unwrap();
+    let (one, two) = (one.to_str().unwrap(), two.to_str().unwrap());
+    let mut qemu = Command::new(QEMU);
+    qemu.args([
+        "-accel",
+        "tcg",
+        "-m",
+        "64",
+        "-display",
+        "none",
+        "-no-reboot",
+    ])
+    .args(["-nodefaults", "-serial", "stdio"])
+    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
+    .arg("-initrd")
+    .arg(format!("{one} with args,{two}"))
+    .arg("-kernel")
+    .arg(&kernel);
+    let q = run_with_limit(qemu, QEMU_TIME_LIMIT);
+    let p = Command::new(popek)
+        .arg("run")
+        .arg(&kernel)
+        .arg("--module")
+        .arg(format!("{one},with args"))
+        .arg("--module")
+        .arg(two)
+        .output()
+        .unwrap();
+    let (q, p) = (
+        String::from_utf8_lossy(&q.stdout),
+        String::from_utf8_lossy(&p.stdout),
+    );
+    assert!(p.contains("modules: 2\n"), "{p}");
+    assert_eq!(q, p, "left QEMU, right Popek");
+    std::fs::remove_dir_all(dir).ok();
+}

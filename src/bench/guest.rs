@@ -439,6 +439,7 @@ mod tests {
                     let mut machine = boot(
                         &rom,
                         "",
+                        &[],
                         4,
                         Box::new(std::io::sink()),
                         engine::interpreter(),

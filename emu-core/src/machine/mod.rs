@@ -15,7 +15,7 @@ use crate::cpu::CpuState;
 use crate::engine::{DebugConfig, Engine, EngineError, Watchpoint};
 use crate::exit::{StopOn, StopReason};
 use crate::interp::{Assist, Interpreter};
-use crate::loader::{load_multiboot, BootInfo, LoadError};
+use crate::loader::{load_multiboot_with_modules, BootInfo, LoadError, Module};
 use crate::memory::{GuestRam, MemoryError, PAGE_SIZE};
 use crate::stop::StopRequest;
 use crate::x86::paging::{self, PagingRegs, Translation, WalkFault};
@@ -163,7 +163,18 @@ impl Machine {
         image: &[u8],
         cmdline: &str,
     ) -> Result<BootInfo, MachineError> {
-        let boot = load_multiboot(self.ram.guest_memory(), image, cmdline)?;
+        self.load_multiboot_with_modules(image, cmdline, &[])
+    }
+
+    /// [`Machine::load_multiboot`] with boot modules (QEMU's `-initrd` for a Multiboot
+    /// kernel).
+    pub fn load_multiboot_with_modules(
+        &mut self,
+        image: &[u8],
+        cmdline: &str,
+        modules: &[Module<'_>],
+    ) -> Result<BootInfo, MachineError> {
+        let boot = load_multiboot_with_modules(self.ram.guest_memory(), image, cmdline, modules)?;
         self.engine
             .set_state(&CpuState::multiboot(boot.entry, boot.eax, boot.ebx))?;
         Ok(boot)
