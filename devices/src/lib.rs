@@ -25,6 +25,7 @@
 
 pub mod bus;
 pub mod debug_exit;
+pub mod fw_cfg;
 pub mod irq;
 pub mod lapic;
 pub mod pc;
@@ -39,12 +40,13 @@ pub mod system_control;
 
 pub use bus::{Bus, BusDevice, BusError, BusRange, DeviceRequest, SharedDevice, OPEN_BUS};
 pub use debug_exit::DebugExit;
+pub use fw_cfg::{FwCfg, FwCfgState};
 pub use irq::{IrqLine, IrqLines};
 pub use lapic::{LocalApic, LocalApicState, LocalApicStateError};
 pub use pc::{
     PcDevices, PcState, PcStateError, COM1_BASE, COM1_IRQ, COM1_LEN, DEBUG_EXIT_BASE,
-    DEBUG_EXIT_LEN, PIC_LEN, PIC_MASTER_BASE, PIC_SLAVE_BASE, PIT_BASE, PIT_IRQ, PIT_LEN,
-    SYSTEM_CONTROL_LEN, SYSTEM_CONTROL_PORT,
+    DEBUG_EXIT_LEN, FW_CFG_BASE, FW_CFG_LEN, PIC_LEN, PIC_MASTER_BASE, PIC_SLAVE_BASE, PIT_BASE,
+    PIT_IRQ, PIT_LEN, SYSTEM_CONTROL_LEN, SYSTEM_CONTROL_PORT,
 };
 pub use pic::{PicPair, PicPairState, PicPort, PicState, PicStateError};
 pub use pit::{CounterState, Pit8254, PitState, PitStateError};

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bus::{Bus, SharedDevice};
 use crate::debug_exit::DebugExit;
+use crate::fw_cfg::{self, FwCfg, FwCfgState};
 use crate::irq::IrqLines;
 use crate::lapic::{self, LocalApic, LocalApicState, LocalApicStateError};
 use crate::lock;
@@ -63,6 +64,11 @@ pub const PIT_LEN: u64 = pit::REGISTER_COUNT;
 /// The IRQ counter 0's OUT drives: the system tick.
 pub const PIT_IRQ: u8 = 0;
 
+/// QEMU's fw_cfg ports: selector at 0x510, data at 0x511.
+pub const FW_CFG_BASE: u64 = 0x510;
+/// Their span.
+pub const FW_CFG_LEN: u64 = fw_cfg::REGISTER_COUNT;
+
 /// System control port B: NMI status/control, PIT counter 2 GATE and OUT, speaker.
 pub const SYSTEM_CONTROL_PORT: u64 = 0x61;
 /// Its span: one port.
@@ -83,6 +89,8 @@ pub struct PcState {
     pub pending_irqs: u16,
     /// The processor's local APIC.
     pub lapic: LocalApicState,
+    /// fw_cfg's selector and read position.
+    pub fw_cfg: FwCfgState,
 }
 
 /// Why a [`PcState`] cannot be restored: the device whose state is wrong says why.
@@ -124,6 +132,8 @@ pub struct PcDevices {
     pub system_control: Arc<Mutex<SystemControl>>,
     /// The processor's local APIC, also held here for interrupt delivery.
     pub lapic: Arc<Mutex<LocalApic>>,
+    /// QEMU's fw_cfg, also held here for the machine to tell it the RAM size.
+    pub fw_cfg: Arc<Mutex<FwCfg>>,
     /// Where the APIC's page is on the MMIO bus, if it could be placed there (a guest
     /// may move it onto another device's range, where it is not reachable).
     lapic_at: Option<u64>,
@@ -137,7 +147,9 @@ impl PcDevices {
         let pic = Arc::new(Mutex::new(PicPair::new()));
         let pit = Arc::new(Mutex::new(Pit8254::new()));
         let system_control = Arc::new(Mutex::new(SystemControl::new(pit.clone())));
-        let wiring: [(u64, u64, SharedDevice); 6] = [
+        // The machine tells it the RAM size once RAM exists.
+        let fw_cfg = Arc::new(Mutex::new(FwCfg::new(0)));
+        let wiring: [(u64, u64, SharedDevice); 7] = [
             (
                 PIC_MASTER_BASE,
                 PIC_LEN,
@@ -160,6 +172,7 @@ impl PcDevices {
                 DEBUG_EXIT_LEN,
                 Arc::new(Mutex::new(DebugExit)),
             ),
+            (FW_CFG_BASE, FW_CFG_LEN, fw_cfg.clone()),
         ];
         let mut pio = Bus::new();
         for (base, len, dev) in wiring {
@@ -177,6 +190,7 @@ impl PcDevices {
             pit,
             system_control,
             lapic: Arc::new(Mutex::new(LocalApic::new())),
+            fw_cfg,
             lapic_at: None,
         };
         board.place_lapic();
@@ -261,6 +275,7 @@ impl PcDevices {
             serial: lock(&self.serial).state(),
             pending_irqs: self.irqs.pending(),
             lapic: lock(&self.lapic).state(),
+            fw_cfg: lock(&self.fw_cfg).state(),
         }
     }
 
@@ -279,6 +294,7 @@ impl PcDevices {
         self.irqs.set_pending(state.pending_irqs);
         *lock(&self.lapic) = apic;
         self.place_lapic();
+        lock(&self.fw_cfg).restore(&state.fw_cfg);
         Ok(())
     }
 

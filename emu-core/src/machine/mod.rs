@@ -119,6 +119,11 @@ impl Machine {
         let engine = make_engine(&ram).map_err(MachineError::Engine)?;
         let mut vmm = Vmm::new(serial_out);
         vmm.clock = Clock::new(engine.counts_instructions());
+        vmm.devices
+            .fw_cfg
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .set_ram_size(ram_size as u64);
         Ok(Machine {
             ram,
             engine,

@@ -1,4 +1,4 @@
-// rom: start-up probes of a PC guest: real vendor, #UD and #GP where due, MSRs
+// rom: start-up probes of a PC guest: real vendor, #UD and #GP where due, MSRs, fw_cfg
 // rom-cflags: -fcf-protection=full
 //
 // Written as a guest for real PCs and QEMU's pc machine is, not for Popek:
@@ -41,6 +41,16 @@
 #define PAT_WT_FIRST 0x0007040600070404ull	// entry 0 WT instead of WB
 #define PAT_RESERVED_TYPE 2ull	// memory types 2 and 3 are reserved
 #define MTRR_DEF_ENABLED_WB 0xC06u	// MTRRs and fixed ranges on, WB
+
+// QEMU's fw_cfg port interface (docs/specs/fw_cfg.rst).
+#define FW_CFG_SELECTOR 0x510
+#define FW_CFG_DATA 0x511
+#define FW_CFG_SIGNATURE 0x0000
+#define FW_CFG_ID 0x0001
+#define FW_CFG_RAM_SIZE 0x0003
+#define FW_CFG_NB_CPUS 0x0005
+#define FW_CFG_ID_TRADITIONAL 1u
+#define MIB_IN_KIB 1024u
 
 static struct gate32 idt[IDT_VECTORS] __attribute__((aligned(8)));
 
@@ -200,10 +210,37 @@ static void check_msrs(void)
 		   trap32_last.vector == VEC_GP, "no #GP");
 }
 
+// The first `len` bytes of fw_cfg item `key`, little-endian, as a number.
+static uint64_t fw_cfg_read(uint16_t key, unsigned len)
+{
+	uint64_t v = 0;
+
+	__asm__ volatile("outw %0, %1" : : "a"(key), "Nd"((uint16_t)FW_CFG_SELECTOR));
+	for (unsigned i = 0; i < len; i++)
+		v |= (uint64_t)inb(FW_CFG_DATA) << (8 * i);
+	return v;
+}
+
+// What a guest written for QEMU reads before it starts other processors.
+static void check_fw_cfg(const struct multiboot_info *mbi)
+{
+	// What Multiboot reports as memory: QEMU keeps 128 KiB at the top for itself.
+	uint64_t ram = (uint64_t)(mbi->mem_upper + MIB_IN_KIB) * 1024;
+
+	if (!check_eq("fw-cfg-signature", (uint32_t)fw_cfg_read(FW_CFG_SIGNATURE, 4),
+		      0x554D4551u))	// "QEMU"
+		return;
+	check_true("fw-cfg-port-interface", fw_cfg_read(FW_CFG_ID, 4) & FW_CFG_ID_TRADITIONAL,
+		   "ID bit 0 clear");
+	check_eq("fw-cfg-one-cpu", (uint32_t)fw_cfg_read(FW_CFG_NB_CPUS, 2), 1);
+	uint64_t size = fw_cfg_read(FW_CFG_RAM_SIZE, 8);
+	check_true("fw-cfg-ram-size-covers-multiboot", size >= ram && size - ram < MIB_IN_KIB * 1024,
+		   "not the Multiboot memory size, give or take 1 MiB");
+}
+
 int main(uint32_t magic, const struct multiboot_info *mbi)
 {
 	(void)magic;
-	(void)mbi;
 	gdt_init(0, 0);
 	trap32_install(idt);
 	trap32_handler = trap32_record;
@@ -212,5 +249,6 @@ int main(uint32_t magic, const struct multiboot_info *mbi)
 	check_vendor();
 	check_instructions();
 	check_msrs();
+	check_fw_cfg(mbi);
 	return check_failures ? 1 : 0;
 }
