@@ -488,15 +488,18 @@ fn iret_at_cpl3_cannot_change_iopl_or_if() {
 }
 
 #[test]
-fn iret_with_nt_set_is_an_unsupported_task_return() {
+fn iret_with_nt_set_returns_to_the_back_link_which_must_be_a_busy_tss() {
+    // The kernel's TSS links to the null selector: not a busy TSS, so #TS(0).
     let mut k = Kernel::legacy();
     k.rflags |= rflags::NT;
-    let r = run(&k, assemble(32, CODE, |a| a.iretd()));
-    assert!(
-        matches!(r.stop, StopReason::Unsupported { .. }),
-        "{}",
-        r.stop
+    let r = run(
+        &k,
+        assemble(32, CODE, |a| {
+            a.label("mark")?;
+            a.iretd()
+        }),
     );
+    r.assert_fault(vector::TS, Some(0));
 }
 
 #[test]

@@ -18,7 +18,7 @@ use super::segment::{
     self, code_descriptor, descriptor_address, read_descriptor, selector, selector_error,
     stack_descriptor, system_type, tss_stack, Descriptor, Stack,
 };
-use super::{Ctx, Fault, Handler};
+use super::{task, Ctx, Fault, Handler};
 use crate::cpu::{cr0, dr6, efer, rflags, SegReg, Segment};
 use crate::exception::{vector, Exception};
 use crate::exit::RingCause;
@@ -209,9 +209,32 @@ fn protected_far(
         (
             false,
             system_type::TASK_GATE | system_type::TSS_AVAILABLE | system_type::TSS16_AVAILABLE,
-        ) if legacy => Err(Fault::Unsupported),
+        ) if legacy => to_task(cx, sel, desc, call),
         _ => Err(gp(selector_error(sel))),
     }
+}
+
+/// A far JMP or CALL to a TSS or a task gate: the descriptor's DPL must admit the CPL and
+/// the selector's RPL.
+fn to_task(cx: &mut Ctx<'_>, sel: u16, desc: Descriptor, call: bool) -> Result<(), Fault> {
+    let rpl = (sel & selector::RPL) as u8;
+    if desc.dpl() < cx.cpu.cpl().max(rpl) {
+        return Err(gp(selector_error(sel)));
+    }
+    if !desc.present() {
+        return Err(Exception::not_present(selector_error(sel)).into());
+    }
+    let tss = if desc.kind() == system_type::TASK_GATE {
+        desc.gate_selector()
+    } else {
+        sel
+    };
+    let cause = if call {
+        task::Cause::Call
+    } else {
+        task::Cause::Jmp
+    };
+    task::switch(cx, tss, cause, 0)
 }
 
 /// A far JMP or CALL straight to a code segment: the CPL never changes.
@@ -518,11 +541,11 @@ fn iret(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     }
     if protected && cx.cpu.rflags.control(rflags::NT) {
         // A return from a nested task is a task switch; long mode has none.
-        return Err(if long_mode(cx) {
-            gp(0)
-        } else {
-            Fault::Unsupported
-        });
+        if long_mode(cx) {
+            return Err(gp(0));
+        }
+        let link = cx.read_sys(cx.cpu.tr.base, 2)? as u16;
+        return task::switch(cx, link, task::Cause::Iret, 0);
     }
     let mut stack = Stack::current(cx);
     let rip = stack.pop(cx, size)?;

@@ -26,6 +26,7 @@ pub mod processor;
 pub mod segaccess;
 pub mod segment;
 pub mod system;
+pub mod task;
 
 pub use ctx::Ctx;
 
