@@ -10,6 +10,7 @@
 //! announces with its hypervisor bit. Every bit set here is implemented by every engine;
 //! what is not set raises #UD (an instruction) or #GP (an MSR) in the guest.
 
+use crate::pv::abi as pv;
 use iced_x86::CpuidFeature;
 
 /// Leaf 0: highest basic leaf and vendor string.
@@ -173,16 +174,37 @@ pub const LEAVES: [u32; 17] = [
 /// The leaves whose answer depends on the sub-leaf in ECX (the others ignore it).
 pub const INDEXED_LEAVES: [u32; 1] = [LEAF_STRUCTURED];
 
+/// The hypervisor leaves (0x4000_0000 up): Popek's signature and para-virtualization
+/// interface (`docs/guest-abi.md`). Leaves the processor table does not define.
+pub const HYPERVISOR_LEAVES: [u32; 2] = [pv::LEAF_SIGNATURE, pv::LEAF_INTERFACE];
+
+/// EAX, EBX, ECX, EDX of a hypervisor leaf, if `leaf` is one.
+pub fn hypervisor_leaf(leaf: u32) -> Option<[u32; 4]> {
+    let word = |i: usize| {
+        let s = pv::SIGNATURE;
+        u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]])
+    };
+    match leaf {
+        pv::LEAF_SIGNATURE => Some([pv::LEAF_INTERFACE, word(0), word(4), word(8)]),
+        pv::LEAF_INTERFACE => Some([pv::VERSION, pv::MSR_HYPERCALL_PAGE, pv::HC_COUNT, 0]),
+        _ => None,
+    }
+}
+
 /// EAX, EBX, ECX, EDX for `leaf` at sub-leaf 0 (see [`cpuid_indexed`]).
 pub fn cpuid(leaf: u32) -> [u32; 4] {
     cpuid_indexed(leaf, 0)
 }
 
 /// EAX, EBX, ECX, EDX for `leaf` and sub-leaf `index` (ECX). A leaf above the highest
-/// basic or extended leaf answers as the highest basic leaf does, Intel's rule (SDM
-/// Vol. 2A, CPUID: "If a value entered for CPUID.EAX is higher than the maximum input
-/// value ... the data for the highest basic information leaf is returned").
+/// basic or extended leaf (and not a hypervisor leaf) answers as the highest basic leaf
+/// does, Intel's rule (SDM Vol. 2A, CPUID: "If a value entered for CPUID.EAX is higher
+/// than the maximum input value ... the data for the highest basic information leaf is
+/// returned").
 pub fn cpuid_indexed(leaf: u32, index: u32) -> [u32; 4] {
+    if let Some(regs) = hypervisor_leaf(leaf) {
+        return regs;
+    }
     let word = |s: &[u8], i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
     match leaf {
         LEAF_VENDOR => [
@@ -247,5 +269,14 @@ mod tests {
     fn leaf_1_announces_a_hypervisor() {
         let [_, _, ecx, _] = cpuid(LEAF_FEATURES);
         assert_ne!(ecx & ECX_HYPERVISOR, 0);
+    }
+
+    #[test]
+    fn hypervisor_signature_reads_in_ebx_ecx_edx_order() {
+        let [max, b, c, d] = cpuid(pv::LEAF_SIGNATURE);
+        assert_eq!(max, pv::LEAF_INTERFACE);
+        let s: Vec<u8> = [b, c, d].iter().flat_map(|r| r.to_le_bytes()).collect();
+        assert_eq!(&s[..], b"PopekPopekVM");
+        assert_eq!(cpuid(pv::LEAF_INTERFACE)[1], pv::MSR_HYPERCALL_PAGE);
     }
 }

@@ -253,10 +253,10 @@ fn matches(cpu: &Vcpu, lin: u64, size: u64, kind: impl Fn(u64) -> bool) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::systest::{sel, Machine, Trap, CODE_BASE, DATA, RAX};
     use super::{DR6, DR7};
     use crate::cpu::{dr6, dr7, rflags};
     use crate::exception::vector;
+    use crate::testkit::{Machine, Trap, CODE_BASE, DATA, KERNEL_CS, RAX};
     use iced_x86::code_asm::*;
 
     /// DR7: breakpoint `n` enabled (L bit) with these R/W and LEN fields.
@@ -352,7 +352,7 @@ mod tests {
             })
             .flags(rflags::FIXED | rflags::TF);
             m.state.efer |= crate::cpu::efer::SCE;
-            m.state.msr.star = u64::from(sel::KERNEL_CODE) << 32;
+            m.state.msr.star = u64::from(KERNEL_CS) << 32;
             m.state.msr.lstar = CODE_BASE + 2;
             m.state.msr.fmask = fmask;
             let steps = step_traps(&mut m);

@@ -173,7 +173,7 @@ fn adjust_tsc(cx: &mut Ctx<'_>, delta: u64) {
 mod tests {
     use crate::cpu::{apic_base, misc_enable, msr, PAT_RESET};
     use crate::exception::vector;
-    use crate::interp::systest::{Asm, Machine, CODE_BASE, RAX, RBX, RDX};
+    use crate::testkit::{Asm, Machine, CODE_BASE, RAX, RBX, RDX};
     use iced_x86::code_asm::*;
 
     /// Runs `asm` at CPL 0 in 32-bit protected mode; the vector of the exception it

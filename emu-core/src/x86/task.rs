@@ -290,8 +290,9 @@ fn task_segment(
 mod tests {
     use super::system_type;
     use crate::cpu::{cr0, rflags};
-    use crate::interp::systest::{
-        sel, Asm, Desc, Machine, CODE_BASE, DATA, GDT_BASE, IDT_BASE, RAX, RCX, TSS_BASE,
+    use crate::testkit::{
+        Asm, Desc, Machine, CODE_BASE, DATA, FREE_SLOT, GDT_BASE, IDT_BASE, KERNEL_CS, KERNEL_DS,
+        RAX, RCX, TSS_BASE, TSS_SEL,
     };
     use iced_x86::code_asm::*;
 
@@ -302,13 +303,13 @@ mod tests {
     /// What its EAX starts with.
     const EAX2: u32 = 0x1234;
 
-    /// A protected-mode machine running `asm` (task 1, TR = sel::TSS), with a second
-    /// task at sel::FREE entered at CODE_BASE + `entry`.
+    /// A protected-mode machine running `asm` (task 1, TR = TSS_SEL), with a second
+    /// task at FREE_SLOT entered at CODE_BASE + `entry`.
     fn two_tasks(asm: Asm, entry: u64) -> Machine {
         let mut m = Machine::protected(asm);
         let limit = super::TSS32_MIN_LIMIT;
         m.set_gdt_entry(
-            sel::FREE,
+            FREE_SLOT,
             Desc::system(system_type::TSS_AVAILABLE, TSS2, limit),
         );
         for (offset, v) in [
@@ -320,11 +321,7 @@ mod tests {
             m.poke_u32(TSS2 + offset, v);
         }
         for i in 0..6u64 {
-            let s = if i == 1 {
-                sel::KERNEL_CODE
-            } else {
-                sel::KERNEL_DATA
-            };
+            let s = if i == 1 { KERNEL_CS } else { KERNEL_DS };
             m.poke_u32(TSS2 + super::SEGS + 4 * i, s.into());
         }
         m
@@ -341,7 +338,7 @@ mod tests {
         let mut m = two_tasks(
             |a| {
                 let mut done = a.create_label();
-                a.db(&[0x9A, 0, 0, 0, 0, sel::FREE as u8, 0])?;
+                a.db(&[0x9A, 0, 0, 0, 0, FREE_SLOT as u8, 0])?;
                 a.jmp(done)?;
                 a.mov(dword_ptr(DATA), eax)?;
                 a.iretd()?;
@@ -355,10 +352,10 @@ mod tests {
         assert_eq!(m.peek(DATA, 4), u64::from(EAX2), "task 2 ran");
         assert_eq!(st.gpr[RAX], 0, "task 1 has its own registers back");
         assert_eq!(st.gpr[RCX], 7, "task 1 went on after the CALL");
-        assert_eq!(st.tr.selector, sel::TSS);
+        assert_eq!(st.tr.selector, TSS_SEL);
         assert_eq!(st.rflags.get() & rflags::NT, 0);
         assert_ne!(st.cr0 & cr0::TS, 0, "a task switch sets CR0.TS");
-        assert_eq!(m.peek(TSS2, 2), u64::from(sel::TSS), "the back link");
+        assert_eq!(m.peek(TSS2, 2), u64::from(TSS_SEL), "the back link");
         assert_eq!(
             m.peek(TSS2 + super::EIP, 4),
             CODE_BASE + 15,
@@ -369,7 +366,7 @@ mod tests {
             0,
             "IRET cleared NT"
         );
-        assert!(!busy(&m, sel::FREE) && busy(&m, sel::TSS));
+        assert!(!busy(&m, FREE_SLOT) && busy(&m, TSS_SEL));
         assert_eq!(
             m.peek(TSS_BASE + super::EIP, 4),
             CODE_BASE + 7,
@@ -379,21 +376,21 @@ mod tests {
 
     #[test]
     fn jmp_to_a_busy_tss_faults_and_jmp_leaves_no_link() {
-        let mut m = two_tasks(|a| a.db(&[0xEA, 0, 0, 0, 0, sel::TSS as u8, 0]), 0);
+        let mut m = two_tasks(|a| a.db(&[0xEA, 0, 0, 0, 0, TSS_SEL as u8, 0]), 0);
         let trap = m.run_to_trap();
         assert_eq!(
             (trap.vector, trap.error_code),
-            (13, Some(u32::from(sel::TSS)))
+            (13, Some(u32::from(TSS_SEL)))
         );
 
         // Task 2 is a HLT right after the JMP; it runs with no link and NT clear.
-        let mut m = two_tasks(|a| a.db(&[0xEA, 0, 0, 0, 0, sel::FREE as u8, 0]), 7);
+        let mut m = two_tasks(|a| a.db(&[0xEA, 0, 0, 0, 0, FREE_SLOT as u8, 0]), 7);
         let st = m.run_to_halt().clone();
-        assert_eq!(st.tr.selector, sel::FREE);
+        assert_eq!(st.tr.selector, FREE_SLOT);
         assert_eq!(st.gpr[RAX], u64::from(EAX2));
         assert_eq!(st.rflags.get() & rflags::NT, 0);
         assert!(
-            busy(&m, sel::FREE) && !busy(&m, sel::TSS),
+            busy(&m, FREE_SLOT) && !busy(&m, TSS_SEL),
             "JMP freed task 1"
         );
     }
@@ -409,10 +406,10 @@ mod tests {
             },
             7,
         );
-        let gate = (0x8500u64 << 32) | u64::from(sel::FREE) << 16;
+        let gate = (0x8500u64 << 32) | u64::from(FREE_SLOT) << 16;
         m.poke(IDT_BASE + 13 * 8, &gate.to_le_bytes());
         let st = m.run_to_halt().clone();
-        assert_eq!(st.tr.selector, sel::FREE);
+        assert_eq!(st.tr.selector, FREE_SLOT);
         assert_eq!(st.gpr[RCX], 0x1234, "the error code, on task 2's stack");
         assert_eq!(st.gpr[4], u64::from(STACK2));
         assert_ne!(st.rflags.get() & rflags::NT, 0, "nested");
