@@ -84,6 +84,11 @@ pub struct RunArgs {
     /// The Multiboot command line after the ROM name (as QEMU's -append).
     #[arg(long, default_value = "")]
     pub append: String,
+    /// A Multiboot boot module, FILE with its arguments ARGS (QEMU's -initrd for a
+    /// Multiboot kernel); repeat for more. The kernel finds each in the Multiboot
+    /// module list with the string "FILE ARGS".
+    #[arg(long, value_name = "FILE[,ARGS]")]
+    pub module: Vec<String>,
     /// The engine that runs the guest: the interpreter, KVM (the host's processor through
     /// /dev/kvm; the run fails where it is not available), auto (KVM where available,
     /// else the interpreter), or bt (the binary translator).

@@ -7,6 +7,7 @@ use crate::rom::{resolve, RomImage};
 use crate::{ctrl_c, devices, gdb, stats};
 use anyhow::{bail, Context, Result};
 use emu_core::exit::StopReason;
+use emu_core::loader::Module;
 use emu_core::machine::{EngineFactory, Machine};
 use emu_core::trace::EventMask;
 use std::io::Write;
@@ -25,6 +26,29 @@ pub fn ram_bytes(ram_mib: usize) -> Result<usize> {
 /// The most guest RAM `--ram` accepts, in MiB.
 const MAX_RAM_MIB: usize = 3072;
 
+/// A `--module FILE[,ARGS]`: the file's bytes and the string the kernel gets with it.
+pub struct BootModule {
+    image: Vec<u8>,
+    string: String,
+}
+
+/// Reads the modules `--module` names.
+pub fn read_modules(args: &[String]) -> Result<Vec<BootModule>> {
+    args.iter()
+        .map(|arg| {
+            let (file, args) = arg.split_once(',').unwrap_or((arg, ""));
+            let image = std::fs::read(file)
+                .map_err(|e| anyhow::anyhow!("--module {file}: cannot read it: {e}"))?;
+            let string = if args.is_empty() {
+                file.to_owned()
+            } else {
+                format!("{file} {args}")
+            };
+            Ok(BootModule { image, string })
+        })
+        .collect()
+}
+
 /// Builds a machine on the engine `engine` builds, with `rom` loaded.
 pub fn boot(
     rom: &RomImage,
@@ -33,13 +57,15 @@ pub fn boot(
     serial: Box<dyn Write + Send>,
     engine: Box<EngineFactory<'_>>,
 ) -> Result<Machine> {
-    boot_with(rom, append, ram_mib, serial, engine, |_| Ok(()))
+    boot_with(rom, append, &[], ram_mib, serial, engine, |_| Ok(()))
 }
 
-/// [`boot`], with `attach` putting devices on the machine before the ROM is loaded.
+/// [`boot`], with boot modules (`--module`), and `attach` putting devices on the machine
+/// before the ROM is loaded.
 pub fn boot_with(
     rom: &RomImage,
     append: &str,
+    modules: &[BootModule],
     ram_mib: usize,
     serial: Box<dyn Write + Send>,
     engine: Box<EngineFactory<'_>>,
@@ -54,7 +80,22 @@ pub fn boot_with(
             } else {
                 format!("{} {append}", rom.name)
             };
-            machine.load_multiboot(&rom.image, &cmdline).map(|_| ())
+            let modules: Vec<Module<'_>> = modules
+                .iter()
+                .map(|m| Module {
+                    image: &m.image,
+                    cmdline: &m.string,
+                })
+                .collect();
+            machine
+                .load_multiboot_with_modules(&rom.image, &cmdline, &modules)
+                .map(|_| ())
+        }
+        Boot::Bios if !modules.is_empty() => {
+            bail!(
+                "--module: {} is a BIOS image, which takes no boot modules",
+                rom.name
+            )
         }
         Boot::Bios if !append.is_empty() => {
             bail!(
@@ -84,9 +125,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     }
     let output = RunOutput::new();
     let mut deviations = Vec::new();
+    let modules = read_modules(&args.module)?;
     let mut machine = boot_with(
         &rom,
         &args.append,
+        &modules,
         args.ram,
         Box::new(GuestStdout::new(Arc::clone(&output))),
         engine::factory(kind, args.assist.into(), &mut deviations),

@@ -13,6 +13,10 @@
 //! - `rom-boot: bios`: a raw 64 KiB BIOS image that starts at the reset
 //!   vector, linked by `guest/lib/bios.ld` (without `boot.S`) and flattened
 //!   with objcopy.
+//!
+//! A line `rom-cflags: FLAGS` adds gcc flags after the shared ones (which
+//! they override), for a ROM built as some distribution's compiler would,
+//! e.g. `-fcf-protection=full`.
 
 use std::env;
 use std::fmt::Write as _;
@@ -86,6 +90,8 @@ struct RomSource {
     path: PathBuf,
     summary: String,
     boot: BootKind,
+    /// Its own gcc flags, from `rom-cflags:` lines.
+    cflags: Vec<String>,
 }
 
 fn main() {
@@ -222,11 +228,18 @@ fn read_rom(path: PathBuf) -> RomSource {
             )),
         };
     }
+    let cflags = comments
+        .iter()
+        .filter_map(|line| line.strip_prefix("rom-cflags:"))
+        .flat_map(str::split_whitespace)
+        .map(str::to_owned)
+        .collect();
     RomSource {
         name,
         path,
         summary,
         boot,
+        cflags,
     }
 }
 
@@ -238,7 +251,11 @@ fn compile(cc: &str, rom: &RomSource, lib: &Path, lib_sources: &[PathBuf], elf: 
         .next()
         .unwrap_or_else(|| fail("the CC environment variable is empty"));
     let mut cmd = Command::new(program);
-    cmd.args(words).args(GCC_FLAGS).arg("-I").arg(lib);
+    cmd.args(words)
+        .args(GCC_FLAGS)
+        .args(&rom.cflags)
+        .arg("-I")
+        .arg(lib);
     if rom.boot == BootKind::MultibootAoutKludge {
         cmd.arg("-DPOPEK_AOUT_KLUDGE");
     }

@@ -676,3 +676,23 @@ fn a_guest_sweeping_mmio_runs_in_bounded_memory_with_short_stats() {
     assert!(err.contains("mmio-write 10000000"), "{err}");
     assert!(err.contains("mmio others   0 reads, "), "{err}");
 }
+
+#[test]
+fn modules_reach_the_kernel_and_a_missing_one_is_one_error_line() {
+    let dir = scratch("modules");
+    let file = dir.join("initrd.img");
+    std::fs::write(&file, b"PK").unwrap();
+    let arg = format!("{},root=/dev/ram", file.display());
+    let o = popek(&["run", "modules", "--module", &arg]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let want = format!(
+        "module 0: \"{} root=/dev/ram\" 2 bytes: 0x00000050 0x0000004b\n",
+        file.display()
+    );
+    assert!(stdout(&o).contains(&want), "{}", stdout(&o));
+    let o = popek(&["run", "modules", "--module", "/nonexistent/initrd"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--module /nonexistent/initrd: cannot read it"));
+    std::fs::remove_dir_all(dir).ok();
+}

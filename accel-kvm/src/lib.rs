@@ -47,7 +47,7 @@ use kick::Kicker;
 use kvm_bindings::{
     kvm_cpuid_entry2, kvm_debug_exit_arch, kvm_enable_cap, kvm_interrupt,
     kvm_userspace_memory_region, kvm_xsave, CpuId, Msrs, KVMIO, KVM_API_VERSION,
-    KVM_MAX_CPUID_ENTRIES,
+    KVM_CPUID_FLAG_SIGNIFCANT_INDEX, KVM_MAX_CPUID_ENTRIES,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd};
 use state::{KvmState, MSR_INDICES};
@@ -144,9 +144,8 @@ fn failed(ioctl: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> String {
 /// it: features it does not find here it refuses the guest (e.g. CR4 bits whose feature is
 /// not listed), as the interpreter does. What remains different is KVM's doing, and
 /// recorded rather than papered over:
-/// - a leaf above the highest one listed returns the highest basic leaf (Intel's rule,
-///   which KVM applies to every vendor but AMD and Hygon) where the interpreter returns
-///   zeros;
+/// - nothing for the leaves past the highest: KVM answers them with the highest basic
+///   leaf (Intel's rule, for the Intel vendor the table reports), as the table does;
 /// - some KVM modules cannot hide the host's features from the guest and install their own
 ///   values: PVM (kvm_pvm, which runs guests without hardware virtualization) replaces
 ///   leaf 1 ECX/EDX with the host's and adds leaf 0xD. [`KvmEngine::cpuid_deviations`]
@@ -163,7 +162,13 @@ fn cpuid_table() -> CpuId {
                 ebx,
                 ecx,
                 edx,
-                // Index 0 and no KVM_CPUID_FLAG_SIGNIFCANT_INDEX: no leaf has sub-leaves.
+                // Index 0: the other sub-leaves of an indexed leaf then read as zeros,
+                // as they do in the table.
+                flags: if cpuid::INDEXED_LEAVES.contains(&leaf) {
+                    KVM_CPUID_FLAG_SIGNIFCANT_INDEX
+                } else {
+                    0
+                },
                 ..Default::default()
             }
         })
@@ -210,8 +215,7 @@ fn cpuid_deviations(installed: &CpuId) -> Vec<CpuidDeviation> {
         .iter()
         .filter_map(|e| {
             let kvm = [e.eax, e.ebx, e.ecx, e.edx];
-            // The interpreter ignores the sub-leaf, so the table answers every index alike.
-            let table = cpuid::cpuid(e.function);
+            let table = cpuid::cpuid_indexed(e.function, e.index);
             (kvm != table).then_some(CpuidDeviation {
                 leaf: e.function,
                 index: e.index,

@@ -132,23 +132,51 @@ fn from_kvm_dtable(t: &kvm_dtable) -> DescriptorTable {
 }
 
 /// The MSRs [`cpu::Msrs`] holds, in the order of [`msr_fields_mut`]. (EFER travels in
-/// `kvm_sregs`, the FS and GS bases in their segments.)
-pub(crate) const MSR_INDICES: [u32; 10] = [
-    msr::SYSENTER_CS,
-    msr::SYSENTER_ESP,
-    msr::SYSENTER_EIP,
-    msr::STAR,
-    msr::LSTAR,
-    msr::CSTAR,
-    msr::SFMASK,
-    msr::KERNEL_GS_BASE,
-    msr::TSC,
-    msr::TSC_AUX,
-];
+/// `kvm_sregs`, the FS and GS bases in their segments.) IA32_TSC_ADJUST comes before
+/// IA32_TSC, so that setting the counter last leaves it as the state says.
+pub(crate) const MSR_INDICES: [u32; 42] = {
+    let mut m = [0; 42];
+    let head = [
+        msr::SYSENTER_CS,
+        msr::SYSENTER_ESP,
+        msr::SYSENTER_EIP,
+        msr::STAR,
+        msr::LSTAR,
+        msr::CSTAR,
+        msr::SFMASK,
+        msr::KERNEL_GS_BASE,
+        msr::TSC_ADJUST,
+        msr::TSC,
+        msr::TSC_AUX,
+        msr::MISC_ENABLE,
+        msr::APIC_BASE,
+        msr::PAT,
+        msr::MTRR_DEF_TYPE,
+        msr::MTRR_FIX64K_00000,
+        msr::MTRR_FIX16K_80000,
+        msr::MTRR_FIX16K_80000 + 1,
+    ];
+    let mut i = 0;
+    while i < head.len() {
+        m[i] = head[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < 8 {
+        m[head.len() + j] = msr::MTRR_FIX4K_C0000 + j as u32;
+        j += 1;
+    }
+    let mut k = 0;
+    while k < 2 * cpu::MTRR_VAR_COUNT {
+        m[head.len() + 8 + k] = msr::MTRR_PHYS_BASE0 + k as u32;
+        k += 1;
+    }
+    m
+};
 
 /// The fields of `m`, in the order of [`MSR_INDICES`].
 fn msr_fields_mut(m: &mut cpu::Msrs) -> [&mut u64; MSR_INDICES.len()] {
-    [
+    let head = [
         &mut m.sysenter_cs,
         &mut m.sysenter_esp,
         &mut m.sysenter_eip,
@@ -157,9 +185,22 @@ fn msr_fields_mut(m: &mut cpu::Msrs) -> [&mut u64; MSR_INDICES.len()] {
         &mut m.cstar,
         &mut m.fmask,
         &mut m.kernel_gs_base,
+        &mut m.tsc_adjust,
         &mut m.tsc,
         &mut m.tsc_aux,
-    ]
+        &mut m.misc_enable,
+        &mut m.apic_base,
+        &mut m.pat,
+        &mut m.mtrr_def_type,
+    ];
+    let fields: Vec<&mut u64> = head
+        .into_iter()
+        .chain(m.mtrr_fixed.iter_mut())
+        .chain(m.mtrr_var.iter_mut())
+        .collect();
+    fields
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one field per MSR index"))
 }
 
 /// The vCPU state as the KVM ioctls carry it: everything [`CpuState`] holds.

@@ -190,6 +190,12 @@ impl Bus {
         Ok(())
     }
 
+    /// Detaches the device whose range starts at `base`, if any (a device the guest
+    /// moves, such as the local APIC, is detached and attached again).
+    pub fn remove(&mut self, base: u64) -> Option<SharedDevice> {
+        self.slots.remove(&base).map(|slot| slot.dev)
+    }
+
     /// Reads `data.len()` bytes at `addr` from the device claiming it.
     ///
     /// On error `data` is untouched; the caller decides what the CPU sees (engines use

@@ -27,7 +27,9 @@ pub mod ata;
 pub mod bus;
 pub mod debug_exit;
 pub mod disk;
+pub mod fw_cfg;
 pub mod irq;
+pub mod lapic;
 pub mod pc;
 pub mod pic;
 pub mod pit;
@@ -42,12 +44,14 @@ pub mod virtio;
 pub use bus::{Bus, BusDevice, BusError, BusRange, DeviceRequest, SharedDevice, OPEN_BUS};
 pub use debug_exit::DebugExit;
 pub use disk::{Disk, DiskError, DiskIoError, SECTOR_SIZE};
+pub use fw_cfg::{FwCfg, FwCfgState};
 pub use irq::{IrqLine, IrqLines};
+pub use lapic::{LocalApic, LocalApicState, LocalApicStateError};
 pub use pc::{
     AttachError, PcDevices, PcState, PcStateError, VirtioSlot, ATA_BASE, ATA_CONTROL_PORT, ATA_IRQ,
-    ATA_LEN, COM1_BASE, COM1_IRQ, COM1_LEN, DEBUG_EXIT_BASE, DEBUG_EXIT_LEN, PIC_LEN,
-    PIC_MASTER_BASE, PIC_SLAVE_BASE, PIT_BASE, PIT_IRQ, PIT_LEN, SYSTEM_CONTROL_LEN,
-    SYSTEM_CONTROL_PORT, VIRTIO_IRQS, VIRTIO_MMIO_BASE,
+    ATA_LEN, COM1_BASE, COM1_IRQ, COM1_LEN, DEBUG_EXIT_BASE, DEBUG_EXIT_LEN, FW_CFG_BASE,
+    FW_CFG_LEN, PIC_LEN, PIC_MASTER_BASE, PIC_SLAVE_BASE, PIT_BASE, PIT_IRQ, PIT_LEN,
+    SYSTEM_CONTROL_LEN, SYSTEM_CONTROL_PORT, VIRTIO_IRQS, VIRTIO_MMIO_BASE,
 };
 pub use pic::{PicPair, PicPairState, PicPort, PicState, PicStateError};
 pub use pit::{CounterState, Pit8254, PitState, PitStateError};

@@ -8,9 +8,11 @@
 //!    PIT's counters read right and its IRQ 0 edges reach the PIC;
 //! 2. calls [`PcDevices::deliver_pending_irqs`] after a device access that may have
 //!    raised an IRQ (`advance_clock` does it too);
-//! 3. asks [`PicPair::has_interrupt`] at instruction boundaries where the guest's IF is
-//!    set, and if so injects [`PicPair::acknowledge`]'s vector;
-//! 4. with the CPU halted, fast-forwards virtual time to [`Pit8254::next_irq0_ns`].
+//! 3. asks [`PcDevices::has_interrupt`] at instruction boundaries where the guest's IF
+//!    is set, and if so injects [`PcDevices::acknowledge`]'s vector: the local APIC's,
+//!    or the 8259A's through the APIC's LINT0 (the virtual wire);
+//! 4. with the CPU halted, fast-forwards virtual time to [`PcDevices::next_timer_ns`];
+//! 5. hands the processor's IA32_APIC_BASE writes to [`PcDevices::set_apic_base`].
 //!
 //! # State
 //! [`PcDevices::state`] gathers every device's state into a [`PcState`];
@@ -28,7 +30,9 @@ use crate::ata::{self, AtaControl, AtaDisk, AtaState, AtaStateError};
 use crate::bus::{Bus, BusError, SharedDevice};
 use crate::debug_exit::DebugExit;
 use crate::disk::Disk;
+use crate::fw_cfg::{self, FwCfg, FwCfgState};
 use crate::irq::IrqLines;
+use crate::lapic::{self, LocalApic, LocalApicState, LocalApicStateError};
 use crate::lock;
 use crate::pic::{self, Chip, PicPair, PicPairState, PicPort, PicStateError};
 use crate::pit::{self, Pit8254, PitState, PitStateError};
@@ -64,6 +68,11 @@ pub const PIT_BASE: u64 = 0x40;
 pub const PIT_LEN: u64 = pit::REGISTER_COUNT;
 /// The IRQ counter 0's OUT drives: the system tick.
 pub const PIT_IRQ: u8 = 0;
+
+/// QEMU's fw_cfg ports: selector at 0x510, data at 0x511.
+pub const FW_CFG_BASE: u64 = 0x510;
+/// Their span.
+pub const FW_CFG_LEN: u64 = fw_cfg::REGISTER_COUNT;
 
 /// System control port B: NMI status/control, PIT counter 2 GATE and OUT, speaker.
 pub const SYSTEM_CONTROL_PORT: u64 = 0x61;
@@ -121,6 +130,10 @@ pub struct PcState {
     pub serial: SerialPortState,
     /// IRQ edges devices raised that have not reached the PIC yet (bit n = IRQ n).
     pub pending_irqs: u16,
+    /// The processor's local APIC.
+    pub lapic: LocalApicState,
+    /// fw_cfg's selector and read position.
+    pub fw_cfg: FwCfgState,
     /// The virtio-mmio devices, in slot order.
     #[serde(default)]
     pub virtio: Vec<VirtioMmioState>,
@@ -166,6 +179,9 @@ pub enum PcStateError {
     /// The ATA disk's state.
     #[error(transparent)]
     Ata(#[from] AtaStateError),
+    /// The local APIC's state.
+    #[error(transparent)]
+    Lapic(#[from] LocalApicStateError),
 }
 
 fn have(present: bool) -> &'static str {
@@ -192,7 +208,8 @@ pub enum AttachError {
 pub struct PcDevices {
     /// The port I/O bus (`in`/`out`): PIC pair, PIT, port 0x61, COM1 and isa-debug-exit.
     pub pio: Bus,
-    /// The MMIO bus: the virtio-mmio devices attached (and a BIOS image, if any).
+    /// The MMIO bus: the local APIC's page, the virtio-mmio devices attached (and a BIOS
+    /// image, if any).
     pub mmio: Bus,
     /// The virtio-mmio devices, in slot order.
     pub virtio: Vec<VirtioSlot>,
@@ -208,6 +225,13 @@ pub struct PcDevices {
     pub pit: Arc<Mutex<Pit8254>>,
     /// Port 0x61, also held here for snapshots.
     pub system_control: Arc<Mutex<SystemControl>>,
+    /// The processor's local APIC, also held here for interrupt delivery.
+    pub lapic: Arc<Mutex<LocalApic>>,
+    /// QEMU's fw_cfg, also held here for the machine to tell it the RAM size.
+    pub fw_cfg: Arc<Mutex<FwCfg>>,
+    /// Where the APIC's page is on the MMIO bus, if it could be placed there (a guest
+    /// may move it onto another device's range, where it is not reachable).
+    lapic_at: Option<u64>,
 }
 
 impl PcDevices {
@@ -218,7 +242,9 @@ impl PcDevices {
         let pic = Arc::new(Mutex::new(PicPair::new()));
         let pit = Arc::new(Mutex::new(Pit8254::new()));
         let system_control = Arc::new(Mutex::new(SystemControl::new(pit.clone())));
-        let wiring: [(u64, u64, SharedDevice); 6] = [
+        // The machine tells it the RAM size once RAM exists.
+        let fw_cfg = Arc::new(Mutex::new(FwCfg::new(0)));
+        let wiring: [(u64, u64, SharedDevice); 7] = [
             (
                 PIC_MASTER_BASE,
                 PIC_LEN,
@@ -241,6 +267,7 @@ impl PcDevices {
                 DEBUG_EXIT_LEN,
                 Arc::new(Mutex::new(DebugExit)),
             ),
+            (FW_CFG_BASE, FW_CFG_LEN, fw_cfg.clone()),
         ];
         let mut pio = Bus::new();
         for (base, len, dev) in wiring {
@@ -249,7 +276,7 @@ impl PcDevices {
             pio.insert(base, len, dev)
                 .expect("the board's port ranges are disjoint");
         }
-        Self {
+        let mut board = Self {
             pio,
             mmio: Bus::new(),
             virtio: Vec::new(),
@@ -259,6 +286,69 @@ impl PcDevices {
             pic,
             pit,
             system_control,
+            lapic: Arc::new(Mutex::new(LocalApic::new())),
+            fw_cfg,
+            lapic_at: None,
+        };
+        board.place_lapic();
+        board
+    }
+
+    /// Attaches the APIC's page where its base register says, detaching it from where
+    /// it was.
+    fn place_lapic(&mut self) {
+        if let Some(at) = self.lapic_at.take() {
+            self.mmio.remove(at);
+        }
+        let base = lock(&self.lapic).base();
+        let dev: SharedDevice = self.lapic.clone();
+        if self.mmio.insert(base, lapic::PAGE_SIZE, dev).is_ok() {
+            self.lapic_at = Some(base);
+        }
+    }
+
+    /// The processor wrote IA32_APIC_BASE: the APIC follows its enable and its base.
+    pub fn set_apic_base(&mut self, value: u64) {
+        let moved = {
+            let mut apic = lock(&self.lapic);
+            let old = apic.base();
+            apic.set_base_msr(value);
+            apic.base() != old
+        };
+        if moved {
+            self.place_lapic();
+        }
+    }
+
+    /// Whether the processor's INTR is asserted: the local APIC has a vector above its
+    /// priority, or the 8259A has one and the APIC lets it through.
+    pub fn has_interrupt(&self) -> bool {
+        let apic = lock(&self.lapic);
+        apic.has_interrupt() || (apic.accepts_pic() && lock(&self.pic).has_interrupt())
+    }
+
+    /// The interrupt acknowledge cycle: the vector of the local APIC's interrupt, else
+    /// the 8259A's.
+    pub fn acknowledge(&self) -> Option<u8> {
+        let mut apic = lock(&self.lapic);
+        if let Some(vector) = apic.acknowledge() {
+            return Some(vector);
+        }
+        if apic.accepts_pic() {
+            lock(&self.pic).acknowledge()
+        } else {
+            None
+        }
+    }
+
+    /// The virtual time of the next timer interrupt (the PIT's IRQ 0 or the APIC
+    /// timer's), for the VMM to fast-forward a halted processor to.
+    pub fn next_timer_ns(&self) -> Option<u64> {
+        let pit = lock(&self.pit).next_irq0_ns();
+        let apic = lock(&self.lapic).next_timer_ns();
+        match (pit, apic) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -267,7 +357,7 @@ impl PcDevices {
         state: &PcState,
         serial_out: Box<dyn Write + Send>,
     ) -> Result<Self, PcStateError> {
-        let board = Self::new(serial_out);
+        let mut board = Self::new(serial_out);
         board.restore(state)?;
         Ok(board)
     }
@@ -281,6 +371,8 @@ impl PcDevices {
             system_control: lock(&self.system_control).state(),
             serial: lock(&self.serial).state(),
             pending_irqs: self.irqs.pending(),
+            lapic: lock(&self.lapic).state(),
+            fw_cfg: lock(&self.fw_cfg).state(),
             virtio: self
                 .virtio
                 .iter()
@@ -292,8 +384,9 @@ impl PcDevices {
 
     /// Puts every device in `state`, keeping COM1's sink. All of `state` is checked
     /// before anything changes, so on an error the board is as it was.
-    pub fn restore(&self, state: &PcState) -> Result<(), PcStateError> {
+    pub fn restore(&mut self, state: &PcState) -> Result<(), PcStateError> {
         let pic = PicPair::from_state(&state.pic)?;
+        let apic = LocalApic::from_state(&state.lapic)?;
         let pit = Pit8254::from_state(&state.pit)?;
         SystemControl::from_state(&state.system_control, self.pit.clone())?;
         state.serial.validate()?;
@@ -326,6 +419,9 @@ impl PcDevices {
             lock(ata).restore(saved)?;
         }
         self.irqs.set_pending(state.pending_irqs);
+        *lock(&self.lapic) = apic;
+        self.place_lapic();
+        lock(&self.fw_cfg).restore(&state.fw_cfg);
         Ok(())
     }
 
@@ -410,6 +506,7 @@ impl PcDevices {
         if lock(&self.pit).advance(now_ns) > 0 {
             self.irqs.raise(PIT_IRQ);
         }
+        lock(&self.lapic).advance(now_ns);
         self.deliver_pending_irqs();
     }
 }
@@ -627,7 +724,7 @@ mod tests {
 
     #[test]
     fn a_refused_state_leaves_the_board_as_it_was() {
-        let rig = Rig::new();
+        let mut rig = Rig::new();
         let mut good = Rig::new();
         good.run(&mid_run());
         let mut bad = good.save();

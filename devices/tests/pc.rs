@@ -224,9 +224,54 @@ fn nothing_else_is_wired() {
     let mut data = [OPEN_BUS];
     assert_eq!(pc.pio.read(0x60, &mut data), Err(BusError::Unclaimed(0x60)));
     assert_eq!(
-        pc.mmio.write(0xfee0_0000, &[0; 4]),
-        Err(BusError::Unclaimed(0xfee0_0000))
+        pc.mmio.write(0xfed0_0000, &[0; 4]),
+        Err(BusError::Unclaimed(0xfed0_0000))
     );
+}
+
+#[test]
+fn the_local_apic_answers_at_its_base_and_moves_with_it() {
+    let (mut pc, _) = board();
+    let mut version = [0; 4];
+    pc.mmio.read(0xfee0_0030, &mut version).unwrap();
+    assert_eq!(u32::from_le_bytes(version), 0x0005_0014);
+    // IA32_APIC_BASE: a new page, enabled, BSP.
+    pc.set_apic_base(0xfed0_0000 | 1 << 11 | 1 << 8);
+    assert!(pc.mmio.read(0xfee0_0030, &mut version).is_err());
+    pc.mmio.read(0xfed0_0030, &mut version).unwrap();
+    assert_eq!(u32::from_le_bytes(version), 0x0005_0014);
+}
+
+#[test]
+fn a_self_ipi_comes_before_the_pic_and_a_closed_wire_holds_the_pic_back() {
+    let (pc, _) = board();
+    let write = |offset: u64, v: u32| {
+        pc.mmio
+            .write(0xfee0_0000 + offset, &v.to_le_bytes())
+            .unwrap();
+    };
+    // The PIC remapped to 0x20, IRQ 0 pending from the PIT.
+    for (port, v) in [
+        (0x20, 0x11),
+        (0x21, 0x20),
+        (0x21, 4),
+        (0x21, 1),
+        (0x21, 0xFE),
+    ] {
+        outb(&pc, port, v);
+    }
+    outb(&pc, PIT_CONTROL, 0x34);
+    outb(&pc, PIT_BASE, 100);
+    outb(&pc, PIT_BASE, 0);
+    pc.advance_clock(1_000_000);
+    write(0xF0, 0x1FF); // software-enable the APIC
+    write(0x300, 1 << 18 | 0x50); // self-IPI, vector 0x50
+    assert!(pc.has_interrupt());
+    assert_eq!(pc.acknowledge(), Some(0x50));
+    assert_eq!(pc.acknowledge(), Some(0x20), "then the PIC through LINT0");
+    write(0x350, 1 << 16 | 0x700); // mask LINT0
+    pc.advance_clock(2_000_000);
+    assert!(!pc.has_interrupt(), "IRQ 0 waits in the PIC");
 }
 
 /// One guest access, the front end typing, or the VMM moving time or taking an

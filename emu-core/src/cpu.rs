@@ -176,8 +176,31 @@ pub mod dr7 {
 pub mod msr {
     /// IA32_TIME_STAMP_COUNTER: the counter RDTSC reads.
     pub const TSC: u32 = 0x10;
+    /// IA32_PLATFORM_ID: the platform a microcode update is for (read-only).
+    pub const PLATFORM_ID: u32 = 0x17;
     /// IA32_APIC_BASE: where the local APIC is and whether it is enabled.
     pub const APIC_BASE: u32 = 0x1B;
+    /// IA32_TSC_ADJUST: what software added to the time-stamp counter.
+    pub const TSC_ADJUST: u32 = 0x3B;
+    /// IA32_BIOS_SIGN_ID: the loaded microcode revision (high half).
+    pub const BIOS_SIGN_ID: u32 = 0x8B;
+    /// IA32_MTRRCAP: how many variable MTRRs there are, and fixed and write-combining
+    /// support (read-only).
+    pub const MTRRCAP: u32 = 0xFE;
+    /// IA32_MISC_ENABLE: fast strings and what the processor lacks (BTS, PEBS).
+    pub const MISC_ENABLE: u32 = 0x1A0;
+    /// IA32_MTRR_PHYSBASE0; PHYSMASK0 follows, then base and mask of each next pair.
+    pub const MTRR_PHYS_BASE0: u32 = 0x200;
+    /// IA32_MTRR_FIX64K_00000: memory types of 0..0x80000, 64 KiB a byte.
+    pub const MTRR_FIX64K_00000: u32 = 0x250;
+    /// IA32_MTRR_FIX16K_80000 (and A0000 at the next number): 16 KiB a byte.
+    pub const MTRR_FIX16K_80000: u32 = 0x258;
+    /// IA32_MTRR_FIX4K_C0000 (to F8000 at 0x26F): 4 KiB a byte.
+    pub const MTRR_FIX4K_C0000: u32 = 0x268;
+    /// IA32_PAT: the eight memory types the page tables' PAT, PCD and PWT bits select.
+    pub const PAT: u32 = 0x277;
+    /// IA32_MTRR_DEF_TYPE: the default memory type and the MTRR enables.
+    pub const MTRR_DEF_TYPE: u32 = 0x2FF;
     /// IA32_SYSENTER_CS: the kernel code selector SYSENTER loads.
     pub const SYSENTER_CS: u32 = 0x174;
     /// IA32_SYSENTER_ESP: the kernel stack pointer SYSENTER loads.
@@ -396,7 +419,7 @@ impl From<SegRegs> for [Segment; 6] {
 }
 
 /// The model-specific registers the guests use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Msrs {
     /// IA32_SYSENTER_CS: the kernel code selector SYSENTER loads.
     pub sysenter_cs: u64,
@@ -418,6 +441,80 @@ pub struct Msrs {
     pub tsc: u64,
     /// IA32_TSC_AUX: what RDTSCP returns in ECX.
     pub tsc_aux: u64,
+    /// IA32_TSC_ADJUST: the sum of what writes to it and to IA32_TSC added to the counter.
+    pub tsc_adjust: u64,
+    /// IA32_MISC_ENABLE.
+    pub misc_enable: u64,
+    /// IA32_APIC_BASE: the local APIC's page, its global enable, and BSP.
+    pub apic_base: u64,
+    /// IA32_PAT.
+    pub pat: u64,
+    /// IA32_MTRR_DEF_TYPE.
+    pub mtrr_def_type: u64,
+    /// The fixed-range MTRRs, in MSR order (FIX64K_00000, FIX16K_80000, FIX16K_A0000,
+    /// FIX4K_C0000 to FIX4K_F8000).
+    pub mtrr_fixed: [u64; MTRR_FIXED_COUNT],
+    /// The variable-range MTRRs in MSR order: PHYSBASE0, PHYSMASK0, PHYSBASE1, ...
+    pub mtrr_var: [u64; 2 * MTRR_VAR_COUNT],
+}
+
+/// How many variable-range MTRR pairs the processor has (IA32_MTRRCAP.VCNT).
+pub const MTRR_VAR_COUNT: usize = 8;
+/// How many fixed-range MTRRs there are: one 64K, two 16K, eight 4K.
+pub const MTRR_FIXED_COUNT: usize = 11;
+
+/// IA32_MISC_ENABLE bits.
+pub mod misc_enable {
+    /// Fast-strings enable (REP MOVS/STOS in larger units; no visible effect here).
+    pub const FAST_STRINGS: u64 = 1 << 0;
+    /// Branch trace storage unavailable (read-only).
+    pub const BTS_UNAVAILABLE: u64 = 1 << 11;
+    /// Processor event-based sampling unavailable (read-only).
+    pub const PEBS_UNAVAILABLE: u64 = 1 << 12;
+    /// The value at reset: fast strings on, neither BTS nor PEBS.
+    pub const RESET: u64 = FAST_STRINGS | BTS_UNAVAILABLE | PEBS_UNAVAILABLE;
+}
+
+/// IA32_APIC_BASE fields.
+pub mod apic_base {
+    /// BSP: this is the bootstrap processor (read-only).
+    pub const BSP: u64 = 1 << 8;
+    /// Global enable: the local APIC is on.
+    pub const ENABLE: u64 = 1 << 11;
+    /// The architectural base of the APIC page.
+    pub const DEFAULT_BASE: u64 = 0xFEE0_0000;
+    /// The page-frame bits (below MAXPHYADDR, which the writer checks).
+    pub const BASE_MASK: u64 = !0xFFF;
+    /// The value at reset: the default page, enabled, bootstrap processor.
+    pub const RESET: u64 = DEFAULT_BASE | ENABLE | BSP;
+}
+
+/// IA32_PAT's value at reset: WB, WT, UC-, UC, twice.
+pub const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+
+impl Default for Msrs {
+    /// The MSRs at reset.
+    fn default() -> Self {
+        Msrs {
+            sysenter_cs: 0,
+            sysenter_esp: 0,
+            sysenter_eip: 0,
+            star: 0,
+            lstar: 0,
+            cstar: 0,
+            fmask: 0,
+            kernel_gs_base: 0,
+            tsc: 0,
+            tsc_aux: 0,
+            tsc_adjust: 0,
+            misc_enable: misc_enable::RESET,
+            apic_base: apic_base::RESET,
+            pat: PAT_RESET,
+            mtrr_def_type: 0,
+            mtrr_fixed: [0; MTRR_FIXED_COUNT],
+            mtrr_var: [0; 2 * MTRR_VAR_COUNT],
+        }
+    }
 }
 
 /// Interrupt-shadow bits of [`CpuState::interrupt_shadow`]: what holds off maskable

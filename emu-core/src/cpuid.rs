@@ -3,6 +3,12 @@
 //! Every engine answers CPUID from this one table (the interpreter directly, KVM through
 //! KVM_SET_CPUID2), so a guest sees the same processor under each and may only use what
 //! every engine implements.
+//!
+//! The processor is an Intel one, as hypervisors report the vendor of a real processor
+//! (guests choose their vendor-specific code paths by it: performance counters, errata,
+//! microcode), and names itself in the hypervisor leaves from 0x4000_0000, which leaf 1
+//! announces with its hypervisor bit. Every bit set here is implemented by every engine;
+//! what is not set raises #UD (an instruction) or #GP (an MSR) in the guest.
 
 use crate::pv::abi as pv;
 use iced_x86::CpuidFeature;
@@ -11,14 +17,26 @@ use iced_x86::CpuidFeature;
 pub const LEAF_VENDOR: u32 = 0;
 /// Leaf 1: family/model/stepping and feature bits.
 pub const LEAF_FEATURES: u32 = 1;
+/// Leaf 7: structured extended features (sub-leaf in ECX); the highest basic leaf.
+pub const LEAF_STRUCTURED: u32 = 7;
+/// The highest basic leaf. Leaves 2 to 6 (caches, MONITOR, power management) describe
+/// nothing Popek has and answer zeros.
+pub const MAX_BASIC_LEAF: u32 = LEAF_STRUCTURED;
 /// Leaf 0x8000_0000: highest extended leaf.
 pub const LEAF_EXT_MAX: u32 = 0x8000_0000;
 /// Leaf 0x8000_0001: extended feature bits (long mode, NX, SYSCALL).
 pub const LEAF_EXT_FEATURES: u32 = 0x8000_0001;
+/// Leaves 0x8000_0002 to 0x8000_0004: the processor brand string, 16 bytes each.
+pub const LEAF_BRAND: [u32; 3] = [0x8000_0002, 0x8000_0003, 0x8000_0004];
 /// Leaf 0x8000_0008: physical and linear address widths.
 pub const LEAF_ADDRESS_SIZES: u32 = 0x8000_0008;
-/// The vendor string, returned in EBX, EDX, ECX order.
-pub const VENDOR: &[u8; 12] = b"PopekVirtCPU";
+/// The vendor string, returned in EBX, EDX, ECX order: a real vendor, whose documented
+/// behaviour (the SDM) Popek follows.
+pub const VENDOR: &[u8; 12] = b"GenuineIntel";
+/// The brand string of leaves 0x8000_0002 to 0x8000_0004, NUL-padded: where a guest that
+/// prints its processor's name finds Popek's.
+pub const BRAND: &[u8; 48] =
+    b"Popek virtual CPU\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
 /// Leaf 1 EAX: family 6, model 15, stepping 0 — a P6-class processor recent enough that
 /// operating systems trust its SYSENTER (family 6 below model 3 had a broken one).
 pub const FAMILY_MODEL_STEPPING: u32 = (6 << 8) | (15 << 4);
@@ -32,8 +50,14 @@ pub const EDX_PSE: u32 = 1 << 3;
 pub const EDX_MSR: u32 = 1 << 5;
 /// Leaf 1 EDX bit: physical address extension (CR4.PAE).
 pub const EDX_PAE: u32 = 1 << 6;
+/// Leaf 1 EDX bit: an on-chip local APIC (at IA32_APIC_BASE, 0xFEE0_0000 at reset).
+pub const EDX_APIC: u32 = 1 << 9;
 /// Leaf 1 EDX bit: SYSENTER/SYSEXIT.
 pub const EDX_SEP: u32 = 1 << 11;
+/// Leaf 1 EDX bit: memory type range registers (IA32_MTRRCAP and the MTRR MSRs).
+pub const EDX_MTRR: u32 = 1 << 12;
+/// Leaf 1 EDX bit: the page attribute table (IA32_PAT).
+pub const EDX_PAT: u32 = 1 << 16;
 /// Leaf 1 EDX bit: global pages (CR4.PGE).
 pub const EDX_PGE: u32 = 1 << 13;
 /// Leaf 1 EDX bit: time-stamp counter (RDTSC).
@@ -53,19 +77,32 @@ pub const EDX_SSE2: u32 = 1 << 26;
 /// Leaf 1 EDX: the features every engine implements. The SSE/SSE2 integer and move
 /// instructions are all there; their floating-point arithmetic is not yet in the
 /// interpreter. FPU (bit 0) and MMX (bit 23) stay clear: the interpreter has the x87
-/// state and control instructions but no x87 arithmetic, and no MMX.
+/// state and control instructions but no x87 arithmetic, and no MMX. MTRR and PAT are
+/// their MSRs: Popek keeps them (memory types change nothing in an emulator's memory).
 pub const FEATURES_EDX: u32 = EDX_DE
     | EDX_PSE
     | EDX_TSC
     | EDX_MSR
     | EDX_PAE
     | EDX_CX8
+    | EDX_APIC
     | EDX_SEP
+    | EDX_MTRR
     | EDX_PGE
     | EDX_CMOV
+    | EDX_PAT
     | EDX_FXSR
     | EDX_SSE
     | EDX_SSE2;
+/// Leaf 1 ECX bit: the processor runs under a hypervisor, which describes itself in the
+/// leaves from 0x4000_0000 (the bit no real processor sets).
+pub const ECX_HYPERVISOR: u32 = 1 << 31;
+/// Leaf 1 ECX: the hypervisor bit; none of SSE3's or later features.
+pub const FEATURES_ECX: u32 = ECX_HYPERVISOR;
+/// Leaf 7 sub-leaf 0 EBX bit: IA32_TSC_ADJUST.
+pub const STRUCTURED_EBX_TSC_ADJUST: u32 = 1 << 1;
+/// Leaf 7 sub-leaf 0 EBX: the structured extended features every engine implements.
+pub const STRUCTURED_EBX: u32 = STRUCTURED_EBX_TSC_ADJUST;
 /// Leaf 0x8000_0001 ECX bit: LAHF/SAHF in 64-bit mode.
 pub const EXT_ECX_LAHF_LM: u32 = 1 << 0;
 /// Leaf 0x8000_0001 EDX bit: SYSCALL/SYSRET.
@@ -112,14 +149,30 @@ pub fn advertises(feature: CpuidFeature) -> bool {
     }
 }
 
-/// The leaves the table defines, for engines that load it up front.
-pub const LEAVES: [u32; 5] = [
+/// The leaves the table defines, for engines that load it up front (each at sub-leaf 0;
+/// [`INDEXED_LEAVES`] says which answer by sub-leaf).
+pub const LEAVES: [u32; 17] = [
     LEAF_VENDOR,
     LEAF_FEATURES,
+    2,
+    3,
+    4,
+    5,
+    6,
+    LEAF_STRUCTURED,
     LEAF_EXT_MAX,
     LEAF_EXT_FEATURES,
+    LEAF_BRAND[0],
+    LEAF_BRAND[1],
+    LEAF_BRAND[2],
+    0x8000_0005,
+    0x8000_0006,
+    0x8000_0007,
     LEAF_ADDRESS_SIZES,
 ];
+
+/// The leaves whose answer depends on the sub-leaf in ECX (the others ignore it).
+pub const INDEXED_LEAVES: [u32; 1] = [LEAF_STRUCTURED];
 
 /// The hypervisor leaves (0x4000_0000 up): Popek's signature and para-virtualization
 /// interface (`docs/guest-abi.md`). Leaves the processor table does not define.
@@ -138,20 +191,42 @@ pub fn hypervisor_leaf(leaf: u32) -> Option<[u32; 4]> {
     }
 }
 
-/// EAX, EBX, ECX, EDX for `leaf` (sub-leaf ignored: no defined leaf has sub-leaves).
+/// EAX, EBX, ECX, EDX for `leaf` at sub-leaf 0 (see [`cpuid_indexed`]).
 pub fn cpuid(leaf: u32) -> [u32; 4] {
+    cpuid_indexed(leaf, 0)
+}
+
+/// EAX, EBX, ECX, EDX for `leaf` and sub-leaf `index` (ECX). A leaf above the highest
+/// basic or extended leaf (and not a hypervisor leaf) answers as the highest basic leaf
+/// does, Intel's rule (SDM Vol. 2A, CPUID: "If a value entered for CPUID.EAX is higher
+/// than the maximum input value ... the data for the highest basic information leaf is
+/// returned").
+pub fn cpuid_indexed(leaf: u32, index: u32) -> [u32; 4] {
     if let Some(regs) = hypervisor_leaf(leaf) {
         return regs;
     }
-    let word =
-        |i: usize| u32::from_le_bytes([VENDOR[i], VENDOR[i + 1], VENDOR[i + 2], VENDOR[i + 3]]);
+    let word = |s: &[u8], i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
     match leaf {
-        LEAF_VENDOR => [LEAF_FEATURES, word(0), word(8), word(4)],
-        LEAF_FEATURES => [FAMILY_MODEL_STEPPING, 0, 0, FEATURES_EDX],
+        LEAF_VENDOR => [
+            MAX_BASIC_LEAF,
+            word(VENDOR, 0),
+            word(VENDOR, 8),
+            word(VENDOR, 4),
+        ],
+        LEAF_FEATURES => [FAMILY_MODEL_STEPPING, 0, FEATURES_ECX, FEATURES_EDX],
+        // Sub-leaf 0 gives the highest sub-leaf (0) in EAX; the others are zero.
+        LEAF_STRUCTURED if index == 0 => [0, STRUCTURED_EBX, 0, 0],
+        2..=MAX_BASIC_LEAF => [0; 4],
         LEAF_EXT_MAX => [LEAF_ADDRESS_SIZES, 0, 0, 0],
         LEAF_EXT_FEATURES => [0, 0, EXT_ECX_LAHF_LM, EXT_FEATURES_EDX],
+        0x8000_0002..=0x8000_0004 => {
+            let at = (leaf - LEAF_BRAND[0]) as usize * 16;
+            std::array::from_fn(|i| word(BRAND, at + 4 * i))
+        }
         LEAF_ADDRESS_SIZES => [ADDRESS_SIZES, 0, 0, 0],
-        _ => [0; 4],
+        // Caches, TLBs and power management: nothing to describe.
+        0x8000_0005..=0x8000_0007 => [0; 4],
+        _ => cpuid_indexed(MAX_BASIC_LEAF, index),
     }
 }
 
@@ -167,6 +242,33 @@ mod tests {
             s.extend_from_slice(&r.to_le_bytes());
         }
         assert_eq!(&s, VENDOR);
+    }
+
+    #[test]
+    fn the_brand_string_reads_in_leaf_order() {
+        let s: Vec<u8> = LEAF_BRAND
+            .iter()
+            .flat_map(|&l| cpuid(l))
+            .flat_map(u32::to_le_bytes)
+            .collect();
+        assert_eq!(&s[..18], b"Popek virtual CPU\0");
+    }
+
+    #[test]
+    fn leaves_past_the_highest_answer_as_the_highest_basic_leaf() {
+        let highest = cpuid(MAX_BASIC_LEAF);
+        assert_eq!(highest, [0, STRUCTURED_EBX, 0, 0]);
+        for leaf in [MAX_BASIC_LEAF + 1, 0x1000, LEAF_ADDRESS_SIZES + 1, u32::MAX] {
+            assert_eq!(cpuid(leaf), highest, "{leaf:#x}");
+        }
+        assert_eq!(cpuid_indexed(MAX_BASIC_LEAF + 1, 1), [0; 4], "sub-leaf 1");
+        assert_eq!(cpuid(0).first(), Some(&MAX_BASIC_LEAF));
+    }
+
+    #[test]
+    fn leaf_1_announces_a_hypervisor() {
+        let [_, _, ecx, _] = cpuid(LEAF_FEATURES);
+        assert_ne!(ecx & ECX_HYPERVISOR, 0);
     }
 
     #[test]

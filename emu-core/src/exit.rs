@@ -601,6 +601,17 @@ pub trait ExitHandler {
     fn stop_request(&self) -> Option<Arc<StopRequest>> {
         None
     }
+
+    /// The processor wrote IA32_APIC_BASE (a value it accepted): the local APIC, a
+    /// device on the bus, follows its base and global enable.
+    fn apic_base_written(&mut self, _value: u64) {}
+
+    /// Whether the guest is para-virtualized (it registered a hypercall page): only then
+    /// is VMCALL a hypercall; elsewhere it raises #UD, as on a processor that CPUID
+    /// describes without VMX.
+    fn paravirtualized(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -515,15 +515,18 @@ fn iret_at_cpl3_cannot_change_iopl_or_if() {
 }
 
 #[test]
-fn iret_with_nt_set_is_an_unsupported_task_return() {
+fn iret_with_nt_set_returns_to_the_back_link_which_must_be_a_busy_tss() {
+    // The kernel's TSS links to the null selector: not a busy TSS, so #TS(0).
     let mut k = Kernel::legacy();
     k.rflags |= rflags::NT;
-    let r = run(&k, assemble(32, CODE, |a| a.iretd()));
-    assert!(
-        matches!(r.stop, StopReason::Unsupported { .. }),
-        "{}",
-        r.stop
+    let r = run(
+        &k,
+        assemble(32, CODE, |a| {
+            a.label("mark")?;
+            a.iretd()
+        }),
     );
+    r.assert_fault(vector::TS, Some(0));
 }
 
 #[test]
@@ -693,6 +696,24 @@ fn syscall_without_efer_sce_is_invalid() {
     });
     let r = run(&Kernel::long(), program);
     r.assert_fault(vector::UD, None);
+}
+
+#[test]
+fn syscall_and_sysret_outside_64_bit_mode_are_invalid_on_intel() {
+    // The processor CPUID reports is an Intel one: SYSCALL and SYSRET are 64-bit-mode
+    // instructions there (AMD also has them in legacy mode).
+    let mut k = Kernel::legacy();
+    k.efer |= emu_core::cpu::efer::SCE;
+    k.msr.star = STAR;
+    type Case = fn(&mut Asm) -> Result<(), IcedError>;
+    let cases: [Case; 2] = [|a| a.syscall(), |a| a.sysret()];
+    for asm in cases {
+        let program = assemble(32, CODE, |a| {
+            a.label("mark")?;
+            asm(a)
+        });
+        run(&k, program).assert_fault(vector::UD, None);
+    }
 }
 
 #[test]

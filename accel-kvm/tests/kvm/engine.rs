@@ -213,7 +213,11 @@ fn every_field_set() -> CpuState {
         kernel_gs_base: 0xFFFF_8000_0030_0000,
         tsc: 1 << 40,
         tsc_aux: 0x1234,
+        pat: 0x0007_0406_0007_0105,
+        mtrr_def_type: 0xC06,
+        ..Msrs::default()
     };
+    state.msr.mtrr_var[0] = 0x8000_0006;
     let fpu = &mut state.fpu;
     fpu.fsw = 5 << 11 | 0x0041; // TOP 5, C0 and invalid-operation flags (masked)
     fpu.ftw = 0b1110_0000;

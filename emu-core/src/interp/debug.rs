@@ -16,7 +16,7 @@
 
 use super::cache::BlockCache;
 use super::{end_block_with, execute, raise_fault, Ctx, Vcpu};
-use crate::cpu::{dr6, dr7, rflags, SegReg};
+use crate::cpu::{dr6, dr7, rflags, shadow, SegReg};
 use crate::exception::Exception;
 use crate::exit::{DebugStop, StopReason};
 use crate::x86::ctx::seg_of;
@@ -31,7 +31,9 @@ const BREAKPOINTS: usize = 4;
 /// to clear after the next instruction, or a breakpoint armed in DR7.
 #[inline(always)]
 pub fn active(cpu: &Vcpu) -> bool {
-    cpu.rflags.control(rflags::TF | rflags::RF) || cpu.dr[DR7] & dr7::ENABLES != 0
+    cpu.rflags.control(rflags::TF | rflags::RF)
+        || cpu.dr[DR7] & dr7::ENABLES != 0
+        || cpu.deferred_debug_trap != 0
 }
 
 /// Whether instructions must run one by one for a debugger (Popek's, not the guest's):
@@ -79,7 +81,16 @@ pub fn run_block(cx: &mut Ctx<'_>, cache: &mut BlockCache, left: usize) {
         let before = cx.icount;
         let go_on = execute(cx, op);
         cx.skip_breakpoint = false;
-        let traps = std::mem::take(&mut cx.debug_trap);
+        let mut traps = std::mem::take(&mut cx.debug_trap);
+        if cx.icount != before {
+            traps |= std::mem::take(&mut cx.cpu.deferred_debug_trap);
+            if began_mov_ss_shadow(cx) {
+                // The #DB waits for the instruction that loads the stack pointer.
+                cx.cpu.deferred_debug_trap = std::mem::take(&mut traps);
+            }
+        } else {
+            cx.cpu.deferred_debug_trap = 0;
+        }
         if let Some(stop) = watched.filter(|_| cx.icount != before) {
             // The instruction completed: the debugger sees it before the guest's #DB.
             if traps != 0 {
@@ -94,6 +105,12 @@ pub fn run_block(cx: &mut Ctx<'_>, cache: &mut BlockCache, left: usize) {
             return;
         }
     }
+}
+
+/// Whether the instruction that just completed was a MOV SS or POP SS, whose shadow
+/// covers the next instruction.
+fn began_mov_ss_shadow(cx: &Ctx<'_>) -> bool {
+    cx.cpu.interrupt_shadow & shadow::MOV_SS != 0 && cx.cpu.shadow_end == cx.icount + 1
 }
 
 /// Stops the run if the debugger set a breakpoint at CS:RIP (not on the first
@@ -239,7 +256,7 @@ mod tests {
     use super::{DR6, DR7};
     use crate::cpu::{dr6, dr7, rflags};
     use crate::exception::vector;
-    use crate::testkit::{Machine, Trap, CODE_BASE, DATA, RAX};
+    use crate::testkit::{Machine, Trap, CODE_BASE, DATA, KERNEL_CS, RAX};
     use iced_x86::code_asm::*;
 
     /// DR7: breakpoint `n` enabled (L bit) with these R/W and LEN fields.
@@ -298,6 +315,52 @@ mod tests {
             .collect();
         assert_eq!(steps, expect);
         assert_eq!(m.state.gpr[RAX], 2);
+    }
+
+    /// The return addresses of the single-step traps `m` takes until it halts.
+    fn step_traps(m: &mut Machine) -> Vec<u64> {
+        let mut steps = Vec::new();
+        while let Some(trap) = {
+            m.run_to_halt();
+            m.trap()
+        } {
+            assert_eq!(trap.vector, vector::DB);
+            steps.push(trap.rip);
+            m.return_from_trap(0);
+        }
+        steps
+    }
+
+    #[test]
+    fn mov_ss_holds_the_single_step_trap_until_the_next_instruction() {
+        let mut m = Machine::protected(|a| {
+            a.mov(eax, ss)?; // 2 bytes
+            a.mov(ss, eax)?; // 2 bytes: no trap after it...
+            a.nop() // ...but after this one
+        })
+        .flags(rflags::FIXED | rflags::TF);
+        let steps = step_traps(&mut m);
+        assert_eq!(steps[..2], [CODE_BASE + 2, CODE_BASE + 5]);
+    }
+
+    #[test]
+    fn syscall_single_steps_only_where_sfmask_leaves_tf_set() {
+        for (fmask, want) in [(rflags::TF, vec![]), (0, vec![CODE_BASE + 2])] {
+            let mut m = Machine::long(|a| {
+                a.syscall()?; // to LSTAR, the next instruction
+                a.nop()
+            })
+            .flags(rflags::FIXED | rflags::TF);
+            m.state.efer |= crate::cpu::efer::SCE;
+            m.state.msr.star = u64::from(KERNEL_CS) << 32;
+            m.state.msr.lstar = CODE_BASE + 2;
+            m.state.msr.fmask = fmask;
+            let steps = step_traps(&mut m);
+            assert_eq!(steps[..want.len()], want[..], "SFMASK {fmask:#x}");
+            if fmask != 0 {
+                assert!(steps.is_empty(), "{steps:x?}");
+            }
+        }
     }
 
     #[test]

@@ -124,6 +124,28 @@ mod tests {
     }
 
     #[test]
+    fn feature_probes_of_a_pc_guest_raise_ud() {
+        // What start-up code probes and expects to fault on a processor without it.
+        let cases: [(&str, &[u8]); 5] = [
+            ("xgetbv with CR4.OSXSAVE clear", &[0x0F, 0x01, 0xD0]),
+            ("invpcid eax, [eax]", &[0x66, 0x0F, 0x38, 0x82, 0x00]),
+            ("rdpru", &[0x0F, 0x01, 0xFD]),
+            ("vmcall", &[0x0F, 0x01, 0xC1]),
+            ("vmmcall", &[0x0F, 0x01, 0xD9]),
+        ];
+        for (name, bytes) in cases {
+            let mut m = Machine::protected(|a| a.nop());
+            m.poke(CODE_BASE, bytes);
+            let t = m.run_to_trap();
+            assert_eq!((t.vector, t.rip), (vector::UD, CODE_BASE), "{name}");
+            let mut m = Machine::long(|a| a.nop());
+            m.poke(CODE_BASE, bytes);
+            let t = m.run_to_trap();
+            assert_eq!((t.vector, t.rip), (vector::UD, CODE_BASE), "{name}, 64-bit");
+        }
+    }
+
+    #[test]
     fn vex_instructions_raise_ud_in_64_bit_mode() {
         // CR4.OSXSAVE cannot be set (no XSAVE), and CPUID reports no AVX.
         let t = Machine::long(|a| a.vaddps(xmm0, xmm1, xmm2)).run_to_trap();

@@ -14,7 +14,9 @@ mod multiboot;
 #[cfg(test)]
 mod tests;
 
-pub use multiboot::{load_multiboot, BootInfo, LoadError, Region};
+pub use multiboot::{
+    load_multiboot, load_multiboot_with_modules, BootInfo, LoadError, Module, Region,
+};
 
 /// Size in bytes of a little-endian `u16` field.
 const U16_LEN: usize = 2;

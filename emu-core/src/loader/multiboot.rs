@@ -15,7 +15,7 @@ use std::ops::Range;
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryRegion};
 
-use super::{elf, read_u32, U32_LEN};
+use super::{elf, read_u32};
 
 // ---- The Multiboot header, as the kernel provides it ----
 
@@ -44,7 +44,7 @@ const HEADER_ENTRY_ADDR: usize = 28;
 /// Length of the header up to and including the a.out-kludge address fields.
 const HEADER_KLUDGE_LEN: usize = 32;
 
-/// Header flag bit 0: page-align boot modules. We load no modules, so it is trivially met.
+/// Header flag bit 0: page-align boot modules. Modules always start on a page.
 const FLAG_PAGE_ALIGN: u32 = 1 << 0;
 /// Header flag bit 1: the kernel wants memory information. We always provide it.
 const FLAG_MEMORY_INFO: u32 = 1 << 1;
@@ -84,8 +84,13 @@ const ADDRESS_SPACE_LAST: u64 = u32::MAX as u64;
 
 // ---- The Multiboot information structure (MBI) and what it points to ----
 
-/// Guest-physical address of the MBI: low memory below 640 KiB, where QEMU puts it too.
-const MBI_ADDR: u32 = 0x9000;
+/// Where the MBI goes if that memory is free: low memory below 640 KiB, where QEMU puts
+/// it too. Otherwise it goes to the first free place after it (see [`find_free`]).
+const MBI_PREFERRED_ADDR: u64 = 0x9000;
+/// Alignment of the MBI and of what follows it.
+const MBI_ALIGN: u64 = 8;
+/// Boot modules start on a page (the header's flag bit 0 asks for it; we always do it).
+const MODULE_ALIGN: u64 = 0x1000;
 /// Size of the MBI as the spec lays it out, up to and including the VBE fields.
 const MBI_SIZE: usize = 88;
 /// MBI offset of `flags`: which of the other fields are valid.
@@ -111,6 +116,8 @@ const MBI_BOOT_LOADER_NAME: usize = 64;
 const MBI_FLAG_MEMORY: u32 = 1 << 0;
 /// MBI flag bit 2: `cmdline` is valid.
 const MBI_FLAG_CMDLINE: u32 = 1 << 2;
+/// MBI flag bit 3: `mods_count` and `mods_addr` are valid.
+const MBI_FLAG_MODS: u32 = 1 << 3;
 /// MBI flag bit 6: `mmap_length` and `mmap_addr` are valid.
 const MBI_FLAG_MMAP: u32 = 1 << 6;
 /// MBI flag bit 9: `boot_loader_name` is valid.
@@ -128,24 +135,13 @@ const MMAP_RESERVED: u32 = 2;
 const MMAP_ENTRIES: usize = 4;
 /// Byte length of the memory map (the MBI's `mmap_length`).
 const MMAP_LENGTH: usize = MMAP_ENTRIES * MMAP_ENTRY_LEN;
-/// Guest-physical address of the memory map: right after the MBI.
-const MMAP_ADDR: u32 = MBI_ADDR + MBI_SIZE as u32;
+/// Bytes per entry of the module list: mod_start, mod_end, string, reserved.
+const MODULE_ENTRY_LEN: usize = 16;
 /// The boot loader name handed to the kernel, NUL included.
 const LOADER_NAME: &[u8] = b"popek\0";
-/// Guest-physical address of the boot loader name: right after the memory map.
-const LOADER_NAME_ADDR: u32 = MMAP_ADDR + MMAP_LENGTH as u32;
-/// Guest-physical address of the command line: right after the boot loader name.
-const CMDLINE_ADDR: u32 = LOADER_NAME_ADDR + LOADER_NAME.len() as u32;
-/// Longest command line accepted, in bytes, not counting the terminating NUL.
+/// Longest command line accepted (the kernel's or a module's), in bytes, not counting
+/// the terminating NUL.
 const CMDLINE_MAX_LEN: usize = 4096;
-/// End of the area reserved for the MBI and everything it points to. It is sized for the
-/// longest command line so that whether a kernel fits never depends on the command line.
-const MBI_AREA_END: u32 = 0xB000;
-
-// The reserved area must hold the longest command line (`<`: its NUL takes one more byte)
-// and stay in conventional memory.
-const _: () = assert!(CMDLINE_ADDR as usize + CMDLINE_MAX_LEN < MBI_AREA_END as usize);
-const _: () = assert!(MBI_AREA_END as u64 <= CONVENTIONAL_END);
 
 /// Bytes of zeroes written per call when clearing a bss; large enough to make few calls.
 const ZERO_CHUNK: usize = 64 * 1024;
@@ -163,6 +159,18 @@ pub struct BootInfo {
     pub ebx: u32,
     /// [start, end) of what the kernel occupies, incl. bss
     pub kernel: Range<u32>,
+    /// [start, end) of each boot module, in the order given.
+    pub modules: Vec<Range<u32>>,
+}
+
+/// A boot module (what QEMU's `-initrd` gives a Multiboot kernel): its bytes and the
+/// string the MBI's module list hands over with it.
+#[derive(Debug, Clone, Copy)]
+pub struct Module<'a> {
+    /// The module's contents, copied to guest RAM as they are.
+    pub image: &'a [u8],
+    /// Its string (by convention the file name and its arguments).
+    pub cmdline: &'a str,
 }
 
 /// Which part of the kernel image a [`LoadError`] is about.
@@ -445,20 +453,19 @@ pub enum LoadError {
         /// Physical end (exclusive).
         end: u64,
     },
-    /// A piece of the kernel would overwrite the Multiboot information area.
+    /// No free guest RAM is left for a boot module or the Multiboot information.
     #[error(
-        "{region} at {start:#x}..{end:#x} overlaps the Multiboot information area \
-         {:#x}..{:#x}",
-        MBI_ADDR,
-        MBI_AREA_END
+        "no room in guest RAM ({}) for {what} of {size} bytes beside the kernel and the \
+         modules before it",
+        human_size(*.ram_size)
     )]
-    OverlapsBootInfo {
-        /// Which piece.
-        region: Region,
-        /// Physical start.
-        start: u64,
-        /// Physical end (exclusive).
-        end: u64,
+    NoRoom {
+        /// What did not fit: "module 2", "the Multiboot information".
+        what: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Guest RAM size in bytes.
+        ram_size: u64,
     },
     /// A piece of the kernel would land in the EBDA / VGA / BIOS ROM hole below 1 MiB.
     #[error(
@@ -590,6 +597,24 @@ pub fn load_multiboot(
     image: &[u8],
     cmdline: &str,
 ) -> Result<BootInfo, LoadError> {
+    load_multiboot_with_modules(mem, image, cmdline, &[])
+}
+
+/// [`load_multiboot`] with boot modules: each goes on its own page after the kernel, and
+/// the MBI's module list says where. The MBI, the memory map and the strings go where
+/// neither the kernel nor a module is: at 0x9000 if that is free, else the first free
+/// place after it.
+///
+/// # Errors
+///
+/// Those of [`load_multiboot`], and [`LoadError::NoRoom`] if the modules or the MBI do
+/// not fit in guest RAM, or a module's string is unusable as a command line.
+pub fn load_multiboot_with_modules(
+    mem: &impl GuestMemoryBackend,
+    image: &[u8],
+    cmdline: &str,
+    modules: &[Module<'_>],
+) -> Result<BootInfo, LoadError> {
     let header = find_header(image)?;
     // The kludge wins over ELF, as in QEMU: it lets e.g. ELF64 kernels boot as flat binaries.
     let plan = if header.flags & FLAG_AOUT_KLUDGE != 0 {
@@ -602,20 +627,197 @@ pub fn load_multiboot(
         });
     };
     check_cmdline(cmdline)?;
+    for module in modules {
+        check_cmdline(module.cmdline)?;
+    }
     let ram_size = ram_size(mem)?;
-    let kernel = place(&plan, ram_size)?;
+    let (kernel, segments) = place(&plan, ram_size)?;
+
+    // Taken so far: page 0, the legacy hole, the kernel's segments.
+    let mut taken = vec![0..LOWEST_LOAD_ADDR, CONVENTIONAL_END..HIGH_MEMORY_START];
+    taken.extend(segments);
+    let mut placed_modules = Vec::with_capacity(modules.len());
+    for (i, module) in modules.iter().enumerate() {
+        let size = len_u64(module.image.len());
+        let start = find_free(u64::from(kernel.end), size, MODULE_ALIGN, &taken, ram_size)
+            .ok_or_else(|| LoadError::NoRoom {
+                what: format!("module {}", i + 1),
+                size,
+                ram_size,
+            })?;
+        taken.push(start..start + size);
+        placed_modules.push(start..start + size);
+    }
+    let info = BootInfoBlock::new(cmdline, modules);
+    let size = len_u64(info.len());
+    let mbi =
+        find_free(MBI_PREFERRED_ADDR, size, MBI_ALIGN, &taken, ram_size).ok_or_else(|| {
+            LoadError::NoRoom {
+                what: "the Multiboot information".into(),
+                size,
+                ram_size,
+            }
+        })?;
 
     for segment in &plan.segments {
         write_segment(mem, segment)?;
     }
-    write_boot_info(mem, ram_size, cmdline)?;
+    for (module, range) in modules.iter().zip(&placed_modules) {
+        write_bytes(mem, range.start, module.image)?;
+    }
+    let modules: Vec<Range<u32>> = placed_modules
+        .iter()
+        .map(|r| {
+            u32::try_from(r.start).unwrap_or(u32::MAX)..u32::try_from(r.end).unwrap_or(u32::MAX)
+        })
+        .collect();
+    let mbi = u32::try_from(mbi).unwrap_or(u32::MAX);
+    write_bytes(mem, u64::from(mbi), &info.build(mbi, ram_size, &modules))?;
 
     Ok(BootInfo {
         entry: plan.entry,
         eax: BOOTLOADER_MAGIC,
-        ebx: MBI_ADDR,
+        ebx: mbi,
         kernel,
+        modules,
     })
+}
+
+/// The first address at or above `from`, aligned to `align`, where `size` bytes fit in
+/// RAM below 4 GiB without touching any range in `taken`.
+fn find_free(from: u64, size: u64, align: u64, taken: &[Range<u64>], ram_size: u64) -> Option<u64> {
+    let limit = ram_size.min(ADDRESS_SPACE_LAST);
+    let mut at = from.checked_next_multiple_of(align)?;
+    loop {
+        let end = at.checked_add(size)?;
+        if end > limit {
+            return None;
+        }
+        // An empty piece still needs an address nobody else uses.
+        let range = at..end.max(at + 1);
+        match taken
+            .iter()
+            .filter(|t| overlaps(&range, t))
+            .map(|t| t.end)
+            .max()
+        {
+            None => return Some(at),
+            Some(past) => at = past.checked_next_multiple_of(align)?,
+        }
+    }
+}
+
+/// The MBI and everything it points to, laid out in one block: the MBI, the memory map,
+/// the module list, the loader name, the command line and the modules' strings.
+struct BootInfoBlock<'a> {
+    cmdline: &'a str,
+    modules: &'a [Module<'a>],
+}
+
+impl<'a> BootInfoBlock<'a> {
+    fn new(cmdline: &'a str, modules: &'a [Module<'a>]) -> Self {
+        BootInfoBlock { cmdline, modules }
+    }
+
+    /// Offset of the memory map in the block.
+    const MMAP: usize = MBI_SIZE;
+    /// Offset of the module list.
+    const MODULES: usize = Self::MMAP + MMAP_LENGTH;
+
+    /// Offset of the loader name.
+    fn loader_name(&self) -> usize {
+        Self::MODULES + self.modules.len() * MODULE_ENTRY_LEN
+    }
+
+    /// Offset of the kernel's command line.
+    fn cmdline_at(&self) -> usize {
+        self.loader_name() + LOADER_NAME.len()
+    }
+
+    fn len(&self) -> usize {
+        self.cmdline_at()
+            + self.cmdline.len()
+            + 1
+            + self
+                .modules
+                .iter()
+                .map(|m| m.cmdline.len() + 1)
+                .sum::<usize>()
+    }
+
+    /// The block's bytes for an MBI at `base`, with the modules at `placed`.
+    fn build(&self, base: u32, ram_size: u64, placed: &[Range<u32>]) -> Vec<u8> {
+        let at = |offset: usize| base.wrapping_add(u32::try_from(offset).unwrap_or(u32::MAX));
+        let upper_size = ram_size.saturating_sub(HIGH_MEMORY_START);
+        let mut block = vec![0u8; self.len()];
+        let mut put = |offset: usize, bytes: &[u8]| {
+            if let Some(slot) = block.get_mut(offset..offset + bytes.len()) {
+                slot.copy_from_slice(bytes);
+            }
+        };
+        let mods = if self.modules.is_empty() {
+            0
+        } else {
+            MBI_FLAG_MODS
+        };
+        let fields = [
+            (
+                MBI_FLAGS,
+                MBI_FLAG_MEMORY | MBI_FLAG_CMDLINE | mods | MBI_FLAG_MMAP | MBI_FLAG_LOADER_NAME,
+            ),
+            (MBI_MEM_LOWER, kib_u32(CONVENTIONAL_END)),
+            (MBI_MEM_UPPER, kib_u32(upper_size)),
+            (MBI_CMDLINE, at(self.cmdline_at())),
+            (MBI_MODS_COUNT, self.modules.len() as u32),
+            (
+                MBI_MODS_ADDR,
+                if self.modules.is_empty() {
+                    0
+                } else {
+                    at(Self::MODULES)
+                },
+            ),
+            (MBI_MMAP_LENGTH, MMAP_LENGTH as u32),
+            (MBI_MMAP_ADDR, at(Self::MMAP)),
+            (MBI_BOOT_LOADER_NAME, at(self.loader_name())),
+        ];
+        for (offset, value) in fields {
+            put(offset, &value.to_le_bytes());
+        }
+
+        // The same low-memory layout SeaBIOS reports through E820, with RAM above 1 MiB up
+        // to the end of the RAM region.
+        let map = [
+            (0, CONVENTIONAL_END, MMAP_AVAILABLE),
+            (CONVENTIONAL_END, EBDA_END - CONVENTIONAL_END, MMAP_RESERVED),
+            (
+                BIOS_ROM_START,
+                HIGH_MEMORY_START - BIOS_ROM_START,
+                MMAP_RESERVED,
+            ),
+            (HIGH_MEMORY_START, upper_size, MMAP_AVAILABLE),
+        ];
+        for (i, (base, length, kind)) in map.into_iter().enumerate() {
+            let entry = Self::MMAP + i * MMAP_ENTRY_LEN;
+            put(entry, &MMAP_ENTRY_SIZE_FIELD.to_le_bytes());
+            put(entry + 4, &base.to_le_bytes());
+            put(entry + 12, &length.to_le_bytes());
+            put(entry + 20, &kind.to_le_bytes());
+        }
+
+        put(self.loader_name(), LOADER_NAME);
+        put(self.cmdline_at(), self.cmdline.as_bytes());
+        let mut string = self.cmdline_at() + self.cmdline.len() + 1;
+        for (i, (module, range)) in self.modules.iter().zip(placed).enumerate() {
+            let entry = Self::MODULES + i * MODULE_ENTRY_LEN;
+            put(entry, &range.start.to_le_bytes());
+            put(entry + 4, &range.end.to_le_bytes());
+            put(entry + 8, &at(string).to_le_bytes());
+            put(string, module.cmdline.as_bytes());
+            string += module.cmdline.len() + 1;
+        }
+        block
+    }
 }
 
 /// Finds the first Multiboot header with a valid checksum and checks its flags.
@@ -788,10 +990,9 @@ fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
 /// Checks where every segment goes and returns the range the whole kernel occupies.
 ///
 /// A segment must stay within the 32-bit address space and guest RAM, above page 0, clear of
-/// the MBI area and the legacy hole below 1 MiB, and clear of the other segments. The entry
-/// point must be at a byte loaded from the file.
-fn place(plan: &LoadPlan<'_>, ram_size: u64) -> Result<Range<u32>, LoadError> {
-    let mbi_area = u64::from(MBI_ADDR)..u64::from(MBI_AREA_END);
+/// the legacy hole below 1 MiB, and clear of the other segments. The entry point must be at
+/// a byte loaded from the file. Also returns where each segment goes.
+fn place(plan: &LoadPlan<'_>, ram_size: u64) -> Result<(Range<u32>, Vec<Range<u64>>), LoadError> {
     let legacy_hole = CONVENTIONAL_END..HIGH_MEMORY_START;
     let mut placed: Vec<(Region, Range<u64>)> = Vec::with_capacity(plan.segments.len());
     for segment in &plan.segments {
@@ -814,9 +1015,6 @@ fn place(plan: &LoadPlan<'_>, ram_size: u64) -> Result<Range<u32>, LoadError> {
         let range = start..end;
         if overlaps(&range, &(0..LOWEST_LOAD_ADDR)) {
             return Err(LoadError::InFirstPage { region, start, end });
-        }
-        if overlaps(&range, &mbi_area) {
-            return Err(LoadError::OverlapsBootInfo { region, start, end });
         }
         if overlaps(&range, &legacy_hole) {
             return Err(LoadError::OverlapsLegacyHole { region, start, end });
@@ -856,7 +1054,7 @@ fn place(plan: &LoadPlan<'_>, ram_size: u64) -> Result<Range<u32>, LoadError> {
             end: kernel.end,
         });
     }
-    Ok(kernel)
+    Ok((kernel, placed.into_iter().map(|(_, range)| range).collect()))
 }
 
 /// Copies a segment's file bytes to guest RAM and zeroes the rest of it (the bss).
@@ -873,65 +1071,6 @@ fn write_segment(mem: &impl GuestMemoryBackend, segment: &Segment<'_>) -> Result
         left = left.saturating_sub(len_u64(chunk));
     }
     Ok(())
-}
-
-/// Writes the MBI, the memory map, the boot loader name and the command line.
-fn write_boot_info(
-    mem: &impl GuestMemoryBackend,
-    ram_size: u64,
-    cmdline: &str,
-) -> Result<(), LoadError> {
-    let upper_size = ram_size.saturating_sub(HIGH_MEMORY_START);
-
-    let mut mbi = [0u8; MBI_SIZE];
-    let fields = [
-        (
-            MBI_FLAGS,
-            MBI_FLAG_MEMORY | MBI_FLAG_CMDLINE | MBI_FLAG_MMAP | MBI_FLAG_LOADER_NAME,
-        ),
-        (MBI_MEM_LOWER, kib_u32(CONVENTIONAL_END)),
-        (MBI_MEM_UPPER, kib_u32(upper_size)),
-        (MBI_CMDLINE, CMDLINE_ADDR),
-        (MBI_MODS_COUNT, 0),
-        (MBI_MODS_ADDR, 0),
-        (MBI_MMAP_LENGTH, MMAP_LENGTH as u32),
-        (MBI_MMAP_ADDR, MMAP_ADDR),
-        (MBI_BOOT_LOADER_NAME, LOADER_NAME_ADDR),
-    ];
-    for (offset, value) in fields {
-        if let Some(field) = mbi.get_mut(offset..offset.saturating_add(U32_LEN)) {
-            field.copy_from_slice(&value.to_le_bytes());
-        }
-    }
-
-    // The same low-memory layout SeaBIOS reports through E820, with RAM above 1 MiB up to the
-    // end of the RAM region.
-    let map = [
-        (0, CONVENTIONAL_END, MMAP_AVAILABLE),
-        (CONVENTIONAL_END, EBDA_END - CONVENTIONAL_END, MMAP_RESERVED),
-        (
-            BIOS_ROM_START,
-            HIGH_MEMORY_START - BIOS_ROM_START,
-            MMAP_RESERVED,
-        ),
-        (HIGH_MEMORY_START, upper_size, MMAP_AVAILABLE),
-    ];
-    let mut mmap = Vec::with_capacity(MMAP_LENGTH);
-    for (base, length, kind) in map {
-        mmap.extend_from_slice(&MMAP_ENTRY_SIZE_FIELD.to_le_bytes());
-        mmap.extend_from_slice(&base.to_le_bytes());
-        mmap.extend_from_slice(&length.to_le_bytes());
-        mmap.extend_from_slice(&kind.to_le_bytes());
-    }
-
-    let mut cmdline_c = Vec::with_capacity(cmdline.len().saturating_add(1));
-    cmdline_c.extend_from_slice(cmdline.as_bytes());
-    cmdline_c.push(0);
-
-    write_bytes(mem, u64::from(MBI_ADDR), &mbi)?;
-    write_bytes(mem, u64::from(MMAP_ADDR), &mmap)?;
-    write_bytes(mem, u64::from(LOADER_NAME_ADDR), LOADER_NAME)?;
-    write_bytes(mem, u64::from(CMDLINE_ADDR), &cmdline_c)
 }
 
 /// Writes `bytes` at guest-physical `addr`, reporting any failure with its address.

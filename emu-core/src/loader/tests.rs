@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::{load_multiboot, BootInfo, LoadError, Region};
+use super::{load_multiboot, load_multiboot_with_modules, BootInfo, LoadError, Module, Region};
 
 /// Guest RAM used by most tests: 64 MiB at guest-physical 0, like the emulator's default.
 const RAM_SIZE: usize = 64 << 20;
@@ -19,10 +19,8 @@ const MB_MEMINFO: u32 = 1 << 1;
 const MB_KLUDGE: u32 = 1 << 16;
 /// EAX value at kernel entry.
 const BOOT_MAGIC: u32 = 0x2BAD_B002;
-/// Where the loader puts the MBI.
+/// Where the loader puts the MBI when that memory is free.
 const MBI_ADDR: u32 = 0x9000;
-/// End of the reserved MBI area.
-const MBI_AREA_END: u32 = 0xB000;
 /// Kernels are typically linked at 1 MiB.
 const KERNEL_BASE: u32 = 0x10_0000;
 
@@ -36,6 +34,7 @@ const MBI_MEM_UPPER: u32 = 8;
 const MBI_CMDLINE: u32 = 16;
 /// Spec MBI offset of `mods_count`.
 const MBI_MODS_COUNT: u32 = 20;
+const MBI_MODS_ADDR: u32 = 24;
 /// Spec MBI offset of `mmap_length`.
 const MBI_MMAP_LENGTH: u32 = 44;
 /// Spec MBI offset of `mmap_addr`.
@@ -297,12 +296,12 @@ fn load_err(image: &[u8]) -> LoadError {
 /// What must hold for every successful load, whatever the image.
 fn check_invariants(info: &BootInfo) -> Result<(), TestCaseError> {
     prop_assert_eq!(info.eax, BOOT_MAGIC);
-    prop_assert_eq!(info.ebx, MBI_ADDR);
     prop_assert!(info.kernel.start >= 0x1000, "{:x?}", info);
     prop_assert!(info.kernel.end as usize <= RAM_SIZE, "{:x?}", info);
     prop_assert!(info.kernel.start <= info.kernel.end, "{:x?}", info);
+    // The MBI is somewhere the kernel's span is not (its segments may leave gaps).
     prop_assert!(
-        info.kernel.end <= MBI_ADDR || info.kernel.start >= MBI_AREA_END,
+        !info.kernel.contains(&info.ebx) || info.ebx >= MBI_ADDR,
         "{:x?}",
         info
     );
@@ -325,6 +324,7 @@ fn elf_loads_segments_at_paddr_and_zeroes_bss() {
             eax: BOOT_MAGIC,
             ebx: MBI_ADDR,
             kernel: KERNEL_BASE..KERNEL_BASE + 0x2100,
+            modules: vec![],
         }
     );
     assert_eq!(read(&mem, KERNEL_BASE, 0x100), elf.segs[0].data);
@@ -389,17 +389,81 @@ fn elf_entry_in_non_executable_segment_is_not_translated() {
 }
 
 #[test]
-fn elf_low_kernels_next_to_the_mbi_area_load() {
-    // Right below the MBI and right after its reserved area are both fine.
+fn the_mbi_goes_where_the_kernel_is_not() {
+    // The kernel of the issue: a segment at 0x8000..0xA86C, over the usual MBI place.
+    let mem = ram();
+    let elf = ElfImage::new(0x8000, vec![Seg::load(0x8000, vec![0xF4; 0x100], 0x286C)]);
+    let info = load_multiboot(&mem, &elf.build(), "a command line").expect("load");
+    assert_eq!(info.kernel, 0x8000..0xA86C);
+    assert_eq!(
+        info.ebx, 0xA870,
+        "the first free 8-byte boundary after the kernel"
+    );
+    let cmdline = read_u32(&mem, info.ebx + MBI_CMDLINE);
+    assert!(cmdline > 0xA86C);
+    assert_eq!(read_cstr(&mem, cmdline), "a command line");
+    assert_eq!(
+        read(&mem, 0x8000, 2),
+        vec![0xF4, 0xF4],
+        "the kernel is intact"
+    );
+
+    // A kernel filling low memory: the MBI goes above the kernel at 1 MiB.
     let elf = ElfImage::new(
         0x1000,
         vec![
-            Seg::load(0x1000, vec![0xF4; 0x10], MBI_ADDR - 0x1000),
-            Seg::load(MBI_AREA_END, vec![0xF4; 0x10], 0x10),
+            Seg::load(0x1000, vec![0xF4; 0x10], 0x9_EC00),
+            Seg::load(KERNEL_BASE, vec![0xF4; 0x10], 0x2000),
         ],
     );
-    let info = load_multiboot(&ram(), &elf.build(), "").expect("load");
-    assert_eq!(info.kernel, 0x1000..MBI_AREA_END + 0x10);
+    let info = load_multiboot(&mem, &elf.build(), "").expect("load");
+    assert_eq!(info.ebx, KERNEL_BASE + 0x2000);
+}
+
+#[test]
+fn modules_go_on_pages_after_the_kernel_with_their_strings() {
+    let mem = ram();
+    let (one, two) = (vec![0xAB; 5000], vec![0xCD; 10]);
+    let modules = [
+        Module {
+            image: &one,
+            cmdline: "initrd.img root=/dev/ram",
+        },
+        Module {
+            image: &two,
+            cmdline: "",
+        },
+    ];
+    let info =
+        load_multiboot_with_modules(&mem, &typical_elf().build(), "k", &modules).expect("load");
+    let end = info.kernel.end.next_multiple_of(0x1000);
+    assert_eq!(
+        info.modules,
+        vec![end..end + 5000, end + 0x2000..end + 0x2000 + 10]
+    );
+    let mbi = info.ebx;
+    assert_eq!(read_u32(&mem, mbi + MBI_FLAGS), MBI_EXPECTED_FLAGS | 1 << 3);
+    assert_eq!(read_u32(&mem, mbi + MBI_MODS_COUNT), 2);
+    let list = read_u32(&mem, mbi + MBI_MODS_ADDR);
+    assert_eq!(read_u32(&mem, list), end);
+    assert_eq!(read_u32(&mem, list + 4), end + 5000);
+    assert_eq!(
+        read_cstr(&mem, read_u32(&mem, list + 8)),
+        "initrd.img root=/dev/ram"
+    );
+    assert_eq!(read_cstr(&mem, read_u32(&mem, list + 24)), "");
+    assert_eq!(read(&mem, end + 4999, 1), vec![0xAB]);
+    assert_eq!(read(&mem, end + 0x2000, 10), vec![0xCD; 10]);
+    assert_eq!(read_cstr(&mem, read_u32(&mem, mbi + MBI_CMDLINE)), "k");
+
+    let huge = vec![0; 70 << 20];
+    let too_big = [Module {
+        image: &huge,
+        cmdline: "big",
+    }];
+    let err = load_multiboot_with_modules(&mem, &typical_elf().build(), "", &too_big)
+        .expect_err("does not fit");
+    assert!(matches!(err, LoadError::NoRoom { .. }), "{err}");
 }
 
 // ---------------------------------------------------------------- MBI
@@ -445,9 +509,10 @@ fn mbi_fields_read_back_from_guest_memory() {
         ]
     );
 
-    // Everything the MBI points to stays in its reserved low-memory area.
+    // With the kernel at 1 MiB, everything stays in low memory from 0x9000.
+    assert_eq!(mbi, MBI_ADDR);
     for addr in [mmap_addr, cmdline, name] {
-        assert!((MBI_ADDR..MBI_AREA_END).contains(&addr), "{addr:#x}");
+        assert!((MBI_ADDR..0x9_FC00).contains(&addr), "{addr:#x}");
     }
 }
 
@@ -490,6 +555,7 @@ fn kludge_loads_image_and_zeroes_bss() {
             eax: BOOT_MAGIC,
             ebx: MBI_ADDR,
             kernel: KERNEL_BASE..kludge.bss_end_addr,
+            modules: vec![],
         }
     );
     assert_eq!(read(&mem, KERNEL_BASE, image.len()), image);
@@ -859,21 +925,6 @@ fn segment_in_first_page_is_rejected() {
 }
 
 #[test]
-fn segment_over_the_mbi_area_is_rejected() {
-    let err = load_err(&elf_at(0x9800, 0x100));
-    assert!(matches!(err, LoadError::OverlapsBootInfo { .. }));
-    assert_eq!(
-        err.to_string(),
-        "ELF segment 0 at 0x9800..0x9900 overlaps the Multiboot information area 0x9000..0xb000"
-    );
-    // Reaching into the area from below through its bss.
-    assert!(matches!(
-        load_err(&elf_at(0x8000, 0x1001)),
-        LoadError::OverlapsBootInfo { .. }
-    ));
-}
-
-#[test]
 fn segment_in_the_legacy_hole_is_rejected() {
     assert!(matches!(
         load_err(&elf_at(0xA_0000, 0x1000)),
@@ -1038,14 +1089,10 @@ fn kludge_placement_errors_are_rejected() {
         }
     ));
 
+    // Over the usual MBI place is fine: the MBI moves.
     let (image, _) = simple_kludge(0x9000, &[0xF4], 0);
-    assert!(matches!(
-        load_err(&image),
-        LoadError::OverlapsBootInfo {
-            region: Region::Kludge,
-            ..
-        }
-    ));
+    let info = load_multiboot(&ram(), &image, "").expect("load");
+    assert_ne!(info.ebx, MBI_ADDR);
 
     // Loading to the end of the file carries the image past 4 GiB.
     let top = Kludge {
@@ -1122,7 +1169,7 @@ fn error_messages_are_single_lines() {
         vec![0; 8],
         vec![0; 100],
         elf_at(0x400_0000, 0x1000),
-        elf_at(0x9800, 0x100),
+        elf_at(0xA_0000, 0x100),
         elf_at(0xFFFF_F000, 0x2000),
     ];
     let mut elf = typical_elf();

@@ -15,7 +15,7 @@ use crate::cpu::CpuState;
 use crate::engine::{DebugConfig, Engine, EngineError, Watchpoint};
 use crate::exit::{StopOn, StopReason};
 use crate::interp::{Assist, Interpreter};
-use crate::loader::{load_multiboot, BootInfo, LoadError};
+use crate::loader::{load_multiboot_with_modules, BootInfo, LoadError, Module};
 use crate::memory::{GuestMemory, GuestRam, MemoryError, PAGE_SIZE};
 use crate::stop::StopRequest;
 use crate::x86::paging::{self, PagingRegs, Translation, WalkFault};
@@ -127,6 +127,11 @@ impl Machine {
         let engine = make_engine(&ram).map_err(MachineError::Engine)?;
         let mut vmm = Vmm::new(serial_out);
         vmm.clock = Clock::new(engine.counts_instructions());
+        vmm.devices
+            .fw_cfg
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .set_ram_size(ram_size as u64);
         vmm.set_hypercall_trap(engine.hypercall_trap(), &ram);
         Ok(Machine {
             ram,
@@ -175,6 +180,17 @@ impl Machine {
         image: &[u8],
         cmdline: &str,
     ) -> Result<BootInfo, MachineError> {
+        self.load_multiboot_with_modules(image, cmdline, &[])
+    }
+
+    /// [`Machine::load_multiboot`] with boot modules (QEMU's `-initrd` for a Multiboot
+    /// kernel).
+    pub fn load_multiboot_with_modules(
+        &mut self,
+        image: &[u8],
+        cmdline: &str,
+        modules: &[Module<'_>],
+    ) -> Result<BootInfo, MachineError> {
         // The virtio devices attached so far are announced as Linux (and QEMU's microvm)
         // do: `virtio_mmio.device=4K@0xd0000000:5` words after the command line.
         let announced = self.vmm.devices.virtio_cmdline();
@@ -183,7 +199,7 @@ impl Machine {
             (true, false) => announced,
             (false, false) => format!("{cmdline} {announced}"),
         };
-        let boot = load_multiboot(self.ram.guest_memory(), image, &cmdline)?;
+        let boot = load_multiboot_with_modules(self.ram.guest_memory(), image, &cmdline, modules)?;
         self.engine
             .set_state(&CpuState::multiboot(boot.entry, boot.eax, boot.ebx))?;
         Ok(boot)

@@ -17,7 +17,7 @@ use devices::PcState;
 use serde::{Deserialize, Serialize};
 
 /// The version of the snapshot format this Popek writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// One page of guest RAM that is not all zeros.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -65,7 +65,7 @@ impl Vmm {
     }
 
     fn has_interrupt(&self) -> bool {
-        lock(&self.devices.pic).has_interrupt()
+        self.devices.has_interrupt()
     }
 
     /// A halted CPU: with interrupts enabled, let time run on to the next interrupt;
@@ -83,7 +83,7 @@ impl Vmm {
             if self.has_interrupt() {
                 return Flow::Continue;
             }
-            let Some(next) = lock(&self.devices.pit).next_irq0_ns() else {
+            let Some(next) = self.devices.next_timer_ns() else {
                 break;
             };
             if !self.clock.wait_until(next, icount, &self.stop) {
@@ -170,9 +170,8 @@ fn write_flow(result: Result<Option<DeviceRequest>, BusError>) -> Flow {
 impl ExitHandler for Vmm {
     fn poll_interrupts(&mut self, icount: u64) -> InterruptPoll {
         self.sync_devices(icount);
-        let pit = lock(&self.devices.pit).next_irq0_ns();
-        // A para-virtualized guest's timer is polled for like the PIT's.
-        let next_tick = match (pit, self.pv.timer_deadline) {
+        // A para-virtualized guest's timer is polled for like the PIT's and the APIC's.
+        let next_tick = match (self.devices.next_timer_ns(), self.pv.timer_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -186,7 +185,15 @@ impl ExitHandler for Vmm {
     }
 
     fn acknowledge_interrupt(&mut self) -> Option<u8> {
-        lock(&self.devices.pic).acknowledge()
+        self.devices.acknowledge()
+    }
+
+    fn apic_base_written(&mut self, value: u64) {
+        self.devices.set_apic_base(value);
+    }
+
+    fn paravirtualized(&self) -> bool {
+        self.pv.hypercall_page.is_some()
     }
 
     fn stop_request(&self) -> Option<Arc<StopRequest>> {
@@ -290,6 +297,7 @@ impl Vmm {
                 write_flow(self.devices.pio.write(port.into(), data))
             }
             VmExit::MmioRead { addr, data } => {
+                self.sync_devices(icount);
                 if self.devices.mmio.read(addr, data).is_err() {
                     data.fill(OPEN_BUS);
                 }
@@ -297,15 +305,20 @@ impl Vmm {
                 Flow::Continue
             }
             VmExit::MmioWrite { addr, data } => {
+                self.sync_devices(icount);
                 self.mmio_event(icount, addr, true, data);
                 write_flow(self.devices.mmio.write(addr, data))
             }
             VmExit::Hlt { interruptible } => self.wait_for_interrupt(interruptible, icount),
             VmExit::Shutdown { cause } => Flow::Stop(StopReason::Shutdown(cause)),
             VmExit::Unsupported { rip, what } => Flow::Stop(StopReason::Unsupported { rip, what }),
-            VmExit::Cpuid { leaf, result, .. } => {
+            VmExit::Cpuid {
+                leaf,
+                subleaf,
+                result,
+            } => {
                 // The VMM emulates CPUID, from the table KVM loads with KVM_SET_CPUID2.
-                *result = crate::cpuid::cpuid(leaf);
+                *result = crate::cpuid::cpuid_indexed(leaf, subleaf);
                 Flow::Continue
             }
             // The engine completes these once the VMM returns (see `Assist::Vtx`): the

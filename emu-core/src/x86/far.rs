@@ -18,8 +18,8 @@ use super::segment::{
     self, code_descriptor, descriptor_address, read_descriptor, selector, selector_error,
     stack_descriptor, system_type, tss_stack, Descriptor, Stack,
 };
-use super::{Ctx, Fault, Handler};
-use crate::cpu::{cr0, efer, rflags, SegReg, Segment};
+use super::{task, Ctx, Fault, Handler};
+use crate::cpu::{cr0, dr6, efer, rflags, SegReg, Segment};
 use crate::exception::{vector, Exception};
 use crate::exit::RingCause;
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
@@ -209,9 +209,32 @@ fn protected_far(
         (
             false,
             system_type::TASK_GATE | system_type::TSS_AVAILABLE | system_type::TSS16_AVAILABLE,
-        ) if legacy => Err(Fault::Unsupported),
+        ) if legacy => to_task(cx, sel, desc, call),
         _ => Err(gp(selector_error(sel))),
     }
+}
+
+/// A far JMP or CALL to a TSS or a task gate: the descriptor's DPL must admit the CPL and
+/// the selector's RPL.
+fn to_task(cx: &mut Ctx<'_>, sel: u16, desc: Descriptor, call: bool) -> Result<(), Fault> {
+    let rpl = (sel & selector::RPL) as u8;
+    if desc.dpl() < cx.cpu.cpl().max(rpl) {
+        return Err(gp(selector_error(sel)));
+    }
+    if !desc.present() {
+        return Err(Exception::not_present(selector_error(sel)).into());
+    }
+    let tss = if desc.kind() == system_type::TASK_GATE {
+        desc.gate_selector()
+    } else {
+        sel
+    };
+    let cause = if call {
+        task::Cause::Call
+    } else {
+        task::Cause::Jmp
+    };
+    task::switch(cx, tss, cause, 0)
 }
 
 /// A far JMP or CALL straight to a code segment: the CPL never changes.
@@ -518,11 +541,11 @@ fn iret(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     }
     if protected && cx.cpu.rflags.control(rflags::NT) {
         // A return from a nested task is a task switch; long mode has none.
-        return Err(if long_mode(cx) {
-            gp(0)
-        } else {
-            Fault::Unsupported
-        });
+        if long_mode(cx) {
+            return Err(gp(0));
+        }
+        let link = cx.read_sys(cx.cpu.tr.base, 2)? as u16;
+        return task::switch(cx, link, task::Cause::Iret, 0);
     }
     let mut stack = Stack::current(cx);
     let rip = stack.pop(cx, size)?;
@@ -648,69 +671,55 @@ fn sysexit(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 }
 
 fn syscall(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
-    // Real mode has no flat segments to switch to (Intel: #UD there too).
-    if cx.cpu.efer & efer::SCE == 0 || cx.cpu.cr0 & cr0::PE == 0 {
+    // Intel's SYSCALL exists in 64-bit mode only (AMD's also in legacy and
+    // compatibility mode): the processor CPUID reports is an Intel one.
+    if cx.cpu.efer & efer::SCE == 0 || cx.cpu.code_bitness() != 64 {
         return Err(Exception::invalid_opcode().into());
     }
     let cs = (cx.cpu.msr.star >> STAR_SYSCALL_SHIFT) as u16 & !selector::RPL;
     let flags = cx.cpu.rflags.get();
-    let long = long_mode(cx);
-    let (rip, kept) = if long {
-        // RCX and R11 keep what SYSRET needs to come back.
-        cx.cpu.gpr[1] = ins.next_ip();
-        cx.cpu.gpr[11] = flags & !rflags::RF;
-        let rip = if cx.cpu.code_bitness() == 64 {
-            cx.cpu.msr.lstar
-        } else {
-            cx.cpu.msr.cstar
-        };
-        (rip, flags & !cx.cpu.msr.fmask & !rflags::RF)
-    } else {
-        // Legacy mode (AMD's definition): the return EIP in ECX, the entry in STAR.
-        cx.set_reg(Register::ECX, ins.next_ip());
-        let rip = cx.cpu.msr.star & 0xFFFF_FFFF;
-        (rip, flags & !(rflags::VM | rflags::IF | rflags::RF))
-    };
+    // RCX and R11 keep what SYSRET needs to come back.
+    cx.cpu.gpr[1] = ins.next_ip();
+    cx.cpu.gpr[11] = flags & !rflags::RF;
+    let kept = flags & !cx.cpu.msr.fmask & !rflags::RF;
     cx.cpu.rflags.set_all(kept);
+    if kept & rflags::TF == 0 {
+        // With TF masked, no single-step trap follows SYSCALL: the kernel's first
+        // instruction runs untraced.
+        cx.debug_trap &= !dr6::BS;
+    }
     let to = FastTarget {
         cs,
         ss: cs.wrapping_add(SS_AFTER_CS),
-        long,
+        long: true,
         rsp: None,
-        rip,
+        rip: cx.cpu.msr.lstar,
     };
     fast_transfer(cx, to, RingCause::Syscall);
     Ok(())
 }
 
 fn sysret(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
-    if cx.cpu.efer & efer::SCE == 0 {
+    // Like SYSCALL, Intel's SYSRET exists in 64-bit mode only.
+    if cx.cpu.efer & efer::SCE == 0 || cx.cpu.code_bitness() != 64 {
         return Err(Exception::invalid_opcode().into());
     }
-    if !segment::protected(cx) || cx.cpu.cpl() != 0 {
+    if cx.cpu.cpl() != 0 {
         return Err(gp(0));
     }
     let base = (cx.cpu.msr.star >> STAR_SYSRET_SHIFT) as u16;
     let to64 = ins.code() == Code::Sysretq;
-    let (cs, rip, flags) = if cx.cpu.code_bitness() == 64 {
-        let flags = (cx.cpu.gpr[11] & SYSRET_FLAGS) | rflags::FIXED;
-        if to64 {
-            // Checked before the ring changes: the #GP is taken at CPL 0, on whatever
-            // stack the kernel set up for the return, so kernels check RCX themselves.
-            let rip = cx.cpu.gpr[1];
-            if !is_canonical(rip) {
-                return Err(gp(0));
-            }
-            (base.wrapping_add(SYSRET_CS64), rip, flags)
-        } else {
-            (base, cx.reg(Register::ECX), flags)
+    let flags = (cx.cpu.gpr[11] & SYSRET_FLAGS) | rflags::FIXED;
+    let (cs, rip) = if to64 {
+        // Checked before the ring changes: the #GP is taken at CPL 0, on whatever
+        // stack the kernel set up for the return, so kernels check RCX themselves.
+        let rip = cx.cpu.gpr[1];
+        if !is_canonical(rip) {
+            return Err(gp(0));
         }
+        (base.wrapping_add(SYSRET_CS64), rip)
     } else {
-        (
-            base,
-            cx.reg(Register::ECX),
-            cx.cpu.rflags.get() | rflags::IF,
-        )
+        (base, cx.reg(Register::ECX))
     };
     load_flags(cx, flags);
     let to = FastTarget {

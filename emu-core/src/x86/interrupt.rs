@@ -6,7 +6,7 @@
 use super::segment::{
     self, code_descriptor, selector_error, system_type, tss_stack, Descriptor, Stack,
 };
-use super::{Ctx, Fault};
+use super::{task, Ctx, Fault};
 use crate::cpu::{cr0, efer, rflags, SegReg};
 use crate::exception::{vector, Exception};
 use crate::exit::{GuestEvent, RingCause, StopReason, VmExit};
@@ -256,8 +256,16 @@ fn protected_mode(
     let ext = source.ext();
     let gate = Descriptor(read_gate(cx, vector, 8, ext)?.0);
     if !gate.is_code_data() && gate.kind() == system_type::TASK_GATE {
-        // Hardware task switching is not implemented.
-        return Err(Fault::Unsupported);
+        check_gate(cx, gate, vector, source, &[system_type::TASK_GATE])?;
+        task::switch(cx, gate.gate_selector(), task::Cause::Gate, ext)?;
+        // The error code goes on the new task's stack.
+        if let Some(code) = error_code {
+            let mut stack = Stack::current(cx).with_error(ext);
+            let cpl = cx.cpu.cpl();
+            stack.push(cx, 4, code.into(), cpl)?;
+            stack.commit(cx);
+        }
+        return Ok(());
     }
     let gates = [
         system_type::INT_GATE16,

@@ -19,12 +19,14 @@ pub mod flags;
 pub mod interrupt;
 pub mod io;
 pub mod mmu;
+pub mod msr;
 pub mod opcode;
 pub mod paging;
 pub mod processor;
 pub mod segaccess;
 pub mod segment;
 pub mod system;
+pub mod task;
 
 pub use ctx::Ctx;
 
@@ -82,6 +84,9 @@ pub struct Vcpu {
     /// `icount + tsc_offset`, so the counter carries on across engines and snapshots
     /// from the value in the state's IA32_TIME_STAMP_COUNTER.
     pub tsc_offset: u64,
+    /// The #DB trap conditions (DR6 bits) of a MOV SS or POP SS, held off until the
+    /// instruction after it completes, as the interrupt shadow holds off interrupts.
+    pub deferred_debug_trap: u64,
 }
 
 impl Vcpu {
@@ -92,6 +97,7 @@ impl Vcpu {
             tlb: mmu::Tlb::default(),
             shadow_end: 0,
             tsc_offset: 0,
+            deferred_debug_trap: 0,
         }
     }
 

@@ -45,8 +45,13 @@ pub fn is_hypercall(ins: &Instruction) -> bool {
 }
 
 /// VMCALL: a hypercall (`docs/guest-abi.md`). RIP already points past it; the VMM
-/// answers in EAX, and refuses callers outside ring 0 itself.
+/// answers in EAX, and refuses callers outside ring 0 itself. Outside a
+/// para-virtualized guest (no hypercall page registered) it raises #UD, as the
+/// processor CPUID describes (no VMX) would.
 fn vmcall(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
+    if !cx.exits.paravirtualized() {
+        return Err(Exception::invalid_opcode().into());
+    }
     cx.hypercall();
     Ok(())
 }
@@ -76,7 +81,7 @@ fn cpuid(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
         });
         result
     } else {
-        crate::cpuid::cpuid(leaf)
+        crate::cpuid::cpuid_indexed(leaf, cx.cpu.gpr[1] as u32)
     };
     for (r, v) in [(0, a), (3, b), (1, c), (2, d)] {
         cx.cpu.gpr[r] = v as u64;

@@ -10,7 +10,7 @@
 use super::ctx::seg_of;
 use super::debugreg;
 use super::mmu::{is_canonical, Access, MAXPHYADDR};
-use super::processor::{edx_eax, read_tsc, set_edx_eax, tsc};
+use super::processor::{edx_eax, read_tsc, set_edx_eax};
 use super::segment::{self, read_descriptor, selector, selector_error, system_type, Descriptor};
 use super::{Ctx, Fault, Handler};
 use crate::cpu::{cr0, cr4, efer, msr, rflags, DescriptorTable, SegReg, Segment};
@@ -35,13 +35,6 @@ const ACCESS_RIGHTS: u64 = 0x00F0_FF00;
 const MSW_BITS: u64 = cr0::PE | cr0::MP | cr0::EM | cr0::TS;
 /// CR8 holds a 4-bit priority class; the other bits are reserved.
 const CR8_TPR: u64 = 0xF;
-/// Where IA32_APIC_BASE says the local APIC lives (the architectural default).
-const APIC_DEFAULT_BASE: u64 = 0xFEE0_0000;
-/// IA32_APIC_BASE.BSP: this is the bootstrap processor.
-const APIC_BSP: u64 = 1 << 8;
-/// IA32_APIC_BASE as Popek reports it: the default base, BSP, and the enable bit clear,
-/// since there is no local APIC.
-const APIC_BASE_VALUE: u64 = APIC_DEFAULT_BASE | APIC_BSP;
 /// DR4 and DR5 are the 386's names for DR6 and DR7.
 const DR4: usize = 4;
 /// See [`DR4`].
@@ -600,8 +593,6 @@ fn rdmsr(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
     msr_exit(cx, false);
     let m = &cx.cpu.msr;
     let v = match cx.cpu.gpr[1] as u32 {
-        msr::TSC => tsc(cx),
-        msr::APIC_BASE => APIC_BASE_VALUE,
         msr::SYSENTER_CS => m.sysenter_cs,
         msr::SYSENTER_ESP => m.sysenter_esp,
         msr::SYSENTER_EIP => m.sysenter_eip,
@@ -615,7 +606,7 @@ fn rdmsr(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
         msr::KERNEL_GS_BASE => m.kernel_gs_base,
         msr::TSC_AUX => m.tsc_aux,
         index if is_vmm_msr(index) => cx.vmm_msr(false, index, 0)?,
-        _ => return Err(gp(0)),
+        index => super::msr::read(cx, index)?,
     };
     set_edx_eax(cx, v);
     Ok(())
@@ -640,13 +631,10 @@ fn wrmsr(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
         msr::FS_BASE => cx.cpu.seg.set_base(SegReg::Fs, canonical(v)?),
         msr::GS_BASE => cx.cpu.seg.set_base(SegReg::Gs, canonical(v)?),
         msr::KERNEL_GS_BASE => cx.cpu.msr.kernel_gs_base = canonical(v)?,
-        // The counter is the instruction count, and there is no local APIC to move or
-        // enable: these read fine but cannot be changed.
-        msr::TSC | msr::APIC_BASE => return Err(Fault::Unsupported),
         index if is_vmm_msr(index) => {
             cx.vmm_msr(true, index, v)?;
         }
-        _ => return Err(gp(0)),
+        index => super::msr::write(cx, index, v)?,
     }
     cx.end_block = true;
     Ok(())

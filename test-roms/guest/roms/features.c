@@ -18,6 +18,7 @@
 // MOV AL, imm8, where the SDM has #UD without RTM.)
 #include "cpu.h"
 #include "popek.h"
+#include "probe.h"
 
 #define CR4_OSFXSR 0x200	// SSE instructions enabled
 
@@ -30,39 +31,6 @@
 #define LEAF_FEATURES 1
 
 static struct gate32 idt[IDT_VECTORS] __attribute__((aligned(8)));
-struct cpuid {
-	uint32_t eax, ebx, ecx, edx;
-};
-
-static struct cpuid cpuid(uint32_t leaf)
-{
-	struct cpuid r;
-
-	__asm__ volatile("cpuid"
-			 : "=a"(r.eax), "=b"(r.ebx), "=c"(r.ecx), "=d"(r.edx)
-			 : "a"(leaf), "c"(0));
-	return r;
-}
-
-// Runs setup, then insn (whose address goes to at), then after; setup
-// leaves EDI = the address after it all, where the trap handler resumes.
-// trap32_last says which exception insn or after raised, if any.
-#define TRY(at, setup, insn, after, ...)                                      \
-	do {                                                                  \
-		trap32_last.vector = TRAP_NONE;                               \
-		__asm__ volatile("mov $1f, %%edi\n\t" setup "\n\t"            \
-				 "mov $0f, %0\n"                              \
-				 "0:\t" insn "\n\t" after "\n1:"              \
-				 : "=&r"(at)                                  \
-				 : __VA_ARGS__                                \
-				 : "eax", "ecx", "edx", "edi", "memory", "cc"); \
-	} while (0)
-
-// insn raised #UD at its own address.
-static int raised_ud(uint32_t at)
-{
-	return trap32_last.vector == VEC_UD && trap32_last.eip == at;
-}
 
 // PASS when the feature is absent and the instruction raised #UD, or
 // present and it worked (no exception, and `worked`).
