@@ -24,7 +24,18 @@ mod native;
 #[test]
 fn interpreter_matches_host_cpu() {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    host::run();
+    host::run(|| Box::new(emu_core::interp::Interpreter::new()));
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    eprintln!("skipped: host is not x86_64 Linux");
+}
+
+/// The same sequences on the binary translator. Those that use memory address it
+/// through a DS with a base (see `Bench::interpreted`), which the translator leaves to
+/// the interpreter; the others run as translated code.
+#[test]
+fn translator_matches_host_cpu() {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    host::run(|| Box::new(emu_core::bt::Bt::new()));
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
     eprintln!("skipped: host is not x86_64 Linux");
 }
@@ -38,7 +49,6 @@ mod host {
     use emu_core::cpu::{cr0, cr4, efer, rflags, CpuState, SegReg, Segment, GPR_NAMES};
     use emu_core::engine::Engine;
     use emu_core::exit::{ExitHandler, Flow, StopReason, VmExit};
-    use emu_core::interp::Interpreter;
     use emu_core::memory::GuestRam;
     use iced_x86::{Encoder, Formatter, Instruction, IntelFormatter, Mnemonic, OpKind};
     use std::collections::BTreeMap;
@@ -150,11 +160,14 @@ mod host {
         mode: Mode,
         jit: Jit,
         ram: GuestRam,
-        interp: Interpreter,
+        interp: Box<dyn Engine>,
     }
 
+    /// Builds the engine under test.
+    type MakeEngine = fn() -> Box<dyn Engine>;
+
     impl Bench {
-        fn new(mode: Mode) -> Self {
+        fn new(mode: Mode, make: MakeEngine) -> Self {
             let jit = Jit::new(mode == Mode::Protected).expect("map the native pages");
             let mut ram = GuestRam::new(1 << 20).expect("guest RAM");
             if mode == Mode::Long {
@@ -167,7 +180,7 @@ mod host {
                 mode,
                 jit,
                 ram,
-                interp: Interpreter::new(),
+                interp: make(),
             }
         }
 
@@ -431,9 +444,15 @@ mod host {
     }
 
     /// Runs `cases` sequences of `mode`; returns what went wrong.
-    fn run_mode(mode: Mode, cases: u64, first_seed: u64, lahf: bool) -> Vec<String> {
+    fn run_mode(
+        mode: Mode,
+        cases: u64,
+        first_seed: u64,
+        lahf: bool,
+        make: MakeEngine,
+    ) -> Vec<String> {
         let table = Table::new(mode, lahf);
-        let mut bench = Bench::new(mode);
+        let mut bench = Bench::new(mode, make);
         let mut generator = Generator::new(&table, bench.jit.scratch_address());
         let start = Instant::now();
         let (mut ran, mut same, mut instructions) = (0u64, 0u64, 0usize);
@@ -496,7 +515,7 @@ mod host {
         problems
     }
 
-    pub fn run() {
+    pub fn run(make: MakeEngine) {
         let cases = env_u64("POPEK_DIFF_CASES", DEFAULT_CASES);
         let first_seed = env_u64("POPEK_DIFF_SEED", DEFAULT_SEED);
         let lahf = lahf_in_long_mode();
@@ -505,11 +524,11 @@ mod host {
         }
         let problems: Vec<String> = modes()
             .into_iter()
-            .flat_map(|mode| run_mode(mode, cases, first_seed, lahf))
+            .flat_map(|mode| run_mode(mode, cases, first_seed, lahf, make))
             .collect();
         assert!(
             problems.is_empty(),
-            "the host CPU and the interpreter disagree:\n\n{}",
+            "the host CPU and the engine disagree:\n\n{}",
             problems.join("\n")
         );
     }

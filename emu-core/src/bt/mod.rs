@@ -26,8 +26,9 @@ use dynasmrt::AssemblyOffset;
 use jit::{exit, host_flags, Code, JitCtx, NO_LINK};
 use translate::Translator;
 
-/// When the code buffer holds this much, start afresh.
-const MAX_CODE: usize = 64 << 20;
+/// When the code buffer holds this much, start afresh. Small: every commit of new code
+/// changes the protection of the whole buffer, which costs by its size.
+const MAX_CODE: usize = 4 << 20;
 
 /// Counters of the translator, for statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -252,7 +253,7 @@ impl BlockRunner for Native {
         cx.cpu.gpr[..8].copy_from_slice(&jc.gpr);
         cx.cpu.rflags.set_arith(jc.flags);
         if jc.exit_kind != exit::SYNCED {
-            cx.icount = rt.base + (room as i64 - jc.remain) as u64;
+            cx.icount = rt.base + (rt.room as i64 - jc.remain) as u64;
             cx.cpu.rip = jc.exit_rip;
         }
         if cx.code.has_written() {
@@ -273,7 +274,7 @@ impl BlockRunner for Native {
             }
             exit::BUDGET => {
                 // Fewer instructions left than the block has: interpret what is left.
-                let left = (rt.base + room as u64 - cx.icount) as usize;
+                let left = (rt.base + rt.room as u64 - cx.icount) as usize;
                 let id = jc.exit_block as u32;
                 run_ops(cx, &cache.block(id).ops, left).then_some(id)
             }
