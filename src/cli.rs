@@ -115,6 +115,33 @@ pub struct RunArgs {
     /// counted by --stats and shown by --trace exits).
     #[arg(long, value_enum, default_value_t = AssistArg::None)]
     pub assist: AssistArg,
+    /// With --engine bt: run the guest kernel deprivileged (ring compression, as a
+    /// model): trap (trap-and-emulate only; sensitive unprivileged instructions give
+    /// the real CPU's answers) or full (the translator rewrites them into VMM
+    /// call-outs). --stats counts the traps and call-outs by instruction.
+    #[arg(long, value_enum, default_value_t = VirtArg::None)]
+    pub virt: VirtArg,
+}
+
+/// `--virt`: how the translator runs the guest kernel.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VirtArg {
+    /// At ring 0: plain binary translation.
+    None,
+    /// Deprivileged, trap and emulate only.
+    Trap,
+    /// Deprivileged, full virtualization.
+    Full,
+}
+
+impl From<VirtArg> for emu_core::bt::virt::Virt {
+    fn from(v: VirtArg) -> Self {
+        match v {
+            VirtArg::None => Self::None,
+            VirtArg::Trap => Self::Trap,
+            VirtArg::Full => Self::Full,
+        }
+    }
 }
 
 /// `--assist`: which VMM policy the interpreter plays.

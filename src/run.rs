@@ -6,6 +6,7 @@ use crate::output::{errln, GuestStdout, RunOutput, Stream};
 use crate::rom::{resolve, RomImage};
 use crate::{ctrl_c, stats};
 use anyhow::{bail, Context, Result};
+use emu_core::bt::virt::Virt;
 use emu_core::exit::StopReason;
 use emu_core::machine::{EngineFactory, Machine};
 use emu_core::trace::EventMask;
@@ -62,7 +63,13 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         None => EventMask::NONE,
     };
     let rom = resolve(&args.rom, args.bios, ram_bytes(args.ram)?)?;
-    let kind = engine::choose(args.engine, args.assist.into())?;
+    let mut kind = engine::choose(args.engine, args.assist.into())?;
+    if args.virt != crate::cli::VirtArg::None {
+        if kind != EngineKind::Bt(Virt::None) {
+            anyhow::bail!("--virt needs --engine bt: ring compression is the translator's");
+        }
+        kind = EngineKind::Bt(args.virt.into());
+    }
     if kind == EngineKind::Kvm && args.max_instructions.is_some() {
         errln!(
             "popek: warning: --max-instructions is not enforced under kvm, \

@@ -124,7 +124,7 @@ pub trait Engine: Send {
 
     /// Counters of the engine's own (the translator's blocks, chains and call-outs),
     /// by name, for statistics.
-    fn counters(&self) -> Vec<(&'static str, u64)> {
+    fn counters(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
 }

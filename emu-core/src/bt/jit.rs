@@ -393,7 +393,9 @@ extern "sysv64" fn callout(jc: *mut JitCtx, info: u64, remain: i64) -> u64 {
     cx.cpu.rflags.set_arith(jc.flags);
     let op = &ops[index];
     let tlb = (cx.cpu.tlb.generation(), cx.cpu.cpl());
-    let went_on = crate::interp::execute(cx, op);
+    // SAFETY: the run's counters, borrowed by nobody else while generated code runs.
+    let virt_stats = unsafe { &mut *rt.virt_stats };
+    let went_on = super::virt::execute(rt.virt, virt_stats, cx, op);
     jc.gpr.copy_from_slice(&cx.cpu.gpr[..8]);
     jc.flags = host_flags(cx.cpu.rflags.get());
     rt.callouts += 1;

@@ -14,6 +14,7 @@
 
 mod jit;
 mod translate;
+pub mod virt;
 
 use crate::cpu::{cr0, efer, rflags, CpuState, SegReg, Segment};
 use crate::engine::{DebugConfig, Engine, EngineError};
@@ -25,6 +26,7 @@ use crate::x86::Ctx;
 use dynasmrt::AssemblyOffset;
 use jit::{exit, host_flags, Code, JitCtx, NO_LINK};
 use translate::Translator;
+use virt::{Virt, VirtStats};
 
 /// When the code buffer holds this much, start afresh. Small: every commit of new code
 /// changes the protection of the whole buffer, which costs by its size.
@@ -61,6 +63,9 @@ pub struct Runtime {
     base: u64,
     room: usize,
     callouts: u64,
+    /// The ring-compression model, and what it counts.
+    virt: Virt,
+    virt_stats: *mut VirtStats,
 }
 
 /// A branch that exited to the run loop, to patch once the block it leads to is found.
@@ -95,6 +100,8 @@ struct Native {
     tlb_key: (u64, u8),
     pending: Option<PendingLink>,
     stats: BtStats,
+    virt: Virt,
+    virt_stats: VirtStats,
 }
 
 impl std::fmt::Debug for Bt {
@@ -112,6 +119,11 @@ impl Default for Bt {
 impl Bt {
     /// A translator with a zeroed CPU; give it a state with [`Engine::set_state`].
     pub fn new() -> Self {
+        Self::with_virt(Virt::None)
+    }
+
+    /// A translator running the guest kernel as `virt` says (ring compression).
+    pub fn with_virt(virt: Virt) -> Self {
         Bt {
             interp: Interpreter::new(),
             native: Native {
@@ -124,6 +136,8 @@ impl Bt {
                 tlb_key: (u64::MAX, 0),
                 pending: None,
                 stats: BtStats::default(),
+                virt,
+                virt_stats: VirtStats::default(),
             },
         }
     }
@@ -186,6 +200,22 @@ impl Native {
         }
     }
 
+    /// Runs at most `room` instructions of block `id` in the interpreter (under the
+    /// ring-compression model, as call-outs run).
+    fn interpret(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        cache: &BlockCache,
+        id: u32,
+        room: usize,
+    ) -> Option<u32> {
+        let (virt, stats) = (self.virt, &mut self.virt_stats);
+        run_ops(cx, &cache.block(id).ops, room, |cx, op| {
+            virt::execute(virt, stats, cx, op)
+        })
+        .then_some(id)
+    }
+
     /// The host entry of block `id`, translating it if needed.
     fn entry(&mut self, cache: &BlockCache, id: u32) -> Option<AssemblyOffset> {
         if let Some(Some(e)) = self.entries.get(id as usize) {
@@ -220,11 +250,11 @@ impl BlockRunner for Native {
         let ops_len = cache.block(id).ops.len();
         if !translatable(cx.cpu) || room < ops_len {
             self.stats.interpreted_blocks += u64::from(room >= ops_len);
-            return run_ops(cx, &cache.block(id).ops, room).then_some(id);
+            return self.interpret(cx, cache, id, room);
         }
         self.sync(cx, cache);
         let Some(entry) = self.entry(cache, id) else {
-            return run_ops(cx, &cache.block(id).ops, room).then_some(id);
+            return self.interpret(cx, cache, id, room);
         };
         let code = self.code.as_mut()?;
         if let Some(link) = pending
@@ -244,6 +274,8 @@ impl BlockRunner for Native {
             base: cx.icount,
             room,
             callouts: 0,
+            virt: self.virt,
+            virt_stats: &mut self.virt_stats,
         };
         jc.run = &mut rt;
         self.stats.entries += 1;
@@ -276,7 +308,7 @@ impl BlockRunner for Native {
                 // Fewer instructions left than the block has: interpret what is left.
                 let left = (rt.base + rt.room as u64 - cx.icount) as usize;
                 let id = jc.exit_block as u32;
-                run_ops(cx, &cache.block(id).ops, left).then_some(id)
+                self.interpret(cx, cache, id, left)
             }
             _ => None,
         }
@@ -285,7 +317,11 @@ impl BlockRunner for Native {
 
 impl Engine for Bt {
     fn name(&self) -> &'static str {
-        "bt"
+        match self.native.virt {
+            Virt::None => "bt",
+            Virt::Trap => "bt (virt trap)",
+            Virt::Full => "bt (virt full)",
+        }
     }
 
     fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, budget: u64) -> StopReason {
@@ -309,9 +345,9 @@ impl Engine for Bt {
         self.interp.set_debug(debug)
     }
 
-    fn counters(&self) -> Vec<(&'static str, u64)> {
+    fn counters(&self) -> Vec<(String, u64)> {
         let s = self.stats();
-        vec![
+        let mut list: Vec<(String, u64)> = [
             ("blocks translated", s.blocks),
             ("instructions translated", s.translated),
             ("instructions called out", s.called_out),
@@ -321,5 +357,19 @@ impl Engine for Bt {
             ("translation flushes", s.flushes),
             ("blocks interpreted", s.interpreted_blocks),
         ]
+        .into_iter()
+        .map(|(name, n)| (name.to_owned(), n))
+        .collect();
+        let v = &self.native.virt_stats;
+        for (what, map) in [
+            ("trap (privileged, emulated by the VMM)", &v.traps),
+            ("VMM call-out (sensitive, rewritten)", &v.callouts),
+            ("unseen (sensitive, real CPU's answer)", &v.unseen),
+        ] {
+            for (m, n) in map {
+                list.push((format!("{what}: {m:?}"), *n));
+            }
+        }
+        list
     }
 }
