@@ -121,6 +121,19 @@ pub struct RunArgs {
     /// call-outs). --stats counts the traps and call-outs by instruction.
     #[arg(long, value_enum, default_value_t = VirtArg::None)]
     pub virt: VirtArg,
+    /// With --engine bt: after the run, print the guest block that starts at this
+    /// address (EIP, hex with 0x or decimal) beside the host code made from it.
+    #[arg(long, value_name = "ADDR", value_parser = parse_address)]
+    pub show_translation: Option<u64>,
+}
+
+/// An address: hex with a 0x prefix, or decimal.
+fn parse_address(s: &str) -> Result<u64, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| format!("`{s}` is not an address (hex with 0x, or decimal)"))
 }
 
 /// `--virt`: how the translator runs the guest kernel.

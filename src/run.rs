@@ -70,6 +70,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         }
         kind = EngineKind::Bt(args.virt.into());
     }
+    if args.show_translation.is_some() && !matches!(kind, EngineKind::Bt(_)) {
+        anyhow::bail!("--show-translation needs --engine bt: only the translator makes host code");
+    }
     if kind == EngineKind::Kvm && args.max_instructions.is_some() {
         errln!(
             "popek: warning: --max-instructions is not enforced under kvm, \
@@ -104,6 +107,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let outcome = machine.run(args.max_instructions.unwrap_or(u64::MAX));
     // What the guest printed last is out before anything else is said.
     let _ = GuestStdout::new(Arc::clone(&output)).flush();
+    if let Some(addr) = args.show_translation {
+        match machine.show_code(addr) {
+            Some(listing) => errln!("{}", listing.trim_end())?,
+            None => errln!("popek: no translated block starts at {addr:#x}")?,
+        }
+    }
     let stats = if args.stats {
         errln!("{}", stats::stats(&machine, &outcome).trim_end())
     } else {

@@ -117,3 +117,20 @@ fn virt_without_the_translator_is_refused_in_one_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--virt needs --engine bt"), "{err}");
 }
+
+#[test]
+fn show_translation_prints_the_guest_block_beside_its_host_code() {
+    // The ELF entry point, where the first block starts.
+    let image = test_roms::find("hello").expect("embedded").image;
+    let entry = u32::from_le_bytes(image[24..28].try_into().unwrap());
+    let at = format!("{entry:#x}");
+    let o = run("hello", "bt", &["--show-translation", &at]);
+    assert_eq!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("guest block at {at}:")), "{err}");
+    assert!(err.contains("host code ("), "{err}");
+    // The budget check every block starts with.
+    assert!(err.contains("shrx rcx,r14,r13"), "{err}");
+    let o = run("hello", "interp", &["--show-translation", &at]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs --engine bt"));
+}

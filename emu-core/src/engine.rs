@@ -127,4 +127,11 @@ pub trait Engine: Send {
     fn counters(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
+
+    /// A listing of what the engine made of the guest code starting at RIP `addr` (the
+    /// translator: the guest block beside its host code), if it made anything.
+    fn show_code(&self, addr: u64) -> Option<String> {
+        let _ = addr;
+        None
+    }
 }

@@ -266,6 +266,13 @@ impl Code {
         }
     }
 
+    /// A copy of the generated code in `range`.
+    pub fn bytes(&self, range: std::ops::Range<usize>) -> Vec<u8> {
+        let reader = self.asm.reader();
+        let buf: &ExecutableBuffer = &reader.lock();
+        buf.get(range).map(<[u8]>::to_vec).unwrap_or_default()
+    }
+
     /// Makes the branch whose rel32 is at `slot` jump to `target`.
     pub fn patch(&mut self, slot: u64, target: AssemblyOffset) {
         let rel = target.0 as i64 - (slot as i64 + 4);

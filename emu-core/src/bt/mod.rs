@@ -92,6 +92,8 @@ struct Native {
     translator: Translator,
     /// Host entry per decoded block id.
     entries: Vec<Option<AssemblyOffset>>,
+    /// Where each block's host code ends (for listings).
+    ends: Vec<usize>,
     /// The decoded cache's generation the entries belong to.
     generation: u64,
     /// Blocks decoded when the inline TLB last lost its fast writes.
@@ -131,6 +133,7 @@ impl Bt {
                 jc: JitCtx::new(),
                 translator: Translator::default(),
                 entries: Vec::new(),
+                ends: Vec::new(),
                 generation: u64::MAX,
                 built: 0,
                 tlb_key: (u64::MAX, 0),
@@ -175,6 +178,7 @@ impl Native {
     fn flush(&mut self) {
         self.code = None;
         self.entries.clear();
+        self.ends.clear();
         self.pending = None;
         self.stats.flushes += 1;
     }
@@ -234,6 +238,8 @@ impl Native {
             self.entries.resize(id as usize + 1, None);
         }
         self.entries[id as usize] = Some(entry);
+        self.ends.resize(self.entries.len(), 0);
+        self.ends[id as usize] = code.len();
         Some(entry)
     }
 }
@@ -343,6 +349,31 @@ impl Engine for Bt {
 
     fn set_debug(&mut self, debug: &DebugConfig) -> Result<(), EngineError> {
         self.interp.set_debug(debug)
+    }
+
+    fn show_code(&self, addr: u64) -> Option<String> {
+        let native = &self.native;
+        let cache = self.interp.cache();
+        let code = native.code.as_ref()?;
+        let (id, entry) = native.entries.iter().enumerate().find_map(|(id, e)| {
+            let e = (*e)?;
+            (cache.block(id as u32).ops.first()?.ins.ip() == addr).then_some((id, e))
+        })?;
+        let end = native.ends[id];
+        let mut out = format!("guest block at {addr:#x}:\n");
+        for op in cache.block(id as u32).ops.iter() {
+            out += &format!("  {:08x}  {}\n", op.ins.ip(), op.ins);
+        }
+        let host = code.bytes(entry.0..end);
+        out += &format!(
+            "host code ({} bytes, out-of-line paths included):\n",
+            host.len()
+        );
+        let mut decoder = iced_x86::Decoder::with_ip(64, &host, entry.0 as u64, 0);
+        for ins in decoder.iter() {
+            out += &format!("  +{:06x}  {ins}\n", ins.ip());
+        }
+        Some(out)
     }
 
     fn counters(&self) -> Vec<(String, u64)> {

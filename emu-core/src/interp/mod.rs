@@ -113,6 +113,11 @@ impl Engine for Interpreter {
 }
 
 impl Interpreter {
+    /// The decoded blocks.
+    pub(crate) fn cache(&self) -> &BlockCache {
+        &self.cache
+    }
+
     /// Runs the guest as [`Engine::run`] does, each block run by `runner` (the
     /// translator runs host code made from them).
     pub(crate) fn run_with<R: BlockRunner>(

@@ -229,6 +229,11 @@ impl Machine {
         self.engine.name()
     }
 
+    /// What the engine made of the guest code at RIP `addr` (see [`Engine::show_code`]).
+    pub fn show_code(&self, addr: u64) -> Option<String> {
+        self.engine.show_code(addr)
+    }
+
     /// The engine's own counters (see [`Engine::counters`]).
     pub fn engine_counters(&self) -> Vec<(String, u64)> {
         self.engine.counters()
