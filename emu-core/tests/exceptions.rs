@@ -1,4 +1,5 @@
-//! Every exception the interpreter raises, delivered through a real IDT.
+//! Every exception the interpreter raises, delivered through a real IDT; each case runs
+//! on the binary translator too.
 //!
 //! Each case runs a few instructions on the small kernel of `common` (32-bit protected
 //! mode with paging, a TSS and an IDT whose stubs record the frame and halt) through
@@ -13,7 +14,8 @@ use common::*;
 use emu_core::cpu::{cr0, rflags};
 use emu_core::exception::vector;
 use emu_core::exit::StopReason;
-use emu_core::machine::Machine;
+use emu_core::interp::Assist;
+use emu_core::machine::{bt_factory, interpreter_factory, EngineFactory, Machine};
 use iced_x86::code_asm::*;
 use iced_x86::IcedError;
 
@@ -139,6 +141,7 @@ enum Expect {
 }
 
 /// One row of the table.
+#[derive(Clone, Copy)]
 struct Case {
     /// The kernel to start from: 32-bit protected mode unless the row says otherwise.
     kernel: fn() -> Kernel,
@@ -182,14 +185,20 @@ impl Case {
     };
 }
 
+/// Runs the case on the interpreter and on the binary translator.
 fn run(name: &str, case: Case) {
+    run_on(name, case, interpreter_factory(Assist::None));
+    run_on(&format!("{name} (bt)"), case, bt_factory());
+}
+
+fn run_on(name: &str, case: Case, engine: Box<EngineFactory<'static>>) {
     let mut kernel = (case.kernel)();
     if !kernel.real {
         kernel.cpl = case.cpl;
     }
     (case.setup)(&mut kernel);
     let program = assemble(kernel.bitness(), kernel.origin(), case.code);
-    let mut m = Machine::interpreted(RAM, Box::new(std::io::sink())).expect("machine");
+    let mut m = Machine::new(RAM, Box::new(std::io::sink()), engine).expect("machine");
     let state = kernel.install(m.ram_mut().as_mut_slice(), &program);
     m.set_cpu_state(&state).unwrap();
     let stop = m.run(BUDGET).stop;
