@@ -102,3 +102,29 @@ fn code_written_into_a_running_translated_loop_is_executed() {
     assert!(h.registers().unwrap().gpr[RCX] > 0, "the loop ran before");
     finish(h, thread);
 }
+
+#[test]
+fn a_chain_of_more_blocks_than_the_code_buffer_holds_runs_on() {
+    // A chain of short jumps, each to the next one 16 bytes on, then INC EAX and HLT:
+    // more host code than the translator keeps, so it starts afresh several times,
+    // each time while the block that just ran waits to be chained to the next.
+    const STRIDE: u64 = 16;
+    const JUMPS: u64 = 30_000;
+    const START: u64 = 0x10_0000;
+    let mut m = Machine::new(16 << 20, Box::new(std::io::sink()), bt_factory()).unwrap();
+    let ram = m.ram_mut().as_mut_slice();
+    for i in 0..JUMPS {
+        let at = (START + i * STRIDE) as usize;
+        ram[at..at + 2].copy_from_slice(&[0xEB, (STRIDE - 2) as u8]);
+    }
+    let end = (START + JUMPS * STRIDE) as usize;
+    ram[end..end + 2].copy_from_slice(&[0x40, 0xF4]);
+    m.set_cpu_state(&emu_core::cpu::CpuState::multiboot(START as u32, 0, 0))
+        .unwrap();
+    assert_eq!(m.run(10 * JUMPS).stop, StopReason::Halted);
+    assert_eq!(m.cpu_state().unwrap().gpr[0], 1, "INC EAX ran");
+    assert!(m
+        .engine_counters()
+        .iter()
+        .any(|(name, n)| name == "translation flushes" && *n > 1));
+}

@@ -30,7 +30,7 @@ use virt::{Virt, VirtStats};
 
 /// When the code buffer holds this much, start afresh. Small: every commit of new code
 /// changes the protection of the whole buffer, which costs by its size.
-const MAX_CODE: usize = 4 << 20;
+const MAX_CODE: usize = 1 << 20;
 
 /// Counters of the translator, for statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,6 +71,9 @@ pub struct Runtime {
 /// A branch that exited to the run loop, to patch once the block it leads to is found.
 #[derive(Debug, Clone, Copy)]
 struct PendingLink {
+    /// The code buffer the slot is in (the flush count when it was made): a flush in
+    /// between frees it.
+    buffer: u64,
     slot: u64,
     rip: u64,
     icount: u64,
@@ -263,9 +266,13 @@ impl BlockRunner for Native {
             return self.interpret(cx, cache, id, room);
         };
         let code = self.code.as_mut()?;
-        if let Some(link) = pending
-            .filter(|l| l.rip == cx.cpu.rip && l.icount == cx.icount && l.delivered == cx.delivered)
-        {
+        let buffer = self.stats.flushes;
+        if let Some(link) = pending.filter(|l| {
+            l.buffer == buffer
+                && l.rip == cx.cpu.rip
+                && l.icount == cx.icount
+                && l.delivered == cx.delivered
+        }) {
             code.patch(link.slot, entry);
             self.stats.chained += 1;
         }
@@ -302,6 +309,7 @@ impl BlockRunner for Native {
             exit::JUMP => {
                 if jc.exit_link != NO_LINK {
                     self.pending = Some(PendingLink {
+                        buffer: self.stats.flushes,
                         slot: jc.exit_link,
                         rip: jc.exit_rip,
                         icount: cx.icount,
