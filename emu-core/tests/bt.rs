@@ -9,9 +9,9 @@ mod scenarios;
 use emu_core::cpu::SegReg;
 use emu_core::exit::StopReason;
 use emu_core::machine::{bt_factory, Machine, MachineHandle, Pause, Status};
-use iced_x86::code_asm::{eax, ebx, ecx, CodeAssembler};
+use iced_x86::code_asm::{eax, ebx, ecx};
 use scenarios::kernel::{assemble, Kernel, Program, CODE, RAM};
-use scenarios::{finish, resume_and_wait, DEBUG_EXIT, PAUSE_WITHIN, PROMPTLY, RBX, RCX, RUN_FIRST};
+use scenarios::{finish, resume_and_wait, DEBUG_EXIT, PAUSE_WITHIN, RBX, RCX, RUN_FIRST};
 use std::time::Instant;
 
 #[test]
@@ -75,32 +75,7 @@ fn translated_code_is_paused_within_50_ms_and_resumes() {
 
 #[test]
 fn code_written_into_a_running_translated_loop_is_executed() {
-    let program = assemble(32, CODE, |a| {
-        let top = a.target("top");
-        a.label("top")?;
-        a.inc(ecx)?;
-        a.inc(ecx)?;
-        a.jmp(top)?;
-        a.label("exit")?;
-        a.mov(eax, 0x5A)?;
-        a.out(u32::from(DEBUG_EXIT), eax)
-    });
-    let body = program.ip("top");
-    let mut jump = CodeAssembler::new(32).unwrap();
-    jump.jmp(program.ip("exit")).unwrap();
-    let jump = jump.assemble(body).unwrap();
-    assert!(jump.len() <= 2, "{jump:02x?}");
-    let (h, thread) = MachineHandle::spawn(legacy_ring3(&program), None).unwrap();
-    h.resume().unwrap();
-    std::thread::sleep(RUN_FIRST);
-    assert_eq!(h.status().unwrap(), Status::Running);
-    h.write_linear(body, &jump).unwrap();
-    assert_eq!(
-        h.wait(PROMPTLY).unwrap(),
-        Status::Finished(StopReason::Exited(0x5A))
-    );
-    assert!(h.registers().unwrap().gpr[RCX] > 0, "the loop ran before");
-    finish(h, thread);
+    scenarios::code_written_while_running_in(32, legacy_ring3);
 }
 
 #[test]
