@@ -7,6 +7,7 @@
 
 mod guest;
 mod kvm;
+mod pv;
 
 use crate::cli::BenchArgs;
 use crate::engine;
@@ -251,6 +252,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if !args.no_kvm {
         kvm::bench(qemu)?;
     }
+    pv::bench(!args.no_kvm)?;
     Ok(())
 }
 

@@ -98,3 +98,18 @@ pub fn factory(
 pub fn interpreter() -> Box<EngineFactory<'static>> {
     interpreter_factory(Assist::None)
 }
+
+/// Builds the engine called `name` (`monitor engine NAME` in gdb), or says why not.
+pub fn by_name(name: &str, assist: Assist) -> Result<Box<EngineFactory<'static>>, String> {
+    match name {
+        "interp" => Ok(interpreter_factory(assist)),
+        "kvm" => {
+            accel_kvm::check_kvm().map_err(|e| e.to_string())?;
+            Ok(Box::new(|ram: &GuestRam| {
+                let engine = KvmEngine::new(ram).map_err(|e| e.to_string())?;
+                Ok(Box::new(engine) as Box<dyn Engine>)
+            }))
+        }
+        other => Err(format!("no engine called `{other}` (engines: interp, kvm)")),
+    }
+}

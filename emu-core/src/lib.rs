@@ -12,6 +12,9 @@ pub mod interp;
 pub mod loader;
 pub mod machine;
 pub mod memory;
+pub mod pv;
 pub mod stop;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod trace;
 pub mod x86;

@@ -1,21 +1,18 @@
-//! Every exception the interpreter raises, delivered through a real IDT; each case runs
-//! on the binary translator too.
+//! Every exception the interpreter raises, delivered through a real IDT.
 //!
-//! Each case runs a few instructions on the small kernel of `common` (32-bit protected
-//! mode with paging, a TSS and an IDT whose stubs record the frame and halt) through
-//! [`Machine`], then checks which stub ran, with which error code, for which
+//! Each case runs a few instructions on the small kernel of `testkit::kernel` (32-bit
+//! protected mode with paging, a TSS and an IDT whose stubs record the frame and halt)
+//! through a [`Machine`] on each software engine, then checks which stub ran, with which error code, for which
 //! instruction: the one labelled "mark". Cases that must not fault run to a `ud2` at
 //! "mark" instead (vector 6 there proves that everything before it ran).
 //!
 
-mod common;
-
-use common::*;
 use emu_core::cpu::{cr0, rflags};
 use emu_core::exception::vector;
 use emu_core::exit::StopReason;
-use emu_core::interp::Assist;
-use emu_core::machine::{bt_factory, interpreter_factory, EngineFactory, Machine};
+use emu_core::machine::{EngineFactory, Machine};
+use emu_core::testkit::kernel::*;
+use emu_core::testkit::SOFTWARE_ENGINES;
 use iced_x86::code_asm::*;
 use iced_x86::IcedError;
 
@@ -141,7 +138,6 @@ enum Expect {
 }
 
 /// One row of the table.
-#[derive(Clone, Copy)]
 struct Case {
     /// The kernel to start from: 32-bit protected mode unless the row says otherwise.
     kernel: fn() -> Kernel,
@@ -185,13 +181,13 @@ impl Case {
     };
 }
 
-/// Runs the case on the interpreter and on the binary translator.
 fn run(name: &str, case: Case) {
-    run_on(name, case, interpreter_factory(Assist::None));
-    run_on(&format!("{name} (bt)"), case, bt_factory());
+    for &(engine, maker) in SOFTWARE_ENGINES {
+        run_on(&format!("{name} on {engine}"), maker(), &case);
+    }
 }
 
-fn run_on(name: &str, case: Case, engine: Box<EngineFactory<'static>>) {
+fn run_on(name: &str, engine: Box<EngineFactory<'static>>, case: &Case) {
     let mut kernel = (case.kernel)();
     if !kernel.real {
         kernel.cpl = case.cpl;

@@ -328,8 +328,8 @@ impl BlockCache {
 
 #[cfg(test)]
 mod tests {
-    use super::super::systest::{Machine, CODE_BASE, RAX};
     use super::MAX_BLOCKS;
+    use crate::testkit::{Machine, CODE_BASE, RAX};
     use iced_x86::code_asm::*;
 
     /// Distance between the jumps below: each is a block of its own.

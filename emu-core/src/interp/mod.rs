@@ -21,23 +21,19 @@
 
 mod alu;
 mod bcd;
-mod bits;
+pub(crate) mod bits;
 pub(crate) mod cache;
 mod control;
 mod debug;
 mod dispatch;
 mod flagops;
 mod fpu;
-mod moves;
-mod muldiv;
-mod shift;
+pub(crate) mod moves;
+pub(crate) mod muldiv;
+pub(crate) mod shift;
 mod sse;
 mod stack;
 mod string;
-#[cfg(test)]
-pub(crate) mod systest;
-#[cfg(test)]
-mod testutil;
 
 use crate::x86::Vcpu;
 pub use crate::x86::{Assist, Ctx, Fault, Handler};
