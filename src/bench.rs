@@ -51,18 +51,70 @@ fn rom(name: &str) -> Result<RomImage> {
 /// One in-process run of `loop` with `iters` iterations (with paging on if `paging`),
 /// on the interpreter or (`bt`) the translator: wall time.
 fn popek_loop(iters: u64, paging: bool, bt: bool) -> Result<Duration> {
-    let append = format!("iters={iters} paging={}", paging as u8);
+    popek_run(
+        "loop",
+        &format!("iters={iters} paging={}", paging as u8),
+        bt,
+    )
+}
+
+/// One in-process run of the ROM `name` with command line `append`, on the interpreter
+/// or (`bt`) the translator: wall time.
+fn popek_run(name: &str, append: &str, bt: bool) -> Result<Duration> {
     let make = if bt {
         emu_core::machine::bt_factory()
     } else {
         engine::interpreter()
     };
-    let mut machine = boot(&rom("loop")?, &append, 64, Box::new(std::io::sink()), make)?;
+    let mut machine = boot(&rom(name)?, append, 64, Box::new(std::io::sink()), make)?;
     let outcome = machine.run(u64::MAX);
     if outcome.stop != StopReason::Exited(0) {
-        bail!("the loop ROM did not exit cleanly: {}", outcome.stop);
+        bail!("the {name} ROM did not exit cleanly: {}", outcome.stop);
     }
     Ok(outcome.wall)
+}
+
+/// The compute ROMs, and the rounds the interpreter runs of each (the translator and
+/// QEMU run ten times as many).
+const COMPUTE: [(&str, u64); 2] = [("sieve", 20), ("crc32", 20)];
+/// The translator's target on the compute ROMs, times QEMU TCG.
+const TARGET_BT_QEMU_COMPUTE: f64 = 1.0;
+
+/// Time per round of a compute ROM, from runs of n/10 and n rounds (start-up cancels).
+fn per_round(n: u64, run: impl Fn(u64) -> Result<Duration>) -> Result<f64> {
+    let (small, large) = (run(n / 10)?, run(n)?);
+    Ok(large.saturating_sub(small).as_secs_f64().max(1e-9) / (n - n / 10) as f64)
+}
+
+/// The compute ROMs on the interpreter, the translator and (if `qemu`) QEMU TCG.
+fn compute(qemu: bool) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("popek-bench-c-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    for (name, rounds) in COMPUTE {
+        let popek = |bt: bool| move |r: u64| popek_run(name, &format!("rounds={r}"), bt);
+        let interp = per_round(rounds, popek(false))?;
+        let bt = per_round(rounds * BT_ITERS_FACTOR, popek(true))?;
+        outln!(
+            "{name}: bt {:.1} x the interpreter (target >= {TARGET_BT_INTERP}: {})",
+            interp / bt,
+            verdict(interp / bt >= TARGET_BT_INTERP)
+        )?;
+        if qemu {
+            let elf = dir.join(format!("{name}.elf"));
+            std::fs::write(&elf, rom(name)?.image.as_ref())?;
+            let tcg = per_round(rounds * BT_ITERS_FACTOR, |r| {
+                qemu_run(QEMU_TCG, &elf, &format!("rounds={r}"))
+            })?;
+            outln!(
+                "{name}: bt {:.2} x QEMU TCG on the same ROM file, interpreter {:.2} x (bt target >= {TARGET_BT_QEMU_COMPUTE}: {})",
+                tcg / bt,
+                tcg / interp,
+                verdict(tcg / bt >= TARGET_BT_QEMU_COMPUTE)
+            )?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
 
 /// QEMU booting a Multiboot kernel file on devices like popek-pc's (COM1 on stdout,
@@ -196,6 +248,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if qemu {
         qemu_tcg(n, interp, bt)?;
     }
+    compute(qemu)?;
     if !args.no_kvm {
         kvm::bench(qemu)?;
     }

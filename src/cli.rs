@@ -121,6 +121,16 @@ pub struct RunArgs {
     /// counted by --stats and shown by --trace exits).
     #[arg(long, value_enum, default_value_t = AssistArg::None)]
     pub assist: AssistArg,
+    /// With --engine bt: run the guest kernel deprivileged (ring compression, as a
+    /// model): trap (trap-and-emulate only; sensitive unprivileged instructions give
+    /// the real CPU's answers) or full (the translator rewrites them into VMM
+    /// call-outs). --stats counts the traps and call-outs by instruction.
+    #[arg(long, value_enum, default_value_t = VirtArg::None)]
+    pub virt: VirtArg,
+    /// With --engine bt: after the run, print the guest block that starts at this
+    /// address (EIP, hex with 0x or decimal) beside the host code made from it.
+    #[arg(long, value_name = "ADDR", value_parser = parse_address)]
+    pub show_translation: Option<u64>,
     /// Let gdb debug the guest: listen on ADDR (default 127.0.0.1:1234; port 0 picks a
     /// free one, printed on stderr) and wait for gdb before the first instruction.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:1234")]
@@ -139,6 +149,36 @@ pub struct RunArgs {
     /// Without it the disk is 64 MiB of memory.
     #[arg(long, value_name = "IMAGE")]
     pub disk: Option<PathBuf>,
+}
+
+/// An address: hex with a 0x prefix, or decimal.
+fn parse_address(s: &str) -> Result<u64, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| format!("`{s}` is not an address (hex with 0x, or decimal)"))
+}
+
+/// `--virt`: how the translator runs the guest kernel.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VirtArg {
+    /// At ring 0: plain binary translation.
+    None,
+    /// Deprivileged, trap and emulate only.
+    Trap,
+    /// Deprivileged, full virtualization.
+    Full,
+}
+
+impl From<VirtArg> for emu_core::bt::virt::Virt {
+    fn from(v: VirtArg) -> Self {
+        match v {
+            VirtArg::None => Self::None,
+            VirtArg::Trap => Self::Trap,
+            VirtArg::Full => Self::Full,
+        }
+    }
 }
 
 /// `--gdb-disconnect`: what a guest does when gdb goes away.

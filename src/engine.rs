@@ -4,9 +4,10 @@ use crate::output::errln;
 use accel_kvm::{CpuidDeviation, KvmEngine};
 use anyhow::{bail, Result};
 use clap::ValueEnum;
+use emu_core::bt::virt::Virt;
 use emu_core::engine::Engine;
 use emu_core::interp::Assist;
-use emu_core::machine::{bt_factory, interpreter_factory, EngineFactory};
+use emu_core::machine::{bt_factory_with, interpreter_factory, EngineFactory};
 use emu_core::memory::GuestRam;
 
 /// What `--engine` asks for.
@@ -29,8 +30,8 @@ pub enum EngineKind {
     Interp,
     /// [`KvmEngine`].
     Kvm,
-    /// The binary translator.
-    Bt,
+    /// The binary translator, running the guest kernel as the [`Virt`] says.
+    Bt(Virt),
 }
 
 /// The engine `choice` means on this host. `kvm` fails where KVM is not usable, with the
@@ -56,7 +57,7 @@ pub fn choose(choice: EngineChoice, assist: Assist) -> Result<EngineKind> {
     }
     match choice {
         EngineChoice::Interp => Ok(EngineKind::Interp),
-        EngineChoice::Bt => Ok(EngineKind::Bt),
+        EngineChoice::Bt => Ok(EngineKind::Bt(Virt::None)),
         EngineChoice::Kvm => {
             accel_kvm::check_kvm()?;
             Ok(EngineKind::Kvm)
@@ -84,7 +85,7 @@ pub fn factory(
 ) -> Box<EngineFactory<'_>> {
     match kind {
         EngineKind::Interp => interpreter_factory(assist),
-        EngineKind::Bt => bt_factory(),
+        EngineKind::Bt(virt) => bt_factory_with(virt),
         EngineKind::Kvm => Box::new(move |ram: &GuestRam| {
             let engine = KvmEngine::new(ram).map_err(|e| e.to_string())?;
             deviations.extend_from_slice(engine.cpuid_deviations());

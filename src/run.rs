@@ -6,6 +6,7 @@ use crate::output::{errln, GuestStdout, OutputError, RunOutput, Stream};
 use crate::rom::{resolve, RomImage};
 use crate::{ctrl_c, devices, gdb, stats};
 use anyhow::{bail, Context, Result};
+use emu_core::bt::virt::Virt;
 use emu_core::exit::StopReason;
 use emu_core::loader::Module;
 use emu_core::machine::{EngineFactory, Machine};
@@ -116,7 +117,16 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         None => EventMask::NONE,
     };
     let rom = resolve(&args.rom, args.bios, ram_bytes(args.ram)?)?;
-    let kind = engine::choose(args.engine, args.assist.into())?;
+    let mut kind = engine::choose(args.engine, args.assist.into())?;
+    if args.virt != crate::cli::VirtArg::None {
+        if kind != EngineKind::Bt(Virt::None) {
+            bail!("--virt needs --engine bt: ring compression is the translator's");
+        }
+        kind = EngineKind::Bt(args.virt.into());
+    }
+    if args.show_translation.is_some() && !matches!(kind, EngineKind::Bt(_)) {
+        bail!("--show-translation needs --engine bt: only the translator makes host code");
+    }
     if kind == EngineKind::Kvm && args.max_instructions.is_some() {
         errln!(
             "popek: warning: --max-instructions is not enforced under kvm, \
@@ -162,6 +172,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     ctrl_c::stop_on_ctrl_c(stop).context("cannot catch Ctrl-C")?;
     let outcome = machine.run(args.max_instructions.unwrap_or(u64::MAX));
     finish_output(&output, || {
+        if let Some(addr) = args.show_translation {
+            match machine.show_code(addr) {
+                Some(listing) => errln!("{}", listing.trim_end())?,
+                None => errln!("popek: no translated block starts at {addr:#x}")?,
+            }
+        }
         if args.stats {
             errln!("{}", stats::stats(&machine, &outcome).trim_end())?;
         }

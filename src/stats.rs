@@ -77,7 +77,7 @@ pub fn stats(machine: &Machine, outcome: &RunOutcome) -> String {
             .map(|((from, to), &n)| (format!("{from} -> {to} "), n)),
     );
     for (name, n) in machine.engine_counters() {
-        let _ = writeln!(s, "{:<13} {n} {name}", machine.engine_name());
+        let _ = writeln!(s, "{:<13} {n} {name}", "engine");
     }
     s
 }

@@ -1,6 +1,7 @@
 //! The binary translator against the interpreter, end to end: every embedded ROM prints
-//! the same bytes and exits with the same status under `--engine bt` as under the
-//! interpreter, and the same budget stops both at the same instruction.
+//! the same bytes and exits with the same status under `--engine bt` (plain, and with
+//! full virtualization) as under the interpreter, the same budget stops both at the
+//! same instruction, and the `popf` ROM shows what trap-and-emulate cannot hide.
 
 use std::process::{Command, Output};
 
@@ -22,25 +23,23 @@ fn run(rom: &str, engine: &str, extra: &[&str]) -> Output {
 fn every_embedded_rom_prints_the_same_under_bt_as_under_the_interpreter() {
     for rom in test_roms::all() {
         let interp = run(rom.name, "interp", &[]);
-        let bt = run(rom.name, "bt", &[]);
-        assert!(
-            !String::from_utf8_lossy(&bt.stderr).contains("panicked"),
-            "{}: bt panicked: {}",
-            rom.name,
-            String::from_utf8_lossy(&bt.stderr)
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&interp.stdout),
-            String::from_utf8_lossy(&bt.stdout),
-            "{}: output",
-            rom.name
-        );
-        assert_eq!(
-            interp.status.code(),
-            bt.status.code(),
-            "{}: exit status",
-            rom.name
-        );
+        // Plain translation, and full virtualization (ring compression, modelled).
+        for extra in [&[][..], &["--virt", "full"][..]] {
+            let bt = run(rom.name, "bt", extra);
+            let what = format!("{} {extra:?}", rom.name);
+            let err = String::from_utf8_lossy(&bt.stderr);
+            assert!(!err.contains("panicked"), "{what}: bt panicked: {err}");
+            assert_eq!(
+                String::from_utf8_lossy(&interp.stdout),
+                String::from_utf8_lossy(&bt.stdout),
+                "{what}: output"
+            );
+            assert_eq!(
+                interp.status.code(),
+                bt.status.code(),
+                "{what}: exit status"
+            );
+        }
     }
 }
 
@@ -62,4 +61,76 @@ fn a_budget_stops_bt_at_the_same_instruction_as_the_interpreter() {
         assert_eq!(interp.status.code(), bt.status.code(), "budget {budget}");
         assert_eq!(interp.stdout, bt.stdout, "budget {budget}");
     }
+}
+
+/// The `popf` ROM's checks, each a sensitive but unprivileged instruction.
+const POPF_CHECKS: [&str; 8] = [
+    "popf.cli-then-pushf-shows-if-clear",
+    "popf.popf-clears-if",
+    "popf.sgdt-shows-the-loaded-gdt",
+    "popf.sgdt-shows-the-loaded-limit",
+    "popf.sidt-shows-the-loaded-idt",
+    "popf.smsw-matches-cr0",
+    "popf.push-cs-shows-ring-0",
+    "popf.mov-from-ss-shows-ring-0",
+];
+
+#[test]
+fn full_virtualization_hides_the_deprivileged_kernel_and_trap_and_emulate_does_not() {
+    let interp = run("popf", "interp", &[]);
+    let full = run("popf", "bt", &["--virt", "full", "--stats"]);
+    let trap = run("popf", "bt", &["--virt", "trap", "--stats"]);
+    let out = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    for check in POPF_CHECKS {
+        assert!(
+            out(&interp).contains(&format!("PASS {check}\n")),
+            "interp: {check}"
+        );
+        assert!(
+            out(&trap).contains(&format!("FAIL {check}:")),
+            "trap: {check}"
+        );
+    }
+    // Full virtualization: the same bytes as the interpreter, and the rewritten
+    // instructions counted as VMM call-outs.
+    assert_eq!(out(&interp), out(&full));
+    assert_eq!(
+        (interp.status.code(), full.status.code()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(
+        trap.status.code(),
+        Some(1),
+        "the guest saw it was deprivileged"
+    );
+    let stats = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(stats(&full).contains("VMM call-out (sensitive, rewritten): Popfd"));
+    assert!(stats(&full).contains("trap (privileged, emulated by the VMM): Lgdt"));
+    assert!(stats(&trap).contains("unseen (sensitive, real CPU's answer): Sgdt"));
+}
+
+#[test]
+fn virt_without_the_translator_is_refused_in_one_line() {
+    let o = popek(&["run", "hello", "--virt", "full"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--virt needs --engine bt"), "{err}");
+}
+
+#[test]
+fn show_translation_prints_the_guest_block_beside_its_host_code() {
+    // The ELF entry point, where the first block starts.
+    let image = test_roms::find("hello").expect("embedded").image;
+    let entry = u32::from_le_bytes(image[24..28].try_into().unwrap());
+    let at = format!("{entry:#x}");
+    let o = run("hello", "bt", &["--show-translation", &at]);
+    assert_eq!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("guest block at {at}:")), "{err}");
+    assert!(err.contains("host code ("), "{err}");
+    // The budget check every block starts with.
+    assert!(err.contains("shrx rcx,r14,r13"), "{err}");
+    let o = run("hello", "interp", &["--show-translation", &at]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs --engine bt"));
 }

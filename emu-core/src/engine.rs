@@ -147,7 +147,14 @@ pub trait Engine: Send {
 
     /// Counters of the engine's own (the translator's blocks, chains and call-outs),
     /// by name, for statistics.
-    fn counters(&self) -> Vec<(&'static str, u64)> {
+    fn counters(&self) -> Vec<(String, u64)> {
         Vec::new()
+    }
+
+    /// A listing of what the engine made of the guest code starting at RIP `addr` (the
+    /// translator: the guest block beside its host code), if it made anything.
+    fn show_code(&self, addr: u64) -> Option<String> {
+        let _ = addr;
+        None
     }
 }

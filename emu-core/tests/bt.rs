@@ -9,9 +9,9 @@ mod scenarios;
 use emu_core::cpu::SegReg;
 use emu_core::exit::StopReason;
 use emu_core::machine::{bt_factory, Machine, MachineHandle, Pause, Status};
-use iced_x86::code_asm::{eax, ebx, ecx, CodeAssembler};
+use iced_x86::code_asm::{eax, ebx, ecx};
 use scenarios::kernel::{assemble, Kernel, Program, CODE, RAM};
-use scenarios::{finish, resume_and_wait, DEBUG_EXIT, PAUSE_WITHIN, PROMPTLY, RBX, RCX, RUN_FIRST};
+use scenarios::{finish, resume_and_wait, DEBUG_EXIT, PAUSE_WITHIN, RBX, RCX, RUN_FIRST};
 use std::time::Instant;
 
 #[test]
@@ -75,30 +75,31 @@ fn translated_code_is_paused_within_50_ms_and_resumes() {
 
 #[test]
 fn code_written_into_a_running_translated_loop_is_executed() {
-    let program = assemble(32, CODE, |a| {
-        let top = a.target("top");
-        a.label("top")?;
-        a.inc(ecx)?;
-        a.inc(ecx)?;
-        a.jmp(top)?;
-        a.label("exit")?;
-        a.mov(eax, 0x5A)?;
-        a.out(u32::from(DEBUG_EXIT), eax)
-    });
-    let body = program.ip("top");
-    let mut jump = CodeAssembler::new(32).unwrap();
-    jump.jmp(program.ip("exit")).unwrap();
-    let jump = jump.assemble(body).unwrap();
-    assert!(jump.len() <= 2, "{jump:02x?}");
-    let (h, thread) = MachineHandle::spawn(legacy_ring3(&program), None).unwrap();
-    h.resume().unwrap();
-    std::thread::sleep(RUN_FIRST);
-    assert_eq!(h.status().unwrap(), Status::Running);
-    h.write_linear(body, &jump).unwrap();
-    assert_eq!(
-        h.wait(PROMPTLY).unwrap(),
-        Status::Finished(StopReason::Exited(0x5A))
-    );
-    assert!(h.registers().unwrap().gpr[RCX] > 0, "the loop ran before");
-    finish(h, thread);
+    scenarios::code_written_while_running_in(32, legacy_ring3);
+}
+
+#[test]
+fn a_chain_of_more_blocks_than_the_code_buffer_holds_runs_on() {
+    // A chain of short jumps, each to the next one 16 bytes on, then INC EAX and HLT:
+    // more host code than the translator keeps, so it starts afresh several times,
+    // each time while the block that just ran waits to be chained to the next.
+    const STRIDE: u64 = 16;
+    const JUMPS: u64 = 30_000;
+    const START: u64 = 0x10_0000;
+    let mut m = Machine::new(16 << 20, Box::new(std::io::sink()), bt_factory()).unwrap();
+    let ram = m.ram_mut().as_mut_slice();
+    for i in 0..JUMPS {
+        let at = (START + i * STRIDE) as usize;
+        ram[at..at + 2].copy_from_slice(&[0xEB, (STRIDE - 2) as u8]);
+    }
+    let end = (START + JUMPS * STRIDE) as usize;
+    ram[end..end + 2].copy_from_slice(&[0x40, 0xF4]);
+    m.set_cpu_state(&emu_core::cpu::CpuState::multiboot(START as u32, 0, 0))
+        .unwrap();
+    assert_eq!(m.run(10 * JUMPS).stop, StopReason::Halted);
+    assert_eq!(m.cpu_state().unwrap().gpr[0], 1, "INC EAX ran");
+    assert!(m
+        .engine_counters()
+        .iter()
+        .any(|(name, n)| name == "translation flushes" && *n > 1));
 }

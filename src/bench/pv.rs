@@ -10,6 +10,7 @@
 use super::guest::{Body, Mode, Ring};
 use super::kvm::{per_iteration, popek_run};
 use crate::engine::EngineKind;
+use emu_core::bt::virt::Virt;
 use crate::output::outln;
 use anyhow::Result;
 
@@ -36,7 +37,7 @@ pub fn bench(kvm: bool) -> Result<()> {
          the loop's own cost subtracted:"
     )?;
     engine_row(EngineKind::Interp, "interpreter (VMCALL stubs)")?;
-    engine_row(EngineKind::Bt, "binary translator (VMCALL stubs)")?;
+    engine_row(EngineKind::Bt(Virt::None), "binary translator (VMCALL stubs)")?;
     if !kvm {
         return Ok(());
     }

@@ -227,6 +227,7 @@ impl Code {
             ; call rax
             ; add rsp, 8
             ; mov rcx, rax
+            ; mov r14, [r15 + off::REMAIN]
         );
         load_guest(&mut asm);
         dynasm!(asm
@@ -263,6 +264,13 @@ impl Code {
             let enter: Enter = std::mem::transmute(buf.ptr(self.prologue));
             enter(ctx, buf.ptr(entry));
         }
+    }
+
+    /// A copy of the generated code in `range`.
+    pub fn bytes(&self, range: std::ops::Range<usize>) -> Vec<u8> {
+        let reader = self.asm.reader();
+        let buf: &ExecutableBuffer = &reader.lock();
+        buf.get(range).map(<[u8]>::to_vec).unwrap_or_default()
     }
 
     /// Makes the branch whose rel32 is at `slot` jump to `target`.
@@ -376,6 +384,8 @@ extern "sysv64" fn mem_slow(jc: *mut JitCtx, offset: u64, info: u64) -> u64 {
 extern "sysv64" fn callout(jc: *mut JitCtx, info: u64, remain: i64) -> u64 {
     // SAFETY: as in `mem_slow`.
     let (jc, rt) = unsafe { (&mut *jc, &mut *(*jc).run) };
+    // What the thunk loads back into r14.
+    jc.remain = remain;
     // SAFETY: as in `mem_slow`.
     let cx: &mut Ctx<'_> = unsafe { &mut *rt.cx.cast::<Ctx<'_>>() };
     // SAFETY: the cache outlives the run and generated code does not change it.
@@ -390,16 +400,24 @@ extern "sysv64" fn callout(jc: *mut JitCtx, info: u64, remain: i64) -> u64 {
     cx.cpu.rflags.set_arith(jc.flags);
     let op = &ops[index];
     let tlb = (cx.cpu.tlb.generation(), cx.cpu.cpl());
-    let went_on = crate::interp::execute(cx, op);
+    // SAFETY: the run's counters, borrowed by nobody else while generated code runs.
+    let virt_stats = unsafe { &mut *rt.virt_stats };
+    let went_on = super::virt::execute(rt.virt, virt_stats, cx, op);
     jc.gpr.copy_from_slice(&cx.cpu.gpr[..8]);
     jc.flags = host_flags(cx.cpu.rflags.get());
     rt.callouts += 1;
     if (cx.cpu.tlb.generation(), cx.cpu.cpl()) != tlb {
         jc.flush_tlb();
     }
-    let go_on = went_on
-        && cx.cpu.rip == op.ins.next_ip()
-        && cx.next_poll >= rt.base + rt.room as u64
-        && !cx.code.has_written();
+    let until = rt.base + rt.room as u64;
+    if cx.next_poll < until {
+        // Interrupts must be looked at sooner (a device was accessed, STI): as in the
+        // interpreter, the block goes on and the run loop polls before the next one.
+        // Take what is left of the budget beyond this block off `room`, so that the
+        // next block's budget check leaves for the run loop.
+        rt.room -= remain as usize;
+        jc.remain = 0;
+    }
+    let go_on = went_on && cx.cpu.rip == op.ins.next_ip() && !cx.code.has_written();
     u64::from(!go_on)
 }

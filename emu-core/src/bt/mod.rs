@@ -14,6 +14,7 @@
 
 mod jit;
 mod translate;
+pub mod virt;
 
 use crate::cpu::{cr0, efer, rflags, CpuState, SegReg, Segment};
 use crate::engine::{DebugConfig, Engine, EngineError};
@@ -25,9 +26,11 @@ use crate::x86::Ctx;
 use dynasmrt::AssemblyOffset;
 use jit::{exit, host_flags, Code, JitCtx, NO_LINK};
 use translate::Translator;
+use virt::{Virt, VirtStats};
 
-/// When the code buffer holds this much, start afresh.
-const MAX_CODE: usize = 64 << 20;
+/// When the code buffer holds this much, start afresh. Small: every commit of new code
+/// changes the protection of the whole buffer, which costs by its size.
+const MAX_CODE: usize = 1 << 20;
 
 /// Counters of the translator, for statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,11 +63,17 @@ pub struct Runtime {
     base: u64,
     room: usize,
     callouts: u64,
+    /// The ring-compression model, and what it counts.
+    virt: Virt,
+    virt_stats: *mut VirtStats,
 }
 
 /// A branch that exited to the run loop, to patch once the block it leads to is found.
 #[derive(Debug, Clone, Copy)]
 struct PendingLink {
+    /// The code buffer the slot is in (the flush count when it was made): a flush in
+    /// between frees it.
+    buffer: u64,
     slot: u64,
     rip: u64,
     icount: u64,
@@ -86,6 +95,8 @@ struct Native {
     translator: Translator,
     /// Host entry per decoded block id.
     entries: Vec<Option<AssemblyOffset>>,
+    /// Where each block's host code ends (for listings).
+    ends: Vec<usize>,
     /// The decoded cache's generation the entries belong to.
     generation: u64,
     /// Blocks decoded when the inline TLB last lost its fast writes.
@@ -94,6 +105,8 @@ struct Native {
     tlb_key: (u64, u8),
     pending: Option<PendingLink>,
     stats: BtStats,
+    virt: Virt,
+    virt_stats: VirtStats,
 }
 
 impl std::fmt::Debug for Bt {
@@ -111,6 +124,11 @@ impl Default for Bt {
 impl Bt {
     /// A translator with a zeroed CPU; give it a state with [`Engine::set_state`].
     pub fn new() -> Self {
+        Self::with_virt(Virt::None)
+    }
+
+    /// A translator running the guest kernel as `virt` says (ring compression).
+    pub fn with_virt(virt: Virt) -> Self {
         Bt {
             interp: Interpreter::new(),
             native: Native {
@@ -118,11 +136,14 @@ impl Bt {
                 jc: JitCtx::new(),
                 translator: Translator::default(),
                 entries: Vec::new(),
+                ends: Vec::new(),
                 generation: u64::MAX,
                 built: 0,
                 tlb_key: (u64::MAX, 0),
                 pending: None,
                 stats: BtStats::default(),
+                virt,
+                virt_stats: VirtStats::default(),
             },
         }
     }
@@ -160,6 +181,7 @@ impl Native {
     fn flush(&mut self) {
         self.code = None;
         self.entries.clear();
+        self.ends.clear();
         self.pending = None;
         self.stats.flushes += 1;
     }
@@ -185,6 +207,22 @@ impl Native {
         }
     }
 
+    /// Runs at most `room` instructions of block `id` in the interpreter (under the
+    /// ring-compression model, as call-outs run).
+    fn interpret(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        cache: &BlockCache,
+        id: u32,
+        room: usize,
+    ) -> Option<u32> {
+        let (virt, stats) = (self.virt, &mut self.virt_stats);
+        run_ops(cx, &cache.block(id).ops, room, |cx, op| {
+            virt::execute(virt, stats, cx, op)
+        })
+        .then_some(id)
+    }
+
     /// The host entry of block `id`, translating it if needed.
     fn entry(&mut self, cache: &BlockCache, id: u32) -> Option<AssemblyOffset> {
         if let Some(Some(e)) = self.entries.get(id as usize) {
@@ -203,6 +241,8 @@ impl Native {
             self.entries.resize(id as usize + 1, None);
         }
         self.entries[id as usize] = Some(entry);
+        self.ends.resize(self.entries.len(), 0);
+        self.ends[id as usize] = code.len();
         Some(entry)
     }
 }
@@ -219,16 +259,20 @@ impl BlockRunner for Native {
         let ops_len = cache.block(id).ops.len();
         if !translatable(cx.cpu) || room < ops_len {
             self.stats.interpreted_blocks += u64::from(room >= ops_len);
-            return run_ops(cx, &cache.block(id).ops, room).then_some(id);
+            return self.interpret(cx, cache, id, room);
         }
         self.sync(cx, cache);
         let Some(entry) = self.entry(cache, id) else {
-            return run_ops(cx, &cache.block(id).ops, room).then_some(id);
+            return self.interpret(cx, cache, id, room);
         };
         let code = self.code.as_mut()?;
-        if let Some(link) = pending
-            .filter(|l| l.rip == cx.cpu.rip && l.icount == cx.icount && l.delivered == cx.delivered)
-        {
+        let buffer = self.stats.flushes;
+        if let Some(link) = pending.filter(|l| {
+            l.buffer == buffer
+                && l.rip == cx.cpu.rip
+                && l.icount == cx.icount
+                && l.delivered == cx.delivered
+        }) {
             code.patch(link.slot, entry);
             self.stats.chained += 1;
         }
@@ -243,6 +287,8 @@ impl BlockRunner for Native {
             base: cx.icount,
             room,
             callouts: 0,
+            virt: self.virt,
+            virt_stats: &mut self.virt_stats,
         };
         jc.run = &mut rt;
         self.stats.entries += 1;
@@ -252,7 +298,7 @@ impl BlockRunner for Native {
         cx.cpu.gpr[..8].copy_from_slice(&jc.gpr);
         cx.cpu.rflags.set_arith(jc.flags);
         if jc.exit_kind != exit::SYNCED {
-            cx.icount = rt.base + (room as i64 - jc.remain) as u64;
+            cx.icount = rt.base + (rt.room as i64 - jc.remain) as u64;
             cx.cpu.rip = jc.exit_rip;
         }
         if cx.code.has_written() {
@@ -263,6 +309,7 @@ impl BlockRunner for Native {
             exit::JUMP => {
                 if jc.exit_link != NO_LINK {
                     self.pending = Some(PendingLink {
+                        buffer: self.stats.flushes,
                         slot: jc.exit_link,
                         rip: jc.exit_rip,
                         icount: cx.icount,
@@ -273,9 +320,9 @@ impl BlockRunner for Native {
             }
             exit::BUDGET => {
                 // Fewer instructions left than the block has: interpret what is left.
-                let left = (rt.base + room as u64 - cx.icount) as usize;
+                let left = (rt.base + rt.room as u64 - cx.icount) as usize;
                 let id = jc.exit_block as u32;
-                run_ops(cx, &cache.block(id).ops, left).then_some(id)
+                self.interpret(cx, cache, id, left)
             }
             _ => None,
         }
@@ -284,7 +331,11 @@ impl BlockRunner for Native {
 
 impl Engine for Bt {
     fn name(&self) -> &'static str {
-        "bt"
+        match self.native.virt {
+            Virt::None => "bt",
+            Virt::Trap => "bt (virt trap)",
+            Virt::Full => "bt (virt full)",
+        }
     }
 
     fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, budget: u64) -> StopReason {
@@ -308,9 +359,34 @@ impl Engine for Bt {
         self.interp.set_debug(debug)
     }
 
-    fn counters(&self) -> Vec<(&'static str, u64)> {
+    fn show_code(&self, addr: u64) -> Option<String> {
+        let native = &self.native;
+        let cache = self.interp.cache();
+        let code = native.code.as_ref()?;
+        let (id, entry) = native.entries.iter().enumerate().find_map(|(id, e)| {
+            let e = (*e)?;
+            (cache.block(id as u32).ops.first()?.ins.ip() == addr).then_some((id, e))
+        })?;
+        let end = native.ends[id];
+        let mut out = format!("guest block at {addr:#x}:\n");
+        for op in cache.block(id as u32).ops.iter() {
+            out += &format!("  {:08x}  {}\n", op.ins.ip(), op.ins);
+        }
+        let host = code.bytes(entry.0..end);
+        out += &format!(
+            "host code ({} bytes, out-of-line paths included):\n",
+            host.len()
+        );
+        let mut decoder = iced_x86::Decoder::with_ip(64, &host, entry.0 as u64, 0);
+        for ins in decoder.iter() {
+            out += &format!("  +{:06x}  {ins}\n", ins.ip());
+        }
+        Some(out)
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
         let s = self.stats();
-        vec![
+        let mut list: Vec<(String, u64)> = [
             ("blocks translated", s.blocks),
             ("instructions translated", s.translated),
             ("instructions called out", s.called_out),
@@ -320,5 +396,19 @@ impl Engine for Bt {
             ("translation flushes", s.flushes),
             ("blocks interpreted", s.interpreted_blocks),
         ]
+        .into_iter()
+        .map(|(name, n)| (name.to_owned(), n))
+        .collect();
+        let v = &self.native.virt_stats;
+        for (what, map) in [
+            ("trap (privileged, emulated by the VMM)", &v.traps),
+            ("VMM call-out (sensitive, rewritten)", &v.callouts),
+            ("unseen (sensitive, real CPU's answer)", &v.unseen),
+        ] {
+            for (m, n) in map {
+                list.push((format!("{what}: {m:?}"), *n));
+            }
+        }
+        list
     }
 }

@@ -109,6 +109,11 @@ impl Engine for Interpreter {
 }
 
 impl Interpreter {
+    /// The decoded blocks.
+    pub(crate) fn cache(&self) -> &BlockCache {
+        &self.cache
+    }
+
     /// Runs the guest as [`Engine::run`] does, each block run by `runner` (the
     /// translator runs host code made from them).
     pub(crate) fn run_with<R: BlockRunner>(
@@ -181,17 +186,22 @@ impl BlockRunner for RunOps {
         id: u32,
         room: usize,
     ) -> Option<u32> {
-        run_ops(cx, &cache.block(id).ops, room).then_some(id)
+        run_ops(cx, &cache.block(id).ops, room, execute).then_some(id)
     }
 }
 
-/// Executes at most `room` of `ops` in order; true if all of them completed and none
-/// ended the block.
+/// Executes at most `room` of `ops` in order, each with `exec` (normally [`execute`]);
+/// true if all of them completed and none ended the block.
 #[inline(always)]
-pub(crate) fn run_ops(cx: &mut Ctx<'_>, ops: &[Op], room: usize) -> bool {
+pub(crate) fn run_ops(
+    cx: &mut Ctx<'_>,
+    ops: &[Op],
+    room: usize,
+    mut exec: impl FnMut(&mut Ctx<'_>, &Op) -> bool,
+) -> bool {
     let limit = room.min(ops.len());
     for op in &ops[..limit] {
-        if !execute(cx, op) {
+        if !exec(cx, op) {
             return false;
         }
     }

@@ -68,7 +68,12 @@ pub fn interpreter_factory(assist: Assist) -> Box<EngineFactory<'static>> {
 
 /// Builds the binary translator.
 pub fn bt_factory() -> Box<EngineFactory<'static>> {
-    Box::new(|_| Ok(Box::new(crate::bt::Bt::new())))
+    bt_factory_with(crate::bt::virt::Virt::None)
+}
+
+/// Builds the binary translator running the guest kernel as `virt` says.
+pub fn bt_factory_with(virt: crate::bt::virt::Virt) -> Box<EngineFactory<'static>> {
+    Box::new(move |_| Ok(Box::new(crate::bt::Bt::with_virt(virt))))
 }
 
 /// BIOS images come in 64 KiB units.
@@ -268,8 +273,13 @@ impl Machine {
         self.engine.name()
     }
 
+    /// What the engine made of the guest code at RIP `addr` (see [`Engine::show_code`]).
+    pub fn show_code(&self, addr: u64) -> Option<String> {
+        self.engine.show_code(addr)
+    }
+
     /// The engine's own counters (see [`Engine::counters`]).
-    pub fn engine_counters(&self) -> Vec<(&'static str, u64)> {
+    pub fn engine_counters(&self) -> Vec<(String, u64)> {
         self.engine.counters()
     }
 

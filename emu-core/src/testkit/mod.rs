@@ -46,10 +46,8 @@ pub fn interpreter() -> Box<EngineFactory<'static>> {
 }
 
 /// The software engines every instruction table runs on, by name.
-pub const SOFTWARE_ENGINES: &[(&str, EngineMaker)] = &[
-    ("interp", interpreter),
-    // The binary translator plugs in here: ("bt", crate::machine::bt_factory),
-];
+pub const SOFTWARE_ENGINES: &[(&str, EngineMaker)] =
+    &[("interp", interpreter), ("bt", crate::machine::bt_factory)];
 
 /// General-purpose register indices, in encoding order (as in [`crate::cpu::CpuState::gpr`]).
 pub const RAX: usize = 0;

@@ -12,7 +12,7 @@ use emu_core::engine::{WatchKind, Watchpoint};
 use emu_core::exit::DebugStop;
 use emu_core::exit::StopReason;
 use emu_core::machine::{EngineFactory, Machine, MachineHandle, Pause, Status};
-use iced_x86::code_asm::{dword_ptr, eax, ebx, rbx, rcx, rdi, CodeAssembler};
+use iced_x86::code_asm::{dword_ptr, eax, ebx, ecx, rbx, rdi, CodeAssembler};
 use kernel::{assemble, Kernel, Program, CODE, RAM, USER_DATA};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -121,23 +121,29 @@ pub fn pause_write_resume(engine: Box<EngineFactory<'static>>) -> Duration {
 /// Replaces an instruction of the loop a running guest spins in, through the handle,
 /// without pausing first: the guest runs the new instruction (a jump out of the loop).
 pub fn code_written_while_running(engine: Box<EngineFactory<'static>>) {
-    let program = assemble(64, CODE, |a| {
+    code_written_while_running_in(64, |program| ring3_machine(engine, program));
+}
+
+/// [`code_written_while_running`] with `bits`-bit code, in the machine `machine` makes
+/// for the program (which it runs at CPL 3 and lets write to the debug-exit port).
+pub fn code_written_while_running_in(bits: u32, machine: impl FnOnce(&Program) -> Machine) {
+    let program = assemble(bits, CODE, |a| {
         let top = a.target("top");
         a.label("top")?;
-        a.inc(rcx)?;
+        a.inc(ecx)?;
         a.jmp(top)?;
         a.label("exit")?;
         a.mov(eax, PATCHED_EXIT)?;
         a.out(u32::from(DEBUG_EXIT), eax)
     });
     let body = program.ip("top");
-    let mut jump = CodeAssembler::new(64).unwrap();
+    let mut jump = CodeAssembler::new(bits).unwrap();
     jump.jmp(program.ip("exit")).unwrap();
     let jump = jump.assemble(body).unwrap();
-    // INC RCX is 3 bytes: a short jump fits in its place.
-    assert!(jump.len() <= 3, "{jump:02x?}");
+    // INC ECX is 2 bytes: a short jump fits in its place.
+    assert!(jump.len() <= 2, "{jump:02x?}");
 
-    let (h, thread) = MachineHandle::spawn(ring3_machine(engine, &program), None).unwrap();
+    let (h, thread) = MachineHandle::spawn(machine(&program), None).unwrap();
     h.resume().unwrap();
     std::thread::sleep(RUN_FIRST);
     assert_eq!(h.status().unwrap(), Status::Running);
