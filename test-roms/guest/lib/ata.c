@@ -44,8 +44,20 @@ static uint8_t wait_status(uint8_t want)
 	return 0xFF;
 }
 
+// Waits for BSY to clear (QEMU finishes a write after its last word, in the
+// background): a command written to a busy drive is lost.
+static uint8_t wait_not_busy(void)
+{
+	uint8_t s = inb(ATA_ALT_STATUS);
+
+	for (unsigned i = 0; i < MAX_POLLS && (s & ST_BSY); i++)
+		s = inb(ATA_ALT_STATUS);
+	return s;
+}
+
 static void select_lba(uint32_t lba, unsigned count)
 {
+	wait_not_busy();
 	outb(ATA_DEVICE, DEV_LBA | ((lba >> 24) & 0x0F));
 	outb(ATA_COUNT, (uint8_t)count);	// 256 is written as 0
 	outb(ATA_LBA_LOW, (uint8_t)lba);
@@ -110,9 +122,9 @@ static int transfer(uint8_t command, uint32_t lba, unsigned count, uint16_t *wor
 		}
 		count -= n;
 	}
-	// After the last block the drive drops DRQ (and, for a write, has
-	// stored the data): the alternate status says so without an ack.
-	uint8_t s = inb(ATA_ALT_STATUS);
+	// After the last block the drive drops DRQ and, once it has stored a
+	// write's data, BSY: the alternate status says so without an ack.
+	uint8_t s = wait_not_busy();
 	return (s & (ST_ERR | ST_DRQ)) ? -1 : 0;
 }
 
@@ -128,6 +140,7 @@ int ata_write(uint32_t lba, unsigned count, const void *buf)
 
 int ata_flush(void)
 {
+	wait_not_busy();
 	outb(ATA_DEVICE, DEV_LBA);
 	outb(ATA_STATUS, CMD_FLUSH_CACHE);
 	uint8_t s = wait_status(ST_DRDY);
