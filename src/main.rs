@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod ctrl_c;
 mod engine;
+mod gui;
 mod output;
 mod rom;
 mod run;
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run::run(&args),
         cli::Command::Roms(args) => rom::roms(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::Bench(args) => bench::bench(&args).map(|()| ExitCode::SUCCESS),
+        cli::Command::Gui(args) => gui::gui(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

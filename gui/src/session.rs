@@ -1,0 +1,469 @@
+//! One machine as the window sees it: a worker thread holds its [`MachineHandle`],
+//! carries out the window's commands and publishes a [`View`] about 30 times a second
+//! while the guest runs. The window only sends commands and reads the latest view, so
+//! it never waits for the guest: a request the guest makes the handle wait for (a step,
+//! a pause) waits on the worker.
+
+use crate::disasm::{self, Line};
+use crate::launcher::Launcher;
+use crate::log::{EventLog, History, Sample};
+use emu_core::cpu::CpuState;
+use emu_core::exit::StopOn;
+use emu_core::machine::control::{ControlError, MachineHandle, Status};
+use emu_core::machine::Machine;
+use emu_core::trace::{Counters, Event, EventMask};
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What the window asks of the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run until a breakpoint, a pause or the end.
+    Run,
+    /// Run until the privilege level changes.
+    RunToRingChange,
+    /// Stop at the next instruction boundary.
+    Pause,
+    /// Run one instruction.
+    Step,
+    /// Run one instruction, or a whole CALL, INT n or REP string instruction.
+    StepOver,
+    /// Set or clear a breakpoint at a linear address.
+    ToggleBreakpoint(u64),
+    /// Show memory from here.
+    Memory(MemoryRequest),
+}
+
+/// Which memory the hex view shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryRequest {
+    /// First address.
+    pub addr: u64,
+    /// Guest-physical (true) or linear, through the guest's page tables.
+    pub physical: bool,
+}
+
+impl MemoryRequest {
+    /// Bytes the hex view shows.
+    pub const LEN: usize = 256;
+    /// What it shows first: physical 1 MiB, where Multiboot kernels are loaded.
+    pub const FIRST: MemoryRequest = MemoryRequest {
+        addr: 0x10_0000,
+        physical: true,
+    };
+}
+
+/// The hex view's bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Memory {
+    /// What was read.
+    pub request: Option<MemoryRequest>,
+    /// The bytes, or why they could not be read.
+    pub bytes: Option<Result<Vec<u8>, String>>,
+    /// The same bytes at the stop before, to show what changed.
+    pub before: Option<Vec<u8>>,
+}
+
+/// Everything the window draws about the machine: the latest the worker saw.
+#[derive(Debug, Default)]
+pub struct View {
+    /// The engine's name, once booted.
+    pub engine: Option<&'static str>,
+    /// Whether the engine counts instructions (it can step and has an icount).
+    pub counts_instructions: bool,
+    /// The status; None until the machine is booted.
+    pub status: Option<Status>,
+    /// The last thing that went wrong (a bad ROM, a refused request), in the CLI's words.
+    pub error: Option<String>,
+    /// The registers now.
+    pub regs: Option<CpuState>,
+    /// The registers at the stop before the last one: what "changed" is measured from.
+    pub baseline: Option<CpuState>,
+    /// Disassembly around RIP.
+    pub disasm: Vec<Line>,
+    /// Breakpoints set, by linear address.
+    pub breakpoints: BTreeSet<u64>,
+    /// The hex view.
+    pub memory: Memory,
+    /// The counters.
+    pub counters: Counters,
+    /// Instructions retired.
+    pub instructions: u64,
+    /// Recent events.
+    pub log: EventLog,
+    /// Events the worker could not keep up with (they are still counted).
+    pub events_dropped: u64,
+    /// Counter samples, for rates.
+    pub history: History,
+    /// What the guest wrote to its serial port.
+    pub serial: String,
+    /// Bumped at every update.
+    pub generation: u64,
+}
+
+/// A machine being shown: dropping it ends the worker, which quits the machine.
+pub struct Session {
+    commands: mpsc::Sender<Command>,
+    view: Arc<Mutex<View>>,
+    /// The ROM and engine it was booted with, for a reset.
+    pub rom: OsString,
+    /// See `rom`.
+    pub engine: String,
+}
+
+impl Session {
+    /// Boots `rom` on `engine` on a new worker thread, and runs it at once if `run`.
+    /// Failures (a bad ROM, an engine not available) end up in the view.
+    pub fn start(
+        launcher: Arc<dyn Launcher>,
+        rom: OsString,
+        engine: String,
+        repaint: Box<dyn Fn() + Send>,
+        run: bool,
+    ) -> Session {
+        let (commands, inbox) = mpsc::channel();
+        let view = Arc::new(Mutex::new(View::default()));
+        if run {
+            let _ = commands.send(Command::Run);
+        }
+        let session = Session {
+            commands,
+            view: Arc::clone(&view),
+            rom: rom.clone(),
+            engine: engine.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("popek-gui-worker".into())
+            .spawn({
+                let view = Arc::clone(&view);
+                move || work(&*launcher, &rom, &engine, inbox, view, repaint)
+            });
+        if let Err(e) = spawned {
+            lock(&view).error = Some(format!("cannot start the worker thread: {e}"));
+        }
+        session
+    }
+
+    /// Sends `command` to the worker; it is carried out in order, without waiting here.
+    pub fn send(&self, command: Command) {
+        // A worker that ended has put its reason in the view already.
+        let _ = self.commands.send(command);
+    }
+
+    /// The latest view, locked for reading: hold it only while drawing.
+    pub fn view(&self) -> MutexGuard<'_, View> {
+        lock(&self.view)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every writer leaves the view whole; a panic elsewhere does not make it unreadable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The serial port's far end: appends to the view's console, keeping its last
+/// [`SERIAL_KEEP`] bytes.
+struct Console(Arc<Mutex<View>>);
+
+/// Bytes of serial output the console keeps.
+const SERIAL_KEEP: usize = 256 << 10;
+
+impl Write for Console {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut view = lock(&self.0);
+        view.serial.push_str(&String::from_utf8_lossy(buf));
+        if view.serial.len() > SERIAL_KEEP {
+            let mut cut = view.serial.len() - SERIAL_KEEP / 2;
+            while !view.serial.is_char_boundary(cut) {
+                cut += 1;
+            }
+            view.serial.drain(..cut);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Events recorded on the machine thread, waiting for the worker: at most
+/// [`Pending::KEEP`], so a guest making millions of exits a second cannot grow it.
+#[derive(Default)]
+struct Pending {
+    events: Vec<Event>,
+    dropped: u64,
+}
+
+impl Pending {
+    const KEEP: usize = 100_000;
+}
+
+/// How often the worker looks at a running machine.
+const PERIOD: Duration = Duration::from_millis(33);
+
+/// The worker thread's body.
+fn work(
+    launcher: &dyn Launcher,
+    rom: &OsString,
+    engine: &str,
+    inbox: mpsc::Receiver<Command>,
+    view: Arc<Mutex<View>>,
+    repaint: Box<dyn Fn() + Send>,
+) {
+    let pending = Arc::new(Mutex::new(Pending::default()));
+    let booted = launcher
+        .boot(rom, engine, Box::new(Console(Arc::clone(&view))))
+        .and_then(|machine| spawn(machine, &pending).map_err(|e| e.to_string()));
+    let (handle, thread) = match booted {
+        Ok(spawned) => spawned,
+        Err(e) => {
+            lock(&view).error = Some(e);
+            return repaint();
+        }
+    };
+    let mut worker = Worker {
+        handle,
+        view,
+        pending,
+        repaint,
+        booted: Instant::now(),
+        at_last_stop: None,
+        memory_at_last_stop: None,
+        ran: false,
+        temporary: None,
+        memory: MemoryRequest::FIRST,
+        window: None,
+    };
+    worker.refresh(true);
+    loop {
+        let command = match inbox.recv_timeout(PERIOD) {
+            Ok(command) => Some(command),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let forced = command.is_some();
+        if let Some(command) = command {
+            let done = worker.execute(command);
+            lock(&worker.view).error = done.err().map(|e| e.to_string());
+        }
+        worker.refresh(forced);
+    }
+    let _ = worker.handle.quit();
+    let _ = thread.join();
+}
+
+/// Puts `machine` on its own thread with every kind of event traced into `pending`.
+fn spawn(
+    mut machine: Machine,
+    pending: &Arc<Mutex<Pending>>,
+) -> Result<(MachineHandle, JoinHandle<Machine>), ControlError> {
+    machine.vmm.trace.set_mask(EventMask::ALL);
+    let sink = Arc::clone(pending);
+    machine.vmm.trace.set_sink(Some(Box::new(move |event| {
+        let mut pending = lock(&sink);
+        if pending.events.len() < Pending::KEEP {
+            pending.events.push(event.clone());
+        } else {
+            pending.dropped += 1;
+        }
+    })));
+    MachineHandle::spawn(machine, None)
+}
+
+struct Worker {
+    handle: MachineHandle,
+    view: Arc<Mutex<View>>,
+    pending: Arc<Mutex<Pending>>,
+    repaint: Box<dyn Fn() + Send>,
+    booted: Instant,
+    /// Registers at the last stop.
+    at_last_stop: Option<CpuState>,
+    /// The hex view's bytes at the last stop.
+    memory_at_last_stop: Option<(MemoryRequest, Vec<u8>)>,
+    /// The machine ran since the last stop was seen.
+    ran: bool,
+    /// A breakpoint "step over" set, removed at the next stop.
+    temporary: Option<u64>,
+    memory: MemoryRequest,
+    /// Where the disassembly window starts, kept while RIP stays inside it so stepping
+    /// does not scroll it.
+    window: Option<u64>,
+}
+
+impl Worker {
+    fn execute(&mut self, command: Command) -> Result<(), ControlError> {
+        match command {
+            Command::Run => {
+                self.ran = true;
+                self.handle.resume()
+            }
+            Command::RunToRingChange => {
+                self.ran = true;
+                self.handle.run_until(StopOn {
+                    ring_change: true,
+                    ..StopOn::default()
+                })
+            }
+            Command::Pause => self.handle.pause().map(drop),
+            Command::Step => {
+                self.ran = true;
+                self.handle.step(1).map(drop)
+            }
+            Command::StepOver => self.step_over(),
+            Command::ToggleBreakpoint(addr) => {
+                if !self.handle.remove_breakpoint(addr)? {
+                    self.handle.add_breakpoint(addr)?;
+                }
+                let mut view = lock(&self.view);
+                if !view.breakpoints.remove(&addr) {
+                    view.breakpoints.insert(addr);
+                }
+                Ok(())
+            }
+            Command::Memory(request) => {
+                self.memory = request;
+                Ok(())
+            }
+        }
+    }
+
+    /// Steps over a CALL, INT n or REP string instruction by running to the instruction
+    /// after it (a temporary breakpoint); steps any other one.
+    fn step_over(&mut self) -> Result<(), ControlError> {
+        self.ran = true;
+        let regs = self.handle.registers()?;
+        let addr = regs.code_address();
+        let bytes = self.handle.read_linear(addr, 15).unwrap_or_default();
+        let target = disasm::step_over_target(&bytes, addr, regs.code_bitness())
+            .filter(|target| !lock(&self.view).breakpoints.contains(target));
+        match target {
+            Some(target) => {
+                self.handle.add_breakpoint(target)?;
+                self.temporary = Some(target);
+                self.handle.resume()
+            }
+            None => self.handle.step(1).map(drop),
+        }
+    }
+
+    /// Reads what changed and publishes it; with `forced` (after a command) even when
+    /// the machine is paused.
+    fn refresh(&mut self, forced: bool) {
+        if let Err(e) = self.try_refresh(forced) {
+            lock(&self.view).error = Some(e.to_string());
+        }
+        (self.repaint)();
+    }
+
+    fn try_refresh(&mut self, forced: bool) -> Result<(), ControlError> {
+        let status = self.handle.status()?;
+        let running = status == Status::Running;
+        let new_stop = !running && self.ran;
+        if !(forced || running || new_stop) {
+            return Ok(());
+        }
+        if running {
+            self.ran = true;
+        }
+        if new_stop {
+            self.ran = false;
+            if let Some(addr) = self.temporary.take() {
+                self.handle.remove_breakpoint(addr)?;
+            }
+        }
+        let regs = self.handle.registers()?;
+        let counters = self.handle.counters()?;
+        let instructions = self.handle.instructions_retired()?;
+        let disasm = self.disassemble(&regs);
+        let read = if self.memory.physical {
+            self.handle
+                .read_physical(self.memory.addr, MemoryRequest::LEN)
+        } else {
+            self.handle
+                .read_linear(self.memory.addr, MemoryRequest::LEN)
+        }
+        .map_err(|e| e.to_string());
+        let (events, dropped) = {
+            let mut pending = lock(&self.pending);
+            (
+                std::mem::take(&mut pending.events),
+                std::mem::take(&mut pending.dropped),
+            )
+        };
+        let baseline = if new_stop || self.at_last_stop.is_none() {
+            self.at_last_stop.replace(regs.clone())
+        } else {
+            None
+        };
+        let memory_before = match (&read, new_stop) {
+            (Ok(bytes), true) => self
+                .memory_at_last_stop
+                .replace((self.memory, bytes.clone())),
+            _ => None,
+        };
+        let counts = self.handle.call(|m| m.counts_instructions())?;
+        let time = self.booted.elapsed().as_secs_f64();
+        let mut view = lock(&self.view);
+        view.engine = Some(self.handle.engine_name()?);
+        view.counts_instructions = counts;
+        view.status = Some(status);
+        if new_stop {
+            view.baseline = baseline;
+            view.memory.before = memory_before
+                .filter(|(request, _)| *request == self.memory)
+                .map(|(_, bytes)| bytes);
+        }
+        view.regs = Some(regs);
+        view.disasm = disasm;
+        view.memory.request = Some(self.memory);
+        view.memory.bytes = Some(read);
+        view.history
+            .push(Sample::new(time, instructions, &counters));
+        view.counters = counters;
+        view.instructions = instructions;
+        for event in events {
+            view.log.push(event);
+        }
+        view.events_dropped += dropped;
+        view.generation += 1;
+        Ok(())
+    }
+
+    /// The disassembly around RIP; unreadable code gives none.
+    fn disassemble(&mut self, regs: &CpuState) -> Vec<Line> {
+        let rip = regs.code_address();
+        let bitness = regs.code_bitness();
+        if let Some(start) = self.window {
+            let len = (rip.wrapping_sub(start) + disasm::AHEAD) as usize;
+            if rip >= start && rip - start < disasm::AHEAD {
+                if let Ok(bytes) = self.handle.read_linear(start, len) {
+                    let lines = disasm::decode(&bytes, start, bitness, disasm::LINES);
+                    let at = lines.iter().position(|l| l.addr == rip);
+                    if at.is_some_and(|at| at + 4 < lines.len()) {
+                        return lines;
+                    }
+                }
+            }
+        }
+        let back = disasm::LOOKBACK.min(rip);
+        let lines = match self
+            .handle
+            .read_linear(rip - back, (back + disasm::AHEAD) as usize)
+        {
+            Ok(bytes) => disasm::around(&bytes, rip, back, bitness),
+            Err(_) => self
+                .handle
+                .read_linear(rip, disasm::AHEAD as usize)
+                .map(|bytes| disasm::decode(&bytes, rip, bitness, disasm::LINES))
+                .unwrap_or_default(),
+        };
+        self.window = lines.first().map(|l| l.addr);
+        lines
+    }
+}
