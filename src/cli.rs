@@ -173,11 +173,14 @@ pub struct GuiArgs {
     /// Start running the ROM at once.
     #[arg(long)]
     pub run: bool,
+    /// Open the Compare tab and run the ROM to its end under every engine.
+    #[arg(long)]
+    pub compare: bool,
     /// Guest RAM in MiB.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     pub ram: usize,
-    /// Run until the guest ends, save a PNG screenshot of the window to this file and
-    /// close it (for documentation and tests).
+    /// Run until the guest (and the comparison, with --compare) ends, save a PNG
+    /// screenshot of the window to this file and close it (for documentation and tests).
     #[arg(long, value_name = "PNG")]
     pub screenshot: Option<PathBuf>,
 }

@@ -116,6 +116,7 @@ pub fn gui(args: &GuiArgs) -> Result<()> {
         rom: args.rom.clone(),
         engine: Some(engine.to_string()),
         run: args.run,
+        compare: args.compare,
     };
     let launcher = Arc::new(CliLauncher { ram_mib: args.ram });
     gui::window::run(launcher, options, args.screenshot.clone()).map_err(|e| anyhow!(e))

@@ -19,6 +19,7 @@ fn window(rom: &str) -> Harness<'static, PopekApp> {
         rom: Some(rom.into()),
         engine: Some("interp".into()),
         run: false,
+        compare: false,
     };
     Harness::builder()
         .with_size([1500.0, 950.0])
@@ -178,4 +179,32 @@ fn the_comparison_runs_the_rom_under_every_engine() {
             "a row for {engine}"
         );
     }
+}
+
+#[test]
+fn a_slowed_down_run_steps_on_until_paused() {
+    let mut h = window("rings");
+    wait_for(&mut h, "Status: paused: not started");
+    h.get_by_label("Speed").click();
+    // The popup opens on the next frame.
+    h.step();
+    h.step();
+    click(&mut h, "10 instructions/s");
+    click(&mut h, "Run");
+    wait_for(&mut h, "Status: running at 10 instructions/s");
+    // The panels follow it instruction by instruction.
+    wait_for(&mut h, "Instructions retired: 2");
+    click(&mut h, "Pause");
+    let status = wait_for(&mut h, "Status: paused");
+    assert!(!status.contains("finished"), "{status}");
+    let retired = label(&h, "Instructions retired:");
+    for _ in 0..20 {
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        label(&h, "Instructions retired:"),
+        retired,
+        "a paused run stays put"
+    );
 }

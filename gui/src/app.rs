@@ -22,6 +22,8 @@ pub struct Options {
     pub engine: Option<String>,
     /// Run the ROM as soon as it is loaded.
     pub run: bool,
+    /// Open the Compare tab and compare the engines on the ROM at once.
+    pub compare: bool,
 }
 
 /// The tabs.
@@ -45,10 +47,13 @@ pub struct PopekApp {
     engine: &'static str,
     session: Option<Session>,
     pending_start: Option<bool>,
+    pending_compare: bool,
     tab: Tab,
     filter: LogFilter,
     memory: MemoryInput,
     animation: RingAnimation,
+    /// Instructions a second Run may take (None: full speed).
+    speed: Option<u64>,
     /// The RIP the disassembly last scrolled to.
     shown_rip: Option<u64>,
     comparison: Option<Comparison>,
@@ -77,37 +82,55 @@ impl PopekApp {
             engine,
             session: None,
             pending_start: options.rom.is_some().then_some(options.run),
-            tab: Tab::Debugger,
+            pending_compare: options.compare,
+            tab: if options.compare {
+                Tab::Compare
+            } else {
+                Tab::Debugger
+            },
             filter: LogFilter::default(),
             memory: MemoryInput::default(),
             animation: RingAnimation::default(),
+            speed: None,
             shown_rip: None,
             comparison: None,
         }
     }
 
-    /// The machine's current view, if a ROM is loaded.
-    pub fn session(&self) -> Option<&Session> {
-        self.session.as_ref()
+    /// Whether nothing runs: the guest (if any) is paused, finished or failed to load,
+    /// and the comparison (if any) is done.
+    pub fn settled(&self) -> bool {
+        let guest = self.session.as_ref().is_none_or(|s| {
+            let view = s.view();
+            view.error.is_some() || !matches!(view.status, None | Some(Status::Running))
+        });
+        guest && self.comparison.as_ref().is_none_or(Comparison::done)
     }
 
     /// Loads the ROM in the ROM field on the chosen engine (a reset if it is loaded).
     fn load(&mut self, ctx: &egui::Context, run: bool) {
         let ctx = ctx.clone();
         self.animation = RingAnimation::default();
-        self.session = Some(Session::start(
+        let session = Session::start(
             Arc::clone(&self.launcher),
             OsString::from(self.rom.trim()),
             self.engine.to_string(),
             Box::new(move || ctx.request_repaint()),
-            run,
-        ));
+            self.speed,
+        );
+        if run {
+            session.send(Command::Run);
+        }
+        self.session = Some(session);
     }
 
     /// Draws the whole window.
     pub fn show(&mut self, ui: &mut egui::Ui) {
         if let Some(run) = self.pending_start.take() {
             self.load(ui.ctx(), run);
+        }
+        if std::mem::take(&mut self.pending_compare) {
+            self.start_comparison(ui.ctx());
         }
         let mut commands = Vec::new();
         egui::Panel::top("controls").show(ui, |ui| self.top_bar(ui, &mut commands));
@@ -213,8 +236,8 @@ impl PopekApp {
         };
         let view = session.view();
         let status = view.status.clone();
-        let running = status == Some(Status::Running);
-        let paused = matches!(status, Some(Status::Paused(_)));
+        let running = status == Some(Status::Running) || view.slow_run;
+        let paused = matches!(status, Some(Status::Paused(_))) && !running;
         ui.horizontal_wrapped(|ui| {
             let buttons: [(&str, bool, Command, &str); 5] = [
                 ("Run", paused, Command::Run, "Run until a breakpoint, a pause or the end"),
@@ -232,8 +255,24 @@ impl PopekApp {
                     commands.push(command);
                 }
             }
+            let label = ui.label("Speed");
+            let before = self.speed;
+            egui::ComboBox::from_id_salt("speed")
+                .selected_text(speed_name(self.speed))
+                .show_ui(ui, |ui| {
+                    for speed in SPEEDS {
+                        ui.selectable_value(&mut self.speed, speed, speed_name(speed));
+                    }
+                })
+                .response
+                .labelled_by(label.id)
+                .on_hover_text("How fast Run goes: slowed down, the guest runs in short steps 30 times a second, so the panels follow every change");
+            if self.speed != before {
+                commands.push(Command::Speed(self.speed));
+            }
             ui.separator();
             ui.label(match &status {
+                _ if view.slow_run => format!("Status: running at {}", speed_name(self.speed)),
                 Some(status) => format!("Status: {status}"),
                 None if view.error.is_some() => "Status: not loaded".into(),
                 None => "Status: loading".into(),
@@ -309,17 +348,41 @@ impl PopekApp {
         let mut start = false;
         compare::show(ui, self.comparison.as_ref(), &mut start);
         if start {
-            let ctx = ui.ctx().clone();
-            let rom = self
-                .session
-                .as_ref()
-                .map_or_else(|| OsString::from(self.rom.trim()), |s| s.rom.clone());
-            self.comparison = Some(Comparison::start(
-                Arc::clone(&self.launcher),
-                rom,
-                Box::new(move || ctx.request_repaint()),
-            ));
+            self.start_comparison(ui.ctx());
         }
+    }
+
+    /// Compares the engines on the loaded ROM (or the one in the ROM field).
+    fn start_comparison(&mut self, ctx: &egui::Context) {
+        let ctx = ctx.clone();
+        let rom = self
+            .session
+            .as_ref()
+            .map_or_else(|| OsString::from(self.rom.trim()), |s| s.rom.clone());
+        self.comparison = Some(Comparison::start(
+            Arc::clone(&self.launcher),
+            rom,
+            Box::new(move || ctx.request_repaint()),
+        ));
+    }
+}
+
+/// The speeds offered: full, then instructions a second.
+const SPEEDS: [Option<u64>; 7] = [
+    None,
+    Some(1_000_000),
+    Some(100_000),
+    Some(10_000),
+    Some(1_000),
+    Some(100),
+    Some(10),
+];
+
+/// How a speed reads.
+fn speed_name(speed: Option<u64>) -> String {
+    match speed {
+        None => "full speed".into(),
+        Some(n) => format!("{n} instructions/s"),
     }
 }
 

@@ -179,11 +179,20 @@ pub fn show(ui: &mut egui::Ui, comparison: Option<&Comparison>, start: &mut bool
         .iter()
         .filter_map(|r| r.result.as_ref().ok().map(|m| (r.engine.name, m)))
         .collect();
+    let engine_names: Vec<&str> = measured.iter().map(|(name, _)| *name).collect();
+    let reasons: Vec<(usize, ExitReason)> = ExitReason::ALL
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| measured.iter().any(|(_, m)| m.exits[*i] > 0))
+        .map(|(i, r)| (i, *r))
+        .collect();
+    let reason_names: Vec<&str> = reasons.iter().map(|(_, r)| r.name()).collect();
     ui.columns(2, |columns| {
         columns[0].label("Time (ms)");
         Plot::new("compare time")
             .height(220.0)
             .allow_scroll(false)
+            .x_axis_formatter(|mark, _| category(&engine_names, mark.value))
             .show(&mut columns[0], |plot| {
                 for (i, (name, m)) in measured.iter().enumerate() {
                     let bar = Bar::new(i as f64, m.seconds * 1e3).name(*name).width(0.6);
@@ -195,13 +204,8 @@ pub fn show(ui: &mut egui::Ui, comparison: Option<&Comparison>, start: &mut bool
             .height(220.0)
             .legend(Legend::default())
             .allow_scroll(false)
+            .x_axis_formatter(|mark, _| category(&reason_names, mark.value))
             .show(&mut columns[1], |plot| {
-                let reasons: Vec<(usize, ExitReason)> = ExitReason::ALL
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| measured.iter().any(|(_, m)| m.exits[*i] > 0))
-                    .map(|(i, r)| (i, *r))
-                    .collect();
                 let width = 0.8 / measured.len().max(1) as f64;
                 for (e, (name, m)) in measured.iter().enumerate() {
                     let bars = reasons
@@ -217,6 +221,17 @@ pub fn show(ui: &mut egui::Ui, comparison: Option<&Comparison>, start: &mut bool
                 }
             });
     });
+}
+
+/// The name of the bar group at `x` (groups sit at 0, 1, 2 ...), for the axis.
+fn category(names: &[&str], x: f64) -> String {
+    let slot = x.round();
+    if (x - slot).abs() > 1e-6 || slot < 0.0 {
+        return String::new();
+    }
+    names
+        .get(slot as usize)
+        .map_or_else(String::new, |n| n.to_string())
 }
 
 /// The numbers, one engine a row.

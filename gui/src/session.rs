@@ -9,7 +9,7 @@ use crate::launcher::Launcher;
 use crate::log::{EventLog, History, Sample};
 use emu_core::cpu::CpuState;
 use emu_core::exit::StopOn;
-use emu_core::machine::control::{ControlError, MachineHandle, Status};
+use emu_core::machine::control::{ControlError, MachineHandle, Pause, Status};
 use emu_core::machine::Machine;
 use emu_core::trace::{Counters, Event, EventMask};
 use std::collections::BTreeSet;
@@ -37,6 +37,8 @@ pub enum Command {
     ToggleBreakpoint(u64),
     /// Show memory from here.
     Memory(MemoryRequest),
+    /// Run at most this many instructions a second from now on (None: full speed).
+    Speed(Option<u64>),
 }
 
 /// Which memory the hex view shows.
@@ -102,6 +104,9 @@ pub struct View {
     pub history: History,
     /// What the guest wrote to its serial port.
     pub serial: String,
+    /// A slowed-down run is on: the machine runs in short steps, so its status reads
+    /// paused between them.
+    pub slow_run: bool,
     /// Bumped at every update.
     pub generation: u64,
 }
@@ -117,20 +122,19 @@ pub struct Session {
 }
 
 impl Session {
-    /// Boots `rom` on `engine` on a new worker thread, and runs it at once if `run`.
-    /// Failures (a bad ROM, an engine not available) end up in the view.
+    /// Boots `rom` on `engine` on a new worker thread, its runs going at `speed`
+    /// instructions a second (None: full speed). Failures (a bad ROM, an engine not
+    /// available) end up in the view.
     pub fn start(
         launcher: Arc<dyn Launcher>,
         rom: OsString,
         engine: String,
         repaint: Box<dyn Fn() + Send>,
-        run: bool,
+        speed: Option<u64>,
     ) -> Session {
         let (commands, inbox) = mpsc::channel();
         let view = Arc::new(Mutex::new(View::default()));
-        if run {
-            let _ = commands.send(Command::Run);
-        }
+        let _ = commands.send(Command::Speed(speed));
         let session = Session {
             commands,
             view: Arc::clone(&view),
@@ -238,6 +242,8 @@ fn work(
         ran: false,
         temporary: None,
         memory: MemoryRequest::FIRST,
+        speed: None,
+        slow_run: false,
         window: None,
     };
     worker.refresh(true);
@@ -251,6 +257,8 @@ fn work(
         if let Some(command) = command {
             let done = worker.execute(command);
             lock(&worker.view).error = done.err().map(|e| e.to_string());
+        } else if worker.slow_run {
+            worker.run_slowly();
         }
         worker.refresh(forced);
     }
@@ -291,6 +299,10 @@ struct Worker {
     /// A breakpoint "step over" set, removed at the next stop.
     temporary: Option<u64>,
     memory: MemoryRequest,
+    /// Instructions a second a run may take; None for full speed.
+    speed: Option<u64>,
+    /// A run at `speed` is on.
+    slow_run: bool,
     /// Where the disassembly window starts, kept while RIP stays inside it so stepping
     /// does not scroll it.
     window: Option<u64>,
@@ -298,10 +310,22 @@ struct Worker {
 
 impl Worker {
     fn execute(&mut self, command: Command) -> Result<(), ControlError> {
+        // Any command but a change of speed or of the memory shown ends a slow run.
+        if !matches!(command, Command::Speed(_) | Command::Memory(_)) {
+            self.slow_run = false;
+        }
         match command {
+            Command::Run if self.speed.is_some() => {
+                self.slow_run = true;
+                Ok(())
+            }
             Command::Run => {
                 self.ran = true;
                 self.handle.resume()
+            }
+            Command::Speed(speed) => {
+                self.speed = speed;
+                Ok(())
             }
             Command::RunToRingChange => {
                 self.ran = true;
@@ -329,6 +353,25 @@ impl Worker {
             Command::Memory(request) => {
                 self.memory = request;
                 Ok(())
+            }
+        }
+    }
+
+    /// One period's worth of a slow run: `speed` instructions a second as steps of
+    /// [`PERIOD`]. Anything but a finished step (a breakpoint, the end) ends the run.
+    fn run_slowly(&mut self) {
+        let Some(speed) = self.speed else {
+            self.slow_run = false;
+            return;
+        };
+        self.ran = true;
+        let n = (speed * PERIOD.as_millis() as u64 / 1000).max(1);
+        match self.handle.step(n) {
+            Ok(Status::Paused(Pause::StepDone)) => {}
+            Ok(_) => self.slow_run = false,
+            Err(e) => {
+                self.slow_run = false;
+                lock(&self.view).error = Some(e.to_string());
             }
         }
     }
@@ -413,6 +456,7 @@ impl Worker {
         view.engine = Some(self.handle.engine_name()?);
         view.counts_instructions = counts;
         view.status = Some(status);
+        view.slow_run = self.slow_run;
         if new_stop {
             view.baseline = baseline;
             view.memory.before = memory_before

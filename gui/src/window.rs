@@ -3,7 +3,6 @@
 use crate::app::{Options, PopekApp};
 use crate::launcher::Launcher;
 use eframe::egui::{self, ColorImage};
-use emu_core::machine::control::Status;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -15,7 +14,8 @@ const SCREENSHOT_DEADLINE: Duration = Duration::from_secs(60);
 const SCREENSHOT_SETTLE: Duration = Duration::from_millis(2000);
 
 /// Opens the window and returns when it is closed. With `screenshot`, the window runs
-/// until the guest ends, saves a PNG of itself there and closes.
+/// until the guest ends (and the comparison, if one was asked for), saves a PNG of
+/// itself there and closes.
 pub fn run(
     launcher: Arc<dyn Launcher>,
     options: Options,
@@ -74,11 +74,7 @@ impl eframe::App for Window {
         if shot.requested {
             return;
         }
-        let ended = self.app.session().is_none_or(|s| {
-            let view = s.view();
-            view.error.is_some() || !matches!(view.status, None | Some(Status::Running))
-        });
-        if ended && shot.ended.is_none() {
+        if self.app.settled() && shot.ended.is_none() {
             shot.ended = Some(Instant::now());
         }
         let settled = shot.ended.is_some_and(|t| t.elapsed() >= SCREENSHOT_SETTLE);
