@@ -305,7 +305,7 @@ impl PopekApp {
                     events::rates(&mut c[0], &view);
                     events::log(&mut c[1], &view, &mut self.filter);
                     events::counts(&mut c[2], &view);
-                    console::show(&mut c[3], &view);
+                    console::show(&mut c[3], &session.serial());
                 });
             });
         egui::Panel::left("rings")

@@ -1,5 +1,6 @@
 //! Disassembly around RIP with iced-x86's Intel formatter.
 
+use emu_core::x86::opcode::{self, Sensitivity};
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Formatter, Instruction, IntelFormatter};
 
 /// One line of the disassembly.
@@ -11,6 +12,19 @@ pub struct Line {
     pub bytes: String,
     /// Intel syntax.
     pub text: String,
+    /// What running it in a ring other than 0 does (None for undecodable bytes).
+    pub sensitivity: Option<Sensitivity>,
+}
+
+/// One sentence on what `sensitivity` means for a virtual machine monitor.
+pub fn explain(sensitivity: Option<Sensitivity>) -> &'static str {
+    match sensitivity {
+        None => "Not an instruction: these bytes do not decode",
+        Some(Sensitivity::None) => "Behaves the same in every ring: it runs directly, whatever the technique",
+        Some(Sensitivity::Privileged) => "Privileged: it faults outside ring 0, so a deprivileged guest kernel traps here and the VMM emulates it (trap and emulate)",
+        Some(Sensitivity::IoplChecked) => "I/O-privileged: it faults when CPL > IOPL, so a VMM that keeps IOPL below the guest kernel's ring traps it",
+        Some(Sensitivity::Unprivileged) => "Sensitive but not privileged: it reads or changes privileged state without faulting outside ring 0, so trap and emulate cannot catch it and a binary translator must rewrite it (why x86 is not classically virtualizable)",
+    }
 }
 
 /// How many lines the window shows.
@@ -49,6 +63,7 @@ pub fn decode(bytes: &[u8], base: u64, bitness: u32, max: usize) -> Vec<Line> {
             addr: insn.ip(),
             bytes: raw.iter().map(|b| format!("{b:02x}")).collect(),
             text,
+            sensitivity: (!insn.is_invalid()).then(|| opcode::facts(insn.code()).sensitivity),
         });
     }
     lines
@@ -110,6 +125,25 @@ mod tests {
             ]
         );
         assert_eq!(lines[3].addr, rip);
+        assert_eq!(lines[3].sensitivity, Some(Sensitivity::None));
+    }
+
+    #[test]
+    fn marks_what_ring_compression_must_handle() {
+        // cli (IOPL-checked); mov cr3, eax (privileged); pushfd (sensitive, no fault)
+        let code = [0xfa, 0x0f, 0x22, 0xd8, 0x9c];
+        let kinds: Vec<_> = decode(&code, 0, 32, 8)
+            .into_iter()
+            .map(|l| l.sensitivity)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                Some(Sensitivity::IoplChecked),
+                Some(Sensitivity::Privileged),
+                Some(Sensitivity::Unprivileged)
+            ]
+        );
     }
 
     #[test]

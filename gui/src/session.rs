@@ -102,8 +102,6 @@ pub struct View {
     pub events_dropped: u64,
     /// Counter samples, for rates.
     pub history: History,
-    /// What the guest wrote to its serial port.
-    pub serial: String,
     /// A slowed-down run is on: the machine runs in short steps, so its status reads
     /// paused between them.
     pub slow_run: bool,
@@ -115,6 +113,9 @@ pub struct View {
 pub struct Session {
     commands: mpsc::Sender<Command>,
     view: Arc<Mutex<View>>,
+    /// What the guest wrote to its serial port: apart from the view, so the machine
+    /// thread writing it never waits for a frame being drawn from the view.
+    serial: Arc<Mutex<String>>,
     /// The ROM and engine it was booted with, for a reset.
     pub rom: OsString,
     /// See `rom`.
@@ -134,10 +135,12 @@ impl Session {
     ) -> Session {
         let (commands, inbox) = mpsc::channel();
         let view = Arc::new(Mutex::new(View::default()));
+        let serial = Arc::new(Mutex::new(String::new()));
         let _ = commands.send(Command::Speed(speed));
         let session = Session {
             commands,
             view: Arc::clone(&view),
+            serial: Arc::clone(&serial),
             rom: rom.clone(),
             engine: engine.clone(),
         };
@@ -145,7 +148,7 @@ impl Session {
             .name("popek-gui-worker".into())
             .spawn({
                 let view = Arc::clone(&view);
-                move || work(&*launcher, &rom, &engine, inbox, view, repaint)
+                move || work(&*launcher, &rom, &engine, inbox, view, serial, repaint)
             });
         if let Err(e) = spawned {
             lock(&view).error = Some(format!("cannot start the worker thread: {e}"));
@@ -163,6 +166,11 @@ impl Session {
     pub fn view(&self) -> MutexGuard<'_, View> {
         lock(&self.view)
     }
+
+    /// The serial console's text, locked for reading.
+    pub fn serial(&self) -> MutexGuard<'_, String> {
+        lock(&self.serial)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -170,23 +178,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The serial port's far end: appends to the view's console, keeping its last
+/// The serial port's far end: appends to the console text, keeping about its last
 /// [`SERIAL_KEEP`] bytes.
-struct Console(Arc<Mutex<View>>);
+struct Console(Arc<Mutex<String>>);
 
 /// Bytes of serial output the console keeps.
 const SERIAL_KEEP: usize = 256 << 10;
 
 impl Write for Console {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut view = lock(&self.0);
-        view.serial.push_str(&String::from_utf8_lossy(buf));
-        if view.serial.len() > SERIAL_KEEP {
-            let mut cut = view.serial.len() - SERIAL_KEEP / 2;
-            while !view.serial.is_char_boundary(cut) {
+        let mut text = lock(&self.0);
+        text.push_str(&String::from_utf8_lossy(buf));
+        if text.len() > SERIAL_KEEP {
+            let mut cut = text.len() - SERIAL_KEEP / 2;
+            while !text.is_char_boundary(cut) {
                 cut += 1;
             }
-            view.serial.drain(..cut);
+            text.drain(..cut);
         }
         Ok(buf.len())
     }
@@ -218,11 +226,12 @@ fn work(
     engine: &str,
     inbox: mpsc::Receiver<Command>,
     view: Arc<Mutex<View>>,
+    serial: Arc<Mutex<String>>,
     repaint: Box<dyn Fn() + Send>,
 ) {
     let pending = Arc::new(Mutex::new(Pending::default()));
     let booted = launcher
-        .boot(rom, engine, Box::new(Console(Arc::clone(&view))))
+        .boot(rom, engine, Box::new(Console(serial)))
         .and_then(|machine| spawn(machine, &pending).map_err(|e| e.to_string()));
     let (handle, thread) = match booted {
         Ok(spawned) => spawned,

@@ -1,8 +1,10 @@
 //! The disassembly around RIP, breakpoints in the gutter.
 
 use super::CHANGED;
+use crate::disasm;
 use crate::session::{Command, View};
 use eframe::egui::{self, Color32, RichText, Sense, Stroke, Vec2};
+use emu_core::x86::opcode::Sensitivity;
 
 /// Draws the disassembly of `view`; a click in the gutter sends a breakpoint toggle.
 /// When RIP differs from `shown_rip` the current line is scrolled into view (and
@@ -21,7 +23,11 @@ pub fn show(
         "Disassembly around RIP (ring {}, {}-bit code)",
         regs.cpl(),
         regs.code_bitness()
-    ));
+    ))
+    .on_hover_text(
+        "Red: privileged (traps outside ring 0); violet: sensitive but not privileged (does \
+         not trap: binary translation rewrites it); blue: checked against IOPL",
+    );
     if view.disasm.is_empty() {
         ui.label(format!("no code can be read at {rip:#x}"));
     }
@@ -45,9 +51,12 @@ pub fn show(
                     let mut rich = RichText::new(text).monospace();
                     if current {
                         rich = rich.color(CHANGED).strong();
+                    } else if let Some(color) = sensitivity_color(line.sensitivity) {
+                        rich = rich.color(color);
                     }
-                    let label =
-                        ui.add(egui::Label::new(rich).wrap_mode(egui::TextWrapMode::Extend));
+                    let label = ui
+                        .add(egui::Label::new(rich).wrap_mode(egui::TextWrapMode::Extend))
+                        .on_hover_text(disasm::explain(line.sensitivity));
                     if current && *shown_rip != Some(rip) {
                         label.scroll_to_me(Some(egui::Align::Center));
                         *shown_rip = Some(rip);
@@ -55,6 +64,17 @@ pub fn show(
                 });
             }
         });
+}
+
+/// The colour of instructions a VMM must care about: red if privileged, violet if
+/// sensitive without being privileged, blue if IOPL-checked.
+fn sensitivity_color(sensitivity: Option<Sensitivity>) -> Option<Color32> {
+    match sensitivity? {
+        Sensitivity::None => None,
+        Sensitivity::Privileged => Some(Color32::from_rgb(240, 100, 100)),
+        Sensitivity::Unprivileged => Some(Color32::from_rgb(200, 120, 250)),
+        Sensitivity::IoplChecked => Some(Color32::from_rgb(110, 170, 250)),
+    }
 }
 
 /// The breakpoint gutter of the line at `addr`: a red dot where a breakpoint is set, a
