@@ -10,7 +10,7 @@ use crate::log::{EventLog, History, Sample};
 use emu_core::cpu::CpuState;
 use emu_core::exit::StopOn;
 use emu_core::machine::control::{ControlError, MachineHandle, Pause, Status};
-use emu_core::machine::Machine;
+use emu_core::machine::{Machine, MachineError};
 use emu_core::trace::{Counters, Event, EventMask};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -429,18 +429,21 @@ impl Worker {
                 self.handle.remove_breakpoint(addr)?;
             }
         }
-        let regs = self.handle.registers()?;
-        let counters = self.handle.counters()?;
-        let instructions = self.handle.instructions_retired()?;
-        let disasm = self.disassemble(&regs);
-        let read = if self.memory.physical {
-            self.handle
-                .read_physical(self.memory.addr, MemoryRequest::LEN)
-        } else {
-            self.handle
-                .read_linear(self.memory.addr, MemoryRequest::LEN)
-        }
-        .map_err(|e| e.to_string());
+        let memory = self.memory;
+        let snapshot = self
+            .handle
+            .call(move |m| Snapshot::take(m, memory))?
+            .map_err(ControlError::from)?;
+        let Snapshot {
+            regs,
+            counters,
+            instructions,
+            counts,
+            engine,
+            code: (code_base, code),
+            memory: read,
+        } = snapshot;
+        let disasm = self.disassemble(&regs, code_base, &code);
         let (events, dropped) = {
             let mut pending = lock(&self.pending);
             (
@@ -459,10 +462,9 @@ impl Worker {
                 .replace((self.memory, bytes.clone())),
             _ => None,
         };
-        let counts = self.handle.call(|m| m.counts_instructions())?;
         let time = self.booted.elapsed().as_secs_f64();
         let mut view = lock(&self.view);
-        view.engine = Some(self.handle.engine_name()?);
+        view.engine = Some(engine);
         view.counts_instructions = counts;
         view.status = Some(status);
         view.slow_run = self.slow_run;
@@ -488,35 +490,81 @@ impl Worker {
         Ok(())
     }
 
-    /// The disassembly around RIP; unreadable code gives none.
-    fn disassemble(&mut self, regs: &CpuState) -> Vec<Line> {
+    /// The disassembly around RIP from `code`, the bytes at `base`; unreadable code
+    /// gives none. The window stays where it started while RIP is well inside it.
+    fn disassemble(&mut self, regs: &CpuState, base: u64, code: &[u8]) -> Vec<Line> {
         let rip = regs.code_address();
         let bitness = regs.code_bitness();
-        if let Some(start) = self.window {
-            let len = (rip.wrapping_sub(start) + disasm::AHEAD) as usize;
-            if rip >= start && rip - start < disasm::AHEAD {
-                if let Ok(bytes) = self.handle.read_linear(start, len) {
-                    let lines = disasm::decode(&bytes, start, bitness, disasm::LINES);
-                    let at = lines.iter().position(|l| l.addr == rip);
-                    if at.is_some_and(|at| at + 4 < lines.len()) {
-                        return lines;
-                    }
-                }
+        if code.is_empty() {
+            return Vec::new();
+        }
+        if let Some(start) = self.window.filter(|s| (base..=rip).contains(s)) {
+            let lines = disasm::decode(
+                &code[(start - base) as usize..],
+                start,
+                bitness,
+                disasm::LINES,
+            );
+            let at = lines.iter().position(|l| l.addr == rip);
+            if at.is_some_and(|at| at + 4 < lines.len()) {
+                return lines;
             }
         }
-        let back = disasm::LOOKBACK.min(rip);
-        let lines = match self
-            .handle
-            .read_linear(rip - back, (back + disasm::AHEAD) as usize)
-        {
-            Ok(bytes) => disasm::around(&bytes, rip, back, bitness),
-            Err(_) => self
-                .handle
-                .read_linear(rip, disasm::AHEAD as usize)
-                .map(|bytes| disasm::decode(&bytes, rip, bitness, disasm::LINES))
-                .unwrap_or_default(),
-        };
+        let back = (rip - base).min(disasm::LOOKBACK);
+        let from = (rip - back - base) as usize;
+        let lines = disasm::around(&code[from..], rip, back, bitness);
         self.window = lines.first().map(|l| l.addr);
         lines
     }
+}
+
+/// What the worker reads of the machine in one request, so that it all comes from the
+/// same instruction boundary and a running guest is stopped once per look.
+struct Snapshot {
+    regs: CpuState,
+    counters: Counters,
+    instructions: u64,
+    /// The engine counts instructions (and can step).
+    counts: bool,
+    engine: &'static str,
+    /// The code around RIP: where it starts, and its bytes (none if unreadable).
+    code: (u64, Vec<u8>),
+    /// The hex view's bytes.
+    memory: Result<Vec<u8>, String>,
+}
+
+impl Snapshot {
+    fn take(m: &mut Machine, memory: MemoryRequest) -> Result<Snapshot, MachineError> {
+        let regs = m.cpu_state()?;
+        let code = code_around(m, regs.code_address());
+        let mut bytes = vec![0; MemoryRequest::LEN];
+        let read = if memory.physical {
+            m.read_physical(memory.addr, &mut bytes)
+        } else {
+            m.read_linear(memory.addr, &mut bytes)
+        };
+        Ok(Snapshot {
+            regs,
+            counters: m.vmm.counters.clone(),
+            instructions: m.instructions_retired(),
+            counts: m.counts_instructions(),
+            engine: m.engine_name(),
+            code,
+            memory: read.map(|()| bytes).map_err(|e| e.to_string()),
+        })
+    }
+}
+
+/// The code around `rip` that can be read, to [`disasm::AHEAD`] bytes after it: from as
+/// far before it (so a window that started there can be kept), else from
+/// [`disasm::LOOKBACK`] before it, else from `rip` itself.
+fn code_around(m: &Machine, rip: u64) -> (u64, Vec<u8>) {
+    for back in [disasm::AHEAD, disasm::LOOKBACK, 0] {
+        let start = rip.saturating_sub(back);
+        let mut bytes = vec![0; (rip - start + disasm::AHEAD) as usize];
+        if m.read_linear(start, &mut bytes).is_ok() {
+            return (start, bytes);
+        }
+    }
+    (rip, Vec::new())
 }
