@@ -208,3 +208,41 @@ fn a_slowed_down_run_steps_on_until_paused() {
         "a paused run stays put"
     );
 }
+
+#[test]
+fn a_breakpoint_from_the_gutter_stops_the_run_there() {
+    let mut h = window("rings");
+    wait_for(&mut h, "Status: paused: not started");
+    // Where the second instruction is: found by stepping, then the machine is reset.
+    click(&mut h, "Step");
+    wait_for(&mut h, "Status: paused: step done");
+    let second = label(&h, "EIP ")
+        .trim_start_matches("EIP")
+        .trim()
+        .to_string();
+    click(&mut h, "Reset");
+    wait_for(&mut h, "Status: paused: not started");
+    wait_for(&mut h, "Instructions retired: 0");
+    // Through AccessKit: a pointer click here would land on the Reset button's tooltip.
+    h.get_by_label(&format!("Set breakpoint at {second}"))
+        .click_accesskit();
+    h.step();
+    wait_for_button(&mut h, &format!("Clear breakpoint at {second}"));
+    click(&mut h, "Run");
+    let addr = second.trim_start_matches('0');
+    wait_for(&mut h, &format!("Status: paused: breakpoint at 0x{addr}"));
+    assert_eq!(
+        label(&h, "Instructions retired:"),
+        "Instructions retired: 1"
+    );
+}
+
+/// Draws frames until there is a button labelled `name`.
+fn wait_for_button(h: &mut Harness<'_, PopekApp>, name: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while h.query_by_label(name).is_none() {
+        assert!(Instant::now() < deadline, "no button `{name}`");
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
