@@ -14,10 +14,15 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The window with `rom` loaded (paused) on the interpreter.
 fn window(rom: &str) -> Harness<'static, PopekApp> {
+    window_on(rom, "interp")
+}
+
+/// The window with `rom` loaded (paused) on `engine`.
+fn window_on(rom: &str, engine: &str) -> Harness<'static, PopekApp> {
     let launcher = Arc::new(CliLauncher { ram_mib: 64 });
     let options = Options {
         rom: Some(rom.into()),
-        engine: Some("interp".into()),
+        engine: Some(engine.into()),
         run: false,
         compare: false,
     };
@@ -245,4 +250,28 @@ fn wait_for_button(h: &mut Harness<'_, PopekApp>, name: &str) {
         h.step();
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+#[test]
+fn kvm_runs_in_the_window_and_says_it_cannot_step() {
+    if let Err(e) = accel_kvm::check_kvm() {
+        eprintln!("skipped: /dev/kvm not available ({e})");
+        return;
+    }
+    let mut h = window_on("hello", "kvm");
+    wait_for(&mut h, "Status: paused: not started");
+    assert!(
+        labels(&h, "hardware assist")
+            .iter()
+            .any(|l| l == "hardware assist"),
+        "the top bar names the technique"
+    );
+    click(&mut h, "Step");
+    wait_for(
+        &mut h,
+        "Error: kvm cannot count instructions, so it cannot step",
+    );
+    click(&mut h, "Run");
+    wait_for(&mut h, "Status: finished: guest exited with status 0");
+    wait_for(&mut h, "exit io-out");
 }
