@@ -106,3 +106,20 @@ fn the_window_runs_rings_and_saves_a_screenshot() {
         "the ring picture is drawn with a ring lit ({lit} pixels)"
     );
 }
+
+#[test]
+fn without_a_display_it_says_so_in_one_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_popek"))
+        .args(["gui", "hello"])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .expect("popek starts");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("popek: error: no X11 display: DISPLAY is not set"),
+        "{stderr}"
+    );
+}

@@ -21,6 +21,14 @@ pub fn run(
     options: Options,
     screenshot: Option<PathBuf>,
 ) -> Result<(), String> {
+    // The window is built for X11 only (no Wayland backend, to keep the build small).
+    if std::env::var_os("DISPLAY").is_none_or(|d| d.is_empty()) {
+        return Err(
+            "no X11 display: DISPLAY is not set (without a screen, run it under \
+                    Xvfb: `Xvfb :1 & DISPLAY=:1 popek gui ...`)"
+                .into(),
+        );
+    }
     let native = eframe::NativeOptions {
         renderer: eframe::Renderer::Glow,
         viewport: egui::ViewportBuilder::default()
