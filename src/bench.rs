@@ -1,11 +1,13 @@
-//! `popek bench`: the interpreter's speed on the `loop` ROM, beside QEMU TCG's on the same
-//! ROM file when QEMU is installed; then, where KVM is usable, the KVM figures of [`kvm`].
+//! `popek bench`: the interpreter's and the binary translator's speed on the `loop` ROM,
+//! beside QEMU TCG's on the same ROM file when QEMU is installed; then, where KVM is
+//! usable, the KVM figures of [`kvm`].
 //!
 //! Each side runs the ROM twice, with N/10 and N iterations, and the speed comes from the
 //! difference, so start-up (QEMU's is ~100 ms) cancels out and only the loop is timed.
 
 mod guest;
 mod kvm;
+mod pv;
 
 use crate::cli::BenchArgs;
 use crate::engine;
@@ -25,6 +27,11 @@ const INSNS_PER_ITER: u64 = 2;
 const TARGET_MIPS: f64 = 150.0;
 /// The interpreter target as a fraction of QEMU TCG.
 const TARGET_QEMU_RATIO: f64 = 0.3;
+/// The translator's targets: times the interpreter, and times QEMU TCG.
+const TARGET_BT_INTERP: f64 = 5.0;
+const TARGET_BT_QEMU: f64 = 2.0;
+/// The translator runs this many times the iterations, to be timed as long.
+const BT_ITERS_FACTOR: u64 = 10;
 /// The start-up target: boot, print and exit, in milliseconds.
 const TARGET_STARTUP_MS: f64 = 50.0;
 /// QEMU's binary.
@@ -41,17 +48,16 @@ fn rom(name: &str) -> Result<RomImage> {
     })
 }
 
-/// One in-process run of `loop` with `iters` iterations (with paging on if `paging`):
-/// wall time.
-fn popek_loop(iters: u64, paging: bool) -> Result<Duration> {
+/// One in-process run of `loop` with `iters` iterations (with paging on if `paging`),
+/// on the interpreter or (`bt`) the translator: wall time.
+fn popek_loop(iters: u64, paging: bool, bt: bool) -> Result<Duration> {
     let append = format!("iters={iters} paging={}", paging as u8);
-    let mut machine = boot(
-        &rom("loop")?,
-        &append,
-        64,
-        Box::new(std::io::sink()),
-        engine::interpreter(),
-    )?;
+    let make = if bt {
+        emu_core::machine::bt_factory()
+    } else {
+        engine::interpreter()
+    };
+    let mut machine = boot(&rom("loop")?, &append, 64, Box::new(std::io::sink()), make)?;
     let outcome = machine.run(u64::MAX);
     if outcome.stop != StopReason::Exited(0) {
         bail!("the loop ROM did not exit cleanly: {}", outcome.stop);
@@ -153,15 +159,34 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         verdict(startup_ms < TARGET_STARTUP_MS)
     )?;
 
-    let interp = mips_from(n, popek_loop(n / 10, false)?, popek_loop(n, false)?);
+    let interp = mips_from(
+        n,
+        popek_loop(n / 10, false, false)?,
+        popek_loop(n, false, false)?,
+    );
     outln!(
         "interpreter: {interp:.0} MIPS (target >= {TARGET_MIPS}: {})",
         verdict(interp >= TARGET_MIPS)
     )?;
-    let paged = mips_from(n, popek_loop(n / 10, true)?, popek_loop(n, true)?);
+    let paged = mips_from(
+        n,
+        popek_loop(n / 10, true, false)?,
+        popek_loop(n, true, false)?,
+    );
     outln!(
         "interpreter with paging on: {paged:.0} MIPS = {:.2} x paging off (target: the same speed)",
         paged / interp
+    )?;
+    let nb = n * BT_ITERS_FACTOR;
+    let bt = mips_from(
+        nb,
+        popek_loop(nb / 10, false, true)?,
+        popek_loop(nb, false, true)?,
+    );
+    outln!(
+        "bt:          {bt:.0} MIPS = {:.1} x the interpreter (target >= {TARGET_BT_INTERP}: {})",
+        bt / interp,
+        verdict(bt / interp >= TARGET_BT_INTERP)
     )?;
 
     let qemu = !args.no_qemu && qemu_installed();
@@ -169,17 +194,18 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         outln!("QEMU: not measured ({QEMU} is not installed)")?;
     }
     if qemu {
-        qemu_tcg(n, interp)?;
+        qemu_tcg(n, interp, bt)?;
     }
     if !args.no_kvm {
         kvm::bench(qemu)?;
     }
+    pv::bench(!args.no_kvm)?;
     Ok(())
 }
 
 /// QEMU TCG's speed on the `loop` ROM file, `n` iterations, against the interpreter's
-/// `interp` MIPS.
-fn qemu_tcg(n: u64, interp: f64) -> Result<()> {
+/// `interp` MIPS and the translator's `bt`.
+fn qemu_tcg(n: u64, interp: f64, bt: f64) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("popek-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let elf = dir.join("loop.elf");
@@ -195,6 +221,11 @@ fn qemu_tcg(n: u64, interp: f64) -> Result<()> {
     outln!(
         "ratio:       {ratio:.2} x QEMU TCG (target >= {TARGET_QEMU_RATIO}: {})",
         verdict(ratio >= TARGET_QEMU_RATIO)
+    )?;
+    let ratio = bt / qemu;
+    outln!(
+        "bt ratio:    {ratio:.2} x QEMU TCG (target >= {TARGET_BT_QEMU}: {})",
+        verdict(ratio >= TARGET_BT_QEMU)
     )?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Command-line syntax.
 
+use crate::devices::DeviceArg;
 use crate::engine::EngineChoice;
 use crate::output::errln;
 use clap::error::ErrorKind;
@@ -87,11 +88,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "")]
     pub append: String,
     /// The engine that runs the guest: the interpreter, KVM (the host's processor through
-    /// /dev/kvm; the run fails where it is not available), or auto (KVM where available,
-    /// else the interpreter).
+    /// /dev/kvm; the run fails where it is not available), auto (KVM where available,
+    /// else the interpreter), or bt (the binary translator).
     #[arg(long, value_enum, default_value_t = EngineChoice::Interp)]
     pub engine: EngineChoice,
-    /// End the run after this many guest instructions (interpreter only: KVM cannot
+    /// End the run after this many guest instructions (interpreter and bt: KVM cannot
     /// count them).
     #[arg(long, value_name = "N")]
     pub max_instructions: Option<u64>,
@@ -118,6 +119,42 @@ pub struct RunArgs {
     /// counted by --stats and shown by --trace exits).
     #[arg(long, value_enum, default_value_t = AssistArg::None)]
     pub assist: AssistArg,
+    /// Let gdb debug the guest: listen on ADDR (default 127.0.0.1:1234; port 0 picks a
+    /// free one, printed on stderr) and wait for gdb before the first instruction.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:1234")]
+    pub gdb: Option<String>,
+    /// With --gdb: what the guest does when gdb's connection breaks without a detach:
+    /// pause until gdb connects again, or run on.
+    #[arg(long, value_enum, default_value_t = GdbDisconnect::Pause, value_name = "WHAT")]
+    pub gdb_disconnect: GdbDisconnect,
+    /// Attach a device (repeatable): the ATA PIO disk (ata), a virtio-blk disk (virtio),
+    /// a virtio-net loopback (net), a virtio-console writing to stdout (console). A
+    /// report of what each cost (VMM entries per KiB, notifications, interrupts, host
+    /// CPU time per MiB) follows the run on stderr.
+    #[arg(long, value_enum, value_name = "DEVICE")]
+    pub device: Vec<DeviceArg>,
+    /// The disk image file the disk device serves (written through; flushes sync it).
+    /// Without it the disk is 64 MiB of memory.
+    #[arg(long, value_name = "IMAGE")]
+    pub disk: Option<PathBuf>,
+}
+
+/// `--gdb-disconnect`: what a guest does when gdb goes away.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GdbDisconnect {
+    /// Pause until the next gdb connects.
+    Pause,
+    /// Run on without a debugger.
+    Run,
+}
+
+impl From<GdbDisconnect> for popek_gdb::OnDisconnect {
+    fn from(d: GdbDisconnect) -> Self {
+        match d {
+            GdbDisconnect::Pause => Self::Pause,
+            GdbDisconnect::Run => Self::Run,
+        }
+    }
 }
 
 /// `--assist`: which VMM policy the interpreter plays.

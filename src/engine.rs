@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::ValueEnum;
 use emu_core::engine::Engine;
 use emu_core::interp::Assist;
-use emu_core::machine::{interpreter_factory, EngineFactory};
+use emu_core::machine::{bt_factory, interpreter_factory, EngineFactory};
 use emu_core::memory::GuestRam;
 
 /// What `--engine` asks for.
@@ -18,6 +18,8 @@ pub enum EngineChoice {
     Kvm,
     /// KVM where /dev/kvm is usable, else the interpreter.
     Auto,
+    /// The binary translator: guest blocks translated into host code.
+    Bt,
 }
 
 /// The engine a machine runs on.
@@ -27,6 +29,8 @@ pub enum EngineKind {
     Interp,
     /// [`KvmEngine`].
     Kvm,
+    /// The binary translator.
+    Bt,
 }
 
 /// The engine `choice` means on this host. `kvm` fails where KVM is not usable, with the
@@ -45,10 +49,14 @@ pub fn choose(choice: EngineChoice, assist: Assist) -> Result<EngineKind> {
                 Ok(EngineKind::Interp)
             }
             EngineChoice::Interp => Ok(EngineKind::Interp),
+            EngineChoice::Bt => {
+                bail!("--assist vtx models hardware assist in the interpreter, not in bt")
+            }
         };
     }
     match choice {
         EngineChoice::Interp => Ok(EngineKind::Interp),
+        EngineChoice::Bt => Ok(EngineKind::Bt),
         EngineChoice::Kvm => {
             accel_kvm::check_kvm()?;
             Ok(EngineKind::Kvm)
@@ -76,6 +84,7 @@ pub fn factory(
 ) -> Box<EngineFactory<'_>> {
     match kind {
         EngineKind::Interp => interpreter_factory(assist),
+        EngineKind::Bt => bt_factory(),
         EngineKind::Kvm => Box::new(move |ram: &GuestRam| {
             let engine = KvmEngine::new(ram).map_err(|e| e.to_string())?;
             deviations.extend_from_slice(engine.cpuid_deviations());
@@ -87,4 +96,19 @@ pub fn factory(
 /// Builds the interpreter, with no hardware-assist model.
 pub fn interpreter() -> Box<EngineFactory<'static>> {
     interpreter_factory(Assist::None)
+}
+
+/// Builds the engine called `name` (`monitor engine NAME` in gdb), or says why not.
+pub fn by_name(name: &str, assist: Assist) -> Result<Box<EngineFactory<'static>>, String> {
+    match name {
+        "interp" => Ok(interpreter_factory(assist)),
+        "kvm" => {
+            accel_kvm::check_kvm().map_err(|e| e.to_string())?;
+            Ok(Box::new(|ram: &GuestRam| {
+                let engine = KvmEngine::new(ram).map_err(|e| e.to_string())?;
+                Ok(Box::new(engine) as Box<dyn Engine>)
+            }))
+        }
+        other => Err(format!("no engine called `{other}` (engines: interp, kvm)")),
+    }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 const INTERP: &str = "interp";
 const INTERP_VTX: &str = "interp+vtx";
 const KVM: &str = "kvm";
+const BT: &str = "bt";
 
 /// Boots machines as `popek run` does, with `ram_mib` MiB of RAM.
 pub struct CliLauncher {
@@ -52,11 +53,20 @@ impl Launcher for CliLauncher {
                 unavailable: None,
             },
             EngineInfo {
+                name: BT,
+                technique: "binary translation",
+                explanation: "Binary translation: guest code is translated block by block into \
+                    host x86-64 code and cached; simple instructions are copied nearly as they \
+                    are, everything else (sensitive instructions included) calls out to the \
+                    interpreter for that one instruction.",
+                unavailable: None,
+            },
+            EngineInfo {
                 name: KVM,
                 technique: "hardware assist",
                 explanation: "Hardware assist through KVM: the guest runs on the host's \
                     processor in VMX non-root mode, in its own ring 0-3; only exits (port I/O, \
-                    MMIO, HLT) reach Popek's VMM. KVM cannot count or step instructions.",
+                    MMIO, HLT) reach Popek's VMM. It does not count instructions.",
                 unavailable: accel_kvm::check_kvm().err().map(|e| e.to_string()),
             },
         ]
@@ -86,6 +96,7 @@ impl CliLauncher {
         let (kind, assist) = match engine {
             INTERP => (EngineKind::Interp, Assist::None),
             INTERP_VTX => (EngineKind::Interp, Assist::Vtx),
+            BT => (EngineKind::Bt, Assist::None),
             KVM => {
                 accel_kvm::check_kvm()?;
                 (EngineKind::Kvm, Assist::None)
@@ -109,6 +120,7 @@ pub fn gui(args: &GuiArgs) -> Result<()> {
     ram_bytes(args.ram)?;
     let engine = match engine::choose(args.engine, args.assist.into())? {
         EngineKind::Kvm => KVM,
+        EngineKind::Bt => BT,
         EngineKind::Interp if args.assist == AssistArg::Vtx => INTERP_VTX,
         EngineKind::Interp => INTERP,
     };

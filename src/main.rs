@@ -4,7 +4,9 @@
 mod bench;
 mod cli;
 mod ctrl_c;
+mod devices;
 mod engine;
+mod gdb;
 mod gui;
 mod output;
 mod rom;

@@ -6,6 +6,7 @@
 
 use emu_core::exit::ExitReason;
 use emu_core::machine::{Machine, RunOutcome};
+use emu_core::pv::PvCounters;
 use emu_core::trace::{AccessCount, AddressCounts};
 use std::fmt::Write as _;
 
@@ -46,6 +47,7 @@ pub fn stats(machine: &Machine, outcome: &RunOutcome) -> String {
         exits += &format!("; VT-x only: {}", vtx.join(", "));
     }
     s += &format!("exits         {} ({exits})\n", c.total_exits());
+    hypercalls(&mut s, &c.pv);
     accesses(
         &mut s,
         "port",
@@ -74,7 +76,32 @@ pub fn stats(machine: &Machine, outcome: &RunOutcome) -> String {
             .iter()
             .map(|((from, to), &n)| (format!("{from} -> {to} "), n)),
     );
+    for (name, n) in machine.engine_counters() {
+        let _ = writeln!(s, "{:<13} {n} {name}", machine.engine_name());
+    }
     s
+}
+
+/// The hypercall lines, by cause, when the guest made any: calls and failed calls per
+/// hypercall, then the events the VMM delivered through the guest's callback.
+fn hypercalls(s: &mut String, pv: &PvCounters) {
+    if pv.total() == 0 {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "hypercalls    {} ({} failed, {} event callbacks)",
+        pv.total(),
+        pv.errors(),
+        pv.callbacks
+    );
+    for (name, n) in pv.by_name() {
+        let _ = writeln!(
+            s,
+            "hypercall {name:<15} {} calls, {} failed",
+            n.calls, n.errors
+        );
+    }
 }
 
 /// The MMIO lines: the busiest addresses, then the rest, including the accesses to

@@ -164,8 +164,10 @@ fn sources_in(dir: &Path) -> Vec<PathBuf> {
 
 /// Every ROM in `dir`, sorted by name.
 fn find_roms(dir: &Path) -> Vec<RomSource> {
-    let roms: Vec<RomSource> = sources_in(dir).into_iter().map(read_rom).collect();
-    // Sorted paths sort the names too, so equal names are neighbours.
+    let mut roms: Vec<RomSource> = sources_in(dir).into_iter().map(read_rom).collect();
+    // By name, not by path: "rings-pv.c" sorts before "rings.c", "rings" before "rings-pv".
+    // Equal names are then neighbours.
+    roms.sort_by(|a, b| a.name.cmp(&b.name));
     if let Some(pair) = roms.windows(2).find(|pair| pair[0].name == pair[1].name) {
         fail(&format!(
             "two ROMs are named {:?}: {} and {}",

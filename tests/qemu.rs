@@ -54,6 +54,10 @@ const QEMU_DEVIATIONS: &[Deviation] = &[Deviation {
     ],
 }];
 
+/// ROMs that need Popek's para-virtualization interface (docs/guest-abi.md), which
+/// QEMU does not offer: they stop at their first check there.
+const POPEK_ONLY: &[&str] = &["pvcheck", "rings-pv"];
+
 /// The check a PASS/FAIL line names ("PASS name" or "FAIL name: why").
 fn check_name(line: &str) -> Option<&str> {
     let rest = line
@@ -158,6 +162,10 @@ fn every_rom_prints_the_same_under_qemu_and_popek() {
     let mut compared = 0;
     for line in String::from_utf8(o.stdout).unwrap().lines() {
         let rom = Path::new(line);
+        let stem = rom.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        if POPEK_ONLY.contains(&stem) {
+            continue;
+        }
         let (qemu_args, popek_args) = boot_args(rom);
         let mut qemu = Command::new(QEMU);
         qemu.args([

@@ -31,19 +31,23 @@
 //!   [`StopReason::EngineFailure`] "instruction emulation failed", and the guest may see
 //!   some CPUID leaves differently (see [`KvmEngine::cpuid_deviations`]).
 
+mod debug;
 mod kick;
 mod state;
 
-use emu_core::cpu::CpuState;
+use debug::{DebugHit, GuestDebug};
+use emu_core::cpu::{dr6, CpuState};
 use emu_core::cpuid;
 use emu_core::engine::{DebugConfig, Engine, EngineError};
 use emu_core::exit::{ExitHandler, Flow, GuestEvent, StopReason, VmExit};
 use emu_core::memory::GuestRam;
+use emu_core::pv::{abi as pv, HypercallTrap};
 use emu_core::stop::StopRequest;
 use kick::Kicker;
 use kvm_bindings::{
-    kvm_cpuid_entry2, kvm_interrupt, kvm_userspace_memory_region, kvm_xsave, CpuId, Msrs, KVMIO,
-    KVM_API_VERSION, KVM_MAX_CPUID_ENTRIES,
+    kvm_cpuid_entry2, kvm_debug_exit_arch, kvm_enable_cap, kvm_interrupt,
+    kvm_userspace_memory_region, kvm_xsave, CpuId, Msrs, KVMIO, KVM_API_VERSION,
+    KVM_MAX_CPUID_ENTRIES,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd};
 use state::{KvmState, MSR_INDICES};
@@ -150,6 +154,7 @@ fn failed(ioctl: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> String {
 fn cpuid_table() -> CpuId {
     let entries: Vec<kvm_cpuid_entry2> = cpuid::LEAVES
         .iter()
+        .chain(&cpuid::HYPERVISOR_LEAVES)
         .map(|&leaf| {
             let [eax, ebx, ecx, edx] = cpuid::cpuid(leaf);
             kvm_cpuid_entry2 {
@@ -167,7 +172,8 @@ fn cpuid_table() -> CpuId {
 }
 
 // KVM_SET_CPUID2 takes at most this many entries; `cpuid_table` relies on it.
-const _: () = assert!(cpuid::LEAVES.len() <= KVM_MAX_CPUID_ENTRIES);
+const _: () =
+    assert!(cpuid::LEAVES.len() + cpuid::HYPERVISOR_LEAVES.len() <= KVM_MAX_CPUID_ENTRIES);
 
 /// A CPUID leaf the vCPU reports differently from the shared table, because the host's
 /// KVM installed its own values (see [`KvmEngine::cpuid_deviations`]).
@@ -224,16 +230,24 @@ enum Entry {
     Interrupted,
     /// KVM_RUN asked to be called again (EAGAIN, or an exit with nothing for the VMM).
     Retry,
+    /// The guest ran a hypercall stub's trap (an OUT to the hypercall port): the VMM
+    /// handles it once the OUT is complete.
+    Hypercall,
     /// The vCPU cannot go on.
     Failed(String),
+    /// A debug exit: a single step, a breakpoint or a watchpoint of the debugger's.
+    Debug(kvm_debug_exit_arch),
 }
 
 /// The KVM engine: one VM with guest RAM as its only memory slot and one vCPU.
 ///
 /// **Instruction budget.** KVM cannot count retired instructions, so this engine ignores
-/// the `budget` of [`Engine::run`], reports 0 from [`Engine::instructions_retired`] and
-/// `false` from [`Engine::counts_instructions`], and passes 0 as the icount of every exit.
-/// A run ends only when the exit handler stops it (debug-exit, HLT, triple fault, ...).
+/// the `budget` of [`Engine::run`], reports `false` from [`Engine::counts_instructions`],
+/// and passes 0 as the icount of every exit; a run ends only when the exit handler stops
+/// it (debug-exit, HLT, triple fault, ...) or at a breakpoint or watchpoint.
+/// [`Engine::step`] is exact: it runs one instruction per KVM_RUN
+/// (KVM_GUESTDBG_SINGLESTEP), and those are the instructions
+/// [`Engine::instructions_retired`] counts.
 ///
 /// **Stops are at instruction boundaries.** When the handler stops a run, the engine first
 /// lets KVM finish the instruction that exited (the register load of an IN or MMIO read,
@@ -250,6 +264,15 @@ pub struct KvmEngine {
     rejected_state: Option<String>,
     /// Where the vCPU's CPUID differs from the shared table.
     cpuid_deviations: Vec<CpuidDeviation>,
+    /// The debugger's breakpoints and watchpoints, as debug registers.
+    debug: GuestDebug,
+    /// Whether KVM_SET_GUEST_DEBUG last enabled anything (so it must be cleared).
+    debug_on: bool,
+    /// Instructions run by single steps: the only ones KVM can count.
+    stepped: u64,
+    /// KVM hands RDMSR/WRMSR of MSRs it does not know to Popek
+    /// (KVM_CAP_X86_USER_SPACE_MSR), so the hypercall-page MSR works.
+    user_msrs: bool,
 }
 
 impl KvmEngine {
@@ -293,6 +316,22 @@ impl KvmEngine {
         // it along with the host's (KVM's MMU notifiers), and `run` refuses to start
         // without a GuestRam at this range, so the guest never reaches freed memory.
         unsafe { vm.set_user_memory_region(region) }.map_err(setup("register guest RAM"))?;
+        // RDMSR/WRMSR of MSRs KVM does not know come out to Popek, which implements the
+        // hypercall-page MSR. Without the capability the guest gets #GP for it, as for
+        // any unknown MSR.
+        let user_msrs = vm.check_extension_int(Cap::X86UserSpaceMsr) > 0
+            && vm
+                .enable_cap(&kvm_enable_cap {
+                    cap: kvm_bindings::KVM_CAP_X86_USER_SPACE_MSR,
+                    args: [
+                        u64::from(kvm_bindings::KVM_MSR_EXIT_REASON_UNKNOWN),
+                        0,
+                        0,
+                        0,
+                    ],
+                    ..Default::default()
+                })
+                .is_ok();
         let vcpu = vm.create_vcpu(VCPU_ID).map_err(setup("create vCPU"))?;
         // CPUID first: KVM validates CR4 and EFER in KVM_SET_SREGS against it.
         vcpu.set_cpuid2(&cpuid_table())
@@ -306,6 +345,10 @@ impl KvmEngine {
             ram_host,
             rejected_state: None,
             cpuid_deviations: cpuid_deviations(&installed),
+            debug: GuestDebug::default(),
+            debug_on: false,
+            stepped: 0,
+            user_msrs,
         };
         // Every ioctl `state` needs works now, so it will later: `state` cannot fail.
         engine.read_state().map_err(KvmError::State)?;
@@ -319,13 +362,48 @@ impl KvmEngine {
         &self.cpuid_deviations
     }
 
+    /// Whether the guest can register a hypercall page: this KVM hands the accesses to
+    /// MSRs it does not know to Popek.
+    pub fn has_hypercall_msr(&self) -> bool {
+        self.user_msrs
+    }
+
     /// Runs the vCPU once and hands the exit, if it is one for the VMM, to `exits`.
-    fn enter(&mut self, exits: &mut dyn ExitHandler) -> Entry {
+    fn enter(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler) -> Entry {
         // Port I/O is taken apart after the match: its slice borrows the vCPU, and the
         // element size of a string I/O (INS/OUTS) is only in the kvm_run structure.
         let (port, ptr, len, is_in) = match self.vcpu.run() {
             Ok(VcpuExit::IoIn(port, data)) => (port, data.as_mut_ptr(), data.len(), true),
+            Ok(VcpuExit::IoOut(port, data)) if is_hypercall(port, data) => return Entry::Hypercall,
             Ok(VcpuExit::IoOut(port, data)) => (port, data.as_ptr().cast_mut(), data.len(), false),
+            Ok(VcpuExit::X86Rdmsr(msr)) => {
+                let mut ok = false;
+                let exit = VmExit::VmmMsr {
+                    write: false,
+                    index: msr.index,
+                    value: msr.data,
+                    ok: &mut ok,
+                    ram: ram.view(),
+                    code: ram.code(),
+                };
+                let flow = exits.handle(exit, 0);
+                *msr.error = u8::from(!ok);
+                return Entry::Handled(flow);
+            }
+            Ok(VcpuExit::X86Wrmsr(msr)) => {
+                let (mut value, mut ok) = (msr.data, false);
+                let exit = VmExit::VmmMsr {
+                    write: true,
+                    index: msr.index,
+                    value: &mut value,
+                    ok: &mut ok,
+                    ram: ram.view(),
+                    code: ram.code(),
+                };
+                let flow = exits.handle(exit, 0);
+                *msr.error = u8::from(!ok);
+                return Entry::Handled(flow);
+            }
             Ok(VcpuExit::MmioRead(addr, data)) => {
                 return Entry::Handled(exits.handle(VmExit::MmioRead { addr, data }, 0))
             }
@@ -351,6 +429,7 @@ impl KvmEngine {
                 ))
             }
             Ok(VcpuExit::InternalError) => return Entry::Failed(self.internal_error()),
+            Ok(VcpuExit::Debug(arch)) => return Entry::Debug(arch),
             Ok(other) => return Entry::Failed(format!("unexpected KVM exit {other:?}")),
             Err(e) if e.errno() == libc::EINTR => return Entry::Interrupted,
             Err(e) if e.errno() == libc::EAGAIN => return Entry::Retry,
@@ -412,7 +491,65 @@ impl KvmEngine {
     }
 }
 
+/// Whether an OUT is a hypercall stub's trap: `out HYPERCALL_PORT, eax`.
+fn is_hypercall(port: u16, data: &[u8]) -> bool {
+    port == u16::from(pv::HYPERCALL_PORT) && data.len() == 4
+}
+
 impl KvmEngine {
+    /// A hypercall: completes the OUT (KVM steps past it on the next KVM_RUN, which
+    /// with `immediate_exit` set returns at once without entering the guest), then
+    /// hands the state at that boundary to the VMM and loads what it made of it: the
+    /// registers alone when nothing else changed, as for most calls.
+    fn hypercall(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler) -> Result<Flow, String> {
+        self.vcpu.set_kvm_immediate_exit(1);
+        let completed = match self.vcpu.run() {
+            Err(e) if e.errno() == libc::EINTR => Ok(()),
+            Err(e) => Err(format!("KVM_RUN completing a hypercall: {e}")),
+            Ok(exit) => Err(format!("KVM exit {exit:?} completing a hypercall")),
+        };
+        self.vcpu.set_kvm_immediate_exit(0);
+        completed?;
+        // What a hypercall reads and writes: registers, segments, descriptor tables,
+        // control registers and EFER. Two ioctls, not the six of the whole state.
+        let regs = self.vcpu.get_regs().map_err(failed("KVM_GET_REGS"))?;
+        let sregs = self.vcpu.get_sregs().map_err(failed("KVM_GET_SREGS"))?;
+        let mut state = state::from_kvm(&KvmState {
+            regs,
+            sregs,
+            msrs: state::msr_requests(),
+            debugregs: Default::default(),
+            fxsave: [0; emu_core::cpu::fxsave::SIZE],
+            events: Default::default(),
+        });
+        let before = state.clone();
+        let mut flush_tlb = false;
+        let flow = exits.handle(
+            VmExit::Hypercall {
+                cpu: &mut state,
+                ram: ram.view(),
+                code: ram.code(),
+                flush_tlb: &mut flush_tlb,
+            },
+            0,
+        );
+        let mut rest = state.clone();
+        rest.gpr = before.gpr;
+        rest.rip = before.rip;
+        if rest != before {
+            // Paging or IDTR changed. KVM reloads its MMU with the new CR3 and CR0: no
+            // TLB to flush by hand.
+            let k = state::to_kvm(&state, sregs);
+            self.vcpu
+                .set_sregs(&k.sregs)
+                .map_err(failed("KVM_SET_SREGS"))?;
+        }
+        let mut regs = regs;
+        state::put_gprs(&mut regs, &state);
+        self.vcpu.set_regs(&regs).map_err(failed("KVM_SET_REGS"))?;
+        Ok(flow)
+    }
+
     /// Reads every register [`CpuState`] holds from the vCPU.
     fn read_state(&self) -> Result<KvmState, String> {
         let mut msrs =
@@ -544,9 +681,11 @@ impl KvmEngine {
     /// exiting instruction first.
     fn run_until_stop(
         &mut self,
+        ram: &GuestRam,
         exits: &mut dyn ExitHandler,
         kicker: &mut Option<Kicker>,
         stop_request: Option<&StopRequest>,
+        mut steps: Option<u64>,
     ) -> StopReason {
         let mut stop = None;
         loop {
@@ -570,8 +709,16 @@ impl KvmEngine {
                     }
                 }
             }
-            match self.enter(exits) {
+            match self.enter(ram, exits) {
                 Entry::Handled(Flow::Continue) | Entry::Retry => {}
+                Entry::Hypercall => match self.hypercall(ram, exits) {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Stop(reason)) => {
+                        // The OUT is complete: nothing is left to finish.
+                        return stop.unwrap_or(reason);
+                    }
+                    Err(why) => return StopReason::EngineFailure(why),
+                },
                 Entry::Handled(Flow::Stop(reason)) => {
                     if stop.is_none() {
                         stop = Some(reason);
@@ -594,18 +741,34 @@ impl KvmEngine {
                     self.vcpu.set_kvm_immediate_exit(0);
                 }
                 Entry::Failed(why) => return StopReason::EngineFailure(why),
+                Entry::Debug(arch) => {
+                    let mut reason = None;
+                    if let Some(left) = steps.as_mut().filter(|_| arch.dr6 & dr6::BS != 0) {
+                        self.stepped += 1;
+                        *left -= 1;
+                        if *left == 0 {
+                            reason = Some(StopReason::Budget);
+                        }
+                    }
+                    if let DebugHit::Stop(hit) = self.debug.hit(&arch) {
+                        reason = Some(StopReason::Debug(hit));
+                    }
+                    if let (None, Some(reason)) = (&stop, reason) {
+                        stop = Some(reason);
+                        self.vcpu.set_kvm_immediate_exit(1);
+                    }
+                }
             }
         }
     }
-}
 
-impl Engine for KvmEngine {
-    fn name(&self) -> &'static str {
-        "kvm"
-    }
-
-    /// Runs until the exit handler stops the run. `budget` is ignored: see [`KvmEngine`].
-    fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, _budget: u64) -> StopReason {
+    /// [`Engine::run`] (`steps` None) or [`Engine::step`].
+    fn run_or_step(
+        &mut self,
+        ram: &GuestRam,
+        exits: &mut dyn ExitHandler,
+        mut steps: Option<u64>,
+    ) -> StopReason {
         if let Some(why) = self.rejected_state.take() {
             return StopReason::EngineFailure(why);
         }
@@ -613,6 +776,42 @@ impl Engine for KvmEngine {
             return StopReason::EngineFailure(
                 "the guest RAM given to the KVM engine is not the RAM it was created for".into(),
             );
+        }
+        if steps == Some(0) {
+            return StopReason::Budget;
+        }
+        // The first instruction of a run is exempt from breakpoints, so that a run
+        // resumed at one moves on: it is stepped with them off.
+        match self.at_breakpoint() {
+            Ok(false) => {}
+            Ok(true) => {
+                let stop = self.run_watched(ram, exits, Some(1), false);
+                if stop != StopReason::Budget {
+                    return stop;
+                }
+                if let Some(left) = &mut steps {
+                    *left -= 1;
+                    if *left == 0 {
+                        return stop;
+                    }
+                }
+            }
+            Err(why) => return StopReason::EngineFailure(why),
+        }
+        self.run_watched(ram, exits, steps, true)
+    }
+
+    /// Runs `steps` single steps (or free, with None), with the debugger's
+    /// breakpoints and watchpoints armed if `armed`, until a stop.
+    fn run_watched(
+        &mut self,
+        ram: &GuestRam,
+        exits: &mut dyn ExitHandler,
+        steps: Option<u64>,
+        armed: bool,
+    ) -> StopReason {
+        if let Err(why) = self.apply_debug(steps.is_some(), armed) {
+            return StopReason::EngineFailure(why);
         }
         let mut kicker = None;
         let stop_request = exits.stop_request();
@@ -622,17 +821,58 @@ impl Engine for KvmEngine {
             Some(request) => match self.kicker(&mut kicker) {
                 Ok(k) => {
                     let _kick = request.install_kick(k.kick_this_thread());
-                    self.run_until_stop(exits, &mut kicker, Some(request))
+                    self.run_until_stop(ram, exits, &mut kicker, Some(request), steps)
                 }
                 Err(e) => StopReason::EngineFailure(format!("cannot set up the vCPU kick: {e}")),
             },
-            None => self.run_until_stop(exits, &mut kicker, None),
+            None => self.run_until_stop(ram, exits, &mut kicker, None, steps),
         };
         // The kick and the timer go first, so no kick comes after the flag is cleared for
         // the next run.
         drop(kicker);
         self.vcpu.set_kvm_immediate_exit(0);
         stop
+    }
+
+    /// Tells KVM whether to single-step the next entries and whether the debugger's
+    /// slots are armed.
+    fn apply_debug(&mut self, step: bool, armed: bool) -> Result<(), String> {
+        let armed = armed && !self.debug.is_empty();
+        let on = step || armed;
+        if on || self.debug_on {
+            self.vcpu
+                .set_guest_debug(&self.debug.control(step, armed))
+                .map_err(|e| format!("KVM_SET_GUEST_DEBUG failed: {e}"))?;
+        }
+        self.debug_on = on;
+        Ok(())
+    }
+
+    /// Whether a breakpoint of the debugger's is at the current instruction.
+    fn at_breakpoint(&self) -> Result<bool, String> {
+        if self.debug.is_empty() {
+            return Ok(false);
+        }
+        let regs = self.vcpu.get_regs().map_err(failed("KVM_GET_REGS"))?;
+        let sregs = self.vcpu.get_sregs().map_err(failed("KVM_GET_SREGS"))?;
+        Ok(self.debug.breaks_at(sregs.cs.base.wrapping_add(regs.rip)))
+    }
+}
+
+impl Engine for KvmEngine {
+    fn name(&self) -> &'static str {
+        "kvm"
+    }
+
+    /// Runs until the exit handler stops the run, or a breakpoint or watchpoint.
+    /// `budget` is ignored: see [`KvmEngine`].
+    fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, _budget: u64) -> StopReason {
+        self.run_or_step(ram, exits, None)
+    }
+
+    /// Single-steps `n` instructions (KVM_GUESTDBG_SINGLESTEP), one KVM_RUN each.
+    fn step(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, n: u64) -> StopReason {
+        self.run_or_step(ram, exits, Some(n))
     }
 
     /// # Panics
@@ -666,26 +906,43 @@ impl Engine for KvmEngine {
         })
     }
 
-    /// Popek's own breakpoints and watchpoints are not yet wired to KVM's guest-debug
-    /// interface: only an empty configuration is accepted.
+    /// Popek's breakpoints and watchpoints go to the debug registers KVM keeps for the
+    /// host (see the `debug` module): at most four, watched ranges of 1, 2, 4 or 8
+    /// aligned bytes.
     fn set_debug(&mut self, debug: &DebugConfig) -> Result<(), EngineError> {
-        if debug.is_empty() {
-            Ok(())
-        } else {
-            Err(EngineError::Unsupported {
-                engine: "kvm",
-                what: "set breakpoints or watchpoints yet",
-            })
+        let new = GuestDebug::new(debug)?;
+        if !new.is_empty() || self.debug_on {
+            self.vcpu
+                .set_guest_debug(&new.control(false, true))
+                .map_err(|e| EngineError::Host {
+                    engine: "kvm",
+                    what: "set breakpoints (KVM_SET_GUEST_DEBUG)".into(),
+                    reason: e.to_string(),
+                })?;
+            self.debug_on = !new.is_empty();
         }
+        self.debug = new;
+        Ok(())
     }
 
-    /// Always 0: KVM does not count retired instructions.
+    /// The instructions single steps ran: KVM counts no others.
     fn instructions_retired(&self) -> u64 {
-        0
+        self.stepped
+    }
+
+    /// [`Engine::step`] single-steps, so it is exact.
+    fn can_step(&self) -> bool {
+        true
     }
 
     fn counts_instructions(&self) -> bool {
         false
+    }
+
+    /// VMCALL never reaches user space under KVM (the host kernel handles it): the
+    /// stubs trap with an OUT to the hypercall port, an I/O exit that does.
+    fn hypercall_trap(&self) -> HypercallTrap {
+        HypercallTrap::PortOut
     }
 }
 

@@ -56,6 +56,14 @@ fn gprs_mut(r: &mut kvm_regs) -> [&mut u64; 16] {
 }
 
 /// KVM's segment registers in encoding order, the order of [`CpuState::seg`].
+/// Copies the general-purpose registers and RIP of `state` into `regs`.
+pub(crate) fn put_gprs(regs: &mut kvm_regs, state: &CpuState) {
+    for (k, v) in gprs_mut(regs).into_iter().zip(state.gpr) {
+        *k = v;
+    }
+    regs.rip = state.rip;
+}
+
 fn segments_mut(s: &mut kvm_sregs) -> [&mut kvm_segment; 6] {
     [
         &mut s.es, &mut s.cs, &mut s.ss, &mut s.ds, &mut s.fs, &mut s.gs,

@@ -17,18 +17,16 @@
 //! Environment: `POPEK_KVM_DIFF_CASES` (sequences per mode) and `POPEK_KVM_DIFF_SEED`
 //! (the first seed; case `i` uses seed + i). A mismatch prints what reruns just it.
 
-#[path = "../../emu-core/tests/common/mod.rs"]
-mod common;
 #[path = "../../emu-core/tests/differential/generate.rs"]
 mod generate;
 
 use accel_kvm::KvmEngine;
-use common::{assemble, Kernel, Program, Record, CODE, RAM, USER_DATA};
 use emu_core::cpu::{cr0, rflags};
 use emu_core::engine::Engine;
 use emu_core::exception::vector;
 use emu_core::exit::StopReason;
 use emu_core::machine::Machine;
+use emu_core::testkit::kernel::{assemble, Kernel, Program, Record, CODE, RAM, USER_DATA};
 use generate::{lahf_in_long_mode, Case, Generator, Mode, Table, MEM_BASE_INDEX, MEM_SIZE};
 use iced_x86::code_asm::*;
 use iced_x86::{Formatter, IntelFormatter};

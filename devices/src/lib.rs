@@ -23,8 +23,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod ata;
 pub mod bus;
 pub mod debug_exit;
+pub mod disk;
 pub mod irq;
 pub mod pc;
 pub mod pic;
@@ -35,14 +37,17 @@ pub mod shared_buffer;
 #[cfg(test)]
 mod state_test;
 pub mod system_control;
+pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError, BusRange, DeviceRequest, SharedDevice, OPEN_BUS};
 pub use debug_exit::DebugExit;
+pub use disk::{Disk, DiskError, DiskIoError, SECTOR_SIZE};
 pub use irq::{IrqLine, IrqLines};
 pub use pc::{
-    PcDevices, PcState, PcStateError, COM1_BASE, COM1_IRQ, COM1_LEN, DEBUG_EXIT_BASE,
-    DEBUG_EXIT_LEN, PIC_LEN, PIC_MASTER_BASE, PIC_SLAVE_BASE, PIT_BASE, PIT_IRQ, PIT_LEN,
-    SYSTEM_CONTROL_LEN, SYSTEM_CONTROL_PORT,
+    AttachError, PcDevices, PcState, PcStateError, VirtioSlot, ATA_BASE, ATA_CONTROL_PORT, ATA_IRQ,
+    ATA_LEN, COM1_BASE, COM1_IRQ, COM1_LEN, DEBUG_EXIT_BASE, DEBUG_EXIT_LEN, PIC_LEN,
+    PIC_MASTER_BASE, PIC_SLAVE_BASE, PIT_BASE, PIT_IRQ, PIT_LEN, SYSTEM_CONTROL_LEN,
+    SYSTEM_CONTROL_PORT, VIRTIO_IRQS, VIRTIO_MMIO_BASE,
 };
 pub use pic::{PicPair, PicPairState, PicPort, PicState, PicStateError};
 pub use pit::{CounterState, Pit8254, PitState, PitStateError};

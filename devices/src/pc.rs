@@ -24,14 +24,19 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::bus::{Bus, SharedDevice};
+use crate::ata::{self, AtaControl, AtaDisk, AtaState, AtaStateError};
+use crate::bus::{Bus, BusError, SharedDevice};
 use crate::debug_exit::DebugExit;
+use crate::disk::Disk;
 use crate::irq::IrqLines;
 use crate::lock;
 use crate::pic::{self, Chip, PicPair, PicPairState, PicPort, PicStateError};
 use crate::pit::{self, Pit8254, PitState, PitStateError};
 use crate::serial::{self, SerialPort, SerialPortState, SerialStateError};
 use crate::system_control::{self, SystemControl, SystemControlState, SystemControlStateError};
+use crate::virtio::{
+    mmio, VirtioDevice, VirtioMmio, VirtioMmioState, VirtioStateError, VirtioTransport, VirtioView,
+};
 
 /// COM1's I/O base: where the BIOS, Linux and every PC OS look for the first serial port.
 pub const COM1_BASE: u64 = 0x3F8;
@@ -65,6 +70,44 @@ pub const SYSTEM_CONTROL_PORT: u64 = 0x61;
 /// Its span: one port.
 pub const SYSTEM_CONTROL_LEN: u64 = system_control::REGISTER_COUNT;
 
+/// The primary ATA channel's command block ports (0x1F0-0x1F7).
+pub const ATA_BASE: u64 = 0x1F0;
+/// Its span.
+pub const ATA_LEN: u64 = ata::REGISTER_COUNT;
+/// The primary channel's control block port: Alternate Status / Device Control.
+pub const ATA_CONTROL_PORT: u64 = 0x3F6;
+/// The primary channel's interrupt line, by PC convention.
+pub const ATA_IRQ: u8 = 14;
+
+/// Where the first virtio-mmio device's register window is; device n's is
+/// [`mmio::WINDOW`] (4 KiB) further on per slot, above the largest RAM (3 GiB) and below
+/// the BIOS at the top of the 4 GiB space.
+pub const VIRTIO_MMIO_BASE: u64 = 0xD000_0000;
+/// The IRQ of each virtio-mmio slot, in slot order: PC lines no legacy device of
+/// popek-pc drives (the same slots keep the same lines whatever is attached).
+pub const VIRTIO_IRQS: [u8; 4] = [5, 9, 10, 11];
+
+/// A virtio-mmio device on the board.
+#[derive(Clone)]
+pub struct VirtioSlot {
+    /// Its register window's base.
+    pub base: u64,
+    /// Its IRQ line.
+    pub irq: u8,
+    /// The device.
+    pub device: Arc<Mutex<dyn VirtioTransport>>,
+}
+
+impl std::fmt::Debug for VirtioSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VirtioSlot")
+            .field("base", &self.base)
+            .field("irq", &self.irq)
+            .field("device", &lock(&self.device).name())
+            .finish()
+    }
+}
+
 /// Every device's state on the board: what a snapshot saves of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PcState {
@@ -78,6 +121,12 @@ pub struct PcState {
     pub serial: SerialPortState,
     /// IRQ edges devices raised that have not reached the PIC yet (bit n = IRQ n).
     pub pending_irqs: u16,
+    /// The virtio-mmio devices, in slot order.
+    #[serde(default)]
+    pub virtio: Vec<VirtioMmioState>,
+    /// The ATA disk, if the board has one.
+    #[serde(default)]
+    pub ata: Option<AtaState>,
 }
 
 /// Why a [`PcState`] cannot be restored: the device whose state is wrong says why.
@@ -95,6 +144,47 @@ pub enum PcStateError {
     /// COM1's state.
     #[error(transparent)]
     Serial(#[from] SerialStateError),
+    /// Another number of virtio devices than the board has.
+    #[error("the state has {found} virtio devices, the board {expected}")]
+    VirtioCount {
+        /// The board's.
+        expected: usize,
+        /// The state's.
+        found: usize,
+    },
+    /// A virtio device's state.
+    #[error(transparent)]
+    Virtio(#[from] VirtioStateError),
+    /// An ATA state for a board without the disk, or none for one with it.
+    #[error("the state {} an ATA disk, the board {}", have(*.state), have(*.board))]
+    AtaPresence {
+        /// Whether the board has one.
+        board: bool,
+        /// Whether the state has one.
+        state: bool,
+    },
+    /// The ATA disk's state.
+    #[error(transparent)]
+    Ata(#[from] AtaStateError),
+}
+
+fn have(present: bool) -> &'static str {
+    if present {
+        "has"
+    } else {
+        "has no"
+    }
+}
+
+/// Why a device cannot be attached to the board.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    /// Every virtio-mmio slot is taken.
+    #[error("popek-pc has {} virtio-mmio slots, all taken", VIRTIO_IRQS.len())]
+    NoVirtioSlot,
+    /// The device's range is taken.
+    #[error(transparent)]
+    Bus(#[from] BusError),
 }
 
 /// The board's devices and the buses they are wired to.
@@ -102,8 +192,12 @@ pub enum PcStateError {
 pub struct PcDevices {
     /// The port I/O bus (`in`/`out`): PIC pair, PIT, port 0x61, COM1 and isa-debug-exit.
     pub pio: Bus,
-    /// The MMIO bus: no devices yet, so every access is unclaimed.
+    /// The MMIO bus: the virtio-mmio devices attached (and a BIOS image, if any).
     pub mmio: Bus,
+    /// The virtio-mmio devices, in slot order.
+    pub virtio: Vec<VirtioSlot>,
+    /// The ATA disk on the primary channel, if attached.
+    pub ata: Option<Arc<Mutex<AtaDisk>>>,
     /// COM1, also held here so the front end can feed it input and inspect it.
     pub serial: Arc<Mutex<SerialPort>>,
     /// The interrupt requests the devices raise, for the interrupt controller.
@@ -158,6 +252,8 @@ impl PcDevices {
         Self {
             pio,
             mmio: Bus::new(),
+            virtio: Vec::new(),
+            ata: None,
             serial,
             irqs,
             pic,
@@ -185,6 +281,12 @@ impl PcDevices {
             system_control: lock(&self.system_control).state(),
             serial: lock(&self.serial).state(),
             pending_irqs: self.irqs.pending(),
+            virtio: self
+                .virtio
+                .iter()
+                .map(|v| lock(&v.device).state())
+                .collect(),
+            ata: self.ata.as_ref().map(|ata| lock(ata).state()),
         }
     }
 
@@ -195,12 +297,96 @@ impl PcDevices {
         let pit = Pit8254::from_state(&state.pit)?;
         SystemControl::from_state(&state.system_control, self.pit.clone())?;
         state.serial.validate()?;
+        if state.virtio.len() != self.virtio.len() {
+            return Err(PcStateError::VirtioCount {
+                expected: self.virtio.len(),
+                found: state.virtio.len(),
+            });
+        }
+        for (slot, virtio) in self.virtio.iter().zip(&state.virtio) {
+            lock(&slot.device).check_state(virtio)?;
+        }
+        if self.ata.is_some() != state.ata.is_some() {
+            return Err(PcStateError::AtaPresence {
+                board: self.ata.is_some(),
+                state: state.ata.is_some(),
+            });
+        }
+        if let (Some(ata), Some(saved)) = (&self.ata, &state.ata) {
+            lock(ata).check_state(saved)?;
+        }
         *lock(&self.pic) = pic;
         *lock(&self.pit) = pit;
         lock(&self.system_control).restore(&state.system_control)?;
         lock(&self.serial).restore(&state.serial)?;
+        for (slot, virtio) in self.virtio.iter().zip(&state.virtio) {
+            lock(&slot.device).restore(virtio)?;
+        }
+        if let (Some(ata), Some(saved)) = (&self.ata, &state.ata) {
+            lock(ata).restore(saved)?;
+        }
         self.irqs.set_pending(state.pending_irqs);
         Ok(())
+    }
+
+    /// Puts an ATA disk serving `disk` on the primary channel (0x1F0-0x1F7, 0x3F6,
+    /// IRQ 14).
+    pub fn attach_ata(&mut self, disk: Disk) -> Result<Arc<Mutex<AtaDisk>>, AttachError> {
+        let ata = Arc::new(Mutex::new(AtaDisk::new(disk, self.irqs.line(ATA_IRQ))));
+        self.pio.insert(ATA_BASE, ATA_LEN, ata.clone())?;
+        self.pio.insert(
+            ATA_CONTROL_PORT,
+            1,
+            Arc::new(Mutex::new(AtaControl(ata.clone()))),
+        )?;
+        self.ata = Some(ata.clone());
+        Ok(ata)
+    }
+
+    /// Puts `device` in the next free virtio-mmio slot, reaching guest memory through
+    /// `mem`; returns the slot.
+    pub fn attach_virtio<M: vm_memory::GuestMemory + Send + 'static>(
+        &mut self,
+        device: Box<dyn VirtioDevice<M>>,
+        mem: M,
+    ) -> Result<VirtioSlot, AttachError> {
+        let n = self.virtio.len();
+        let irq = *VIRTIO_IRQS.get(n).ok_or(AttachError::NoVirtioSlot)?;
+        let base = VIRTIO_MMIO_BASE + n as u64 * mmio::WINDOW;
+        let device = Arc::new(Mutex::new(VirtioMmio::new(
+            device,
+            mem,
+            self.irqs.line(irq),
+        )));
+        self.mmio.insert(base, mmio::WINDOW, device.clone())?;
+        let slot = VirtioSlot { base, irq, device };
+        self.virtio.push(slot.clone());
+        Ok(slot)
+    }
+
+    /// The virtio devices as a Linux-style kernel command line announces them:
+    /// `virtio_mmio.device=4K@0xd0000000:5`, one word per device, space-separated. QEMU's
+    /// microvm machine announces its virtio-mmio devices the same way, so a guest that
+    /// reads them finds its devices on both.
+    pub fn virtio_cmdline(&self) -> String {
+        self.virtio
+            .iter()
+            .map(|slot| {
+                format!(
+                    "virtio_mmio.device={}K@{:#x}:{}",
+                    mmio::WINDOW >> 10,
+                    slot.base,
+                    slot.irq
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Every virtio device and its queues as they stand, in slot order (see
+    /// [`crate::virtio::inspect`]): read without disturbing the guest.
+    pub fn virtio_views(&self) -> Vec<VirtioView> {
+        self.virtio.iter().map(|v| lock(&v.device).view()).collect()
     }
 
     /// Moves the IRQ edges devices raised since the last call (COM1's IRQ 4, say) into

@@ -4,6 +4,7 @@
 //! KVM_SET_CPUID2), so a guest sees the same processor under each and may only use what
 //! every engine implements.
 
+use crate::pv::abi as pv;
 use iced_x86::CpuidFeature;
 
 /// Leaf 0: highest basic leaf and vendor string.
@@ -120,8 +121,28 @@ pub const LEAVES: [u32; 5] = [
     LEAF_ADDRESS_SIZES,
 ];
 
+/// The hypervisor leaves (0x4000_0000 up): Popek's signature and para-virtualization
+/// interface (`docs/guest-abi.md`). Leaves the processor table does not define.
+pub const HYPERVISOR_LEAVES: [u32; 2] = [pv::LEAF_SIGNATURE, pv::LEAF_INTERFACE];
+
+/// EAX, EBX, ECX, EDX of a hypervisor leaf, if `leaf` is one.
+pub fn hypervisor_leaf(leaf: u32) -> Option<[u32; 4]> {
+    let word = |i: usize| {
+        let s = pv::SIGNATURE;
+        u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]])
+    };
+    match leaf {
+        pv::LEAF_SIGNATURE => Some([pv::LEAF_INTERFACE, word(0), word(4), word(8)]),
+        pv::LEAF_INTERFACE => Some([pv::VERSION, pv::MSR_HYPERCALL_PAGE, pv::HC_COUNT, 0]),
+        _ => None,
+    }
+}
+
 /// EAX, EBX, ECX, EDX for `leaf` (sub-leaf ignored: no defined leaf has sub-leaves).
 pub fn cpuid(leaf: u32) -> [u32; 4] {
+    if let Some(regs) = hypervisor_leaf(leaf) {
+        return regs;
+    }
     let word =
         |i: usize| u32::from_le_bytes([VENDOR[i], VENDOR[i + 1], VENDOR[i + 2], VENDOR[i + 3]]);
     match leaf {
@@ -146,5 +167,14 @@ mod tests {
             s.extend_from_slice(&r.to_le_bytes());
         }
         assert_eq!(&s, VENDOR);
+    }
+
+    #[test]
+    fn hypervisor_signature_reads_in_ebx_ecx_edx_order() {
+        let [max, b, c, d] = cpuid(pv::LEAF_SIGNATURE);
+        assert_eq!(max, pv::LEAF_INTERFACE);
+        let s: Vec<u8> = [b, c, d].iter().flat_map(|r| r.to_le_bytes()).collect();
+        assert_eq!(&s[..], b"PopekPopekVM");
+        assert_eq!(cpuid(pv::LEAF_INTERFACE)[1], pv::MSR_HYPERCALL_PAGE);
     }
 }

@@ -3,6 +3,7 @@
 use crate::cpu::CpuState;
 use crate::exit::{ExitHandler, StopReason};
 use crate::memory::GuestRam;
+use crate::pv::HypercallTrap;
 use std::collections::BTreeSet;
 
 /// Why an engine could not do what the machine asked.
@@ -121,4 +122,32 @@ pub trait Engine: Send {
 
     /// Sets the debugger's breakpoints and watchpoints, replacing the previous ones.
     fn set_debug(&mut self, debug: &DebugConfig) -> Result<(), EngineError>;
+
+    /// Runs `n` instructions exactly, as a debugger steps, and counts them in
+    /// [`Engine::instructions_retired`] (an exception or interrupt delivered counts as
+    /// one), unless a stop comes first; [`StopReason::Budget`] once they ran. An engine
+    /// that counts instructions does it with the budget of [`Engine::run`]; one that
+    /// cannot may single-step ([`Engine::can_step`]).
+    fn step(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, n: u64) -> StopReason {
+        self.run(ram, exits, n)
+    }
+
+    /// Whether [`Engine::step`] is exact: true for engines that count instructions,
+    /// and for KVM, which single-steps.
+    fn can_step(&self) -> bool {
+        self.counts_instructions()
+    }
+
+    /// The trap instruction this engine wants in the hypercall stubs: one it turns into
+    /// a [`crate::exit::VmExit::Hypercall`]. The machine rewrites the guest's hypercall
+    /// page with it whenever it moves to this engine.
+    fn hypercall_trap(&self) -> HypercallTrap {
+        HypercallTrap::Vmcall
+    }
+
+    /// Counters of the engine's own (the translator's blocks, chains and call-outs),
+    /// by name, for statistics.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }

@@ -6,6 +6,7 @@
 
 use crate::cpu::CpuState;
 use crate::exception::Exception;
+use crate::memory::{CodeWatch, RamView};
 use crate::stop::StopRequest;
 use std::fmt;
 use std::sync::Arc;
@@ -94,6 +95,39 @@ pub enum VmExit<'a> {
         /// The vector the interrupt controller supplied.
         vector: u8,
     },
+    /// A hypercall (`docs/guest-abi.md`): the guest ran the trap instruction of a stub in
+    /// its hypercall page. The engine hands over the state at the boundary after the
+    /// trap; the VMM reads the number and arguments from it, does the work in guest RAM,
+    /// puts the result in EAX (and may redirect RIP to the event callback), and the
+    /// engine resumes from the state as the VMM left it.
+    Hypercall {
+        /// The vCPU state after the trap instruction, for the VMM to read and change.
+        cpu: &'a mut CpuState,
+        /// Guest RAM.
+        ram: RamView<'a>,
+        /// Which RAM holds decoded code: the VMM reports its writes there.
+        code: &'a CodeWatch,
+        /// Set by the VMM when it changed paging (page tables, CR3, CR0): the engine
+        /// drops its cached translations.
+        flush_tlb: &'a mut bool,
+    },
+    /// RDMSR or WRMSR of an MSR the VMM implements itself (Popek's hypercall-page MSR),
+    /// from any engine. The VMM reads or writes `value`; it clears `ok` to make the
+    /// instruction raise #GP(0).
+    VmmMsr {
+        /// WRMSR (true) or RDMSR (false).
+        write: bool,
+        /// ECX: the MSR.
+        index: u32,
+        /// EDX:EAX written, or where the value read goes.
+        value: &'a mut u64,
+        /// Whether the access succeeds.
+        ok: &'a mut bool,
+        /// Guest RAM, which the hypercall-page MSR fills.
+        ram: RamView<'a>,
+        /// Which RAM holds decoded code.
+        code: &'a CodeWatch,
+    },
 }
 
 /// VT-x basic exit reasons (Intel SDM Vol. 3, Appendix C), the number in bits 15:0 of
@@ -115,6 +149,8 @@ pub mod vmx_reason {
     pub const RDMSR: u16 = 31;
     /// The guest executed WRMSR.
     pub const WRMSR: u16 = 32;
+    /// The guest executed VMCALL: a hypercall.
+    pub const VMCALL: u16 = 18;
     /// A guest-physical access that EPT does not map: how MMIO reaches the VMM.
     pub const EPT_VIOLATION: u16 = 48;
 }
@@ -147,11 +183,14 @@ pub enum ExitReason {
     CrAccess,
     /// External interrupt.
     ExternalInterrupt,
+    /// Hypercall (whatever trap instruction the engine's stubs use), and accesses to
+    /// the hypercall-page MSR.
+    Hypercall,
 }
 
 impl ExitReason {
     /// How many reasons there are (the size of a per-reason counter array).
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     /// Every reason, in counter order.
     pub const ALL: [ExitReason; Self::COUNT] = [
         ExitReason::IoIn,
@@ -166,6 +205,7 @@ impl ExitReason {
         ExitReason::Wrmsr,
         ExitReason::CrAccess,
         ExitReason::ExternalInterrupt,
+        ExitReason::Hypercall,
     ];
 
     /// Short name used in statistics and traces.
@@ -183,6 +223,7 @@ impl ExitReason {
             ExitReason::Wrmsr => "wrmsr",
             ExitReason::CrAccess => "cr-access",
             ExitReason::ExternalInterrupt => "external-interrupt",
+            ExitReason::Hypercall => "hypercall",
         }
     }
 
@@ -200,6 +241,7 @@ impl ExitReason {
             ExitReason::Wrmsr => vmx_reason::WRMSR,
             ExitReason::CrAccess => vmx_reason::CR_ACCESS,
             ExitReason::ExternalInterrupt => vmx_reason::EXTERNAL_INTERRUPT,
+            ExitReason::Hypercall => vmx_reason::VMCALL,
         })
     }
 
@@ -234,6 +276,9 @@ impl VmExit<'_> {
             VmExit::Msr { write: true, .. } => ExitReason::Wrmsr,
             VmExit::CrAccess { .. } => ExitReason::CrAccess,
             VmExit::ExternalInterrupt { .. } => ExitReason::ExternalInterrupt,
+            VmExit::Hypercall { .. } => ExitReason::Hypercall,
+            // The para-virtualization interface, like the stubs it fills in.
+            VmExit::VmmMsr { .. } => ExitReason::Hypercall,
         }
     }
 }
@@ -553,6 +598,7 @@ mod tests {
             (ExitReason::Wrmsr, Some(32)),
             (ExitReason::CrAccess, Some(28)),
             (ExitReason::ExternalInterrupt, Some(1)),
+            (ExitReason::Hypercall, Some(18)),
         ];
         assert_eq!(table.len(), ExitReason::COUNT);
         for (reason, number) in table {

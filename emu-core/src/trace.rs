@@ -359,6 +359,8 @@ pub struct Counters {
     pub interrupts: BTreeMap<u8, u64>,
     /// Privilege-level changes by (from, to).
     pub ring_transitions: BTreeMap<(u8, u8), u64>,
+    /// Hypercalls by number, and event callbacks (para-virtualized guests).
+    pub pv: crate::pv::PvCounters,
 }
 
 impl Counters {

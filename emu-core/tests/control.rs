@@ -88,6 +88,12 @@ fn code_written_into_a_running_loop_is_executed() {
     scenarios::code_written_while_running(interp());
 }
 
+#[test]
+fn breakpoint_watchpoint_and_steps() {
+    assert!(scenarios::stops_at_a_ring3_breakpoint(interp()));
+    scenarios::breakpoint_watchpoint_and_steps(interp());
+}
+
 // ---- memory through the guest's page tables ----
 
 #[test]

@@ -1,19 +1,18 @@
 //! Every exception the interpreter raises, delivered through a real IDT.
 //!
-//! Each case runs a few instructions on the small kernel of `common` (32-bit protected
-//! mode with paging, a TSS and an IDT whose stubs record the frame and halt) through
-//! [`Machine`], then checks which stub ran, with which error code, for which
+//! Each case runs a few instructions on the small kernel of `testkit::kernel` (32-bit
+//! protected mode with paging, a TSS and an IDT whose stubs record the frame and halt)
+//! through a [`Machine`] on each software engine, then checks which stub ran, with which error code, for which
 //! instruction: the one labelled "mark". Cases that must not fault run to a `ud2` at
 //! "mark" instead (vector 6 there proves that everything before it ran).
 //!
 
-mod common;
-
-use common::*;
 use emu_core::cpu::{cr0, rflags};
 use emu_core::exception::vector;
 use emu_core::exit::StopReason;
-use emu_core::machine::Machine;
+use emu_core::machine::{EngineFactory, Machine};
+use emu_core::testkit::kernel::*;
+use emu_core::testkit::SOFTWARE_ENGINES;
 use iced_x86::code_asm::*;
 use iced_x86::IcedError;
 
@@ -183,13 +182,19 @@ impl Case {
 }
 
 fn run(name: &str, case: Case) {
+    for &(engine, maker) in SOFTWARE_ENGINES {
+        run_on(&format!("{name} on {engine}"), maker(), &case);
+    }
+}
+
+fn run_on(name: &str, engine: Box<EngineFactory<'static>>, case: &Case) {
     let mut kernel = (case.kernel)();
     if !kernel.real {
         kernel.cpl = case.cpl;
     }
     (case.setup)(&mut kernel);
     let program = assemble(kernel.bitness(), kernel.origin(), case.code);
-    let mut m = Machine::interpreted(RAM, Box::new(std::io::sink())).expect("machine");
+    let mut m = Machine::new(RAM, Box::new(std::io::sink()), engine).expect("machine");
     let state = kernel.install(m.ram_mut().as_mut_slice(), &program);
     m.set_cpu_state(&state).unwrap();
     let stop = m.run(BUDGET).stop;

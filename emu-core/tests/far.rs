@@ -2,20 +2,17 @@
 //! gates), far RET, IRET, SYSENTER/SYSEXIT and SYSCALL/SYSRET, in real mode, 32-bit
 //! protected mode and long mode.
 //!
-//! The tests run on the small kernel of `common` through the interpreter engine with an
+//! The tests run on the small kernel of `testkit::kernel` on each software engine with an
 //! exit handler that also records the ring transitions the engine reports. Code that ends
 //! in ring 0 halts; code that ends in ring 3 runs into `ud2` at "mark", and the #UD stub
 //! records where it came from.
 
-mod common;
-
-use common::*;
 use emu_core::cpu::{cr0, rflags, CpuState, SegReg, Segment};
-use emu_core::engine::Engine;
 use emu_core::exception::vector;
 use emu_core::exit::{ExitHandler, Flow, GuestEvent, RingCause, StopReason, VmExit};
-use emu_core::interp::Interpreter;
 use emu_core::memory::GuestRam;
+use emu_core::testkit::kernel::*;
+use emu_core::testkit::{EngineMaker, SOFTWARE_ENGINES};
 use iced_x86::code_asm::*;
 use iced_x86::{Code, IcedError, Instruction};
 
@@ -102,18 +99,48 @@ impl Run {
     }
 }
 
-/// Runs from `state` with RAM as it is.
+/// Runs from `state` with RAM as it is, on every software engine: they must agree on
+/// how the run ended, the final state, the record and the ring transitions.
 fn execute(ram: GuestRam, state: &CpuState, program: Program, long: bool) -> Run {
-    let mut engine = Interpreter::new();
+    let mut runs = SOFTWARE_ENGINES.iter().map(|&(name, maker)| {
+        let mut copy = GuestRam::new(RAM).expect("guest RAM");
+        copy.as_mut_slice().copy_from_slice(ram.as_slice());
+        (name, execute_on(maker, copy, state, long))
+    });
+    let (first, run) = runs.next().expect("a software engine");
+    for (name, other) in runs {
+        assert_eq!(other.stop, run.stop, "{name} and {first}: stop");
+        assert_eq!(other.state, run.state, "{name} and {first}: state");
+        assert_eq!(other.record, run.record, "{name} and {first}: record");
+        assert_eq!(other.rings, run.rings, "{name} and {first}: rings");
+    }
+    Run {
+        stop: run.stop,
+        state: run.state,
+        record: run.record,
+        rings: run.rings,
+        program,
+    }
+}
+
+/// How one engine ran it (the program is the caller's).
+struct EngineRun {
+    stop: StopReason,
+    state: CpuState,
+    record: Record,
+    rings: Vec<(u8, u8, RingCause)>,
+}
+
+fn execute_on(maker: EngineMaker, ram: GuestRam, state: &CpuState, long: bool) -> EngineRun {
+    let mut engine = maker()(&ram).expect("engine builds");
     engine.set_state(state).unwrap();
     let mut recorder = Recorder::default();
     let stop = engine.run(&ram, &mut recorder, BUDGET);
-    Run {
+    EngineRun {
         stop,
         state: engine.state().unwrap(),
         record: Record::read(ram.as_slice(), long),
         rings: recorder.rings,
-        program,
     }
 }
 

@@ -25,6 +25,7 @@
 //! a failed run.
 
 use emu_core::cpu::{cr0, cr4, efer, msr, rflags};
+use emu_core::pv::abi as pv;
 use iced_x86::code_asm::*;
 
 /// Where a Multiboot kernel is loaded: 1 MiB.
@@ -179,7 +180,14 @@ pub enum Body {
     Compute,
     /// `out dx, al; dec ecx; jnz`: one port-I/O exit to the VMM.
     PortIo,
+    /// `xor ebx, ebx; call STUB; dec ecx; jnz`: one hypercall (SCHED_YIELD, which does
+    /// nothing) through the hypercall page the guest registers before the loop. 32-bit
+    /// ring 0 only: hypercalls are the kernel's.
+    Hypercall,
 }
+
+/// Where the hypercall loop's page of stubs goes: free RAM below the stacks.
+const HYPERCALL_PAGE: u32 = 0x6_0000;
 
 /// Instructions per iteration of [`Body::Compute`].
 pub const COMPUTE_INSNS: u64 = 2;
@@ -188,6 +196,10 @@ pub const COMPUTE_INSNS: u64 = 2;
 /// and `ring`, then exits with status 0.
 pub fn loop_image(mode: Mode, ring: Ring, body: Body, iterations: u32) -> Vec<u8> {
     assert!(iterations > 0, "DEC/JNZ would make 0 iterations 2^32");
+    assert!(
+        body != Body::Hypercall || (mode, ring) == (Mode::Protected, Ring::Kernel),
+        "hypercalls are made by a 32-bit kernel"
+    );
     let gdt: &[u64] = match mode {
         Mode::Protected => &GDT32,
         Mode::Long => &GDT64,
@@ -378,11 +390,23 @@ fn start_marker(a: &mut CodeAssembler) -> Result<(), IcedError> {
 /// ecx` has another encoding, but the same effect).
 fn counted_loop(a: &mut CodeAssembler, body: Body, iterations: u32) -> Result<(), IcedError> {
     let mut top = a.create_label();
+    if body == Body::Hypercall {
+        a.mov(ecx, pv::MSR_HYPERCALL_PAGE)?;
+        a.mov(eax, HYPERCALL_PAGE)?;
+        a.xor(edx, edx)?;
+        a.wrmsr()?;
+    }
     a.mov(ecx, iterations)?;
     a.mov(dx, u32::from(UNCLAIMED_PORT))?;
     a.set_label(&mut top)?;
-    if body == Body::PortIo {
-        a.out(dx, al)?;
+    match body {
+        Body::Compute => {}
+        Body::PortIo => a.out(dx, al)?,
+        Body::Hypercall => {
+            a.xor(ebx, ebx)?; // SCHED_YIELD
+            let stub = HYPERCALL_PAGE + pv::HC_SCHED_OP * pv::STUB_SIZE as u32;
+            a.call(u64::from(stub))?;
+        }
     }
     a.dec(ecx)?;
     a.jnz(top)
@@ -430,7 +454,10 @@ mod tests {
     fn every_variant_exits_cleanly_under_the_interpreter() {
         for mode in [Mode::Protected, Mode::Long] {
             for ring in [Ring::Kernel, Ring::User] {
-                for body in [Body::Compute, Body::PortIo] {
+                for body in [Body::Compute, Body::PortIo, Body::Hypercall] {
+                    if body == Body::Hypercall && (mode, ring) != (Mode::Protected, Ring::Kernel) {
+                        continue;
+                    }
                     let rom = RomImage {
                         name: "bench".into(),
                         image: loop_image(mode, ring, body, 1000).into(),

@@ -45,7 +45,7 @@ const QEMU_KVM: &str = "kvm";
 /// Seconds per iteration of a loop, from runs of N/10 and N iterations (`run` times
 /// one run of that many), with N grown until their difference is at least [`MIN_SPAN`]
 /// (or N reaches the largest count the guests' 32-bit counter holds).
-fn per_iteration(mut run: impl FnMut(u32) -> Result<Duration>) -> Result<f64> {
+pub(super) fn per_iteration(mut run: impl FnMut(u32) -> Result<Duration>) -> Result<f64> {
     let mut n = FIRST_ITERS;
     loop {
         let span = run(n)?.saturating_sub(run(n / 10)?);
@@ -59,16 +59,28 @@ fn per_iteration(mut run: impl FnMut(u32) -> Result<Duration>) -> Result<f64> {
 /// One run of the loop guest under Popek's KVM engine: the run's wall time (not the
 /// machine's set-up).
 fn popek_kvm(mode: Mode, ring: Ring, body: Body, iterations: u32) -> Result<Duration> {
+    popek_run(EngineKind::Kvm, mode, ring, body, iterations)
+}
+
+/// One run of the loop guest under one of Popek's engines: the run's wall time (not
+/// the machine's set-up).
+pub(super) fn popek_run(
+    kind: EngineKind,
+    mode: Mode,
+    ring: Ring,
+    body: Body,
+    iterations: u32,
+) -> Result<Duration> {
     let mut machine = Machine::new(
         RAM,
         Box::new(std::io::sink()),
-        engine::factory(EngineKind::Kvm, Assist::None, &mut Vec::new()),
+        engine::factory(kind, Assist::None, &mut Vec::new()),
     )?;
     machine.load_multiboot(&loop_image(mode, ring, body, iterations), "bench")?;
     let outcome = machine.run(u64::MAX);
     if outcome.stop != StopReason::Exited(0) {
         bail!(
-            "the ring-{} loop did not exit cleanly under KVM: {}",
+            "the ring-{} loop did not exit cleanly under {kind:?}: {}",
             ring.level(),
             outcome.stop
         );

@@ -6,5 +6,7 @@ mod control;
 mod engine;
 mod guests;
 mod interrupts;
+mod step;
 mod stop;
 mod switch;
+mod tables;

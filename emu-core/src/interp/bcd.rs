@@ -135,9 +135,9 @@ fn aad(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{Asm, Machine, CODE_BASE, RAX};
     use crate::cpu::rflags::{AF, ARITH, CF, OF, PF, SF, ZF};
     use crate::exception::vector;
+    use crate::testkit::{Asm, Machine, CODE_BASE, RAX};
 
     /// EAX and the status flags before, and after: results QEMU TCG produces, undefined
     /// flags included (see the module comment).

@@ -118,61 +118,153 @@ fn bit_scan<const FORWARD: bool>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<
     Ok(())
 }
 
+/// The case tables of this family, which every engine runs (`testkit::tables`).
+#[cfg(any(test, feature = "testkit"))]
+pub mod cases {
+    use crate::cpu::rflags::*;
+    use crate::testkit::{Case, RAX, RCX};
+    use iced_x86::code_asm::*;
+
+    /// Bit tests on registers.
+    pub const BIT_TESTS_ON_REGISTERS: &[Case] = &[
+        Case {
+            name: "bt eax,5 copies the bit to CF and leaves the other flags",
+            asm: |a| a.bt(eax, 5),
+            regs: &[(RAX, 0x20)],
+            flags: ZF | OF | SF,
+            want: &[(RAX, 0x20)],
+            want_flags: CF | ZF | OF | SF,
+            mask: ARITH,
+        },
+        Case {
+            name: "bt eax,ecx takes the offset modulo 32",
+            asm: |a| a.bt(eax, ecx),
+            regs: &[(RAX, 0x20), (RCX, 37)],
+            flags: PF | AF,
+            want: &[(RAX, 0x20)],
+            want_flags: CF | PF | AF,
+            mask: ARITH,
+        },
+        Case {
+            name: "bts eax,ecx sets a clear bit, CF = 0",
+            asm: |a| a.bts(eax, ecx),
+            regs: &[(RAX, 0), (RCX, 3)],
+            flags: CF,
+            want: &[(RAX, 8)],
+            want_flags: 0,
+            mask: CF,
+        },
+        Case {
+            name: "btr eax,31 clears the sign bit",
+            asm: |a| a.btr(eax, 31),
+            regs: &[(RAX, 0x8000_0001)],
+            flags: 0,
+            want: &[(RAX, 1)],
+            want_flags: CF,
+            mask: CF,
+        },
+        Case {
+            name: "btc ax,17 takes the immediate modulo 16 and keeps EAX's top",
+            asm: |a| a.btc(ax, 17),
+            regs: &[(RAX, 0xAAAA_0000)],
+            flags: CF,
+            want: &[(RAX, 0xAAAA_0002)],
+            want_flags: 0,
+            mask: CF,
+        },
+    ];
+
+    /// Bit scans.
+    pub const BIT_SCANS: &[Case] = &[
+        Case {
+            name: "bsf eax,ecx: lowest set bit",
+            asm: |a| a.bsf(eax, ecx),
+            regs: &[(RCX, 0x8000_0100)],
+            flags: ZF | CF,
+            want: &[(RAX, 8)],
+            want_flags: CF,
+            mask: ZF | CF,
+        },
+        Case {
+            name: "bsr eax,ecx: highest set bit",
+            asm: |a| a.bsr(eax, ecx),
+            regs: &[(RCX, 0x8000_0100)],
+            flags: ZF,
+            want: &[(RAX, 31)],
+            want_flags: 0,
+            mask: ZF,
+        },
+        Case {
+            name: "bsf of zero sets ZF and leaves the destination",
+            asm: |a| a.bsf(eax, ecx),
+            regs: &[(RAX, 0x1234), (RCX, 0)],
+            flags: 0,
+            want: &[(RAX, 0x1234)],
+            want_flags: ZF,
+            mask: ZF,
+        },
+        Case {
+            name: "bsr ax,cx",
+            asm: |a| a.bsr(ax, cx),
+            regs: &[(RAX, 0xAAAA_0000), (RCX, 0x1_8000)],
+            flags: 0,
+            want: &[(RAX, 0xAAAA_000F)],
+            want_flags: 0,
+            mask: ZF,
+        },
+        Case {
+            name: "tzcnt decodes as bsf (CPUID has no BMI1): zero leaves EAX",
+            asm: |a| a.tzcnt(eax, ecx),
+            regs: &[(RAX, 7), (RCX, 0)],
+            flags: CF,
+            want: &[(RAX, 7)],
+            want_flags: CF | ZF,
+            mask: CF | ZF,
+        },
+        Case {
+            name: "lzcnt decodes as bsr (CPUID has no LZCNT): 1 gives 0, not 31",
+            asm: |a| a.lzcnt(eax, ecx),
+            regs: &[(RAX, 7), (RCX, 1)],
+            flags: ZF,
+            want: &[(RAX, 0)],
+            want_flags: 0,
+            mask: ZF,
+        },
+    ];
+
+    /// Sixty four bit operands.
+    pub const SIXTY_FOUR_BIT_OPERANDS: &[Case] = &[
+        Case {
+            name: "bt rax,rcx: bit 63",
+            asm: |a| a.bt(rax, rcx),
+            regs: &[(RAX, 1 << 63), (RCX, 127)],
+            flags: 0,
+            want: &[],
+            want_flags: CF,
+            mask: CF,
+        },
+        Case {
+            name: "bsr rax,rcx",
+            asm: |a| a.bsr(rax, rcx),
+            regs: &[(RAX, u64::MAX), (RCX, 1 << 40)],
+            flags: ZF,
+            want: &[(RAX, 40)],
+            want_flags: 0,
+            mask: ZF,
+        },
+    ];
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{check, check64, Asm, Case, Machine, DATA, RAX, RBX, RCX};
-    use crate::cpu::rflags::{AF, ARITH, CF, OF, PF, SF, ZF};
+    use super::cases::*;
+    use crate::cpu::rflags::CF;
+    use crate::testkit::{check, check64, Asm, Machine, DATA, RBX, RCX};
     use iced_x86::code_asm::*;
 
     #[test]
     fn bit_tests_on_registers() {
-        check(&[
-            Case {
-                name: "bt eax,5 copies the bit to CF and leaves the other flags",
-                asm: |a| a.bt(eax, 5),
-                regs: &[(RAX, 0x20)],
-                flags: ZF | OF | SF,
-                want: &[(RAX, 0x20)],
-                want_flags: CF | ZF | OF | SF,
-                mask: ARITH,
-            },
-            Case {
-                name: "bt eax,ecx takes the offset modulo 32",
-                asm: |a| a.bt(eax, ecx),
-                regs: &[(RAX, 0x20), (RCX, 37)],
-                flags: PF | AF,
-                want: &[(RAX, 0x20)],
-                want_flags: CF | PF | AF,
-                mask: ARITH,
-            },
-            Case {
-                name: "bts eax,ecx sets a clear bit, CF = 0",
-                asm: |a| a.bts(eax, ecx),
-                regs: &[(RAX, 0), (RCX, 3)],
-                flags: CF,
-                want: &[(RAX, 8)],
-                want_flags: 0,
-                mask: CF,
-            },
-            Case {
-                name: "btr eax,31 clears the sign bit",
-                asm: |a| a.btr(eax, 31),
-                regs: &[(RAX, 0x8000_0001)],
-                flags: 0,
-                want: &[(RAX, 1)],
-                want_flags: CF,
-                mask: CF,
-            },
-            Case {
-                name: "btc ax,17 takes the immediate modulo 16 and keeps EAX's top",
-                asm: |a| a.btc(ax, 17),
-                regs: &[(RAX, 0xAAAA_0000)],
-                flags: CF,
-                want: &[(RAX, 0xAAAA_0002)],
-                want_flags: 0,
-                mask: CF,
-            },
-        ]);
+        check(BIT_TESTS_ON_REGISTERS);
     }
 
     /// Runs a BT* on a bit string around DATA (EBX = DATA, ECX = `offset`), with the 8
@@ -196,9 +288,9 @@ mod tests {
 
         // Bit 100 = dword 3, bit 4.
         let m = on_bit_string(|a| a.bts(dword_ptr(ebx), ecx), 100, &[0; 8]);
-        assert_eq!(m.peek(DATA + 12, 4), 0x10u32.to_le_bytes());
+        assert_eq!(m.bytes(DATA + 12, 4), 0x10u32.to_le_bytes());
         assert_eq!(
-            m.peek(DATA, 4),
+            m.bytes(DATA, 4),
             [0; 4],
             "the addressed operand itself is untouched"
         );
@@ -206,107 +298,33 @@ mod tests {
 
         // A 16-bit offset is a signed word: 0xFFF0 = -16 = the word below, bit 0.
         let m = on_bit_string(|a| a.btr(word_ptr(ebx), cx), 0xFFF0, &[0xFF; 8]);
-        assert_eq!(m.peek(DATA - 2, 2), [0xFE, 0xFF]);
+        assert_eq!(m.bytes(DATA - 2, 2), [0xFE, 0xFF]);
         assert_eq!(m.state.rflags & CF, CF);
 
         // With a displacement: [ebx+4] and bit 33 is DATA+8, bit 1.
         let m = on_bit_string(|a| a.btc(dword_ptr(ebx + 4), ecx), 33, &[0; 8]);
-        assert_eq!(m.peek(DATA + 8, 1), [2]);
+        assert_eq!(m.bytes(DATA + 8, 1), [2]);
     }
 
     #[test]
     fn immediate_offset_into_memory_stays_in_the_operand() {
         let mut m = Machine::new(|a| a.bts(dword_ptr(ebx), 36)).regs(&[(RBX, DATA)]);
         m.run_to_halt();
-        assert_eq!(m.peek(DATA, 8), [0x10, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(m.bytes(DATA, 8), [0x10, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
     fn bit_scans() {
-        check(&[
-            Case {
-                name: "bsf eax,ecx: lowest set bit",
-                asm: |a| a.bsf(eax, ecx),
-                regs: &[(RCX, 0x8000_0100)],
-                flags: ZF | CF,
-                want: &[(RAX, 8)],
-                want_flags: CF,
-                mask: ZF | CF,
-            },
-            Case {
-                name: "bsr eax,ecx: highest set bit",
-                asm: |a| a.bsr(eax, ecx),
-                regs: &[(RCX, 0x8000_0100)],
-                flags: ZF,
-                want: &[(RAX, 31)],
-                want_flags: 0,
-                mask: ZF,
-            },
-            Case {
-                name: "bsf of zero sets ZF and leaves the destination",
-                asm: |a| a.bsf(eax, ecx),
-                regs: &[(RAX, 0x1234), (RCX, 0)],
-                flags: 0,
-                want: &[(RAX, 0x1234)],
-                want_flags: ZF,
-                mask: ZF,
-            },
-            Case {
-                name: "bsr ax,cx",
-                asm: |a| a.bsr(ax, cx),
-                regs: &[(RAX, 0xAAAA_0000), (RCX, 0x1_8000)],
-                flags: 0,
-                want: &[(RAX, 0xAAAA_000F)],
-                want_flags: 0,
-                mask: ZF,
-            },
-            Case {
-                name: "tzcnt decodes as bsf (CPUID has no BMI1): zero leaves EAX",
-                asm: |a| a.tzcnt(eax, ecx),
-                regs: &[(RAX, 7), (RCX, 0)],
-                flags: CF,
-                want: &[(RAX, 7)],
-                want_flags: CF | ZF,
-                mask: CF | ZF,
-            },
-            Case {
-                name: "lzcnt decodes as bsr (CPUID has no LZCNT): 1 gives 0, not 31",
-                asm: |a| a.lzcnt(eax, ecx),
-                regs: &[(RAX, 7), (RCX, 1)],
-                flags: ZF,
-                want: &[(RAX, 0)],
-                want_flags: 0,
-                mask: ZF,
-            },
-        ]);
+        check(BIT_SCANS);
     }
 
     #[test]
     fn sixty_four_bit_operands() {
-        check64(&[
-            Case {
-                name: "bt rax,rcx: bit 63",
-                asm: |a| a.bt(rax, rcx),
-                regs: &[(RAX, 1 << 63), (RCX, 127)],
-                flags: 0,
-                want: &[],
-                want_flags: CF,
-                mask: CF,
-            },
-            Case {
-                name: "bsr rax,rcx",
-                asm: |a| a.bsr(rax, rcx),
-                regs: &[(RAX, u64::MAX), (RCX, 1 << 40)],
-                flags: ZF,
-                want: &[(RAX, 40)],
-                want_flags: 0,
-                mask: ZF,
-            },
-        ]);
+        check64(SIXTY_FOUR_BIT_OPERANDS);
         // Offset -65 = qword -2, bit 63.
         let mut m = Machine::new64(|a| a.bts(qword_ptr(rbx), rcx))
             .regs(&[(RBX, DATA), (RCX, (-65i64) as u64)]);
         m.run_to_halt();
-        assert_eq!(m.peek(DATA - 16, 8), (1u64 << 63).to_le_bytes());
+        assert_eq!(m.bytes(DATA - 16, 8), (1u64 << 63).to_le_bytes());
     }
 }

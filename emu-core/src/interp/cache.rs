@@ -91,6 +91,12 @@ pub struct BlockCache {
     /// anything ends a block early — every change of mode, CS, paging or code does — so
     /// a link never outlives the conditions it was made under.
     epoch: u64,
+    /// Changes whenever blocks are dropped (and their ids may be reused): what another
+    /// engine keeps by block id (the translator's host code) is good only while this
+    /// stays the same.
+    generation: u64,
+    /// Blocks decoded so far: each marked more RAM as code.
+    built: u64,
 }
 
 impl std::fmt::Debug for BlockCache {
@@ -104,6 +110,17 @@ impl BlockCache {
     #[inline]
     pub fn new_epoch(&mut self) {
         self.epoch += 1;
+    }
+
+    /// Changes whenever blocks are dropped: ids handed out before then may name other
+    /// blocks now.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// How many blocks were decoded so far (each marks RAM as code).
+    pub fn built(&self) -> u64 {
+        self.built
     }
 
     /// The block `from` is linked to for RIP `rip`, in this epoch.
@@ -262,6 +279,7 @@ impl BlockCache {
             links: Default::default(),
         });
         self.map.insert(key, id);
+        self.built += 1;
         for page in pages {
             self.by_page.entry(page).or_default().push(id);
         }
@@ -284,6 +302,7 @@ impl BlockCache {
             self.flush(code);
             return;
         }
+        self.generation += 1;
         for page in written.pages {
             for id in self.by_page.remove(&page).unwrap_or_default() {
                 if let Some(block) = self.blocks[id as usize].take() {
@@ -299,6 +318,8 @@ impl BlockCache {
         *self = BlockCache {
             fast: vec![None; FAST_ENTRIES],
             epoch: self.epoch + 1,
+            generation: self.generation + 1,
+            built: self.built,
             ..BlockCache::default()
         };
         code.clear();
@@ -307,8 +328,8 @@ impl BlockCache {
 
 #[cfg(test)]
 mod tests {
-    use super::super::systest::{Machine, CODE_BASE, RAX};
     use super::MAX_BLOCKS;
+    use crate::testkit::{Machine, CODE_BASE, RAX};
     use iced_x86::code_asm::*;
 
     /// Distance between the jumps below: each is a block of its own.

@@ -181,9 +181,9 @@ fn bound(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::systest::{sel, Asm, Machine, CODE_BASE, IDT_BASE};
     use crate::cpu::{dr6, Segment};
     use crate::exception::vector;
+    use crate::testkit::{Asm, Machine, CODE_BASE, IDT_BASE, USER_CS};
     use crate::x86::debugreg::DR6;
 
     /// The error code of a fault while delivering through IDT entry `v`: IDT bit, EXT.
@@ -200,7 +200,7 @@ mod tests {
         let t = Machine::protected(|a| a.int1()).user().run_to_trap();
         assert_eq!(
             (t.vector, t.rip, t.cs),
-            (vector::DB, CODE_BASE + 1, sel::USER_CODE)
+            (vector::DB, CODE_BASE + 1, USER_CS)
         );
     }
 

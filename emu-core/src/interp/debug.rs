@@ -236,10 +236,10 @@ fn matches(cpu: &Vcpu, lin: u64, size: u64, kind: impl Fn(u64) -> bool) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::systest::{Machine, Trap, CODE_BASE, DATA, RAX};
     use super::{DR6, DR7};
     use crate::cpu::{dr6, dr7, rflags};
     use crate::exception::vector;
+    use crate::testkit::{Machine, Trap, CODE_BASE, DATA, RAX};
     use iced_x86::code_asm::*;
 
     /// DR7: breakpoint `n` enabled (L bit) with these R/W and LEN fields.

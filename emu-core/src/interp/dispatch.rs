@@ -29,7 +29,7 @@ pub fn handler(ins: &Instruction) -> Handler {
     if ins.is_invalid() {
         return invalid_opcode;
     }
-    if !processor_has(ins) && !fpu::is_x87(ins) {
+    if !processor_has(ins) && !fpu::is_x87(ins) && !processor::is_hypercall(ins) {
         return if is_hint(ins) {
             moves::nop
         } else {
@@ -85,10 +85,10 @@ fn unsupported(_: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::systest::{Asm, Machine, CODE_BASE, RAX};
     use crate::cpu::{cr0, rflags};
     use crate::exception::vector;
     use crate::exit::StopReason;
+    use crate::testkit::{Asm, Machine, CODE_BASE, RAX};
     use iced_x86::code_asm::*;
 
     /// Runs `asm` in 32-bit protected mode; the vector and return address of the

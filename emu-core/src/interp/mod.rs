@@ -21,23 +21,19 @@
 
 mod alu;
 mod bcd;
-mod bits;
-mod cache;
+pub(crate) mod bits;
+pub(crate) mod cache;
 mod control;
 mod debug;
 mod dispatch;
 mod flagops;
 mod fpu;
-mod moves;
-mod muldiv;
-mod shift;
+pub(crate) mod moves;
+pub(crate) mod muldiv;
+pub(crate) mod shift;
 mod sse;
 mod stack;
 mod string;
-#[cfg(test)]
-pub(crate) mod systest;
-#[cfg(test)]
-mod testutil;
 
 use crate::x86::Vcpu;
 pub use crate::x86::{Assist, Ctx, Fault, Handler};
@@ -86,38 +82,7 @@ impl Engine for Interpreter {
     }
 
     fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, budget: u64) -> StopReason {
-        let Interpreter {
-            cpu,
-            cache,
-            stale,
-            debug,
-            retired,
-            assist,
-        } = self;
-        if std::mem::take(stale) {
-            cache.flush(ram.code());
-        } else if ram.code().has_written() {
-            // Written from outside while the guest was stopped (a debugger, a loader).
-            cache.invalidate_written(ram.code());
-        }
-        // A shadow in the state holds at this boundary: it covers the next instruction.
-        if cpu.interrupt_shadow != 0 {
-            cpu.shadow_end = *retired + 1;
-        }
-        let mut cx = Ctx::new(cpu, ram.view(), exits, ram.code());
-        cx.icount = *retired;
-        cx.assist = *assist;
-        cx.debugger = Some(&*debug);
-        let stop = match deliver_pending(&mut cx) {
-            Some(stop) => stop,
-            None => run_blocks(&mut cx, cache, budget),
-        };
-        *retired = cx.icount;
-        // The state at the final boundary says whether the shadow still holds there.
-        if cpu.interrupt_shadow != 0 && *retired >= cpu.shadow_end {
-            cpu.interrupt_shadow = 0;
-        }
-        stop
+        self.run_with(ram, exits, budget, &mut RunOps)
     }
 
     fn state(&self) -> Result<CpuState, EngineError> {
@@ -143,9 +108,104 @@ impl Engine for Interpreter {
     }
 }
 
+impl Interpreter {
+    /// Runs the guest as [`Engine::run`] does, each block run by `runner` (the
+    /// translator runs host code made from them).
+    pub(crate) fn run_with<R: BlockRunner>(
+        &mut self,
+        ram: &GuestRam,
+        exits: &mut dyn ExitHandler,
+        budget: u64,
+        runner: &mut R,
+    ) -> StopReason {
+        let Interpreter {
+            cpu,
+            cache,
+            stale,
+            debug,
+            retired,
+            assist,
+        } = self;
+        if std::mem::take(stale) {
+            cache.flush(ram.code());
+        } else if ram.code().has_written() {
+            // Written from outside while the guest was stopped (a debugger, a loader).
+            cache.invalidate_written(ram.code());
+        }
+        // A shadow in the state holds at this boundary: it covers the next instruction.
+        if cpu.interrupt_shadow != 0 {
+            cpu.shadow_end = *retired + 1;
+        }
+        let mut cx = Ctx::new(cpu, ram.view(), exits, ram.code());
+        cx.icount = *retired;
+        cx.assist = *assist;
+        cx.debugger = Some(&*debug);
+        let stop = match deliver_pending(&mut cx) {
+            Some(stop) => stop,
+            None => run_blocks(&mut cx, cache, budget, runner),
+        };
+        *retired = cx.icount;
+        // The state at the final boundary says whether the shadow still holds there.
+        if cpu.interrupt_shadow != 0 && *retired >= cpu.shadow_end {
+            cpu.interrupt_shadow = 0;
+        }
+        stop
+    }
+}
+
+/// What runs a decoded block: the interpreter runs its instructions one by one; the
+/// binary translator runs host code made from them. The run loop around it (budget,
+/// interrupts, debugging, invalidation) is the same for both.
+pub(crate) trait BlockRunner {
+    /// Runs at most `room` instructions from the start of block `id` (at RIP). Returns
+    /// the block to link the next one from, if the run went through to the end of a
+    /// block and nothing unusual happened.
+    fn run(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        cache: &mut BlockCache,
+        id: u32,
+        room: usize,
+    ) -> Option<u32>;
+}
+
+/// The interpreter's way: each instruction's handler in turn.
+struct RunOps;
+
+impl BlockRunner for RunOps {
+    #[inline(always)]
+    fn run(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        cache: &mut BlockCache,
+        id: u32,
+        room: usize,
+    ) -> Option<u32> {
+        run_ops(cx, &cache.block(id).ops, room).then_some(id)
+    }
+}
+
+/// Executes at most `room` of `ops` in order; true if all of them completed and none
+/// ended the block.
+#[inline(always)]
+pub(crate) fn run_ops(cx: &mut Ctx<'_>, ops: &[Op], room: usize) -> bool {
+    let limit = room.min(ops.len());
+    for op in &ops[..limit] {
+        if !execute(cx, op) {
+            return false;
+        }
+    }
+    limit == ops.len()
+}
+
 /// The execution loop: find the block at RIP (through the previous block's link when
-/// there is one), run its instructions, repeat.
-fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReason {
+/// there is one), run it, repeat.
+pub(crate) fn run_blocks<R: BlockRunner>(
+    cx: &mut Ctx<'_>,
+    cache: &mut BlockCache,
+    budget: u64,
+    runner: &mut R,
+) -> StopReason {
     let end = cx.icount.saturating_add(budget);
     cx.budget_end = end;
     // The debugger's breakpoints cannot change during a run: look once.
@@ -180,16 +240,7 @@ fn run_blocks(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> StopReas
                 None => cache.lookup_or_build(cx, prev),
             };
             match found {
-                Ok(id) => {
-                    let ops = &cache.block(id).ops;
-                    let limit = room.min(ops.len());
-                    for op in &ops[..limit] {
-                        if !execute(cx, op) {
-                            break;
-                        }
-                    }
-                    prev = (limit == ops.len()).then_some(id);
-                }
+                Ok(id) => prev = runner.run(cx, cache, id, room),
                 Err(fault) => raise_fault(cx, fault, None),
             }
         }
@@ -221,10 +272,11 @@ fn end_of_block(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> Option
     cx.stop.take()
 }
 
-/// Executes one instruction; false if the block ends here: the instruction raised
-/// end_block, or it faulted (then RIP is back at it and the exception was raised).
+/// Executes exactly one decoded instruction; false if the block ends here: the
+/// instruction raised end_block, or it faulted (then RIP is back at it and the
+/// exception was raised). The translator calls it for what it does not translate.
 #[inline(always)]
-fn execute(cx: &mut Ctx<'_>, op: &Op) -> bool {
+pub(crate) fn execute(cx: &mut Ctx<'_>, op: &Op) -> bool {
     cx.cpu.rip = op.ins.next_ip();
     if let Err(fault) = (op.exec)(cx, &op.ins) {
         cx.cpu.rip = op.ins.ip();
@@ -272,7 +324,7 @@ fn poll_interrupts(cx: &mut Ctx<'_>) -> Option<StopReason> {
 
 /// Delivers the event another engine accepted but had not delivered when it stopped
 /// (the interpreter itself never stops with one pending).
-fn deliver_pending(cx: &mut Ctx<'_>) -> Option<StopReason> {
+pub(crate) fn deliver_pending(cx: &mut Ctx<'_>) -> Option<StopReason> {
     match cx.cpu.pending_event.take()? {
         PendingEvent::Interrupt { vector } => crate::x86::interrupt::external(cx, vector),
         PendingEvent::Exception { vector, error_code } => {
@@ -295,7 +347,7 @@ fn end_block_with(cx: &mut Ctx<'_>, stop: Option<StopReason>) {
 /// ends the block, and the run if the fault cannot be handled. Cold: the run loop keeps
 /// its registers for the instructions that complete.
 #[cold]
-fn raise_fault(cx: &mut Ctx<'_>, fault: Fault, ins: Option<&Instruction>) {
+pub(crate) fn raise_fault(cx: &mut Ctx<'_>, fault: Fault, ins: Option<&Instruction>) {
     // The instruction did not complete: it raises no #DB traps.
     cx.debug_trap = 0;
     let stop = match fault {

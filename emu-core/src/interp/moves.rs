@@ -315,33 +315,44 @@ fn xlat(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     Ok(())
 }
 
+/// The case tables of this family, which every engine runs (`testkit::tables`).
+#[cfg(any(test, feature = "testkit"))]
+pub mod cases {
+    use crate::testkit::{Case, RAX, RBX, RCX};
+    use iced_x86::code_asm::*;
+
+    /// Upper halves the 32-bit forms must keep or clear.
+    pub const HIGH: u64 = 0xAAAA_AAAA << 32;
+    /// Cmpxchg writes only the register it changes.
+    pub const CMPXCHG_WRITES_ONLY_THE_REGISTER_IT_CHANGES: &[Case] = &[
+        Case {
+            name: "cmpxchg ebx,ecx: not equal, so EAX is loaded, EBX kept whole",
+            asm: |a| a.cmpxchg(ebx, ecx),
+            regs: &[(RAX, HIGH | 1), (RBX, HIGH | 2), (RCX, HIGH | 3)],
+            flags: 0,
+            want: &[(RAX, 2), (RBX, HIGH | 2)],
+            want_flags: 0,
+            mask: 0,
+        },
+        Case {
+            name: "cmpxchg ebx,ecx: equal, so EBX is written, RAX kept whole",
+            asm: |a| a.cmpxchg(ebx, ecx),
+            regs: &[(RAX, HIGH | 1), (RBX, HIGH | 1), (RCX, HIGH | 3)],
+            flags: 0,
+            want: &[(RAX, HIGH | 1), (RBX, 3)],
+            want_flags: 0,
+            mask: 0,
+        },
+    ];
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{check64, Case, RAX, RBX, RCX};
-    use iced_x86::code_asm::*;
+    use super::cases::*;
+    use crate::testkit::check64;
 
     #[test]
     fn cmpxchg_writes_only_the_register_it_changes() {
-        const HIGH: u64 = 0xAAAA_AAAA << 32;
-        check64(&[
-            Case {
-                name: "cmpxchg ebx,ecx: not equal, so EAX is loaded, EBX kept whole",
-                asm: |a| a.cmpxchg(ebx, ecx),
-                regs: &[(RAX, HIGH | 1), (RBX, HIGH | 2), (RCX, HIGH | 3)],
-                flags: 0,
-                want: &[(RAX, 2), (RBX, HIGH | 2)],
-                want_flags: 0,
-                mask: 0,
-            },
-            Case {
-                name: "cmpxchg ebx,ecx: equal, so EBX is written, RAX kept whole",
-                asm: |a| a.cmpxchg(ebx, ecx),
-                regs: &[(RAX, HIGH | 1), (RBX, HIGH | 1), (RCX, HIGH | 3)],
-                flags: 0,
-                want: &[(RAX, HIGH | 1), (RBX, 3)],
-                want_flags: 0,
-                mask: 0,
-            },
-        ]);
+        check64(CMPXCHG_WRITES_ONLY_THE_REGISTER_IT_CHANGES);
     }
 }

@@ -145,245 +145,266 @@ fn divide<const SIGNED: bool>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(),
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::testutil::{check, check64, Asm, Case, Machine, CODE_BASE, RAX, RCX, RDX};
-    use crate::cpu::rflags::{ARITH, CF, OF, PF, SF, ZF};
-    use crate::exception::vector;
+/// The case tables of this family, which every engine runs (`testkit::tables`).
+#[cfg(any(test, feature = "testkit"))]
+pub mod cases {
+    use crate::cpu::rflags::*;
+    use crate::testkit::{Case, RAX, RCX, RDX};
     use iced_x86::code_asm::*;
 
     /// The flags the manual defines after a multiply.
-    const MUL_FLAGS: u64 = CF | OF;
+    pub const MUL_FLAGS: u64 = CF | OF;
+
+    /// Unsigned multiply.
+    pub const UNSIGNED_MULTIPLY: &[Case] = &[
+        Case {
+            name: "mul cl: AX = AL * CL, the high half set",
+            asm: |a| a.mul(cl),
+            regs: &[(RAX, 0xABCD_0080), (RCX, 2)],
+            flags: 0,
+            want: &[(RAX, 0xABCD_0100)],
+            want_flags: CF | OF,
+            mask: MUL_FLAGS,
+        },
+        Case {
+            name: "mul cl without overflow clears CF and OF",
+            asm: |a| a.mul(cl),
+            regs: &[(RAX, 0xABCD_FF03), (RCX, 4)],
+            flags: CF | OF,
+            want: &[(RAX, 0xABCD_000C)],
+            want_flags: 0,
+            mask: MUL_FLAGS,
+        },
+        Case {
+            name: "mul cx: DX:AX, upper halves of EAX/EDX kept",
+            asm: |a| a.mul(cx),
+            regs: &[(RAX, 0x5555_1234), (RDX, 0x6666_FFFF), (RCX, 0x100)],
+            flags: 0,
+            want: &[(RAX, 0x5555_3400), (RDX, 0x6666_0012)],
+            want_flags: CF | OF,
+            mask: MUL_FLAGS,
+        },
+        Case {
+            name: "mul ecx: 0xFFFFFFFF squared",
+            asm: |a| a.mul(ecx),
+            regs: &[(RAX, 0xFFFF_FFFF), (RCX, 0xFFFF_FFFF)],
+            flags: 0,
+            want: &[(RAX, 1), (RDX, 0xFFFF_FFFE)],
+            want_flags: CF | OF,
+            mask: MUL_FLAGS,
+        },
+        Case {
+            name: "mul ecx: SF/ZF/PF from the low half (Popek's choice), AF 0",
+            asm: |a| a.mul(ecx),
+            regs: &[(RAX, 0), (RCX, 5), (RDX, 7)],
+            flags: ARITH,
+            want: &[(RAX, 0), (RDX, 0)],
+            want_flags: ZF | PF,
+            mask: ARITH,
+        },
+    ];
+
+    /// Signed multiply.
+    pub const SIGNED_MULTIPLY: &[Case] = &[
+        Case {
+            name: "imul cl: -2 * 3 fits in AL",
+            asm: |a| a.imul(cl),
+            regs: &[(RAX, 0xFE), (RCX, 3)],
+            flags: CF | OF,
+            want: &[(RAX, 0xFFFA)],
+            want_flags: 0,
+            mask: MUL_FLAGS,
+        },
+        Case {
+            name: "imul cl: -128 * -1 does not fit in AL",
+            asm: |a| a.imul(cl),
+            regs: &[(RAX, 0x80), (RCX, 0xFF)],
+            flags: 0,
+            want: &[(RAX, 0x0080)],
+            want_flags: CF | OF,
+            mask: MUL_FLAGS,
+        },
+        Case {
+            name: "imul ecx: -1 * -1 into EDX:EAX",
+            asm: |a| a.imul(ecx),
+            regs: &[(RAX, 0xFFFF_FFFF), (RCX, 0xFFFF_FFFF), (RDX, 0x1234)],
+            flags: CF | OF,
+            want: &[(RAX, 1), (RDX, 0)],
+            want_flags: 0,
+            mask: MUL_FLAGS,
+        },
+        Case {
+            name: "imul ecx: a negative product sign-extends into EDX",
+            asm: |a| a.imul(ecx),
+            regs: &[(RAX, 0xFFFF_FFFE), (RCX, 3)],
+            flags: CF | OF,
+            want: &[(RAX, 0xFFFF_FFFA), (RDX, 0xFFFF_FFFF)],
+            want_flags: 0,
+            mask: MUL_FLAGS,
+        },
+        Case {
+            name: "imul eax,ecx truncates and reports the overflow",
+            asm: |a| a.imul_2(eax, ecx),
+            regs: &[(RAX, 0x1_0000), (RCX, 0x1_0000), (RDX, 0x77)],
+            flags: 0,
+            want: &[(RAX, 0), (RDX, 0x77)],
+            want_flags: CF | OF,
+            mask: MUL_FLAGS,
+        },
+        Case {
+            name: "imul eax,ecx,-2 sign-extends the imm8",
+            asm: |a| a.imul_3(eax, ecx, -2),
+            regs: &[(RAX, 0x55), (RCX, 5)],
+            flags: CF | OF,
+            want: &[(RAX, 0xFFFF_FFF6)],
+            want_flags: 0,
+            mask: MUL_FLAGS,
+        },
+        Case {
+            name: "imul ax,cx,0x4000 overflows the word and keeps EAX's top",
+            asm: |a| a.imul_3(ax, cx, 0x4000),
+            regs: &[(RAX, 0x1234_5678), (RCX, 4)],
+            flags: 0,
+            want: &[(RAX, 0x1234_0000)],
+            want_flags: CF | OF,
+            mask: MUL_FLAGS,
+        },
+    ];
+
+    /// Divide.
+    pub const DIVIDE: &[Case] = &[
+        Case {
+            name: "div cl: AL = quotient, AH = remainder; flags unchanged",
+            asm: |a| a.div(cl),
+            regs: &[(RAX, 0x0107), (RCX, 2)],
+            flags: CF | ZF,
+            want: &[(RAX, 0x0183)],
+            want_flags: CF | ZF,
+            mask: ARITH,
+        },
+        Case {
+            name: "div ecx: EDX:EAX = 2^32 / 3",
+            asm: |a| a.div(ecx),
+            regs: &[(RAX, 0), (RDX, 1), (RCX, 3)],
+            flags: 0,
+            want: &[(RAX, 0x5555_5555), (RDX, 1)],
+            want_flags: 0,
+            mask: ARITH,
+        },
+        Case {
+            name: "div cx keeps the upper halves",
+            asm: |a| a.div(cx),
+            regs: &[(RAX, 0xAAAA_0005), (RDX, 0xBBBB_0001), (RCX, 0x10)],
+            flags: SF,
+            want: &[(RAX, 0xAAAA_1000), (RDX, 0xBBBB_0005)],
+            want_flags: SF,
+            mask: ARITH,
+        },
+        Case {
+            name: "idiv cl truncates toward zero: -7 / 2 = -3 rem -1",
+            asm: |a| a.idiv(cl),
+            regs: &[(RAX, 0xFFF9), (RCX, 2)],
+            flags: 0,
+            want: &[(RAX, 0xFFFD)],
+            want_flags: 0,
+            mask: ARITH,
+        },
+        Case {
+            name: "idiv ecx: -100 / 7 = -14 rem -2",
+            asm: |a| a.idiv(ecx),
+            regs: &[(RAX, 0xFFFF_FF9C), (RDX, 0xFFFF_FFFF), (RCX, 7)],
+            flags: 0,
+            want: &[(RAX, 0xFFFF_FFF2), (RDX, 0xFFFF_FFFE)],
+            want_flags: 0,
+            mask: ARITH,
+        },
+        Case {
+            name: "idiv ecx: 100 / -7 = -14 rem 2",
+            asm: |a| a.idiv(ecx),
+            regs: &[(RAX, 100), (RDX, 0), (RCX, 0xFFFF_FFF9)],
+            flags: 0,
+            want: &[(RAX, 0xFFFF_FFF2), (RDX, 2)],
+            want_flags: 0,
+            mask: ARITH,
+        },
+    ];
+
+    /// Sixty four bit operands.
+    pub const SIXTY_FOUR_BIT_OPERANDS: &[Case] = &[
+        Case {
+            name: "mul rcx: RDX:RAX",
+            asm: |a| a.mul(rcx),
+            regs: &[(RAX, u64::MAX), (RCX, 2)],
+            flags: 0,
+            want: &[(RAX, u64::MAX - 1), (RDX, 1)],
+            want_flags: CF | OF,
+            mask: MUL_FLAGS,
+        },
+        Case {
+            name: "imul rax,rcx: i64::MIN * -1 overflows",
+            asm: |a| a.imul_2(rax, rcx),
+            regs: &[(RAX, 1 << 63), (RCX, u64::MAX)],
+            flags: 0,
+            want: &[(RAX, 1 << 63)],
+            want_flags: CF | OF,
+            mask: MUL_FLAGS,
+        },
+        Case {
+            name: "imul eax,ecx zero-extends into RAX",
+            asm: |a| a.imul_2(eax, ecx),
+            regs: &[(RAX, 0xFFFF_FFFF_0000_0003), (RCX, 0xFFFF_FFFF)],
+            flags: 0,
+            want: &[(RAX, 0xFFFF_FFFD)],
+            want_flags: 0,
+            mask: MUL_FLAGS,
+        },
+        Case {
+            name: "div rcx: 2^64 / 2",
+            asm: |a| a.div(rcx),
+            regs: &[(RAX, 0), (RDX, 1), (RCX, 2)],
+            flags: 0,
+            want: &[(RAX, 1 << 63), (RDX, 0)],
+            want_flags: 0,
+            mask: ARITH,
+        },
+        Case {
+            name: "idiv rcx: (-2^63 - 1) / 2 = -2^62 rem -1",
+            asm: |a| a.idiv(rcx),
+            regs: &[(RAX, 0x7FFF_FFFF_FFFF_FFFF), (RDX, u64::MAX), (RCX, 2)],
+            flags: 0,
+            want: &[(RAX, 0xC000_0000_0000_0000), (RDX, u64::MAX)],
+            want_flags: 0,
+            mask: ARITH,
+        },
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cases::*;
+    use crate::cpu::rflags::{CF, SF};
+    use crate::exception::vector;
+    use crate::testkit::{check, check64, Asm, Machine, CODE_BASE, RAX, RCX, RDX};
+    use iced_x86::code_asm::*;
 
     #[test]
     fn unsigned_multiply() {
-        check(&[
-            Case {
-                name: "mul cl: AX = AL * CL, the high half set",
-                asm: |a| a.mul(cl),
-                regs: &[(RAX, 0xABCD_0080), (RCX, 2)],
-                flags: 0,
-                want: &[(RAX, 0xABCD_0100)],
-                want_flags: CF | OF,
-                mask: MUL_FLAGS,
-            },
-            Case {
-                name: "mul cl without overflow clears CF and OF",
-                asm: |a| a.mul(cl),
-                regs: &[(RAX, 0xABCD_FF03), (RCX, 4)],
-                flags: CF | OF,
-                want: &[(RAX, 0xABCD_000C)],
-                want_flags: 0,
-                mask: MUL_FLAGS,
-            },
-            Case {
-                name: "mul cx: DX:AX, upper halves of EAX/EDX kept",
-                asm: |a| a.mul(cx),
-                regs: &[(RAX, 0x5555_1234), (RDX, 0x6666_FFFF), (RCX, 0x100)],
-                flags: 0,
-                want: &[(RAX, 0x5555_3400), (RDX, 0x6666_0012)],
-                want_flags: CF | OF,
-                mask: MUL_FLAGS,
-            },
-            Case {
-                name: "mul ecx: 0xFFFFFFFF squared",
-                asm: |a| a.mul(ecx),
-                regs: &[(RAX, 0xFFFF_FFFF), (RCX, 0xFFFF_FFFF)],
-                flags: 0,
-                want: &[(RAX, 1), (RDX, 0xFFFF_FFFE)],
-                want_flags: CF | OF,
-                mask: MUL_FLAGS,
-            },
-            Case {
-                name: "mul ecx: SF/ZF/PF from the low half (Popek's choice), AF 0",
-                asm: |a| a.mul(ecx),
-                regs: &[(RAX, 0), (RCX, 5), (RDX, 7)],
-                flags: ARITH,
-                want: &[(RAX, 0), (RDX, 0)],
-                want_flags: ZF | PF,
-                mask: ARITH,
-            },
-        ]);
+        check(UNSIGNED_MULTIPLY);
     }
 
     #[test]
     fn signed_multiply() {
-        check(&[
-            Case {
-                name: "imul cl: -2 * 3 fits in AL",
-                asm: |a| a.imul(cl),
-                regs: &[(RAX, 0xFE), (RCX, 3)],
-                flags: CF | OF,
-                want: &[(RAX, 0xFFFA)],
-                want_flags: 0,
-                mask: MUL_FLAGS,
-            },
-            Case {
-                name: "imul cl: -128 * -1 does not fit in AL",
-                asm: |a| a.imul(cl),
-                regs: &[(RAX, 0x80), (RCX, 0xFF)],
-                flags: 0,
-                want: &[(RAX, 0x0080)],
-                want_flags: CF | OF,
-                mask: MUL_FLAGS,
-            },
-            Case {
-                name: "imul ecx: -1 * -1 into EDX:EAX",
-                asm: |a| a.imul(ecx),
-                regs: &[(RAX, 0xFFFF_FFFF), (RCX, 0xFFFF_FFFF), (RDX, 0x1234)],
-                flags: CF | OF,
-                want: &[(RAX, 1), (RDX, 0)],
-                want_flags: 0,
-                mask: MUL_FLAGS,
-            },
-            Case {
-                name: "imul ecx: a negative product sign-extends into EDX",
-                asm: |a| a.imul(ecx),
-                regs: &[(RAX, 0xFFFF_FFFE), (RCX, 3)],
-                flags: CF | OF,
-                want: &[(RAX, 0xFFFF_FFFA), (RDX, 0xFFFF_FFFF)],
-                want_flags: 0,
-                mask: MUL_FLAGS,
-            },
-            Case {
-                name: "imul eax,ecx truncates and reports the overflow",
-                asm: |a| a.imul_2(eax, ecx),
-                regs: &[(RAX, 0x1_0000), (RCX, 0x1_0000), (RDX, 0x77)],
-                flags: 0,
-                want: &[(RAX, 0), (RDX, 0x77)],
-                want_flags: CF | OF,
-                mask: MUL_FLAGS,
-            },
-            Case {
-                name: "imul eax,ecx,-2 sign-extends the imm8",
-                asm: |a| a.imul_3(eax, ecx, -2),
-                regs: &[(RAX, 0x55), (RCX, 5)],
-                flags: CF | OF,
-                want: &[(RAX, 0xFFFF_FFF6)],
-                want_flags: 0,
-                mask: MUL_FLAGS,
-            },
-            Case {
-                name: "imul ax,cx,0x4000 overflows the word and keeps EAX's top",
-                asm: |a| a.imul_3(ax, cx, 0x4000),
-                regs: &[(RAX, 0x1234_5678), (RCX, 4)],
-                flags: 0,
-                want: &[(RAX, 0x1234_0000)],
-                want_flags: CF | OF,
-                mask: MUL_FLAGS,
-            },
-        ]);
+        check(SIGNED_MULTIPLY);
     }
 
     #[test]
     fn divide() {
-        check(&[
-            Case {
-                name: "div cl: AL = quotient, AH = remainder; flags unchanged",
-                asm: |a| a.div(cl),
-                regs: &[(RAX, 0x0107), (RCX, 2)],
-                flags: CF | ZF,
-                want: &[(RAX, 0x0183)],
-                want_flags: CF | ZF,
-                mask: ARITH,
-            },
-            Case {
-                name: "div ecx: EDX:EAX = 2^32 / 3",
-                asm: |a| a.div(ecx),
-                regs: &[(RAX, 0), (RDX, 1), (RCX, 3)],
-                flags: 0,
-                want: &[(RAX, 0x5555_5555), (RDX, 1)],
-                want_flags: 0,
-                mask: ARITH,
-            },
-            Case {
-                name: "div cx keeps the upper halves",
-                asm: |a| a.div(cx),
-                regs: &[(RAX, 0xAAAA_0005), (RDX, 0xBBBB_0001), (RCX, 0x10)],
-                flags: SF,
-                want: &[(RAX, 0xAAAA_1000), (RDX, 0xBBBB_0005)],
-                want_flags: SF,
-                mask: ARITH,
-            },
-            Case {
-                name: "idiv cl truncates toward zero: -7 / 2 = -3 rem -1",
-                asm: |a| a.idiv(cl),
-                regs: &[(RAX, 0xFFF9), (RCX, 2)],
-                flags: 0,
-                want: &[(RAX, 0xFFFD)],
-                want_flags: 0,
-                mask: ARITH,
-            },
-            Case {
-                name: "idiv ecx: -100 / 7 = -14 rem -2",
-                asm: |a| a.idiv(ecx),
-                regs: &[(RAX, 0xFFFF_FF9C), (RDX, 0xFFFF_FFFF), (RCX, 7)],
-                flags: 0,
-                want: &[(RAX, 0xFFFF_FFF2), (RDX, 0xFFFF_FFFE)],
-                want_flags: 0,
-                mask: ARITH,
-            },
-            Case {
-                name: "idiv ecx: 100 / -7 = -14 rem 2",
-                asm: |a| a.idiv(ecx),
-                regs: &[(RAX, 100), (RDX, 0), (RCX, 0xFFFF_FFF9)],
-                flags: 0,
-                want: &[(RAX, 0xFFFF_FFF2), (RDX, 2)],
-                want_flags: 0,
-                mask: ARITH,
-            },
-        ]);
+        check(DIVIDE);
     }
 
     #[test]
     fn sixty_four_bit_operands() {
-        check64(&[
-            Case {
-                name: "mul rcx: RDX:RAX",
-                asm: |a| a.mul(rcx),
-                regs: &[(RAX, u64::MAX), (RCX, 2)],
-                flags: 0,
-                want: &[(RAX, u64::MAX - 1), (RDX, 1)],
-                want_flags: CF | OF,
-                mask: MUL_FLAGS,
-            },
-            Case {
-                name: "imul rax,rcx: i64::MIN * -1 overflows",
-                asm: |a| a.imul_2(rax, rcx),
-                regs: &[(RAX, 1 << 63), (RCX, u64::MAX)],
-                flags: 0,
-                want: &[(RAX, 1 << 63)],
-                want_flags: CF | OF,
-                mask: MUL_FLAGS,
-            },
-            Case {
-                name: "imul eax,ecx zero-extends into RAX",
-                asm: |a| a.imul_2(eax, ecx),
-                regs: &[(RAX, 0xFFFF_FFFF_0000_0003), (RCX, 0xFFFF_FFFF)],
-                flags: 0,
-                want: &[(RAX, 0xFFFF_FFFD)],
-                want_flags: 0,
-                mask: MUL_FLAGS,
-            },
-            Case {
-                name: "div rcx: 2^64 / 2",
-                asm: |a| a.div(rcx),
-                regs: &[(RAX, 0), (RDX, 1), (RCX, 2)],
-                flags: 0,
-                want: &[(RAX, 1 << 63), (RDX, 0)],
-                want_flags: 0,
-                mask: ARITH,
-            },
-            Case {
-                name: "idiv rcx: (-2^63 - 1) / 2 = -2^62 rem -1",
-                asm: |a| a.idiv(rcx),
-                regs: &[(RAX, 0x7FFF_FFFF_FFFF_FFFF), (RDX, u64::MAX), (RCX, 2)],
-                flags: 0,
-                want: &[(RAX, 0xC000_0000_0000_0000), (RDX, u64::MAX)],
-                want_flags: 0,
-                mask: ARITH,
-            },
-        ]);
+        check64(SIXTY_FOUR_BIT_OPERANDS);
     }
 
     /// A divide that must raise #DE.

@@ -219,328 +219,350 @@ fn double_shift<const LEFT: bool>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::testutil::{check, check64, Case, Machine, DATA, RAX, RBX, RCX, RDX};
-    use crate::cpu::rflags::{AF, ARITH, CF, OF, PF, SF, ZF};
+/// The case tables of this family, which every engine runs (`testkit::tables`).
+#[cfg(any(test, feature = "testkit"))]
+pub mod cases {
+    use crate::cpu::rflags::*;
+    use crate::testkit::{Case, RAX, RCX, RDX};
     use iced_x86::code_asm::*;
 
     /// The flags the manual defines for a shift by more than 1 (OF and AF undefined).
-    const SHIFT_N: u64 = CF | SF | ZF | PF;
+    pub const SHIFT_N: u64 = CF | SF | ZF | PF;
+
     /// The flags it defines for a shift by 1.
-    const SHIFT_1: u64 = SHIFT_N | OF;
+    pub const SHIFT_1: u64 = SHIFT_N | OF;
+
+    /// Shifts.
+    pub const SHIFTS: &[Case] = &[
+        Case {
+            name: "shl eax,1 moves the top bit to CF; OF = MSB xor CF",
+            asm: |a| a.shl(eax, 1),
+            regs: &[(RAX, 0x8000_0001)],
+            flags: 0,
+            want: &[(RAX, 0x0000_0002)],
+            want_flags: CF | OF,
+            mask: SHIFT_1,
+        },
+        Case {
+            name: "shl al,cl by 8 clears the byte and keeps AH",
+            asm: |a| a.shl(al, cl),
+            regs: &[(RAX, 0xFF01), (RCX, 8)],
+            flags: SF,
+            want: &[(RAX, 0xFF00)],
+            want_flags: ZF | PF,
+            mask: SF | ZF | PF,
+        },
+        Case {
+            name: "shl eax,cl uses only 5 bits of CL",
+            asm: |a| a.shl(eax, cl),
+            regs: &[(RAX, 1), (RCX, 33)],
+            flags: CF | OF,
+            want: &[(RAX, 2)],
+            want_flags: 0,
+            mask: SHIFT_1,
+        },
+        Case {
+            name: "shr eax,1: OF = the original sign",
+            asm: |a| a.shr(eax, 1),
+            regs: &[(RAX, 0x8000_0000)],
+            flags: 0,
+            want: &[(RAX, 0x4000_0000)],
+            want_flags: OF | PF,
+            mask: SHIFT_1,
+        },
+        Case {
+            name: "shr eax,4: CF = the last bit out",
+            asm: |a| a.shr(eax, 4),
+            regs: &[(RAX, 0x18)],
+            flags: 0,
+            want: &[(RAX, 1)],
+            want_flags: CF,
+            mask: SHIFT_N,
+        },
+        Case {
+            name: "sar eax,1 keeps the sign, clears OF",
+            asm: |a| a.sar(eax, 1),
+            regs: &[(RAX, 0x8000_0001)],
+            flags: OF,
+            want: &[(RAX, 0xC000_0000)],
+            want_flags: CF | SF | PF,
+            mask: SHIFT_1,
+        },
+        Case {
+            name: "sar al,7 fills with the sign",
+            asm: |a| a.sar(al, 7),
+            regs: &[(RAX, 0x80)],
+            flags: CF,
+            want: &[(RAX, 0xFF)],
+            want_flags: SF | PF,
+            mask: SHIFT_N,
+        },
+        Case {
+            name: "sar ax,cl by 31 (beyond the width) leaves all sign bits",
+            asm: |a| a.sar(ax, cl),
+            regs: &[(RAX, 0x1234_8000), (RCX, 31)],
+            flags: 0,
+            want: &[(RAX, 0x1234_FFFF)],
+            want_flags: CF | SF | PF,
+            mask: SHIFT_N,
+        },
+        Case {
+            name: "shl eax,cl by 0 changes no flag",
+            asm: |a| a.shl(eax, cl),
+            regs: &[(RAX, 0x1234), (RCX, 0)],
+            flags: ARITH,
+            want: &[(RAX, 0x1234)],
+            want_flags: ARITH,
+            mask: ARITH,
+        },
+        Case {
+            name: "shr eax,cl by 32 is masked to 0",
+            asm: |a| a.shr(eax, cl),
+            regs: &[(RAX, 0x1234), (RCX, 32)],
+            flags: CF | AF,
+            want: &[(RAX, 0x1234)],
+            want_flags: CF | AF,
+            mask: ARITH,
+        },
+        Case {
+            name: "shl clears AF (undefined by the manual, 0 in Popek)",
+            asm: |a| a.shl(eax, 2),
+            regs: &[(RAX, 0x10)],
+            flags: AF,
+            want: &[(RAX, 0x40)],
+            want_flags: 0,
+            mask: AF | SHIFT_N,
+        },
+    ];
+
+    /// Rotates change only cf and of.
+    pub const ROTATES_CHANGE_ONLY_CF_AND_OF: &[Case] = &[
+        Case {
+            name: "rol eax,1",
+            asm: |a| a.rol(eax, 1),
+            regs: &[(RAX, 0x8000_0001)],
+            flags: ZF | SF | PF,
+            want: &[(RAX, 3)],
+            want_flags: ZF | SF | PF | CF | OF,
+            mask: ARITH,
+        },
+        Case {
+            name: "rol al,cl by 8 keeps the value but sets CF from bit 0",
+            asm: |a| a.rol(al, cl),
+            regs: &[(RAX, 0x81), (RCX, 8)],
+            flags: ZF,
+            want: &[(RAX, 0x81)],
+            want_flags: ZF | CF,
+            mask: ARITH & !OF,
+        },
+        Case {
+            name: "ror eax,1: OF = the two top bits differ",
+            asm: |a| a.ror(eax, 1),
+            regs: &[(RAX, 1)],
+            flags: 0,
+            want: &[(RAX, 0x8000_0000)],
+            want_flags: CF | OF,
+            mask: ARITH,
+        },
+        Case {
+            name: "ror ax,4 keeps the upper half of EAX",
+            asm: |a| a.ror(ax, 4),
+            regs: &[(RAX, 0xAAAA_1234)],
+            flags: CF | SF,
+            want: &[(RAX, 0xAAAA_4123)],
+            want_flags: SF,
+            mask: ARITH & !OF,
+        },
+        Case {
+            name: "rcl al,1 rotates CF in at the bottom",
+            asm: |a| a.rcl(al, 1),
+            regs: &[(RAX, 0x80)],
+            flags: CF,
+            want: &[(RAX, 0x01)],
+            want_flags: CF | OF,
+            mask: ARITH,
+        },
+        Case {
+            name: "rcl al,cl by 9 rotates all 9 bits back into place",
+            asm: |a| a.rcl(al, cl),
+            regs: &[(RAX, 0x80), (RCX, 9)],
+            flags: CF,
+            want: &[(RAX, 0x80)],
+            want_flags: CF,
+            mask: ARITH & !OF,
+        },
+        Case {
+            name: "rcr eax,1 leaves ZF alone even for a zero result",
+            asm: |a| a.rcr(eax, 1),
+            regs: &[(RAX, 1)],
+            flags: 0,
+            want: &[(RAX, 0)],
+            want_flags: CF,
+            mask: ARITH,
+        },
+        Case {
+            name: "rcr al,1: OF = original MSB xor CF",
+            asm: |a| a.rcr(al, 1),
+            regs: &[(RAX, 0x01)],
+            flags: CF,
+            want: &[(RAX, 0x80)],
+            want_flags: CF | OF,
+            mask: ARITH,
+        },
+        Case {
+            name: "rcr ax,cl by 17 is a full turn",
+            asm: |a| a.rcr(ax, cl),
+            regs: &[(RAX, 0x1234), (RCX, 17)],
+            flags: 0,
+            want: &[(RAX, 0x1234)],
+            want_flags: 0,
+            mask: ARITH & !OF,
+        },
+        Case {
+            name: "rcl eax,cl by 0 changes nothing",
+            asm: |a| a.rcl(eax, cl),
+            regs: &[(RAX, 0x8000_0000), (RCX, 0x20)],
+            flags: OF,
+            want: &[(RAX, 0x8000_0000)],
+            want_flags: OF,
+            mask: ARITH,
+        },
+    ];
+
+    /// Double shifts.
+    pub const DOUBLE_SHIFTS: &[Case] = &[
+        Case {
+            name: "shld eax,edx,4",
+            asm: |a| a.shld(eax, edx, 4),
+            regs: &[(RAX, 0x1234_5678), (RDX, 0x9ABC_DEF0)],
+            flags: 0,
+            want: &[(RAX, 0x2345_6789), (RDX, 0x9ABC_DEF0)],
+            want_flags: CF,
+            mask: SHIFT_N,
+        },
+        Case {
+            name: "shrd eax,edx,cl by 4",
+            asm: |a| a.shrd(eax, edx, cl),
+            regs: &[(RAX, 0x1234_5678), (RDX, 0x9ABC_DEF1), (RCX, 4)],
+            flags: 0,
+            want: &[(RAX, 0x1123_4567)],
+            want_flags: CF,
+            mask: SHIFT_N,
+        },
+        Case {
+            name: "shld ax,dx,1: OF = the sign changed",
+            asm: |a| a.shld(ax, dx, 1),
+            regs: &[(RAX, 0x4000), (RDX, 0x8000)],
+            flags: CF,
+            want: &[(RAX, 0x8001)],
+            want_flags: OF | SF,
+            mask: SHIFT_1,
+        },
+        Case {
+            name: "shrd eax,edx,cl by 32 is masked to 0",
+            asm: |a| a.shrd(eax, edx, cl),
+            regs: &[(RAX, 5), (RDX, 7), (RCX, 32)],
+            flags: ARITH,
+            want: &[(RAX, 5)],
+            want_flags: ARITH,
+            mask: ARITH,
+        },
+    ];
+
+    /// Sixty four bit operands.
+    pub const SIXTY_FOUR_BIT_OPERANDS: &[Case] = &[
+        Case {
+            name: "shl rax,cl by 63",
+            asm: |a| a.shl(rax, cl),
+            regs: &[(RAX, 1), (RCX, 63)],
+            flags: 0,
+            want: &[(RAX, 1 << 63)],
+            want_flags: SF | PF,
+            mask: SHIFT_N,
+        },
+        Case {
+            name: "shl rax,cl by 64 is masked to 0",
+            asm: |a| a.shl(rax, cl),
+            regs: &[(RAX, 3), (RCX, 64)],
+            flags: 0,
+            want: &[(RAX, 3)],
+            want_flags: 0,
+            mask: ARITH,
+        },
+        Case {
+            name: "shl eax,cl by 0 still zero-extends into RAX",
+            asm: |a| a.shl(eax, cl),
+            regs: &[(RAX, 0xFFFF_FFFF_0000_0001), (RCX, 0)],
+            flags: 0,
+            want: &[(RAX, 1)],
+            want_flags: 0,
+            mask: ARITH,
+        },
+        Case {
+            name: "rcr rax,1 brings CF into bit 63",
+            asm: |a| a.rcr(rax, 1),
+            regs: &[(RAX, 1)],
+            flags: CF,
+            want: &[(RAX, 1 << 63)],
+            want_flags: CF | OF,
+            mask: ARITH,
+        },
+        Case {
+            name: "rcl rax,cl by 63",
+            asm: |a| a.rcl(rax, cl),
+            regs: &[(RAX, 2), (RCX, 63)],
+            flags: CF,
+            // 65-bit rotate left by 63 = right by 2: bit 1 goes to CF, CF to bit 62.
+            want: &[(RAX, 1 << 62)],
+            want_flags: CF,
+            mask: CF,
+        },
+        Case {
+            name: "sar rax,63: CF = bit 62",
+            asm: |a| a.sar(rax, 63),
+            regs: &[(RAX, 0x8000_0000_0000_0000)],
+            flags: CF,
+            want: &[(RAX, u64::MAX)],
+            want_flags: SF | PF,
+            mask: SHIFT_N,
+        },
+        Case {
+            name: "shrd rax,rdx,cl by 63",
+            asm: |a| a.shrd(rax, rdx, cl),
+            regs: &[(RAX, 0x4000_0000_0000_0000), (RDX, 3), (RCX, 63)],
+            flags: 0,
+            want: &[(RAX, 6)],
+            want_flags: CF | PF,
+            mask: SHIFT_N,
+        },
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cases::*;
+    use crate::cpu::rflags::CF;
+    use crate::testkit::{check, check64, Machine, DATA, RAX, RBX, RCX, RDX};
+    use iced_x86::code_asm::*;
 
     #[test]
     fn shifts() {
-        check(&[
-            Case {
-                name: "shl eax,1 moves the top bit to CF; OF = MSB xor CF",
-                asm: |a| a.shl(eax, 1),
-                regs: &[(RAX, 0x8000_0001)],
-                flags: 0,
-                want: &[(RAX, 0x0000_0002)],
-                want_flags: CF | OF,
-                mask: SHIFT_1,
-            },
-            Case {
-                name: "shl al,cl by 8 clears the byte and keeps AH",
-                asm: |a| a.shl(al, cl),
-                regs: &[(RAX, 0xFF01), (RCX, 8)],
-                flags: SF,
-                want: &[(RAX, 0xFF00)],
-                want_flags: ZF | PF,
-                mask: SF | ZF | PF,
-            },
-            Case {
-                name: "shl eax,cl uses only 5 bits of CL",
-                asm: |a| a.shl(eax, cl),
-                regs: &[(RAX, 1), (RCX, 33)],
-                flags: CF | OF,
-                want: &[(RAX, 2)],
-                want_flags: 0,
-                mask: SHIFT_1,
-            },
-            Case {
-                name: "shr eax,1: OF = the original sign",
-                asm: |a| a.shr(eax, 1),
-                regs: &[(RAX, 0x8000_0000)],
-                flags: 0,
-                want: &[(RAX, 0x4000_0000)],
-                want_flags: OF | PF,
-                mask: SHIFT_1,
-            },
-            Case {
-                name: "shr eax,4: CF = the last bit out",
-                asm: |a| a.shr(eax, 4),
-                regs: &[(RAX, 0x18)],
-                flags: 0,
-                want: &[(RAX, 1)],
-                want_flags: CF,
-                mask: SHIFT_N,
-            },
-            Case {
-                name: "sar eax,1 keeps the sign, clears OF",
-                asm: |a| a.sar(eax, 1),
-                regs: &[(RAX, 0x8000_0001)],
-                flags: OF,
-                want: &[(RAX, 0xC000_0000)],
-                want_flags: CF | SF | PF,
-                mask: SHIFT_1,
-            },
-            Case {
-                name: "sar al,7 fills with the sign",
-                asm: |a| a.sar(al, 7),
-                regs: &[(RAX, 0x80)],
-                flags: CF,
-                want: &[(RAX, 0xFF)],
-                want_flags: SF | PF,
-                mask: SHIFT_N,
-            },
-            Case {
-                name: "sar ax,cl by 31 (beyond the width) leaves all sign bits",
-                asm: |a| a.sar(ax, cl),
-                regs: &[(RAX, 0x1234_8000), (RCX, 31)],
-                flags: 0,
-                want: &[(RAX, 0x1234_FFFF)],
-                want_flags: CF | SF | PF,
-                mask: SHIFT_N,
-            },
-            Case {
-                name: "shl eax,cl by 0 changes no flag",
-                asm: |a| a.shl(eax, cl),
-                regs: &[(RAX, 0x1234), (RCX, 0)],
-                flags: ARITH,
-                want: &[(RAX, 0x1234)],
-                want_flags: ARITH,
-                mask: ARITH,
-            },
-            Case {
-                name: "shr eax,cl by 32 is masked to 0",
-                asm: |a| a.shr(eax, cl),
-                regs: &[(RAX, 0x1234), (RCX, 32)],
-                flags: CF | AF,
-                want: &[(RAX, 0x1234)],
-                want_flags: CF | AF,
-                mask: ARITH,
-            },
-            Case {
-                name: "shl clears AF (undefined by the manual, 0 in Popek)",
-                asm: |a| a.shl(eax, 2),
-                regs: &[(RAX, 0x10)],
-                flags: AF,
-                want: &[(RAX, 0x40)],
-                want_flags: 0,
-                mask: AF | SHIFT_N,
-            },
-        ]);
+        check(SHIFTS);
     }
 
     #[test]
     fn rotates_change_only_cf_and_of() {
-        check(&[
-            Case {
-                name: "rol eax,1",
-                asm: |a| a.rol(eax, 1),
-                regs: &[(RAX, 0x8000_0001)],
-                flags: ZF | SF | PF,
-                want: &[(RAX, 3)],
-                want_flags: ZF | SF | PF | CF | OF,
-                mask: ARITH,
-            },
-            Case {
-                name: "rol al,cl by 8 keeps the value but sets CF from bit 0",
-                asm: |a| a.rol(al, cl),
-                regs: &[(RAX, 0x81), (RCX, 8)],
-                flags: ZF,
-                want: &[(RAX, 0x81)],
-                want_flags: ZF | CF,
-                mask: ARITH & !OF,
-            },
-            Case {
-                name: "ror eax,1: OF = the two top bits differ",
-                asm: |a| a.ror(eax, 1),
-                regs: &[(RAX, 1)],
-                flags: 0,
-                want: &[(RAX, 0x8000_0000)],
-                want_flags: CF | OF,
-                mask: ARITH,
-            },
-            Case {
-                name: "ror ax,4 keeps the upper half of EAX",
-                asm: |a| a.ror(ax, 4),
-                regs: &[(RAX, 0xAAAA_1234)],
-                flags: CF | SF,
-                want: &[(RAX, 0xAAAA_4123)],
-                want_flags: SF,
-                mask: ARITH & !OF,
-            },
-            Case {
-                name: "rcl al,1 rotates CF in at the bottom",
-                asm: |a| a.rcl(al, 1),
-                regs: &[(RAX, 0x80)],
-                flags: CF,
-                want: &[(RAX, 0x01)],
-                want_flags: CF | OF,
-                mask: ARITH,
-            },
-            Case {
-                name: "rcl al,cl by 9 rotates all 9 bits back into place",
-                asm: |a| a.rcl(al, cl),
-                regs: &[(RAX, 0x80), (RCX, 9)],
-                flags: CF,
-                want: &[(RAX, 0x80)],
-                want_flags: CF,
-                mask: ARITH & !OF,
-            },
-            Case {
-                name: "rcr eax,1 leaves ZF alone even for a zero result",
-                asm: |a| a.rcr(eax, 1),
-                regs: &[(RAX, 1)],
-                flags: 0,
-                want: &[(RAX, 0)],
-                want_flags: CF,
-                mask: ARITH,
-            },
-            Case {
-                name: "rcr al,1: OF = original MSB xor CF",
-                asm: |a| a.rcr(al, 1),
-                regs: &[(RAX, 0x01)],
-                flags: CF,
-                want: &[(RAX, 0x80)],
-                want_flags: CF | OF,
-                mask: ARITH,
-            },
-            Case {
-                name: "rcr ax,cl by 17 is a full turn",
-                asm: |a| a.rcr(ax, cl),
-                regs: &[(RAX, 0x1234), (RCX, 17)],
-                flags: 0,
-                want: &[(RAX, 0x1234)],
-                want_flags: 0,
-                mask: ARITH & !OF,
-            },
-            Case {
-                name: "rcl eax,cl by 0 changes nothing",
-                asm: |a| a.rcl(eax, cl),
-                regs: &[(RAX, 0x8000_0000), (RCX, 0x20)],
-                flags: OF,
-                want: &[(RAX, 0x8000_0000)],
-                want_flags: OF,
-                mask: ARITH,
-            },
-        ]);
+        check(ROTATES_CHANGE_ONLY_CF_AND_OF);
     }
 
     #[test]
     fn double_shifts() {
-        check(&[
-            Case {
-                name: "shld eax,edx,4",
-                asm: |a| a.shld(eax, edx, 4),
-                regs: &[(RAX, 0x1234_5678), (RDX, 0x9ABC_DEF0)],
-                flags: 0,
-                want: &[(RAX, 0x2345_6789), (RDX, 0x9ABC_DEF0)],
-                want_flags: CF,
-                mask: SHIFT_N,
-            },
-            Case {
-                name: "shrd eax,edx,cl by 4",
-                asm: |a| a.shrd(eax, edx, cl),
-                regs: &[(RAX, 0x1234_5678), (RDX, 0x9ABC_DEF1), (RCX, 4)],
-                flags: 0,
-                want: &[(RAX, 0x1123_4567)],
-                want_flags: CF,
-                mask: SHIFT_N,
-            },
-            Case {
-                name: "shld ax,dx,1: OF = the sign changed",
-                asm: |a| a.shld(ax, dx, 1),
-                regs: &[(RAX, 0x4000), (RDX, 0x8000)],
-                flags: CF,
-                want: &[(RAX, 0x8001)],
-                want_flags: OF | SF,
-                mask: SHIFT_1,
-            },
-            Case {
-                name: "shrd eax,edx,cl by 32 is masked to 0",
-                asm: |a| a.shrd(eax, edx, cl),
-                regs: &[(RAX, 5), (RDX, 7), (RCX, 32)],
-                flags: ARITH,
-                want: &[(RAX, 5)],
-                want_flags: ARITH,
-                mask: ARITH,
-            },
-        ]);
+        check(DOUBLE_SHIFTS);
     }
 
     #[test]
     fn sixty_four_bit_operands() {
-        check64(&[
-            Case {
-                name: "shl rax,cl by 63",
-                asm: |a| a.shl(rax, cl),
-                regs: &[(RAX, 1), (RCX, 63)],
-                flags: 0,
-                want: &[(RAX, 1 << 63)],
-                want_flags: SF | PF,
-                mask: SHIFT_N,
-            },
-            Case {
-                name: "shl rax,cl by 64 is masked to 0",
-                asm: |a| a.shl(rax, cl),
-                regs: &[(RAX, 3), (RCX, 64)],
-                flags: 0,
-                want: &[(RAX, 3)],
-                want_flags: 0,
-                mask: ARITH,
-            },
-            Case {
-                name: "shl eax,cl by 0 still zero-extends into RAX",
-                asm: |a| a.shl(eax, cl),
-                regs: &[(RAX, 0xFFFF_FFFF_0000_0001), (RCX, 0)],
-                flags: 0,
-                want: &[(RAX, 1)],
-                want_flags: 0,
-                mask: ARITH,
-            },
-            Case {
-                name: "rcr rax,1 brings CF into bit 63",
-                asm: |a| a.rcr(rax, 1),
-                regs: &[(RAX, 1)],
-                flags: CF,
-                want: &[(RAX, 1 << 63)],
-                want_flags: CF | OF,
-                mask: ARITH,
-            },
-            Case {
-                name: "rcl rax,cl by 63",
-                asm: |a| a.rcl(rax, cl),
-                regs: &[(RAX, 2), (RCX, 63)],
-                flags: CF,
-                // 65-bit rotate left by 63 = right by 2: bit 1 goes to CF, CF to bit 62.
-                want: &[(RAX, 1 << 62)],
-                want_flags: CF,
-                mask: CF,
-            },
-            Case {
-                name: "sar rax,63: CF = bit 62",
-                asm: |a| a.sar(rax, 63),
-                regs: &[(RAX, 0x8000_0000_0000_0000)],
-                flags: CF,
-                want: &[(RAX, u64::MAX)],
-                want_flags: SF | PF,
-                mask: SHIFT_N,
-            },
-            Case {
-                name: "shrd rax,rdx,cl by 63",
-                asm: |a| a.shrd(rax, rdx, cl),
-                regs: &[(RAX, 0x4000_0000_0000_0000), (RDX, 3), (RCX, 63)],
-                flags: 0,
-                want: &[(RAX, 6)],
-                want_flags: CF | PF,
-                mask: SHIFT_N,
-            },
-        ]);
+        check64(SIXTY_FOUR_BIT_OPERANDS);
     }
 
     #[test]
@@ -548,7 +570,7 @@ mod tests {
         let mut m = Machine::new(|a| a.shl(dword_ptr(ebx), 4)).regs(&[(RBX, DATA)]);
         m.poke(DATA, &0x1000_0001u32.to_le_bytes());
         let st = m.run_to_halt().clone();
-        assert_eq!(m.peek(DATA, 4), 0x10u32.to_le_bytes());
+        assert_eq!(m.bytes(DATA, 4), 0x10u32.to_le_bytes());
         assert_eq!(st.rflags & SHIFT_N, CF);
     }
 

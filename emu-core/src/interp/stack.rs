@@ -269,9 +269,9 @@ fn leave(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::systest::{kind, sel, Desc, Machine, CODE_BASE, RBX, USER_STACK};
     use crate::cpu::{cr0, rflags, SegReg};
     use crate::exception::vector;
+    use crate::testkit::{kind, Desc, Machine, CODE_BASE, FREE_SLOT, RBX, USER_STACK};
     use iced_x86::code_asm::*;
 
     /// ESP and EBP in the register file.
@@ -282,11 +282,11 @@ mod tests {
     const PTE_WRITABLE: u32 = 2;
 
     /// A machine whose SS is a 16-bit (B = 0) flat data segment.
-    fn on_a_16_bit_stack(asm: super::super::systest::Asm) -> Machine {
+    fn on_a_16_bit_stack(asm: crate::testkit::Asm) -> Machine {
         let mut m = Machine::protected(asm);
         let stack16 = Desc::flat(kind::DATA, 0);
-        m.set_gdt_entry(sel::FREE, stack16);
-        m.state.seg.set(SegReg::Ss, stack16.segment(sel::FREE));
+        m.set_gdt_entry(FREE_SLOT, stack16);
+        m.state.seg.set(SegReg::Ss, stack16.segment(FREE_SLOT));
         m
     }
 

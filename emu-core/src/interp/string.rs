@@ -245,13 +245,11 @@ fn rep_chunk<const OP: u8>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{
-        Machine, CODE_BASE, DATA, MMIO_STOP, RAM_SIZE, RAX, RCX, RDI, RDX, RSI,
-    };
     use super::REP_CHUNK;
     use crate::cpu::rflags::{CF, DF, SF, ZF};
     use crate::cpu::SegReg;
     use crate::exit::StopReason;
+    use crate::testkit::{Machine, CODE_BASE, DATA, MMIO_STOP, RAM_SIZE, RAX, RCX, RDI, RDX, RSI};
 
     /// Where string destinations go in these tests.
     const DEST: u64 = DATA + 0x100;
@@ -267,7 +265,7 @@ mod tests {
         let mut m = Machine::new(|a| a.rep().movsb()).regs(&[(RSI, DATA), (RDI, DEST), (RCX, 5)]);
         m.poke(DATA, b"hello!");
         let st = m.run_to_halt().clone();
-        assert_eq!(m.peek(DEST, 6), b"hello\0");
+        assert_eq!(m.bytes(DEST, 6), b"hello\0");
         assert_eq!(
             (st.gpr[RSI], st.gpr[RDI], st.gpr[RCX]),
             (DATA + 5, DEST + 5, 0)
@@ -281,7 +279,7 @@ mod tests {
             .flags(DF);
         m.poke(DATA, &[1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4]);
         let st = m.run_to_halt().clone();
-        assert_eq!(m.peek(DEST, 13), &[1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 0]);
+        assert_eq!(m.bytes(DEST, 13), &[1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 0]);
         assert_eq!((st.gpr[RSI], st.gpr[RDI]), (DATA - 4, DEST - 4));
     }
 
@@ -295,8 +293,8 @@ mod tests {
         m.poke(DATA, &[0x11]);
         m.poke(FS_BASE + DATA, &[0x22]);
         m.run_to_halt();
-        assert_eq!(m.peek(ES_BASE + DATA, 1), [0x22]);
-        assert_eq!(m.peek(DATA, 1), [0x11], "DS:EDI is not the destination");
+        assert_eq!(m.bytes(ES_BASE + DATA, 1), [0x22]);
+        assert_eq!(m.bytes(DATA, 1), [0x11], "DS:EDI is not the destination");
     }
 
     #[test]
@@ -310,7 +308,7 @@ mod tests {
         m.poke(0, &[8]);
         let st = m.run_to_halt().clone();
         // SI wraps from 0xFFFF to 0 within 16 bits; the upper halves stay.
-        assert_eq!(m.peek(0x20, 2), [7, 8]);
+        assert_eq!(m.bytes(0x20, 2), [7, 8]);
         assert_eq!(st.gpr[RSI], 0xFFFF_0001);
         assert_eq!(st.gpr[RDI], 0xAAAA_0022);
         assert_eq!(st.gpr[RCX], 0x5555_0000);
@@ -321,7 +319,7 @@ mod tests {
         let mut m = Machine::with_bytes(&REPNE_MOVSB).regs(&[(RSI, DATA), (RDI, DEST), (RCX, 3)]);
         m.poke(DATA, b"abc");
         m.run_to_halt();
-        assert_eq!(m.peek(DEST, 3), b"abc");
+        assert_eq!(m.bytes(DEST, 3), b"abc");
     }
 
     #[test]
@@ -330,7 +328,7 @@ mod tests {
             Machine::new(|a| a.rep().stosd()).regs(&[(RAX, 0xDEAD_BEEF), (RDI, DEST), (RCX, 2)]);
         let st = m.run_to_halt().clone();
         assert_eq!(
-            m.peek(DEST, 8),
+            m.bytes(DEST, 8),
             [0xEF, 0xBE, 0xAD, 0xDE, 0xEF, 0xBE, 0xAD, 0xDE]
         );
         assert_eq!(st.gpr[RDI], DEST + 8);
@@ -345,7 +343,7 @@ mod tests {
     fn rep_with_a_zero_count_does_nothing() {
         let mut m = Machine::new(|a| a.rep().stosb()).regs(&[(RAX, 0xFF), (RDI, DEST), (RCX, 0)]);
         let st = m.run_to_halt().clone();
-        assert_eq!(m.peek(DEST, 1), [0]);
+        assert_eq!(m.bytes(DEST, 1), [0]);
         assert_eq!(st.gpr[RDI], DEST);
     }
 
@@ -411,7 +409,7 @@ mod tests {
         let mut m = Machine::new64(|a| a.rep().movsq()).regs(&[(RSI, DATA), (RDI, DEST), (RCX, 2)]);
         m.poke(DATA, &[9; 16]);
         let st = m.run_to_halt().clone();
-        assert_eq!(m.peek(DEST, 16), [9; 16]);
+        assert_eq!(m.bytes(DEST, 16), [9; 16]);
         assert_eq!(st.gpr[RDI], DEST + 16);
     }
 
@@ -439,7 +437,7 @@ mod tests {
         let mut m = Machine::new(|a| a.rep().insw()).regs(&[(RDI, DEST), (RDX, PORT), (RCX, 2)]);
         m.exits.port_input.extend([1, 2, 3, 4]);
         let st = m.run_to_halt().clone();
-        assert_eq!(m.peek(DEST, 4), [1, 2, 3, 4]);
+        assert_eq!(m.bytes(DEST, 4), [1, 2, 3, 4]);
         assert_eq!(st.gpr[RDI], DEST + 4);
     }
 
@@ -465,8 +463,8 @@ mod tests {
             Machine::new(|a| a.rep().stosb()).regs(&[(RAX, 0xAB), (RDI, DEST), (RCX, count)]);
         let st = m.run_to_halt().clone();
         assert_eq!((st.gpr[RDI], st.gpr[RCX]), (DEST + count, 0));
-        assert!(m.peek(DEST, count as usize).iter().all(|&b| b == 0xAB));
-        assert_eq!(m.peek(DEST + count, 1), [0]);
+        assert!(m.bytes(DEST, count as usize).iter().all(|&b| b == 0xAB));
+        assert_eq!(m.bytes(DEST + count, 1), [0]);
     }
 
     #[test]
@@ -497,7 +495,7 @@ mod tests {
         assert_eq!((m.state.gpr[RDI], m.state.gpr[RCX]), (start + 5, 0));
         let mmio: Vec<_> = m.exits.mmio_writes.iter().map(|(a, _)| *a).collect();
         assert_eq!(mmio, [start + 2, start + 3, start + 4]);
-        assert_eq!(m.peek(start, 2), [0x5A, 0x5A]);
+        assert_eq!(m.bytes(start, 2), [0x5A, 0x5A]);
     }
 
     #[test]
@@ -510,7 +508,7 @@ mod tests {
         assert_eq!(m.run_for(5), StopReason::Budget);
         assert_eq!((m.state.gpr[RDI], m.state.gpr[RCX]), (IN_CODE_PAGE + 5, 0));
         m.run_to_halt();
-        assert_eq!(m.peek(IN_CODE_PAGE, 6), [0x77, 0x77, 0x77, 0x77, 0x77, 0]);
+        assert_eq!(m.bytes(IN_CODE_PAGE, 6), [0x77, 0x77, 0x77, 0x77, 0x77, 0]);
     }
 
     #[test]

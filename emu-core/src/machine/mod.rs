@@ -16,9 +16,12 @@ use crate::engine::{DebugConfig, Engine, EngineError, Watchpoint};
 use crate::exit::{StopOn, StopReason};
 use crate::interp::{Assist, Interpreter};
 use crate::loader::{load_multiboot, BootInfo, LoadError};
-use crate::memory::{GuestRam, MemoryError, PAGE_SIZE};
+use crate::memory::{GuestMemory, GuestRam, MemoryError, PAGE_SIZE};
 use crate::stop::StopRequest;
 use crate::x86::paging::{self, PagingRegs, Translation, WalkFault};
+use devices::ata::AtaDisk;
+use devices::virtio::VirtioDevice;
+use devices::{AttachError, Disk, VirtioSlot};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,6 +64,11 @@ pub type EngineFactory<'a> = dyn FnOnce(&GuestRam) -> Result<Box<dyn Engine>, St
 /// Builds the interpreter, playing the VMM policy `assist`.
 pub fn interpreter_factory(assist: Assist) -> Box<EngineFactory<'static>> {
     Box::new(move |_| Ok(Box::new(Interpreter::with_assist(assist))))
+}
+
+/// Builds the binary translator.
+pub fn bt_factory() -> Box<EngineFactory<'static>> {
+    Box::new(|_| Ok(Box::new(crate::bt::Bt::new())))
 }
 
 /// BIOS images come in 64 KiB units.
@@ -119,6 +127,7 @@ impl Machine {
         let engine = make_engine(&ram).map_err(MachineError::Engine)?;
         let mut vmm = Vmm::new(serial_out);
         vmm.clock = Clock::new(engine.counts_instructions());
+        vmm.set_hypercall_trap(engine.hypercall_trap(), &ram);
         Ok(Machine {
             ram,
             engine,
@@ -153,6 +162,9 @@ impl Machine {
             engine.instructions_retired(),
         );
         self.retired_before += old_icount;
+        // The guest's hypercall stubs trap the way the new engine sees.
+        self.vmm
+            .set_hypercall_trap(engine.hypercall_trap(), &self.ram);
         self.engine = engine;
         Ok(())
     }
@@ -163,7 +175,15 @@ impl Machine {
         image: &[u8],
         cmdline: &str,
     ) -> Result<BootInfo, MachineError> {
-        let boot = load_multiboot(self.ram.guest_memory(), image, cmdline)?;
+        // The virtio devices attached so far are announced as Linux (and QEMU's microvm)
+        // do: `virtio_mmio.device=4K@0xd0000000:5` words after the command line.
+        let announced = self.vmm.devices.virtio_cmdline();
+        let cmdline = match (cmdline.is_empty(), announced.is_empty()) {
+            (_, true) => cmdline.to_string(),
+            (true, false) => announced,
+            (false, false) => format!("{cmdline} {announced}"),
+        };
+        let boot = load_multiboot(self.ram.guest_memory(), image, &cmdline)?;
         self.engine
             .set_state(&CpuState::multiboot(boot.entry, boot.eax, boot.ebx))?;
         Ok(boot)
@@ -194,10 +214,23 @@ impl Machine {
     /// requested ([`Machine::stop_request`]; the run then ends with
     /// [`StopReason::Paused`], and the next one continues where it stopped).
     pub fn run(&mut self, budget: u64) -> RunOutcome {
+        self.run_engine(budget, false)
+    }
+
+    /// Runs `n` instructions exactly, as a debugger steps (see [`Engine::step`]), or
+    /// fewer if the guest stops first or a stop is requested, as [`Machine::run`]
+    /// does; [`StopReason::Budget`] once they ran.
+    pub fn step(&mut self, n: u64) -> RunOutcome {
+        self.run_engine(n, true)
+    }
+
+    /// [`Machine::run`], or with `step` [`Machine::step`].
+    fn run_engine(&mut self, budget: u64, step: bool) -> RunOutcome {
         let before = self.engine.instructions_retired();
         let (wall0, cpu0) = (Instant::now(), thread_cpu_time());
         let stop = match self.vmm.resume_halt(before) {
             Some(stop) => stop,
+            None if step => self.engine.step(&self.ram, &mut self.vmm, budget),
             None => self.engine.run(&self.ram, &mut self.vmm, budget),
         };
         RunOutcome {
@@ -219,10 +252,21 @@ impl Machine {
         self.engine.name()
     }
 
+    /// The engine's own counters (see [`Engine::counters`]).
+    pub fn engine_counters(&self) -> Vec<(&'static str, u64)> {
+        self.engine.counters()
+    }
+
     /// Whether the engine counts the instructions it runs (see
     /// [`Engine::counts_instructions`]).
     pub fn counts_instructions(&self) -> bool {
         self.engine.counts_instructions()
+    }
+
+    /// Whether the engine can step a few instructions exactly (see
+    /// [`Engine::can_step`]).
+    pub fn can_step(&self) -> bool {
+        self.engine.can_step()
     }
 
     /// The CPU state at the current instruction boundary. Whether the processor is
@@ -358,6 +402,23 @@ impl Machine {
     /// Writes guest-physical RAM; decoded code it overwrites is dropped.
     pub fn write_physical(&mut self, addr: u64, data: &[u8]) -> Result<(), MachineError> {
         Ok(self.ram.write(addr, data)?)
+    }
+
+    /// Puts a virtio device on the board's next virtio-mmio slot, reaching guest RAM
+    /// through vm-memory (so what it writes there drops decoded code). Attach devices
+    /// before [`Machine::load_multiboot`], which announces them to the guest.
+    pub fn attach_virtio(
+        &mut self,
+        device: Box<dyn VirtioDevice<GuestMemory>>,
+    ) -> Result<VirtioSlot, AttachError> {
+        let mem = self.ram.guest_memory().clone();
+        self.vmm.devices.attach_virtio(device, mem)
+    }
+
+    /// Puts an ATA PIO disk serving `disk` on the primary IDE channel (0x1F0, 0x3F6,
+    /// IRQ 14).
+    pub fn attach_ata(&mut self, disk: Disk) -> Result<Arc<Mutex<AtaDisk>>, AttachError> {
+        self.vmm.devices.attach_ata(disk)
     }
 
     /// Guest RAM.

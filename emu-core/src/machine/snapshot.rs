@@ -12,6 +12,7 @@ use super::{Machine, MachineError};
 use crate::clock::ClockState;
 use crate::cpu::CpuState;
 use crate::memory::{MemoryError, PAGE_SIZE};
+use crate::pv::Pv;
 use devices::PcState;
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +46,10 @@ pub struct Snapshot {
     pub ram_size: u64,
     /// The pages of RAM that are not all zeros, in ascending order.
     pub ram: Vec<RamPage>,
+    /// What a para-virtualized guest registered with the VMM (absent in snapshots of
+    /// Popek versions without para-virtualization: nothing registered).
+    #[serde(default)]
+    pub pv: Pv,
 }
 
 /// Why a snapshot cannot be restored.
@@ -77,6 +82,14 @@ pub enum SnapshotError {
     /// A device state the devices refuse.
     #[error(transparent)]
     Devices(#[from] devices::PcStateError),
+    /// A para-virtualization page outside RAM or not page aligned.
+    #[error("the snapshot's {what} page {addr:#x} is not a page of RAM")]
+    PvPage {
+        /// Which page ("hypercall", "shared-info").
+        what: &'static str,
+        /// Its guest-physical address.
+        addr: u64,
+    },
     /// The engine refuses the CPU state, or memory could not be written.
     #[error(transparent)]
     Machine(#[from] MachineError),
@@ -110,6 +123,7 @@ impl Machine {
             devices: self.vmm.devices.state(),
             ram_size: self.ram.size() as u64,
             ram,
+            pv: self.vmm.pv.clone(),
         })
     }
 
@@ -143,6 +157,19 @@ impl Machine {
             }
             last = Some(p.page);
         }
+        let pv = &snapshot.pv;
+        for (what, page) in [
+            ("hypercall", pv.hypercall_page),
+            ("shared-info", pv.shared_info),
+        ] {
+            let Some(addr) = page else { continue };
+            let in_ram = addr
+                .checked_add(PAGE_SIZE as u64)
+                .is_some_and(|end| end <= size);
+            if !addr.is_multiple_of(PAGE_SIZE as u64) || !in_ram {
+                return Err(SnapshotError::PvPage { what, addr });
+            }
+        }
         // Validates every device before changing any.
         self.vmm.devices.restore(&snapshot.devices)?;
         self.set_cpu_state(&snapshot.cpu)?;
@@ -153,6 +180,14 @@ impl Machine {
         let icount = self.engine.instructions_retired();
         self.vmm.clock.restore(&snapshot.clock, icount);
         self.retired_before = snapshot.instructions.wrapping_sub(icount);
+        // The stubs in the restored RAM trap the saved machine's way: make them this
+        // engine's.
+        self.vmm.pv = Pv {
+            trap: None,
+            ..snapshot.pv.clone()
+        };
+        self.vmm
+            .set_hypercall_trap(self.engine.hypercall_trap(), &self.ram);
         Ok(())
     }
 }

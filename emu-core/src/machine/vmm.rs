@@ -6,6 +6,8 @@ use crate::clock::Clock;
 use crate::exit::{
     DebugStop, ExitHandler, ExitReason, Flow, GuestEvent, InterruptPoll, StopOn, StopReason, VmExit,
 };
+use crate::memory::GuestRam;
+use crate::pv::{GuestMem, HypercallTrap, Pv, PvHost};
 use crate::stop::StopRequest;
 use crate::trace::{Counters, Event, EventKind, EventMask, Trace};
 use devices::{BusError, DeviceRequest, PcDevices, OPEN_BUS};
@@ -30,6 +32,8 @@ pub struct Vmm {
     pub(super) halted: bool,
     /// The guest events and exits a debugger wants the run to stop at.
     pub stop_on: StopOn,
+    /// What a para-virtualized guest registered, and the hypercall counters.
+    pub pv: Pv,
 }
 
 impl Vmm {
@@ -43,6 +47,7 @@ impl Vmm {
             stop: Arc::new(StopRequest::new()),
             halted: false,
             stop_on: StopOn::default(),
+            pv: Pv::default(),
         }
     }
 
@@ -286,6 +291,75 @@ impl Vmm {
             VmExit::Msr { .. } | VmExit::CrAccess { .. } | VmExit::ExternalInterrupt { .. } => {
                 Flow::Continue
             }
+            VmExit::Hypercall {
+                cpu,
+                ram,
+                code,
+                flush_tlb,
+            } => {
+                let mem = GuestMem::new(cpu, ram, code);
+                let mut host = Host {
+                    clock: &mut self.clock,
+                    devices: &self.devices,
+                    stop: &self.stop,
+                    icount,
+                };
+                let out = self
+                    .pv
+                    .hypercall(cpu, &mem, &mut host, &mut self.counters.pv);
+                *flush_tlb = out.flush_tlb;
+                match out.shutdown {
+                    Some(status) => Flow::Stop(StopReason::Exited(status)),
+                    None => Flow::Continue,
+                }
+            }
+            VmExit::VmmMsr {
+                write,
+                index,
+                value,
+                ok,
+                ram,
+                code,
+            } => {
+                *ok = index == crate::pv::abi::MSR_HYPERCALL_PAGE
+                    && self.pv.msr(write, value, ram, code, &mut self.counters.pv);
+                Flow::Continue
+            }
         }
     }
 }
+
+impl Vmm {
+    /// The engine changed: the guest's hypercall stubs now trap with `trap`.
+    pub fn set_hypercall_trap(&mut self, trap: HypercallTrap, ram: &GuestRam) {
+        self.pv
+            .set_trap(trap, ram.view(), ram.code(), &mut self.counters.pv);
+    }
+}
+
+/// What hypercalls need of the VMM: its clock, COM1's output, its stop request.
+struct Host<'v> {
+    clock: &'v mut Clock,
+    devices: &'v PcDevices,
+    stop: &'v Arc<StopRequest>,
+    icount: u64,
+}
+
+impl PvHost for Host<'_> {
+    fn now_ns(&self) -> u64 {
+        self.clock.now_ns(self.icount)
+    }
+
+    fn console(&mut self, bytes: &[u8]) {
+        lock(&self.devices.serial).write_console(bytes);
+    }
+
+    /// A stop request cuts the wait short and stays pending: the engine ends the run
+    /// at the boundary after the hypercall.
+    fn wait_until(&mut self, ns: u64) -> bool {
+        self.clock.wait_until(ns, self.icount, self.stop)
+    }
+}
+
+#[cfg(test)]
+mod tests;

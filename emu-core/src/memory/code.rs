@@ -128,6 +128,25 @@ impl CodeWatch {
         self.0.write(pa, len)
     }
 
+    /// Whether the page holding `pa` holds decoded or translated code: the translator
+    /// gives such a page no fast write path.
+    pub fn page_has_code(&self, pa: u64) -> bool {
+        self.0
+            .pages
+            .get((pa >> PAGE_SHIFT) as usize)
+            .is_some_and(|m| m.load(Relaxed) != 0)
+    }
+
+    /// Whether `[pa, pa + len)` overlaps decoded or translated code.
+    pub fn overlaps(&self, pa: u64, len: usize) -> bool {
+        pieces(pa, len).any(|(page, mask)| {
+            self.0
+                .pages
+                .get(page)
+                .is_some_and(|m| m.load(Relaxed) & mask != 0)
+        })
+    }
+
     /// Whether code was written since the last [`CodeWatch::take_written`]: one load.
     #[inline(always)]
     pub fn has_written(&self) -> bool {

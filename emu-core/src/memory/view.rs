@@ -36,6 +36,12 @@ impl RamView<'_> {
         self.len
     }
 
+    /// Where RAM starts in the host's address space, for generated code that accesses
+    /// guest RAM directly (the translator's TLB holds host addresses).
+    pub fn host_base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
     /// Whether RAM is empty (never, for a machine).
     pub fn is_empty(&self) -> bool {
         self.len == 0

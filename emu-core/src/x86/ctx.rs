@@ -123,6 +123,50 @@ impl<'a> Ctx<'a> {
         self.next_poll = 0;
     }
 
+    /// A hypercall: hands the state after the trap instruction to the VMM, which may
+    /// change it (EAX; RIP when it enters the event callback; paging and IDTR), and
+    /// ends the block, since anything may have changed.
+    pub fn hypercall(&mut self) {
+        let mut flush_tlb = false;
+        let exit = VmExit::Hypercall {
+            cpu: self.cpu,
+            ram: self.ram,
+            code: self.code,
+            flush_tlb: &mut flush_tlb,
+        };
+        if let Flow::Stop(reason) = self.exits.handle(exit, self.icount) {
+            self.stop = Some(reason);
+        }
+        if flush_tlb {
+            self.cpu.tlb.flush_all();
+        }
+        self.end_block = true;
+        self.next_poll = 0;
+    }
+
+    /// RDMSR or WRMSR of an MSR the VMM implements: the value read, or #GP(0) if the
+    /// VMM refused the access.
+    pub fn vmm_msr(&mut self, write: bool, index: u32, value: u64) -> Result<u64, Exception> {
+        let (mut value, mut ok) = (value, false);
+        let exit = VmExit::VmmMsr {
+            write,
+            index,
+            value: &mut value,
+            ok: &mut ok,
+            ram: self.ram,
+            code: self.code,
+        };
+        if let Flow::Stop(reason) = self.exits.handle(exit, self.icount) {
+            self.stop = Some(reason);
+        }
+        self.end_block = true;
+        if ok {
+            Ok(value)
+        } else {
+            Err(Exception::general_protection(0))
+        }
+    }
+
     /// Under hardware assist, hands the VM exit `make` builds to the VMM (the events
     /// VT-x exits on that the interpreter otherwise handles itself).
     pub fn assist_exit<'e>(&mut self, make: impl FnOnce() -> VmExit<'e>) {

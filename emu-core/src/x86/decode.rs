@@ -89,7 +89,7 @@ fn legacy_register_form(code: &[u8], bitness: u32) -> Option<usize> {
 mod tests {
     use crate::cpu::{cr0, SegReg};
     use crate::exception::vector;
-    use crate::interp::systest::{sel, Machine, CODE_BASE, DATA, RAX, RBX};
+    use crate::testkit::{Machine, CODE_BASE, DATA, KERNEL_DS, RAX, RBX};
     use iced_x86::code_asm::*;
 
     /// A page-aligned address in the identity-mapped first 4 MiB for code at a page end.
@@ -137,14 +137,14 @@ mod tests {
             a.bound(ecx, qword_ptr(DATA + 16))
         });
         m.poke_u32(DATA, 0x1234_5678);
-        m.poke_u32(DATA + 4, sel::KERNEL_DATA.into());
+        m.poke_u32(DATA + 4, KERNEL_DS.into());
         m.poke_u32(DATA + 8, 0xBEEF);
-        m.poke_u32(DATA + 10, sel::KERNEL_DATA.into());
+        m.poke_u32(DATA + 10, KERNEL_DS.into());
         m.poke_u32(DATA + 16, 0);
         m.poke_u32(DATA + 20, 10);
         let st = m.run_to_halt().clone();
         assert_eq!((st.gpr[RAX], st.gpr[RBX] & 0xFFFF), (0x1234_5678, 0xBEEF));
-        assert_eq!(st.seg[SegReg::Es as usize].selector, sel::KERNEL_DATA);
+        assert_eq!(st.seg[SegReg::Es as usize].selector, KERNEL_DS);
         assert_eq!(m.trap(), None);
     }
 }

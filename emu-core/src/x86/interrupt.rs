@@ -392,8 +392,8 @@ mod tests {
     use crate::cpu::{rflags, shadow};
     use crate::engine::Engine;
     use crate::exit::{ExitHandler, Flow, InterruptPoll, StopReason, VmExit};
-    use crate::interp::systest::{gate32, Machine, CODE_BASE, IDT_BASE};
     use crate::interp::Interpreter;
+    use crate::testkit::{gate32, Machine, CODE_BASE, IDT_BASE};
 
     /// The vector the storm raises.
     const STORM_VECTOR: u8 = 0x20;

@@ -98,7 +98,9 @@ mod tests {
     use super::PORTS_PER_BYTE;
     use crate::cpu::rflags;
     use crate::exception::vector;
-    use crate::interp::systest::{busy_tss, sel, Asm, Machine, TSS32_SIZE, TSS_BASE, TSS_IOMAP};
+    use crate::testkit::{
+        busy_tss, Asm, Machine, TSS32_SIZE, TSS_BASE, TSS_IOMAP, TSS_SEL, USER_CS,
+    };
     use iced_x86::code_asm::*;
 
     /// The port the bitmap allows.
@@ -116,8 +118,8 @@ mod tests {
         m.poke(TSS_BASE + TSS_IOMAP, &(TSS32_SIZE as u16).to_le_bytes());
         let mut tss = busy_tss();
         tss.limit = (TSS32_SIZE + MAP_BYTES - 1) as u32;
-        m.set_gdt_entry(sel::TSS, tss);
-        m.state.tr = tss.segment(sel::TSS);
+        m.set_gdt_entry(TSS_SEL, tss);
+        m.state.tr = tss.segment(TSS_SEL);
         m
     }
 
@@ -125,7 +127,7 @@ mod tests {
     fn denied(mut m: Machine) -> Vec<u16> {
         let trap = m.run_to_trap();
         assert_eq!((trap.vector, trap.error_code), (vector::GP, Some(0)));
-        assert_eq!(trap.cs, sel::USER_CODE);
+        assert_eq!(trap.cs, USER_CS);
         m.exits.ports_read
     }
 

@@ -60,6 +60,9 @@ pub struct Tlb {
     /// Some entry may come from a large page. Entries are per 4 KiB page, so INVLPG of
     /// one address could not find the other pieces of a large page: it flushes all.
     large: bool,
+    /// Counts flushes, so that an engine keeping translations of its own (the binary
+    /// translator's inline TLB) knows when to drop them.
+    generation: u64,
 }
 
 impl Default for Tlb {
@@ -67,6 +70,7 @@ impl Default for Tlb {
         Tlb {
             entries: Box::new([Entry::default(); TLB_ENTRIES]),
             large: false,
+            generation: 0,
         }
     }
 }
@@ -74,12 +78,14 @@ impl Default for Tlb {
 impl Tlb {
     /// Forgets every translation (CR0/CR4 paging changes).
     pub fn flush_all(&mut self) {
+        self.generation += 1;
         self.entries.iter_mut().for_each(|e| e.perm = 0);
         self.large = false;
     }
 
     /// Forgets all but global translations (a CR3 load).
     pub fn flush_non_global(&mut self) {
+        self.generation += 1;
         for e in self.entries.iter_mut() {
             if e.perm & perm::GLOBAL == 0 {
                 e.perm = 0;
@@ -89,6 +95,7 @@ impl Tlb {
 
     /// Forgets the translation of the page holding one linear address (INVLPG).
     pub fn flush_page(&mut self, lin: u64) {
+        self.generation += 1;
         if self.large {
             self.flush_all();
             return;
@@ -98,6 +105,14 @@ impl Tlb {
         if e.page == page {
             e.perm = 0;
         }
+    }
+}
+
+impl Tlb {
+    /// How many flushes there were: a translation cached elsewhere from this TLB's
+    /// contents is good while this does not change.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 }
 

@@ -80,6 +80,7 @@ fn changes_environment(m: Mnemonic) -> bool {
             | Pause
             | Mwait
             | Monitor
+            | Vmcall
     )
 }
 
@@ -224,6 +225,27 @@ pub fn facts(code: Code) -> &'static OpFacts {
     &TABLE[code as usize]
 }
 
+/// Converts iced-x86 flag bits (those of [`OpFacts`]) to RFLAGS bits.
+pub fn rflags_bits(iced: u32) -> u64 {
+    use crate::cpu::rflags;
+    use iced_x86::RflagsBits as F;
+    const MAP: [(u32, u64); 9] = [
+        (F::CF, rflags::CF),
+        (F::PF, rflags::PF),
+        (F::AF, rflags::AF),
+        (F::ZF, rflags::ZF),
+        (F::SF, rflags::SF),
+        (F::OF, rflags::OF),
+        (F::DF, rflags::DF),
+        (F::IF, rflags::IF),
+        (F::AC, rflags::AC),
+    ];
+    MAP.iter()
+        .filter(|(bit, _)| iced & bit != 0)
+        .map(|(_, flag)| flag)
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +339,10 @@ mod tests {
         assert_eq!(adc.flags_read, F::CF);
         let mul = facts(Code::Mul_rm32);
         assert_eq!(mul.flags_undefined, F::SF | F::ZF | F::AF | F::PF);
+        assert_eq!(
+            rflags_bits(mul.flags_undefined),
+            crate::cpu::rflags::ARITH & !(crate::cpu::rflags::CF | crate::cpu::rflags::OF)
+        );
         let jz = facts(Code::Je_rel8_32);
         assert_eq!(jz.flags_read, F::ZF);
         assert_eq!(jz.flags_written, 0);

@@ -13,6 +13,7 @@ use iced_x86::{Instruction, Mnemonic};
 pub fn handler(ins: &Instruction) -> Option<Handler> {
     Some(match ins.mnemonic() {
         Mnemonic::Hlt => hlt,
+        Mnemonic::Vmcall => vmcall,
         Mnemonic::Cli => |cx: &mut Ctx<'_>, _: &Instruction| set_if(cx, false),
         Mnemonic::Sti => |cx: &mut Ctx<'_>, _: &Instruction| set_if(cx, true),
         Mnemonic::Cpuid => cpuid,
@@ -34,6 +35,19 @@ fn hlt(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
     let interruptible = cx.cpu.rflags.control(IF);
     cx.exit(VmExit::Hlt { interruptible });
     cx.end_block = true;
+    Ok(())
+}
+
+/// Whether `ins` is the instruction the interpreter's hypercall stubs trap with: the
+/// guest runs in a VM, where VMCALL exits to the VMM whatever CPUID says of VMX.
+pub fn is_hypercall(ins: &Instruction) -> bool {
+    ins.mnemonic() == Mnemonic::Vmcall
+}
+
+/// VMCALL: a hypercall (`docs/guest-abi.md`). RIP already points past it; the VMM
+/// answers in EAX, and refuses callers outside ring 0 itself.
+fn vmcall(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
+    cx.hypercall();
     Ok(())
 }
 
@@ -105,7 +119,7 @@ fn rdtsc(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
 mod tests {
     use crate::cpu::{cr4, rflags};
     use crate::exception::vector;
-    use crate::interp::systest::{sel, Asm, Machine, CODE_BASE, RAX};
+    use crate::testkit::{Asm, Machine, CODE_BASE, RAX, USER_CS};
 
     /// Runs `asm` at CPL 3 with these flags; the #GP(0) a handler caught, if any.
     fn user_gp(asm: Asm, flags: u64) -> bool {
@@ -115,7 +129,7 @@ mod tests {
             return false;
         };
         assert_eq!((trap.vector, trap.error_code), (vector::GP, Some(0)));
-        assert_eq!(trap.cs, sel::USER_CODE, "the frame holds the ring-3 CS");
+        assert_eq!(trap.cs, USER_CS, "the frame holds the ring-3 CS");
         true
     }
 

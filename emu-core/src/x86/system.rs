@@ -610,6 +610,7 @@ fn rdmsr(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
         msr::GS_BASE => cx.cpu.seg[SegReg::Gs].base,
         msr::KERNEL_GS_BASE => m.kernel_gs_base,
         msr::TSC_AUX => m.tsc_aux,
+        index if is_vmm_msr(index) => cx.vmm_msr(false, index, 0)?,
         _ => return Err(gp(0)),
     };
     set_edx_eax(cx, v);
@@ -638,10 +639,18 @@ fn wrmsr(cx: &mut Ctx<'_>, _: &Instruction) -> Result<(), Fault> {
         // The counter is the instruction count, and there is no local APIC to move or
         // enable: these read fine but cannot be changed.
         msr::TSC | msr::APIC_BASE => return Err(Fault::Unsupported),
+        index if is_vmm_msr(index) => {
+            cx.vmm_msr(true, index, v)?;
+        }
         _ => return Err(gp(0)),
     }
     cx.end_block = true;
     Ok(())
+}
+
+/// Whether the VMM implements MSR `index` itself (the para-virtualization interface).
+fn is_vmm_msr(index: u32) -> bool {
+    index == crate::pv::abi::MSR_HYPERCALL_PAGE
 }
 
 /// IA32_EFER: LMA is the processor's to set (written values are ignored), LME cannot
@@ -675,8 +684,9 @@ mod tests {
     use crate::cpu::{cr0, cr4, efer, msr, SegReg, Segment};
     use crate::exception::vector;
     use crate::exit::StopReason;
-    use crate::interp::systest::{
-        busy_tss, kind, sel, Asm, Desc, Machine, Trap, DATA, GDT_BASE, RAX, RBX, RCX, RDX,
+    use crate::testkit::{
+        busy_tss, kind, Asm, Desc, Machine, Trap, DATA, FREE_SLOT, GDT_BASE, KERNEL_CS, KERNEL_DS,
+        RAX, RBX, RCX, RDX, TSS_SEL, USER_CS, USER_DS,
     };
     use iced_x86::code_asm::*;
     use iced_x86::{Code, Instruction, MemoryOperand};
@@ -754,39 +764,39 @@ mod tests {
         })
         .user();
         let (trap, _) = expect_gp(user, 0);
-        assert_eq!(trap.cs, sel::USER_CODE, "saved CS has RPL 3");
+        assert_eq!(trap.cs, USER_CS, "saved CS has RPL 3");
     }
 
     #[test]
     fn ltr_loads_tr_and_marks_the_tss_busy() {
         let mut m = Machine::protected(|a| {
-            a.mov(ax, u32::from(sel::FREE))?;
+            a.mov(ax, u32::from(FREE_SLOT))?;
             a.ltr(ax)?;
             a.str(ebx)
         });
         m.set_gdt_entry(
-            sel::FREE,
+            FREE_SLOT,
             Desc::system(system_type::TSS_AVAILABLE, DATA, 0x67),
         );
         let st = m.run_to_halt().clone();
-        assert_eq!(st.gpr[RBX], u64::from(sel::FREE));
+        assert_eq!(st.gpr[RBX], u64::from(FREE_SLOT));
         assert_eq!(
             (st.tr.selector, st.tr.base, st.tr.limit),
-            (sel::FREE, DATA, 0x67)
+            (FREE_SLOT, DATA, 0x67)
         );
         assert_eq!(st.tr.attr & Segment::TYPE, system_type::TSS_BUSY);
         let busy = Desc::system(system_type::TSS_BUSY, DATA, 0x67);
-        let entry = m.peek(GDT_BASE + u64::from(sel::FREE), 8);
+        let entry = m.peek(GDT_BASE + u64::from(FREE_SLOT), 8);
         assert_eq!(entry, busy.encode());
     }
 
     #[test]
     fn ltr_refuses_a_busy_tss_and_a_null_selector() {
         let busy = Machine::protected(|a| {
-            a.mov(ax, u32::from(sel::TSS))?;
+            a.mov(ax, u32::from(TSS_SEL))?;
             a.ltr(ax)
         });
-        expect_gp(busy, sel::TSS.into());
+        expect_gp(busy, TSS_SEL.into());
         let null = Machine::protected(|a| {
             a.xor(eax, eax)?;
             a.ltr(ax)
@@ -797,12 +807,12 @@ mod tests {
     #[test]
     fn ltr_in_long_mode_reads_a_16_byte_descriptor() {
         let mut m = Machine::long(|a| {
-            a.mov(ax, u32::from(sel::FREE))?;
+            a.mov(ax, u32::from(FREE_SLOT))?;
             a.ltr(ax)
         });
         let base = 0xFFFF_8000_0001_2000;
         m.set_gdt_entry64(
-            sel::FREE,
+            FREE_SLOT,
             Desc::system(system_type::TSS_AVAILABLE, base, 0x67),
         );
         assert_eq!(m.run_to_halt().tr.base, base);
@@ -814,7 +824,7 @@ mod tests {
     #[test]
     fn lldt_loads_the_ldt_and_a_null_selector_unloads_it() {
         let mut m = Machine::protected(|a| {
-            a.mov(ax, u32::from(sel::FREE))?;
+            a.mov(ax, u32::from(FREE_SLOT))?;
             a.lldt(ax)?;
             a.mov(cx, u32::from(LDT_DATA))?;
             a.mov(es, cx)?;
@@ -823,39 +833,39 @@ mod tests {
             a.lldt(ax)?;
             a.mov(fs, cx)
         });
-        m.set_gdt_entry(sel::FREE, Desc::system(system_type::LDT, DATA, 0xF));
+        m.set_gdt_entry(FREE_SLOT, Desc::system(system_type::LDT, DATA, 0xF));
         let mut data = Desc::data(0);
         data.base = 0x5000;
         m.poke_u64(DATA + 8, data.encode());
         let (trap, m) = expect_gp(m, LDT_DATA.into());
         let st = &m.state;
         assert_eq!(st.seg[SegReg::Es as usize].base, 0x5000);
-        assert_eq!(st.gpr[RDX], u64::from(sel::FREE));
+        assert_eq!(st.gpr[RDX], u64::from(FREE_SLOT));
         assert_eq!(st.ldtr.attr & Segment::PRESENT, 0);
-        assert_eq!(trap.cs, sel::KERNEL_CODE);
+        assert_eq!(trap.cs, KERNEL_CS);
     }
 
     #[test]
     fn lldt_refuses_a_tss_and_an_absent_ldt() {
         let tss = Machine::protected(|a| {
-            a.mov(ax, u32::from(sel::TSS))?;
+            a.mov(ax, u32::from(TSS_SEL))?;
             a.lldt(ax)
         });
-        expect_gp(tss, sel::TSS.into());
+        expect_gp(tss, TSS_SEL.into());
         let mut absent = Machine::protected(|a| {
-            a.mov(ax, u32::from(sel::FREE))?;
+            a.mov(ax, u32::from(FREE_SLOT))?;
             a.lldt(ax)
         });
         let ldt = Desc::system(system_type::LDT, DATA, 0xF).absent();
-        absent.set_gdt_entry(sel::FREE, ldt);
-        expect(absent, vector::NP, Some(sel::FREE.into()));
+        absent.set_gdt_entry(FREE_SLOT, ldt);
+        expect(absent, vector::NP, Some(FREE_SLOT.into()));
     }
 
     /// Selectors the probe tests look at.
-    const READ_ONLY: u16 = sel::FREE;
-    const EXEC_ONLY: u16 = sel::FREE + 8;
-    const CONFORMING: u16 = sel::FREE + 16;
-    const GATE: u16 = sel::FREE + 24;
+    const READ_ONLY: u16 = FREE_SLOT;
+    const EXEC_ONLY: u16 = FREE_SLOT + 8;
+    const CONFORMING: u16 = FREE_SLOT + 16;
+    const GATE: u16 = FREE_SLOT + 24;
     const BEYOND_GDT: u16 = 0x400;
 
     fn probe_machine(asm: Asm) -> Machine {
@@ -877,9 +887,9 @@ mod tests {
 
     /// (selector, LAR rather than LSL)
     const LAR_LSL_PROBES: [(u16, bool); 6] = [
-        (sel::KERNEL_CODE, true),
-        (sel::USER_DATA, false),
-        (sel::TSS, true),
+        (KERNEL_CS, true),
+        (USER_DS, false),
+        (TSS_SEL, true),
         (GATE, true),
         (BEYOND_GDT, true),
         (0, false),
@@ -916,13 +926,13 @@ mod tests {
 
     /// (selector, VERR rather than VERW)
     const VERIFY_PROBES: [(u16, bool); 7] = [
-        (sel::KERNEL_DATA, false),
+        (KERNEL_DS, false),
         (READ_ONLY, true),
         (READ_ONLY, false),
         (EXEC_ONLY, true),
         (CONFORMING, true),
-        (sel::USER_DATA, false),
-        (sel::KERNEL_DATA, true),
+        (USER_DS, false),
+        (KERNEL_DS, true),
     ];
 
     #[test]
@@ -962,7 +972,7 @@ mod tests {
     fn arpl_raises_the_rpl_of_the_low_word() {
         let mut m = Machine::protected(|a| {
             a.mov(eax, 0xABCD_0010u32)?;
-            a.mov(ecx, u32::from(sel::USER_DATA))?;
+            a.mov(ecx, u32::from(USER_DS))?;
             a.arpl(ax, cx)?;
             a.setz(bl)?;
             a.arpl(ax, cx)?;

@@ -5,14 +5,15 @@
 // Each test crate uses its own part of these modules.
 #![allow(dead_code)]
 
-#[path = "../common/mod.rs"]
-pub mod kernel;
+pub use emu_core::testkit::kernel;
 
 use emu_core::cpu::SegReg;
+use emu_core::engine::{WatchKind, Watchpoint};
+use emu_core::exit::DebugStop;
 use emu_core::exit::StopReason;
 use emu_core::machine::{EngineFactory, Machine, MachineHandle, Pause, Status};
-use iced_x86::code_asm::{eax, ebx, rbx, rcx, CodeAssembler};
-use kernel::{assemble, Kernel, Program, CODE, RAM};
+use iced_x86::code_asm::{dword_ptr, eax, ebx, rbx, rcx, rdi, CodeAssembler};
+use kernel::{assemble, Kernel, Program, CODE, RAM, USER_DATA};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -147,5 +148,78 @@ pub fn code_written_while_running(engine: Box<EngineFactory<'static>>) {
     );
     assert!(h.registers().unwrap().gpr[RCX] > 0, "the loop ran before");
     assert_eq!(h.read_linear(body, jump.len()).unwrap(), jump);
+    finish(h, thread);
+}
+
+/// Where [`debugged_stores`] stores.
+const WATCHED: u64 = USER_DATA + 8;
+
+/// A NOP, then two stores to [`WATCHED`], then an exit with what it holds.
+fn debugged_stores() -> Program {
+    assemble(64, CODE, |a| {
+        a.mov(rdi, WATCHED)?;
+        a.label("nop")?;
+        a.nop()?;
+        a.label("first")?;
+        a.mov(dword_ptr(rdi), 1)?;
+        a.label("second")?;
+        a.mov(dword_ptr(rdi), 2)?;
+        a.label("exit")?;
+        a.mov(eax, dword_ptr(rdi))?;
+        a.out(u32::from(DEBUG_EXIT), eax)
+    })
+}
+
+/// Whether the engine `engine` builds stops at a breakpoint in 64-bit ring 3 (some
+/// hosts' KVM, PVM among them, run that code natively without the debug registers).
+pub fn stops_at_a_ring3_breakpoint(engine: Box<EngineFactory<'static>>) -> bool {
+    let program = debugged_stores();
+    let m = ring3_machine(engine, &program);
+    let (h, thread) = MachineHandle::spawn(m, None).unwrap();
+    h.add_breakpoint(program.ip("exit")).unwrap();
+    let status = resume_and_wait(&h);
+    finish(h, thread);
+    matches!(
+        status,
+        Status::Paused(Pause::Debug(DebugStop::Breakpoint { .. }))
+    )
+}
+
+/// A debugger's breakpoint, write watchpoint and single steps on the engine `engine`
+/// builds, through the control plane: a breakpoint stops before its instruction and
+/// the run resumed there passes it; a step runs one instruction; the watchpoint stops
+/// after each store; the breakpoint before the exit; and the guest exits with 2.
+pub fn breakpoint_watchpoint_and_steps(engine: Box<EngineFactory<'static>>) {
+    let program = debugged_stores();
+    let m = ring3_machine(engine, &program);
+    let (h, thread) = MachineHandle::spawn(m, None).unwrap();
+    let rip = |h: &MachineHandle| h.registers().unwrap().rip;
+    h.add_breakpoint(program.ip("nop")).unwrap();
+    let at_nop = DebugStop::Breakpoint {
+        addr: program.ip("nop"),
+    };
+    assert_eq!(resume_and_wait(&h), Status::Paused(Pause::Debug(at_nop)));
+    assert_eq!(rip(&h), program.ip("nop"));
+    assert_eq!(h.step(1).unwrap(), Status::Paused(Pause::StepDone));
+    assert_eq!(rip(&h), program.ip("first"));
+    let watch = Watchpoint {
+        addr: WATCHED,
+        len: 4,
+        kind: WatchKind::Write,
+    };
+    h.add_watchpoint(watch).unwrap();
+    h.add_breakpoint(program.ip("exit")).unwrap();
+    let stored = Status::Paused(Pause::Debug(DebugStop::Watchpoint {
+        addr: WATCHED,
+        len: 4,
+        write: true,
+    }));
+    for after in ["second", "exit"] {
+        assert_eq!(resume_and_wait(&h), stored, "the store before {after}");
+        assert_eq!(rip(&h), program.ip(after));
+    }
+    // The watchpoint stopped the run at the breakpoint's instruction, after the store:
+    // that instruction has not run, and the next run starts with it, exempt.
+    assert_eq!(resume_and_wait(&h), Status::Finished(StopReason::Exited(2)));
     finish(h, thread);
 }

@@ -6,6 +6,7 @@
 //! imm8` and `add eax, imm32`, `xchg r32, eax`, `imul r32, r/m32, imm8` ...) gets
 //! exercised.
 
+use emu_core::x86::opcode::rflags_bits;
 use iced_x86::{
     Code, Encoder, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpCodeInfo,
     OpCodeOperandKind, OpKind, Register, RflagsBits,
@@ -495,22 +496,6 @@ impl FlagTracker {
     }
 }
 
-/// Converts iced-x86 flag bits to EFLAGS bits.
-fn to_eflags(bits: u32) -> u32 {
-    const MAP: [(u32, u32); 6] = [
-        (RflagsBits::CF, 1 << 0),
-        (RflagsBits::PF, 1 << 2),
-        (RflagsBits::AF, 1 << 4),
-        (RflagsBits::ZF, 1 << 6),
-        (RflagsBits::SF, 1 << 7),
-        (RflagsBits::OF, 1 << 11),
-    ];
-    MAP.iter()
-        .filter(|(iced, _)| bits & iced != 0)
-        .map(|(_, eflags)| eflags)
-        .sum()
-}
-
 /// One generated test case.
 #[derive(Debug, Clone)]
 pub struct Case {
@@ -544,7 +529,7 @@ impl Case {
         let mut t = FlagTracker::default();
         self.instructions()
             .all(|i| t.step(i))
-            .then(|| to_eflags(STATUS & !t.undefined))
+            .then(|| rflags_bits(STATUS & !t.undefined) as u32)
     }
 }
 
@@ -627,7 +612,7 @@ impl<'t> Generator<'t> {
             seed,
             units,
             regs,
-            flags: to_eflags(rng.next() as u32 & STATUS),
+            flags: rflags_bits(rng.next() as u32 & STATUS) as u32,
             memory,
             mem,
         }

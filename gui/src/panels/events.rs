@@ -234,5 +234,6 @@ pub fn exit_explanation(reason: ExitReason) -> &'static str {
         ExitReason::Rdmsr | ExitReason::Wrmsr => "An MSR access the VMM intercepts to keep the host's machine-specific state safe",
         ExitReason::CrAccess => "A control-register write (paging, protection): the VMM tracks it to keep the guest's address space right",
         ExitReason::ExternalInterrupt => "A host interrupt arrived while the guest ran: the processor leaves the guest so the host can handle it",
+        ExitReason::Hypercall => "A para-virtualized guest asked the VMM for a service on purpose (a hypercall), instead of trapping on a privileged instruction",
     }
 }

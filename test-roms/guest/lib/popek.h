@@ -46,6 +46,12 @@ int check_true(const char *name, int ok, const char *why);	/* why it failed */
 /* Ends the run through the debug-exit device with the given status. */
 void popek_exit(int status) __attribute__((noreturn));
 
+/* Where serial_putc's bytes and popek_exit's status go instead of COM1 and
+ * the debug-exit port, when set: a para-virtualized kernel sends them to
+ * the VMM (pv.c). */
+extern void (*serial_putc_hook)(char c);
+extern void (*popek_exit_hook)(int status);
+
 /* The Multiboot command line, or "" when the loader passed none. */
 const char *mb_cmdline(const struct multiboot_info *mbi);
 /* The decimal number N of the first word on the command line that starts

@@ -15,9 +15,16 @@
 // check and resumes after the faulting instruction.  The exception is the
 // write to the read-only page, which the kernel repairs and retries, as
 // an OS does for copy-on-write.
+//
+// rings-pv.c builds this file with RINGS_PV defined: the para-virtualized
+// port, whose kernel asks the VMM (popek_pv.h) where this one runs
+// privileged instructions.  Every difference is in an #ifdef RINGS_PV.
 #include "cpu.h"
 #include "popek.h"
 #include "ring3.h"
+#ifdef RINGS_PV
+#include "popek_pv.h"
+#endif
 
 #define KSTACK_SIZE 4096	// ring 0's stack for traps from ring 3
 #define ALIAS_VA 0x003FF000	// the last page below 4 MiB, remapped
@@ -57,7 +64,9 @@ struct fault_expect {
 
 // ---- Kernel state (supervisor pages) ----
 static struct tss32 tss;
+#ifndef RINGS_PV
 static struct gate32 idt[IDT_VECTORS] __attribute__((aligned(8)));
+#endif
 static uint32_t page_dir[PT32_ENTRIES] __attribute__((aligned(PAGE_SIZE)));
 static uint32_t page_table[PT32_ENTRIES] __attribute__((aligned(PAGE_SIZE)));
 static uint8_t kernel_stack[KSTACK_SIZE] __attribute__((aligned(16)));
@@ -75,6 +84,93 @@ static uint8_t user_stack[PAGE_SIZE] USER_DATA __attribute__((aligned(PAGE_SIZE)
 static volatile uint8_t user_ro_page[PAGE_SIZE] USER_DATA
 	__attribute__((aligned(PAGE_SIZE)));
 static void user_main(void) USER_TEXT __attribute__((noreturn));
+
+#ifdef RINGS_PV
+#define PV_BATCH 32		// room for the page-table updates of one batch
+#define TIMER_NS 1000000	// the one-shot timer the kernel waits for: 1 ms
+
+// A hypercall that should succeed: silent if it does, so that the output
+// is the native kernel's.
+static void pv_check(const char *name, int32_t ret)
+{
+	if (ret)
+		check_field(name, "error", (uint32_t)ret, 0);
+}
+
+// Queues "the PTE of va becomes val" (replacing an earlier update of the
+// same entry in the batch).
+static void pte_set(struct pv_mmu_update *b, unsigned *n, uint32_t va, uint32_t val)
+{
+	uint32_t ptr = ADDR(paging32_pte(page_dir, va));
+	unsigned i = 0;
+
+	while (i < *n && b[i].ptr != ptr)
+		i++;
+	if (i == PV_BATCH) {
+		check_true("pv-batch-size", 0, "too many page-table updates for one batch");
+		return;
+	}
+	if (i == *n)
+		b[(*n)++].ptr = ptr;
+	b[i].val = val;
+}
+
+// Queues paging32_update's change: the PTEs of [start, end) get the bits
+// set and lose the bits clear, starting from what the batch already says.
+static void pte_queue(struct pv_mmu_update *b, unsigned *n, uint32_t start,
+		      uint32_t end, uint32_t set, uint32_t clear)
+{
+	for (uint32_t va = start & PAGE_MASK; va < end; va += PAGE_SIZE) {
+		uint32_t ptr = ADDR(paging32_pte(page_dir, va)), cur = *paging32_pte(page_dir, va);
+
+		for (unsigned i = 0; i < *n; i++)
+			if (b[i].ptr == ptr)
+				cur = (uint32_t)b[i].val;
+		pte_set(b, n, va, (cur & ~clear) | set);
+	}
+}
+
+// The trap table replaces the IDT: the VMM checks it and builds the IDT.
+// Exceptions go to trap32's stubs; INT 0x80 is open to ring 3.
+static void install_trap_table(void)
+{
+	static struct pv_trap_info table[VEC_FIRST_IRQ + 1];
+	unsigned n = 0;
+
+	for (uint32_t v = 0; v < VEC_FIRST_IRQ; v++)
+		table[n++] = (struct pv_trap_info){ (uint8_t)v, PV_TRAP_DPL(DPL_KERNEL),
+						    SEL_KCODE32, TRAP32_STUB(v) };
+	table[n++] = (struct pv_trap_info){ SYSCALL_VECTOR,
+					    PV_TRAP_DPL(DPL_USER) | PV_TRAP_KEEP_IF,
+					    SEL_KCODE32, TRAP32_STUB(SYSCALL_VECTOR) };
+	pv_check("pv-trap-table", pv_call(HC_SET_TRAP_TABLE, ADDR(table), n));
+}
+
+static volatile unsigned timer_events;
+
+static void on_event(uint32_t pending)
+{
+	if (pending & PV_EVENT_TIMER)
+		timer_events++;
+}
+
+// Events instead of interrupts: arm the one-shot timer, block until its
+// event arrives through the callback, then mask events again.
+static void wait_for_timer(void)
+{
+	pv_check("pv-callback", pv_set_event_handler(on_event));
+	pv_check("pv-timer", pv_call(HC_SET_TIMER, TIMER_NS, 0));
+	while (!timer_events) {
+		int32_t ret = pv_call(HC_SCHED_OP, SCHED_BLOCK, 0);
+
+		if (ret) {
+			pv_check("pv-block", ret);
+			break;
+		}
+	}
+	pv_events_mask();
+}
+#endif
 
 static int in_user_pages(uint32_t p)
 {
@@ -126,10 +222,19 @@ static void fix_ro_page(struct trap_frame *f)
 	}
 	check_eq("pagefault-cr2", read_cr2(), ADDR(&user_ro_page[RO_PROBE]));
 	check_eq("pagefault-errcode", f->error, PF_ERR_P | PF_ERR_W | PF_ERR_U);
+#ifdef RINGS_PV
+	// One validated update; the VMM flushes the stale translation.
+	struct pv_mmu_update u[1];
+	unsigned n = 0;
+
+	pte_queue(u, &n, ADDR(user_ro_page), ADDR(user_ro_page) + PAGE_SIZE, PTE_RW, 0);
+	pv_check("pv-ro-page-update", pv_call(HC_MMU_UPDATE, ADDR(u), n));
+#else
 	paging32_update(page_dir, ADDR(user_ro_page), ADDR(user_ro_page) + PAGE_SIZE,
 			PTE_RW, 0);
 	// The CPU may still hold the read-only translation.
 	invlpg(user_ro_page);
+#endif
 	ro_page_fixed = 1;
 }
 
@@ -199,6 +304,10 @@ static void syscall(struct trap_frame *f)
 
 static void kernel_trap(struct trap_frame *f)
 {
+#ifdef RINGS_PV
+	// The virtual CLI: no event callback while the kernel handles a trap.
+	pv_events_mask();
+#endif
 	if (f->vector == SYSCALL_VECTOR || f->vector == TRAP_SYSENTER)
 		syscall(f);
 	else if (armed && f->eip == f->esi)
@@ -210,11 +319,27 @@ static void kernel_trap(struct trap_frame *f)
 		fix_ro_page(f);
 	else
 		trap32_unexpected(f);
+#ifdef RINGS_PV
+	pv_events_unmask();
+#endif
 }
 
 static void setup_paging(void)
 {
 	paging32_identity(page_dir, page_table, PTE_P | PTE_RW);
+#ifdef RINGS_PV
+	// The tables are not live yet, so plain writes built them.  The VMM
+	// checks them and turns paging on; later changes are validated batches.
+	struct pv_mmu_update batch[PV_BATCH];
+	unsigned n = 0;
+
+	pv_check("pv-mmu-base", pv_call(HC_MMU_BASE, ADDR(page_dir), 0));
+	pte_queue(batch, &n, 0, PAGE_SIZE, 0, PTE_P);
+	pte_queue(batch, &n, ADDR(__user_start), ADDR(__user_end), PTE_US, 0);
+	pte_queue(batch, &n, ADDR(user_ro_page), ADDR(user_ro_page) + PAGE_SIZE, 0, PTE_RW);
+	pte_set(batch, &n, ALIAS_VA, ADDR(kernel_page) | PTE_P | PTE_RW);
+	pv_check("pv-mmu-batch", pv_call(HC_MMU_UPDATE, ADDR(batch), n));
+#else
 	// Page 0 stays absent, so null pointers fault.
 	paging32_update(page_dir, 0, PAGE_SIZE, 0, PTE_P);
 	paging32_update(page_dir, ADDR(__user_start), ADDR(__user_end), PTE_US, 0);
@@ -222,6 +347,7 @@ static void setup_paging(void)
 			0, PTE_RW);
 	*paging32_pte(page_dir, ALIAS_VA) = ADDR(kernel_page) | PTE_P | PTE_RW;
 	paging32_enable(page_dir);
+#endif
 	check_eq("paging-enabled", read_cr0() & (CR0_PE | CR0_PG | CR0_WP),
 		 CR0_PE | CR0_PG | CR0_WP);
 
@@ -238,6 +364,12 @@ int main(uint32_t magic, const struct multiboot_info *mbi)
 {
 	(void)magic;
 	(void)mbi;
+#ifdef RINGS_PV
+	if (pv_init()) {
+		check_true("pv-init", 0, "Popek's hypercall interface is not there");
+		popek_exit(1);
+	}
+#endif
 	tss.ss0 = SEL_KDATA;
 	tss.esp0 = KSTACK_TOP;
 	// An I/O bitmap offset at the TSS limit means no bitmap: with IOPL 0,
@@ -246,15 +378,22 @@ int main(uint32_t magic, const struct multiboot_info *mbi)
 	gdt_init(&tss, sizeof tss);
 	ltr(SEL_TSS);
 
+#ifdef RINGS_PV
+	install_trap_table();
+#else
 	trap32_install(idt);
 	idt32_set(idt, SYSCALL_VECTOR, TRAP32_STUB(SYSCALL_VECTOR), SEL_KCODE32,
 		  GATE_TRAP, DPL_USER);
+#endif
 	trap32_handler = kernel_trap;
 	wrmsr(MSR_SYSENTER_CS, SEL_KCODE32);
 	wrmsr(MSR_SYSENTER_ESP, KSTACK_TOP);
 	wrmsr(MSR_SYSENTER_EIP, ADDR(sysenter_entry));
 
 	setup_paging();
+#ifdef RINGS_PV
+	wait_for_timer();
+#endif
 
 	// CR0.WP: ring 0 may not write read-only pages either.
 	static const struct fault_expect wp = {

@@ -108,8 +108,8 @@ pub enum ControlError {
     /// The request needs a paused machine.
     #[error("the machine is running: pause it first")]
     Running,
-    /// The engine cannot count instructions, so it cannot step.
-    #[error("{engine} cannot count instructions, so it cannot step")]
+    /// The engine can neither count instructions nor single-step, so it cannot step.
+    #[error("{engine} can neither count instructions nor single-step, so it cannot step")]
     CannotStep {
         /// The engine's name.
         engine: &'static str,
@@ -291,7 +291,8 @@ impl MachineHandle {
     /// [`Pause::StepDone`] after `n` instructions, or earlier at a breakpoint, a
     /// watchpoint, the end of the guest or another client's pause. An exception or
     /// interrupt delivered counts as a step as well (as in `--max-instructions`).
-    /// Engines that cannot count instructions cannot step ([`ControlError::CannotStep`]).
+    /// Engines that can neither count instructions nor single-step cannot step
+    /// ([`ControlError::CannotStep`]); KVM single-steps.
     pub fn step(&self, n: u64) -> Result<Status, ControlError> {
         self.ask(|reply| Request::Go {
             goal: Goal::step(n),
@@ -400,6 +401,12 @@ impl MachineHandle {
                 .cloned()
                 .collect()
         })
+    }
+
+    /// Every virtio device and its queues as they stand now (descriptor table, rings,
+    /// indices, chains in flight, counters), in slot order. Only reads guest memory.
+    pub fn virtio_queues(&self) -> Result<Vec<devices::virtio::VirtioView>, ControlError> {
+        self.call(|m| m.vmm.devices.virtio_views())
     }
 
     // ---- engines ----

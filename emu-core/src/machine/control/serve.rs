@@ -190,7 +190,7 @@ impl Vcpu {
                 running.stop_on = goal.stop_on;
                 None
             }
-            Mode::Paused(_) if goal.steps.is_some() && !self.machine.counts_instructions() => {
+            Mode::Paused(_) if goal.steps.is_some() && !self.machine.can_step() => {
                 Some(ControlError::CannotStep {
                     engine: self.machine.engine_name(),
                 })
@@ -228,7 +228,11 @@ impl Vcpu {
             Mode::Finished(StopReason::Budget)
         } else {
             self.machine.set_stop_on(goal.stop_on);
-            let outcome = self.machine.run(limit);
+            let outcome = if goal.steps.is_some() {
+                self.machine.step(limit)
+            } else {
+                self.machine.run(limit)
+            };
             self.budget = self.budget.saturating_sub(outcome.instructions);
             if let Some(steps) = &mut goal.steps {
                 *steps = steps.saturating_sub(outcome.instructions);

@@ -1,43 +1,43 @@
-//! A small machine for instruction tests: assembles code with iced-x86, places it at
-//! [`CODE_BASE`] followed by HLT, runs it through the interpreter and hands back the
-//! final state.
-//!
-//! For system-level tests it also builds the processor's tables in guest RAM from
-//! named fields: a GDT ([`Desc`]), an IDT whose handlers record the exception and halt
-//! ([`Trap`]), a TSS, and identity-mapped page tables.
+//! A guest for instruction and system tests: code assembled with iced-x86 (or given as
+//! bytes) at [`CODE_BASE`] followed by HLT, a CPU state to start from, and the
+//! processor's tables in guest RAM built from named fields: a GDT ([`Desc`]), an IDT
+//! whose handlers record the exception and halt ([`Trap`]), a TSS, and identity-mapped
+//! page tables. It runs on whatever engine its [`EngineMaker`] makes.
 
-use super::Interpreter;
+use super::exits::TestExits;
+// The GDT layout is the kernel image's: the same selectors name the same segments.
+use super::kernel::{descriptor, gate, Kernel, Program};
+use super::kernel::{KERNEL_CS, KERNEL_DS, TSS_SEL, USER_CS, USER_DS};
+use super::{interpreter, EngineMaker};
 use crate::cpu::{cr0, cr4, efer, rflags, CpuState, DescriptorTable, SegReg, Segment};
-use crate::engine::Engine;
-use crate::exit::{ExitHandler, Flow, StopReason, VmExit};
+use crate::exit::StopReason;
 use crate::memory::GuestRam;
 use crate::x86::segment::Descriptor;
 use iced_x86::code_asm::{edi, esi, rdi, CodeAssembler};
 use iced_x86::IcedError;
-use std::collections::VecDeque;
 
 /// Where the code under test is placed (and where execution starts).
-pub(crate) const CODE_BASE: u64 = 0x1000;
+pub const CODE_BASE: u64 = 0x1000;
 /// Guest RAM size: room for code, tables and a few pages to remap.
-pub(crate) const RAM_SIZE: usize = 4 << 20;
+pub const RAM_SIZE: usize = 4 << 20;
 /// A scratch data area well away from the code.
-pub(crate) const DATA: u64 = 0x8000;
+pub const DATA: u64 = 0x8000;
 /// The GDT of protected-mode tests.
-pub(crate) const GDT_BASE: u64 = 0x1_0000;
+pub const GDT_BASE: u64 = 0x1_0000;
 /// The IDT.
-pub(crate) const IDT_BASE: u64 = 0x1_1000;
+pub const IDT_BASE: u64 = 0x1_1000;
 /// The TSS (with room for an I/O permission bitmap after it).
-pub(crate) const TSS_BASE: u64 = 0x1_2000;
+pub const TSS_BASE: u64 = 0x1_2000;
 /// Exception handler stubs, one per vector.
 const HANDLERS: u64 = 0x1_4000;
 /// Bytes reserved per handler stub.
 const HANDLER_SIZE: u64 = 16;
 /// Top of the ring-0 stack (in the TSS, and the initial stack at CPL 0).
-pub(crate) const KERNEL_STACK: u64 = 0x2_0000;
+pub const KERNEL_STACK: u64 = 0x2_0000;
 /// Top of the ring-3 stack.
-pub(crate) const USER_STACK: u64 = 0x3_0000;
+pub const USER_STACK: u64 = 0x3_0000;
 /// Page tables built by the helpers (and free pages for tests' own tables).
-pub(crate) const PAGE_TABLES: u64 = 0x4_0000;
+pub const PAGE_TABLES: u64 = 0x4_0000;
 /// Budget for tests that are expected to halt on their own.
 const DEFAULT_BUDGET: u64 = 1_000_000;
 /// HLT, appended after the code so a test run ends by itself.
@@ -49,11 +49,11 @@ const NO_TRAP: u64 = 0xFFFF_FFFF;
 /// Vectors whose exceptions push an error code (#DF #TS #NP #SS #GP #PF #AC).
 const ERROR_CODE_VECTORS: [u8; 7] = [8, 10, 11, 12, 13, 14, 17];
 /// Size of a 32-bit TSS; the I/O bitmap (if any) follows it.
-pub(crate) const TSS32_SIZE: u64 = 0x68;
+pub const TSS32_SIZE: u64 = 0x68;
 /// Offset of ESP0 in a 32-bit TSS (SS0 follows at +4); RSP0 in a 64-bit TSS.
 const TSS_SP0: u64 = 4;
 /// Offset of the I/O bitmap base in a 32/64-bit TSS.
-pub(crate) const TSS_IOMAP: u64 = 0x66;
+pub const TSS_IOMAP: u64 = 0x66;
 /// Page-table entry: present, writable, user.
 const PTE_PRW_US: u64 = 0x7;
 /// Page-directory entry: maps a large page.
@@ -61,71 +61,46 @@ const PDE_PS: u64 = 0x80;
 /// A 2 MiB page.
 const LARGE_PAGE: u64 = 2 << 20;
 
-/// General-purpose register indices, in encoding order (as in [`CpuState::gpr`]).
-pub(crate) const RAX: usize = 0;
-/// RCX.
-pub(crate) const RCX: usize = 1;
-/// RDX.
-pub(crate) const RDX: usize = 2;
-/// RBX.
-pub(crate) const RBX: usize = 3;
-
-/// GDT selectors of the test machines.
-pub(crate) mod sel {
-    /// Ring-0 code (32-bit; 64-bit in long-mode machines).
-    pub(crate) const KERNEL_CODE: u16 = 0x08;
-    /// Ring-0 data.
-    pub(crate) const KERNEL_DATA: u16 = 0x10;
-    /// Ring-3 code, RPL 3.
-    pub(crate) const USER_CODE: u16 = 0x18 | 3;
-    /// Ring-3 data, RPL 3.
-    pub(crate) const USER_DATA: u16 = 0x20 | 3;
-    /// The TSS (16 bytes in long mode: it also takes slot 0x30).
-    pub(crate) const TSS: u16 = 0x28;
-    /// First free GDT slot for a test's own descriptors.
-    pub(crate) const FREE: u16 = 0x38;
-}
-
 /// Descriptor type values of code and data segments (S = 1).
-pub(crate) mod kind {
+pub mod kind {
     /// Execute/read code, accessed.
-    pub(crate) const CODE: u16 = 0xB;
+    pub const CODE: u16 = 0xB;
     /// Read/write data, accessed.
-    pub(crate) const DATA: u16 = 0x3;
+    pub const DATA: u16 = 0x3;
     /// Read-only data.
-    pub(crate) const DATA_RO: u16 = 0x1;
+    pub const DATA_RO: u16 = 0x1;
     /// Execute-only code.
-    pub(crate) const CODE_XO: u16 = 0x9;
+    pub const CODE_XO: u16 = 0x9;
     /// Execute/read conforming code.
-    pub(crate) const CODE_CONFORMING: u16 = 0xF;
+    pub const CODE_CONFORMING: u16 = 0xF;
 }
 
 /// A segment or system descriptor by its fields; [`Desc::encode`] packs the bits.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Desc {
+pub struct Desc {
     /// Base address (bits 63:32 only for 16-byte system descriptors).
-    pub(crate) base: u64,
+    pub base: u64,
     /// Limit in bytes; above 1 MiB it is stored in pages (G = 1).
-    pub(crate) limit: u32,
+    pub limit: u32,
     /// Attributes in the layout of [`Segment::attr`] (type, S, DPL, P, L, D/B).
-    pub(crate) attr: u16,
+    pub attr: u16,
 }
 
 impl Desc {
     /// A flat 32-bit execute/read code segment.
-    pub(crate) fn code32(dpl: u8) -> Self {
+    pub fn code32(dpl: u8) -> Self {
         Self::flat(kind::CODE | Segment::DB, dpl)
     }
     /// A flat 64-bit code segment.
-    pub(crate) fn code64(dpl: u8) -> Self {
+    pub fn code64(dpl: u8) -> Self {
         Self::flat(kind::CODE | Segment::LONG, dpl)
     }
     /// A flat read/write data segment.
-    pub(crate) fn data(dpl: u8) -> Self {
+    pub fn data(dpl: u8) -> Self {
         Self::flat(kind::DATA | Segment::DB, dpl)
     }
     /// A flat code or data segment with these type bits.
-    pub(crate) fn flat(bits: u16, dpl: u8) -> Self {
+    pub fn flat(bits: u16, dpl: u8) -> Self {
         Desc {
             base: 0,
             limit: u32::MAX,
@@ -133,7 +108,7 @@ impl Desc {
         }
     }
     /// A system descriptor (TSS, LDT, gate type) with DPL 0.
-    pub(crate) fn system(kind: u16, base: u64, limit: u32) -> Self {
+    pub fn system(kind: u16, base: u64, limit: u32) -> Self {
         Desc {
             base,
             limit,
@@ -141,119 +116,124 @@ impl Desc {
         }
     }
     /// The same descriptor marked not present.
-    pub(crate) fn absent(self) -> Self {
+    pub fn absent(self) -> Self {
         Desc {
             attr: self.attr & !Segment::PRESENT,
             ..self
         }
     }
     /// The 8-byte descriptor.
-    pub(crate) fn encode(&self) -> u64 {
+    pub fn encode(&self) -> u64 {
         let (raw, gran) = if self.limit > 0xF_FFFF {
             (self.limit >> 12, Segment::GRANULARITY)
         } else {
             (self.limit, 0)
         };
-        let attr = u64::from(self.attr | gran);
-        let (raw, base) = (u64::from(raw), self.base);
-        (raw & 0xFFFF)
-            | (base & 0xFF_FFFF) << 16
-            | (attr & 0xFF) << 40
-            | (raw >> 16 & 0xF) << 48
-            | (attr >> 8 & 0xF) << 52
-            | (base >> 24 & 0xFF) << 56
+        let attr = self.attr | gran;
+        descriptor(self.base as u32, raw, attr as u8, (attr >> 8) as u8 & 0xF)
     }
     /// The segment register contents loading `selector` with this descriptor gives.
-    pub(crate) fn segment(&self, selector: u16) -> Segment {
+    pub fn segment(&self, selector: u16) -> Segment {
         Descriptor(self.encode()).segment(selector)
     }
 }
 
 /// The TSS the test machines run with (busy: it is in TR), without an I/O bitmap.
-pub(crate) fn busy_tss() -> Desc {
+pub fn busy_tss() -> Desc {
     let limit = TSS32_SIZE as u32 - 1;
     Desc::system(crate::x86::segment::system_type::TSS_BUSY, TSS_BASE, limit)
 }
 
 /// A 32-bit gate of type `kind` (interrupt or trap gate) to `offset` in the ring-0
 /// code segment.
-pub(crate) fn gate32(kind: u16, offset: u64, dpl: u8) -> u64 {
-    let attr = u64::from(kind | Segment::PRESENT) | u64::from(dpl) << 5;
-    (offset & 0xFFFF)
-        | u64::from(sel::KERNEL_CODE) << 16
-        | attr << 40
-        | (offset >> 16 & 0xFFFF) << 48
+pub fn gate32(kind: u16, offset: u64, dpl: u8) -> u64 {
+    gate(kind as u8, dpl, KERNEL_CS, offset as u32, 0)
 }
 
 /// An exception raised in the guest, as the handler stub that caught it recorded it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Trap {
+pub struct Trap {
     /// The vector.
-    pub(crate) vector: u8,
+    pub vector: u8,
     /// The error code, for vectors that push one.
-    pub(crate) error_code: Option<u32>,
+    pub error_code: Option<u32>,
     /// The return address in the frame (the faulting or the next instruction).
-    pub(crate) rip: u64,
+    pub rip: u64,
     /// The saved CS selector.
-    pub(crate) cs: u16,
+    pub cs: u16,
     /// The saved RFLAGS.
-    pub(crate) rflags: u64,
-}
-
-/// The VMM side of a test: records port traffic and stops on HLT and shutdown.
-#[derive(Debug, Default)]
-pub(crate) struct TestExits {
-    /// Bytes IN instructions read, in order (0xFF once exhausted).
-    pub(crate) port_input: VecDeque<u8>,
-    /// Every OUT: port and bytes.
-    pub(crate) port_output: Vec<(u16, Vec<u8>)>,
-    /// Every IN: the port.
-    pub(crate) ports_read: Vec<u16>,
-}
-
-impl ExitHandler for TestExits {
-    fn handle(&mut self, exit: VmExit<'_>, _icount: u64) -> Flow {
-        match exit {
-            VmExit::Hlt { .. } => Flow::Stop(StopReason::Halted),
-            VmExit::Shutdown { cause } => Flow::Stop(StopReason::Shutdown(cause)),
-            VmExit::Unsupported { rip, what } => Flow::Stop(StopReason::Unsupported { rip, what }),
-            VmExit::IoIn { port, data } => {
-                self.ports_read.push(port);
-                for b in data.iter_mut() {
-                    *b = self.port_input.pop_front().unwrap_or(0xFF);
-                }
-                Flow::Continue
-            }
-            VmExit::IoOut { port, data } => {
-                self.port_output.push((port, data.to_vec()));
-                Flow::Continue
-            }
-            VmExit::MmioRead { .. } | VmExit::MmioWrite { .. } => Flow::Continue,
-            // Only hardware assist reports these, and these tests run trap and emulate.
-            VmExit::Cpuid { .. }
-            | VmExit::Msr { .. }
-            | VmExit::CrAccess { .. }
-            | VmExit::ExternalInterrupt { .. } => Flow::Continue,
-        }
-    }
+    pub rflags: u64,
 }
 
 /// Builds the code under test.
-pub(crate) type Asm = fn(&mut CodeAssembler) -> Result<(), IcedError>;
+pub type Asm = fn(&mut CodeAssembler) -> Result<(), IcedError>;
 
 /// A guest with code loaded, a CPU state to start from, and a test VMM.
-pub(crate) struct Machine {
+pub struct Machine {
     /// The state the next run starts from; the final state after it.
-    pub(crate) state: CpuState,
+    pub state: CpuState,
     /// Guest RAM.
-    pub(crate) ram: GuestRam,
+    pub ram: GuestRam,
     /// The VMM.
-    pub(crate) exits: TestExits,
+    pub exits: TestExits,
+    /// Makes the engine each run starts on.
+    pub engine: EngineMaker,
 }
 
 impl Machine {
+    /// 32-bit flat protected mode (the Multiboot state, no tables) running `asm`, then
+    /// HLT: the guest of one-instruction tests.
+    pub fn new(asm: Asm) -> Self {
+        Self::flat32(asm)
+    }
+
+    /// 64-bit code running `asm`, then HLT, for 64-bit operands: the flat state with
+    /// EFER.LMA and a 64-bit CS but no page tables or descriptor tables, which only
+    /// software engines accept (a real CPU needs paging: see [`Machine::long`]).
+    pub fn new64(asm: Asm) -> Self {
+        let mut m = Self::blank();
+        m.assemble(64, CODE_BASE, asm);
+        m.state = CpuState::multiboot(CODE_BASE as u32, 0, 0);
+        m.state.efer = efer::LME | efer::LMA;
+        m.state.seg.modify(SegReg::Cs, |cs| {
+            cs.attr = (cs.attr | Segment::LONG) & !Segment::DB;
+        });
+        m
+    }
+
+    /// 32-bit flat protected mode running raw machine code, then HLT.
+    pub fn with_bytes(code: &[u8]) -> Self {
+        let mut m = Self::blank();
+        let mut bytes = code.to_vec();
+        bytes.push(HLT);
+        m.poke(CODE_BASE, &bytes);
+        m.state = CpuState::multiboot(CODE_BASE as u32, 0, 0);
+        m
+    }
+
+    /// The kernel image `kernel` with `program` installed, starting as the kernel says.
+    pub fn kernel(kernel: &Kernel, program: &Program) -> Self {
+        let mut m = Self::blank();
+        m.state = kernel.install(m.ram.as_mut_slice(), program);
+        m
+    }
+
+    /// Runs on the engines `engine` makes instead of the interpreter.
+    pub fn on(mut self, engine: EngineMaker) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// Sets general-purpose registers.
+    pub fn regs(mut self, regs: &[(usize, u64)]) -> Self {
+        for &(r, v) in regs {
+            self.state.gpr[r] = v;
+        }
+        self
+    }
+
     /// 32-bit flat protected mode (the Multiboot state, no tables) running `asm`.
-    pub(crate) fn flat32(asm: Asm) -> Self {
+    pub fn flat32(asm: Asm) -> Self {
         let mut m = Self::blank();
         m.assemble(32, CODE_BASE, asm);
         m.state = CpuState::multiboot(CODE_BASE as u32, 0, 0);
@@ -262,27 +242,29 @@ impl Machine {
 
     /// 32-bit protected mode at CPL 0 with a GDT, an IDT catching every exception, and
     /// a 32-bit TSS in TR, running `asm` and then HLT.
-    pub(crate) fn protected(asm: Asm) -> Self {
+    pub fn protected(asm: Asm) -> Self {
         let mut m = Self::flat32(asm);
         m.gdt(&[
             Desc::code32(0),
             Desc::data(0),
             Desc::code32(3),
             Desc::data(3),
+            Desc::code64(3),
+            Desc::data(3),
         ]);
         let tss = busy_tss();
-        m.set_gdt_entry(sel::TSS, tss);
+        m.set_gdt_entry(TSS_SEL, tss);
         m.poke_u32(TSS_BASE + TSS_SP0, KERNEL_STACK as u32);
-        m.poke_u32(TSS_BASE + TSS_SP0 + 4, sel::KERNEL_DATA.into());
+        m.poke_u32(TSS_BASE + TSS_SP0 + 4, KERNEL_DS.into());
         m.idt(32);
-        m.state.tr = tss.segment(sel::TSS);
+        m.state.tr = tss.segment(TSS_SEL);
         m.kernel_segments(Desc::code32(0));
         m
     }
 
     /// 64-bit mode at CPL 0 with paging (the first GiB identity-mapped), a GDT, a
     /// 64-bit IDT and TSS, running `asm` and then HLT.
-    pub(crate) fn long(asm: Asm) -> Self {
+    pub fn long(asm: Asm) -> Self {
         let mut m = Self::blank();
         m.assemble(64, CODE_BASE, asm);
         m.state = CpuState::multiboot(CODE_BASE as u32, 0, 0);
@@ -291,12 +273,14 @@ impl Machine {
             Desc::data(0),
             Desc::code32(3),
             Desc::data(3),
+            Desc::code64(3),
+            Desc::data(3),
         ]);
         let tss = busy_tss();
-        m.set_gdt_entry64(sel::TSS, tss);
+        m.set_gdt_entry64(TSS_SEL, tss);
         m.poke_u64(TSS_BASE + TSS_SP0, KERNEL_STACK);
         m.idt(64);
-        m.state.tr = tss.segment(sel::TSS);
+        m.state.tr = tss.segment(TSS_SEL);
         m.state.cr3 = m.identity_map_long();
         m.state.cr4 = cr4::PAE;
         m.state.efer = efer::LME | efer::LMA;
@@ -310,11 +294,12 @@ impl Machine {
             state: CpuState::default(),
             ram: GuestRam::new(RAM_SIZE).expect("test RAM maps"),
             exits: TestExits::default(),
+            engine: interpreter,
         }
     }
 
     /// Assembles `asm` followed by HLT at `at`.
-    pub(crate) fn assemble(&mut self, bitness: u32, at: u64, asm: Asm) {
+    pub fn assemble(&mut self, bitness: u32, at: u64, asm: Asm) {
         let mut a = CodeAssembler::new(bitness).expect("valid bitness");
         asm(&mut a).expect("test code assembles");
         let mut bytes = a.assemble(at).expect("test code assembles");
@@ -324,30 +309,28 @@ impl Machine {
 
     /// Ring-0 segments and stack.
     fn kernel_segments(&mut self, code: Desc) {
-        let data = Desc::data(0).segment(sel::KERNEL_DATA);
+        let data = Desc::data(0).segment(KERNEL_DS);
         self.state.seg = [data; 6].into();
-        self.state
-            .seg
-            .set(SegReg::Cs, code.segment(sel::KERNEL_CODE));
+        self.state.seg.set(SegReg::Cs, code.segment(KERNEL_CS));
         self.state.gpr[4] = KERNEL_STACK;
         self.state.gpr[6] = NO_TRAP;
     }
 
     /// Starts the code at CPL 3 instead (ring-3 segments and stack; the code and its
     /// data are reachable since paging, if any, maps them user-accessible).
-    pub(crate) fn user(mut self) -> Self {
-        let data = Desc::data(3).segment(sel::USER_DATA);
+    pub fn user(mut self) -> Self {
+        let data = Desc::data(3).segment(USER_DS);
         self.state.seg = [data; 6].into();
         self.state
             .seg
-            .set(SegReg::Cs, Desc::code32(3).segment(sel::USER_CODE));
+            .set(SegReg::Cs, Desc::code32(3).segment(USER_CS));
         self.state.gpr[4] = USER_STACK;
         self
     }
 
     /// Writes GDT entries from slot 1 on (slot 0 is the null descriptor) and loads GDTR
     /// with room for a few more.
-    pub(crate) fn gdt(&mut self, descs: &[Desc]) {
+    pub fn gdt(&mut self, descs: &[Desc]) {
         for (i, d) in descs.iter().enumerate() {
             self.set_gdt_entry(8 * (i as u16 + 1), *d);
         }
@@ -358,12 +341,12 @@ impl Machine {
     }
 
     /// Writes the GDT entry of `selector`.
-    pub(crate) fn set_gdt_entry(&mut self, selector: u16, d: Desc) {
+    pub fn set_gdt_entry(&mut self, selector: u16, d: Desc) {
         self.poke_u64(GDT_BASE + u64::from(selector & !7), d.encode());
     }
 
     /// Writes a 16-byte long-mode system descriptor at `selector`.
-    pub(crate) fn set_gdt_entry64(&mut self, selector: u16, d: Desc) {
+    pub fn set_gdt_entry64(&mut self, selector: u16, d: Desc) {
         let at = GDT_BASE + u64::from(selector & !7);
         self.poke_u64(at, d.encode());
         self.poke_u64(at + 8, d.base >> 32);
@@ -402,7 +385,7 @@ impl Machine {
 
     /// 4-level page tables mapping the first GiB to itself with 2 MiB pages; returns
     /// the CR3 value.
-    pub(crate) fn identity_map_long(&mut self) -> u64 {
+    pub fn identity_map_long(&mut self) -> u64 {
         let (pml4, pdpt, pd) = (PAGE_TABLES, PAGE_TABLES + 0x1000, PAGE_TABLES + 0x2000);
         self.poke_u64(pml4, pdpt | PTE_PRW_US);
         self.poke_u64(pdpt, pd | PTE_PRW_US);
@@ -414,7 +397,7 @@ impl Machine {
 
     /// 32-bit page tables mapping the first 4 MiB to itself with 4 KiB pages; returns
     /// (CR3, the page table's address).
-    pub(crate) fn identity_map32(&mut self) -> (u64, u64) {
+    pub fn identity_map32(&mut self) -> (u64, u64) {
         let (pd, pt) = (PAGE_TABLES + 0x3000, PAGE_TABLES + 0x4000);
         self.poke_u32(pd, (pt | PTE_PRW_US) as u32);
         for i in 0..1024 {
@@ -424,29 +407,34 @@ impl Machine {
     }
 
     /// Sets RFLAGS (the reserved bit 1 is added).
-    pub(crate) fn flags(mut self, flags: u64) -> Self {
+    pub fn flags(mut self, flags: u64) -> Self {
         self.state.rflags = (flags | rflags::FIXED).into();
         self
     }
 
     /// Copies bytes into guest RAM.
-    pub(crate) fn poke(&mut self, addr: u64, bytes: &[u8]) {
+    pub fn poke(&mut self, addr: u64, bytes: &[u8]) {
         let a = addr as usize;
         self.ram.as_mut_slice()[a..a + bytes.len()].copy_from_slice(bytes);
     }
 
     /// Writes a little-endian u32.
-    pub(crate) fn poke_u32(&mut self, addr: u64, v: u32) {
+    pub fn poke_u32(&mut self, addr: u64, v: u32) {
         self.poke(addr, &v.to_le_bytes());
     }
 
     /// Writes a little-endian u64.
-    pub(crate) fn poke_u64(&mut self, addr: u64, v: u64) {
+    pub fn poke_u64(&mut self, addr: u64, v: u64) {
         self.poke(addr, &v.to_le_bytes());
     }
 
+    /// Guest RAM bytes.
+    pub fn bytes(&self, addr: u64, len: usize) -> &[u8] {
+        &self.ram.as_slice()[addr as usize..addr as usize + len]
+    }
+
     /// Reads `n` bytes (1 to 8) of guest RAM, little-endian.
-    pub(crate) fn peek(&self, addr: u64, n: usize) -> u64 {
+    pub fn peek(&self, addr: u64, n: usize) -> u64 {
         let a = addr as usize;
         let mut buf = [0u8; 8];
         buf[..n].copy_from_slice(&self.ram.as_slice()[a..a + n]);
@@ -454,30 +442,47 @@ impl Machine {
     }
 
     /// Runs until the guest stops, within a generous budget.
-    pub(crate) fn run(&mut self) -> StopReason {
-        let mut engine = Interpreter::new();
-        engine.set_state(&self.state).unwrap();
-        let stop = engine.run(&self.ram, &mut self.exits, DEFAULT_BUDGET);
-        self.state = engine.state().unwrap();
+    pub fn run(&mut self) -> StopReason {
+        self.run_for(DEFAULT_BUDGET)
+    }
+
+    /// Runs at most `budget` instructions on a fresh engine; the final state lands in
+    /// `self.state`.
+    pub fn run_for(&mut self, budget: u64) -> StopReason {
+        let mut engine = (self.engine)()(&self.ram).expect("test engine builds");
+        engine
+            .set_state(&self.state)
+            .expect("engine takes the state");
+        let stop = engine.run(&self.ram, &mut self.exits, budget);
+        self.state = engine.state().expect("engine gives its state");
         stop
     }
 
     /// Runs to a HLT, failing the test on any other stop.
-    pub(crate) fn run_to_halt(&mut self) -> &CpuState {
+    pub fn run_to_halt(&mut self) -> &CpuState {
         match self.run() {
             StopReason::Halted => &self.state,
             other => panic!("expected HLT, stopped with: {other}"),
         }
     }
 
+    /// Runs a guest without an IDT expecting an exception (which shuts it down);
+    /// returns its vector and the state at the fault.
+    pub fn run_to_exception(&mut self) -> (u8, CpuState) {
+        match self.run() {
+            StopReason::Shutdown(Some((exception, state))) => (exception.vector, *state),
+            other => panic!("expected an exception, stopped with: {other}"),
+        }
+    }
+
     /// Runs expecting an exception handler to halt; returns what it caught.
-    pub(crate) fn run_to_trap(&mut self) -> Trap {
+    pub fn run_to_trap(&mut self) -> Trap {
         self.run_to_halt();
         self.trap().expect("an exception handler halted")
     }
 
     /// The exception a handler stub caught, if one halted.
-    pub(crate) fn trap(&self) -> Option<Trap> {
+    pub fn trap(&self) -> Option<Trap> {
         let vector = self.state.gpr[6];
         if vector == NO_TRAP {
             return None;
@@ -503,7 +508,7 @@ impl Machine {
 
     /// Returns from the exception a handler stub caught to the same privilege level, as
     /// its IRET would: RIP and RFLAGS from the frame, the frame popped, ESI reset.
-    pub(crate) fn return_from_trap(&mut self, rflags_set: u64) {
+    pub fn return_from_trap(&mut self, rflags_set: u64) {
         let trap = self.trap().expect("an exception handler halted");
         let slot = if self.state.efer & efer::LMA != 0 {
             8

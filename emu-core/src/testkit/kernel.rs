@@ -9,10 +9,8 @@
 //! guest RAM, which gives the CPU state to start from: the system registers are set
 //! directly, without LGDT/LIDT/LTR/MOV CR.
 
-// Each test crate uses its own part of this module.
-#![allow(dead_code)]
-
-use emu_core::cpu::{cr0, cr4, efer, rflags, CpuState, DescriptorTable, Msrs, SegReg, Segment};
+use crate::cpu::{cr0, cr4, efer, rflags, CpuState, DescriptorTable, Msrs, SegReg, Segment};
+use crate::x86::segment::Descriptor;
 use iced_x86::code_asm::{dword_ptr, eax, esp, qword_ptr, rax, rsp, CodeAssembler, CodeLabel};
 use iced_x86::{BlockEncoderOptions, IcedError};
 use std::collections::HashMap;
@@ -190,19 +188,7 @@ pub fn gate64(kind: u8, dpl: u8, selector: u16, offset: u64) -> [u64; 2] {
 
 /// The hidden part a segment register holds after loading `desc` with `selector`.
 pub fn loaded(selector: u16, desc: u64) -> Segment {
-    let raw_limit = ((desc & 0xFFFF) | (((desc >> 48) & 0xF) << 16)) as u32;
-    let attr = (((desc >> 40) & 0xFF) | (((desc >> 52) & 0xF) << 8)) as u16;
-    let limit = if attr & Segment::GRANULARITY != 0 {
-        (raw_limit << 12) | 0xFFF
-    } else {
-        raw_limit
-    };
-    Segment {
-        selector,
-        base: ((desc >> 16) & 0xFF_FFFF) | (((desc >> 56) & 0xFF) << 24),
-        limit,
-        attr,
-    }
+    Descriptor(desc).segment(selector)
 }
 
 // ---- the IDT and its stubs ----

@@ -1,0 +1,324 @@
+//! The binary translator (`--engine bt`): guest code translated block by block into
+//! host x86-64 code, which runs the guest's registers in host registers and its
+//! arithmetic flags in the host's flags.
+//!
+//! It shares everything but the execution of a block with the interpreter: the same
+//! decoded blocks (cached by guest-physical address and mode, dropped when their code
+//! is written, by the guest or from outside), the same run loop (budget, interrupts,
+//! the stop request, debugging — which runs in the interpreter), the same handlers for
+//! what it does not translate. A block's host code is made the first time the block
+//! runs in a state it can translate: 32-bit protected mode on flat segments (base 0,
+//! 4 GiB limits) with no alignment checking. In any other state the interpreter runs
+//! the block. See [`translate`] for what is translated and [`jit`] for how host code
+//! is entered, how it reaches guest memory and how it calls out.
+
+mod jit;
+mod translate;
+
+use crate::cpu::{cr0, efer, rflags, CpuState, SegReg, Segment};
+use crate::engine::{DebugConfig, Engine, EngineError};
+use crate::exit::{ExitHandler, StopReason};
+use crate::interp::cache::BlockCache;
+use crate::interp::{run_ops, BlockRunner, Interpreter};
+use crate::memory::GuestRam;
+use crate::x86::Ctx;
+use dynasmrt::AssemblyOffset;
+use jit::{exit, host_flags, Code, JitCtx, NO_LINK};
+use translate::Translator;
+
+/// When the code buffer holds this much, start afresh.
+const MAX_CODE: usize = 64 << 20;
+
+/// Counters of the translator, for statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BtStats {
+    /// Blocks translated into host code.
+    pub blocks: u64,
+    /// Guest instructions translated (copied or rewritten).
+    pub translated: u64,
+    /// Guest instructions left to the interpreter in translated blocks.
+    pub called_out: u64,
+    /// Call-outs run.
+    pub callouts: u64,
+    /// Times host code was entered from the run loop.
+    pub entries: u64,
+    /// Branches patched to jump straight to their next block.
+    pub chained: u64,
+    /// Times all host code was dropped (written code, a full buffer).
+    pub flushes: u64,
+    /// Blocks run by the interpreter because the CPU was in a state not translated.
+    pub interpreted_blocks: u64,
+}
+
+/// What generated code's call-outs reach while a run is in progress.
+pub struct Runtime {
+    /// The run's context (`*mut Ctx<'_>`).
+    cx: *mut (),
+    /// The decoded blocks.
+    cache: *const BlockCache,
+    /// Instruction count at entry, and the instructions the run may retire.
+    base: u64,
+    room: usize,
+    callouts: u64,
+}
+
+/// A branch that exited to the run loop, to patch once the block it leads to is found.
+#[derive(Debug, Clone, Copy)]
+struct PendingLink {
+    slot: u64,
+    rip: u64,
+    icount: u64,
+    delivered: u64,
+}
+
+/// The translating engine.
+pub struct Bt {
+    /// The interpreter: the vCPU, the decoded blocks and the run loop are its.
+    interp: Interpreter,
+    /// Host code of what runs translated.
+    native: Native,
+}
+
+/// Host code, by decoded block.
+struct Native {
+    code: Option<Code>,
+    jc: Box<JitCtx>,
+    translator: Translator,
+    /// Host entry per decoded block id.
+    entries: Vec<Option<AssemblyOffset>>,
+    /// The decoded cache's generation the entries belong to.
+    generation: u64,
+    /// Blocks decoded when the inline TLB last lost its fast writes.
+    built: u64,
+    /// The TLB generation and CPL the inline TLB was filled under.
+    tlb_key: (u64, u8),
+    pending: Option<PendingLink>,
+    stats: BtStats,
+}
+
+impl std::fmt::Debug for Bt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bt({:?})", self.native.stats)
+    }
+}
+
+impl Default for Bt {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Bt {
+    /// A translator with a zeroed CPU; give it a state with [`Engine::set_state`].
+    pub fn new() -> Self {
+        Bt {
+            interp: Interpreter::new(),
+            native: Native {
+                code: None,
+                jc: JitCtx::new(),
+                translator: Translator::default(),
+                entries: Vec::new(),
+                generation: u64::MAX,
+                built: 0,
+                tlb_key: (u64::MAX, 0),
+                pending: None,
+                stats: BtStats::default(),
+            },
+        }
+    }
+
+    /// The translator's counters.
+    pub fn stats(&self) -> BtStats {
+        let t = &self.native.translator;
+        BtStats {
+            translated: t.translated,
+            called_out: t.called_out,
+            ..self.native.stats
+        }
+    }
+}
+
+/// Whether generated code can run in this state: 32-bit protected mode (not long
+/// mode, not virtual-8086), CS, SS, DS and ES flat with base 0, a 32-bit stack, no
+/// alignment checking.
+fn translatable(cpu: &CpuState) -> bool {
+    let segs = [SegReg::Cs, SegReg::Ss, SegReg::Ds, SegReg::Es];
+    cpu.cr0 & cr0::PE != 0
+        && cpu.efer & efer::LMA == 0
+        && !cpu.rflags.control(rflags::VM)
+        && cpu.code_bitness() == 32
+        && cpu.seg[SegReg::Ss].attr & Segment::DB != 0
+        && segs
+            .iter()
+            .all(|&s| cpu.seg[s].base == 0 && (s == SegReg::Cs || !cpu.seg.needs_checks(s)))
+        && cpu.seg[SegReg::Cs].limit == u32::MAX
+        && !(cpu.cr0 & cr0::AM != 0 && cpu.rflags.control(rflags::AC) && cpu.cpl() == 3)
+}
+
+impl Native {
+    /// Drops every translation.
+    fn flush(&mut self) {
+        self.code = None;
+        self.entries.clear();
+        self.pending = None;
+        self.stats.flushes += 1;
+    }
+
+    /// Brings the translations and the inline TLB in line with the decoded cache and
+    /// the MMU.
+    fn sync(&mut self, cx: &Ctx<'_>, cache: &BlockCache) {
+        if cache.generation() != self.generation {
+            self.generation = cache.generation();
+            if !self.entries.is_empty() {
+                self.flush();
+            }
+        }
+        if cache.built() != self.built {
+            // New code was marked: a fast write entry may point into it.
+            self.built = cache.built();
+            self.jc.flush_tlb_writes();
+        }
+        let key = (cx.cpu.tlb.generation(), cx.cpu.cpl());
+        if key != self.tlb_key {
+            self.tlb_key = key;
+            self.jc.flush_tlb();
+        }
+    }
+
+    /// The host entry of block `id`, translating it if needed.
+    fn entry(&mut self, cache: &BlockCache, id: u32) -> Option<AssemblyOffset> {
+        if let Some(Some(e)) = self.entries.get(id as usize) {
+            return Some(*e);
+        }
+        if self.code.as_ref().is_some_and(|c| c.len() > MAX_CODE) {
+            self.flush();
+        }
+        if self.code.is_none() {
+            self.code = Some(Code::new().ok()?);
+        }
+        let code = self.code.as_mut()?;
+        let entry = self.translator.block(code, id, cache.block(id))?;
+        self.stats.blocks += 1;
+        if self.entries.len() <= id as usize {
+            self.entries.resize(id as usize + 1, None);
+        }
+        self.entries[id as usize] = Some(entry);
+        Some(entry)
+    }
+}
+
+impl BlockRunner for Native {
+    fn run(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        cache: &mut BlockCache,
+        id: u32,
+        room: usize,
+    ) -> Option<u32> {
+        let pending = self.pending.take();
+        let ops_len = cache.block(id).ops.len();
+        if !translatable(cx.cpu) || room < ops_len {
+            self.stats.interpreted_blocks += u64::from(room >= ops_len);
+            return run_ops(cx, &cache.block(id).ops, room).then_some(id);
+        }
+        self.sync(cx, cache);
+        let Some(entry) = self.entry(cache, id) else {
+            return run_ops(cx, &cache.block(id).ops, room).then_some(id);
+        };
+        let code = self.code.as_mut()?;
+        if let Some(link) = pending
+            .filter(|l| l.rip == cx.cpu.rip && l.icount == cx.icount && l.delivered == cx.delivered)
+        {
+            code.patch(link.slot, entry);
+            self.stats.chained += 1;
+        }
+        // Enter host code with the guest registers and flags in the context.
+        let jc = &mut *self.jc;
+        jc.gpr.copy_from_slice(&cx.cpu.gpr[..8]);
+        jc.flags = host_flags(cx.cpu.rflags.get());
+        jc.remain = room as i64;
+        let mut rt = Runtime {
+            cx: (cx as *mut Ctx<'_>).cast(),
+            cache,
+            base: cx.icount,
+            room,
+            callouts: 0,
+        };
+        jc.run = &mut rt;
+        self.stats.entries += 1;
+        code.enter(jc, entry);
+        jc.run = std::ptr::null_mut();
+        self.stats.callouts += rt.callouts;
+        cx.cpu.gpr[..8].copy_from_slice(&jc.gpr);
+        cx.cpu.rflags.set_arith(jc.flags);
+        if jc.exit_kind != exit::SYNCED {
+            cx.icount = rt.base + (room as i64 - jc.remain) as u64;
+            cx.cpu.rip = jc.exit_rip;
+        }
+        if cx.code.has_written() {
+            // A page walk set accessed or dirty bits in a page holding code.
+            cx.end_block = true;
+        }
+        match jc.exit_kind {
+            exit::JUMP => {
+                if jc.exit_link != NO_LINK {
+                    self.pending = Some(PendingLink {
+                        slot: jc.exit_link,
+                        rip: jc.exit_rip,
+                        icount: cx.icount,
+                        delivered: cx.delivered,
+                    });
+                }
+                Some(jc.exit_block as u32)
+            }
+            exit::BUDGET => {
+                // Fewer instructions left than the block has: interpret what is left.
+                let left = (rt.base + room as u64 - cx.icount) as usize;
+                let id = jc.exit_block as u32;
+                run_ops(cx, &cache.block(id).ops, left).then_some(id)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Engine for Bt {
+    fn name(&self) -> &'static str {
+        "bt"
+    }
+
+    fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, budget: u64) -> StopReason {
+        self.interp.run_with(ram, exits, budget, &mut self.native)
+    }
+
+    fn state(&self) -> Result<CpuState, EngineError> {
+        self.interp.state()
+    }
+
+    fn set_state(&mut self, state: &CpuState) -> Result<(), EngineError> {
+        self.native.pending = None;
+        self.interp.set_state(state)
+    }
+
+    fn instructions_retired(&self) -> u64 {
+        self.interp.instructions_retired()
+    }
+
+    fn set_debug(&mut self, debug: &DebugConfig) -> Result<(), EngineError> {
+        self.interp.set_debug(debug)
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.stats();
+        vec![
+            ("blocks translated", s.blocks),
+            ("instructions translated", s.translated),
+            ("instructions called out", s.called_out),
+            ("call-outs run", s.callouts),
+            ("host code entries", s.entries),
+            ("branches chained", s.chained),
+            ("translation flushes", s.flushes),
+            ("blocks interpreted", s.interpreted_blocks),
+        ]
+    }
+}

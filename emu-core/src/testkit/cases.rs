@@ -1,0 +1,156 @@
+//! Table-driven instruction cases: registers and flags in, registers and flags out,
+//! named so that a failure says which case and on which engine.
+
+use super::kernel::{self, Kernel, Record};
+use super::machine::{Asm, Machine};
+use super::{EngineMaker, RAX, SOFTWARE_ENGINES};
+use crate::cpu::rflags;
+use crate::exception::vector;
+use crate::exit::StopReason;
+use crate::x86::opcode;
+use iced_x86::{Decoder, DecoderOptions};
+
+/// One case: registers and flags in, registers and flags out.
+#[derive(Clone, Copy)]
+pub struct Case {
+    /// Shown when the case fails.
+    pub name: &'static str,
+    /// The code under test.
+    pub asm: Asm,
+    /// Registers set before the run.
+    pub regs: &'static [(usize, u64)],
+    /// RFLAGS before the run.
+    pub flags: u64,
+    /// Registers expected after the run (full 64-bit values).
+    pub want: &'static [(usize, u64)],
+    /// Expected flags, compared under `mask`.
+    pub want_flags: u64,
+    /// The flags the case checks (those the manual defines for it).
+    pub mask: u64,
+}
+
+/// Which of a case's flags a run is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagsCompared {
+    /// Every flag the case's mask names, those the manuals leave undefined as Popek
+    /// defines them: for Popek's own engines.
+    Popek,
+    /// Only the flags the manuals define after the case's instructions: for a real CPU.
+    Architectural,
+}
+
+/// The RFLAGS bits the manuals leave undefined after any instruction of `code`.
+fn undefined_flags(bitness: u32, code: &[u8]) -> u64 {
+    let mut decoder = Decoder::new(bitness, code, DecoderOptions::NONE);
+    let mut undefined = 0;
+    while decoder.can_decode() {
+        undefined |= opcode::rflags_bits(decoder.decode().rflags_undefined());
+    }
+    undefined
+}
+
+impl Case {
+    /// Checks a run's final registers and flags against the case.
+    pub fn verify(&self, engine: &str, gpr: &[u64; 16], rflags: u64) {
+        self.verify_under(engine, gpr, rflags, self.mask);
+    }
+
+    /// Checks a run's final registers, and its flags under `mask`.
+    fn verify_under(&self, engine: &str, gpr: &[u64; 16], rflags: u64, mask: u64) {
+        let name = self.name;
+        for &(r, v) in self.want {
+            assert_eq!(
+                gpr[r], v,
+                "{name} on {engine}: register {r} is {:#x}, want {v:#x}",
+                gpr[r]
+            );
+        }
+        let (got, want) = (rflags & mask, self.want_flags & mask);
+        assert_eq!(
+            got, want,
+            "{name} on {engine}: flags {got:#x}, want {want:#x} (mask {mask:#x})"
+        );
+    }
+}
+
+/// Runs every case in 32-bit flat protected mode on every software engine.
+pub fn check(cases: &[Case]) {
+    check_in(cases, Machine::new);
+}
+
+/// Runs every case in 64-bit mode (without paging) on every software engine.
+pub fn check64(cases: &[Case]) {
+    check_in(cases, Machine::new64);
+}
+
+fn check_in(cases: &[Case], machine: fn(Asm) -> Machine) {
+    for &(engine, maker) in SOFTWARE_ENGINES {
+        check_on(engine, maker, cases, machine);
+    }
+}
+
+/// Runs every case on the engines `maker` makes, each in the guest `machine` builds.
+pub fn check_on(engine: &str, maker: EngineMaker, cases: &[Case], machine: fn(Asm) -> Machine) {
+    for c in cases {
+        let mut m = machine(c.asm).on(maker).regs(c.regs).flags(c.flags);
+        let stop = m.run();
+        assert_eq!(
+            stop,
+            StopReason::Halted,
+            "{} on {engine}: stopped with {stop}",
+            c.name
+        );
+        c.verify(engine, &m.state.gpr, m.state.rflags.get());
+    }
+}
+
+/// Runs every case at CPL 3 in the long-mode kernel ([`Kernel::long`]) on the engines
+/// `maker` makes: `bitness` 64 runs 64-bit code, 32 runs it in compatibility mode. This
+/// is a guest a real CPU (KVM) runs, unlike [`check64`]'s: the code runs into a `ud2`
+/// whose #UD stub saves RAX and the frame (so RFLAGS) and halts at CPL 0; every other
+/// register is as the case left it.
+pub fn check_ring3(
+    engine: &str,
+    maker: EngineMaker,
+    bitness: u32,
+    flags: FlagsCompared,
+    cases: &[Case],
+) {
+    for c in cases {
+        let mut k = Kernel::long();
+        k.compat = bitness == 32;
+        for &(r, v) in c.regs {
+            k.regs[r] = v;
+        }
+        k.rflags = c.flags | rflags::FIXED;
+        let program = kernel::assemble(bitness, kernel::CODE, |a| {
+            (c.asm)(a)?;
+            a.label("end")?;
+            a.ud2()
+        });
+        let mut m = Machine::kernel(&k, &program).on(maker);
+        let stop = m.run();
+        let name = c.name;
+        assert_eq!(
+            stop,
+            StopReason::Halted,
+            "{name} on {engine}: stopped with {stop}"
+        );
+        let record = Record::read(m.ram.as_slice(), true);
+        assert_eq!(
+            (record.vector, record.eip),
+            (Some(vector::UD), program.ip("end")),
+            "{name} on {engine}: the code did not run to its end: {record:x?}"
+        );
+        let mut gpr = m.state.gpr;
+        gpr[RAX] = record.eax;
+        let mask = match flags {
+            FlagsCompared::Popek => c.mask,
+            FlagsCompared::Architectural => {
+                let end = (program.ip("end") - program.origin) as usize;
+                c.mask & !undefined_flags(bitness, &program.bytes[..end])
+            }
+        };
+        c.verify_under(engine, &gpr, record.eflags, mask);
+    }
+}

@@ -1,0 +1,65 @@
+//! The test harness every engine shares: it builds a guest (code assembled with
+//! iced-x86 or given as bytes, memory, the CPU in real, protected or long mode at ring 0
+//! or 3), runs it on an engine a factory makes, and hands back the final CPU state,
+//! RAM and stop reason.
+//!
+//! - [`Machine`]: a guest and a recording VMM ([`TestExits`]) for one-instruction
+//!   tests, in flat 32-bit mode or with a GDT, an IDT catching every exception, a TSS
+//!   and page tables ([`Machine::protected`], [`Machine::long`]).
+//! - [`kernel`]: a small kernel image described field by field ([`kernel::Kernel`]) whose
+//!   exception stubs record the frame, for the exception and far-transfer tables and
+//!   for engines (KVM) that need a guest a real CPU can run.
+//! - [`cases`]: table-driven instruction cases (registers and flags in, registers and
+//!   flags out), run on every engine of [`SOFTWARE_ENGINES`], and at ring 3 on any
+//!   engine through the kernel ([`cases::check_ring3`]).
+//!
+//! Compiled for emu-core's own tests and, with the `testkit` feature, for other crates'
+//! tests (KVM's); never part of the emulator itself.
+
+pub mod cases;
+pub mod exits;
+pub mod kernel;
+mod machine;
+pub mod tables;
+
+pub use cases::{check, check64, Case};
+pub use exits::{TestExits, MMIO_STOP};
+pub use kernel::{FREE_SLOT, KERNEL_CS, KERNEL_DS, TSS_SEL, USER_CS, USER_DS};
+pub use machine::{busy_tss, gate32, kind, Asm, Desc, Machine, Trap};
+pub use machine::{
+    CODE_BASE, DATA, GDT_BASE, IDT_BASE, KERNEL_STACK, PAGE_TABLES, RAM_SIZE, TSS32_SIZE, TSS_BASE,
+    TSS_IOMAP, USER_STACK,
+};
+
+use crate::interp::Assist;
+use crate::machine::{interpreter_factory, EngineFactory};
+
+/// Makes the factory of a fresh engine for one run (the shape [`crate::machine::Machine`]
+/// takes); a test calls it once per guest.
+pub type EngineMaker = fn() -> Box<EngineFactory<'static>>;
+
+/// The interpreter, trapping and emulating everything (no hardware-assist policy).
+pub fn interpreter() -> Box<EngineFactory<'static>> {
+    interpreter_factory(Assist::None)
+}
+
+/// The software engines every instruction table runs on, by name.
+pub const SOFTWARE_ENGINES: &[(&str, EngineMaker)] = &[
+    ("interp", interpreter),
+    // The binary translator plugs in here: ("bt", crate::bt::testkit_factory),
+];
+
+/// General-purpose register indices, in encoding order (as in [`crate::cpu::CpuState::gpr`]).
+pub const RAX: usize = 0;
+/// RCX.
+pub const RCX: usize = 1;
+/// RDX.
+pub const RDX: usize = 2;
+/// RBX.
+pub const RBX: usize = 3;
+/// RSP.
+pub const RSP: usize = 4;
+/// RSI.
+pub const RSI: usize = 6;
+/// RDI.
+pub const RDI: usize = 7;
