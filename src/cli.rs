@@ -216,6 +216,14 @@ pub struct GuiArgs {
     /// Guest RAM in MiB.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     pub ram: usize,
+    /// Attach a device (repeatable), as `popek run --device`: ata, virtio, net, console
+    /// (a virtio-console's output is not shown in the window yet). The Virtio tab shows
+    /// the virtio devices' queues.
+    #[arg(long, value_enum, value_name = "DEVICE")]
+    pub device: Vec<DeviceArg>,
+    /// The disk image the disk device serves, as `popek run --disk`.
+    #[arg(long, value_name = "IMAGE")]
+    pub disk: Option<PathBuf>,
     /// Run until the guest (and the comparison, with --compare) ends, save a PNG
     /// screenshot of the window to this file and close it (for documentation and tests).
     #[arg(long, value_name = "PNG")]

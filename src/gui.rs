@@ -1,15 +1,17 @@
 //! `popek gui`: the desktop GUI, with the ROM lookup and the engines `popek run` uses.
 
 use crate::cli::{AssistArg, GuiArgs};
+use crate::devices::{attach, DeviceArg};
 use crate::engine::{self, EngineKind};
 use crate::rom::resolve;
-use crate::run::{boot, ram_bytes};
+use crate::run::{boot_with, ram_bytes};
 use anyhow::{anyhow, Result};
 use emu_core::interp::Assist;
 use emu_core::machine::Machine;
 use gui::{EngineInfo, Launcher, RomEntry};
 use std::ffi::OsStr;
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The engines the GUI offers, by name.
@@ -18,9 +20,12 @@ const INTERP_VTX: &str = "interp+vtx";
 const KVM: &str = "kvm";
 const BT: &str = "bt";
 
-/// Boots machines as `popek run` does, with `ram_mib` MiB of RAM.
+/// Boots machines as `popek run` does, with `ram_mib` MiB of RAM and the devices
+/// `--device` and `--disk` ask for.
 pub struct CliLauncher {
     pub ram_mib: usize,
+    pub devices: Vec<DeviceArg>,
+    pub disk: Option<PathBuf>,
 }
 
 impl Launcher for CliLauncher {
@@ -105,13 +110,12 @@ impl CliLauncher {
         };
         let rom = resolve(rom, false, ram_bytes(self.ram_mib)?)?;
         let mut deviations = Vec::new();
-        boot(
-            &rom,
-            "",
-            self.ram_mib,
-            serial,
-            engine::factory(kind, assist, &mut deviations),
-        )
+        let factory = engine::factory(kind, assist, &mut deviations);
+        boot_with(&rom, "", self.ram_mib, serial, factory, |machine| {
+            attach(machine, &self.devices, self.disk.as_deref(), &|| {
+                Box::new(std::io::sink())
+            })
+        })
     }
 }
 
@@ -130,7 +134,11 @@ pub fn gui(args: &GuiArgs) -> Result<()> {
         run: args.run,
         compare: args.compare,
     };
-    let launcher = Arc::new(CliLauncher { ram_mib: args.ram });
+    let launcher = Arc::new(CliLauncher {
+        ram_mib: args.ram,
+        devices: args.device.clone(),
+        disk: args.disk.clone(),
+    });
     gui::window::run(launcher, options, args.screenshot.clone()).map_err(|e| anyhow!(e))
 }
 

@@ -2,6 +2,7 @@
 //! by `popek gui`'s own launcher, on the interpreter.
 
 use super::CliLauncher;
+use crate::devices::DeviceArg;
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use gui::egui::Role;
@@ -19,7 +20,16 @@ fn window(rom: &str) -> Harness<'static, PopekApp> {
 
 /// The window with `rom` loaded (paused) on `engine`.
 fn window_on(rom: &str, engine: &str) -> Harness<'static, PopekApp> {
-    let launcher = Arc::new(CliLauncher { ram_mib: 64 });
+    window_with(rom, engine, Vec::new())
+}
+
+/// The window with `rom` loaded (paused) on `engine`, with `devices` attached.
+fn window_with(rom: &str, engine: &str, devices: Vec<DeviceArg>) -> Harness<'static, PopekApp> {
+    let launcher = Arc::new(CliLauncher {
+        ram_mib: 64,
+        devices,
+        disk: None,
+    });
     let options = Options {
         rom: Some(rom.into()),
         engine: Some(engine.into()),
@@ -277,4 +287,20 @@ fn kvm_steps_and_runs_in_the_window() {
     click(&mut h, "Run");
     wait_for(&mut h, "Status: finished: guest exited with status 0");
     wait_for(&mut h, "exit io-out");
+}
+
+#[test]
+fn the_virtio_tab_shows_the_queues_the_guest_used() {
+    let mut h = window_with("net", "interp", vec![DeviceArg::Net]);
+    wait_for(&mut h, "Status: paused: not started");
+    click(&mut h, "Virtio");
+    let header = wait_for(&mut h, "virtio-net: status 0x0");
+    assert!(header.contains(" 0 notifications"), "{header}");
+    click(&mut h, "Run");
+    wait_for(&mut h, "Status: finished: guest exited with status 0");
+    let header = wait_for(&mut h, "virtio-net: status 0xf");
+    assert!(!header.contains(" 0 notifications"), "{header}");
+    let queues = labels(&h, "net queue 0: size");
+    assert_eq!(queues.len(), 1, "{queues:?}");
+    assert!(!queues[0].contains("avail idx 0,"), "{}", queues[0]);
 }

@@ -6,7 +6,7 @@ use crate::launcher::{EngineInfo, Launcher, RomEntry};
 use crate::panels::events::{self, LogFilter};
 use crate::panels::memory::MemoryInput;
 use crate::panels::rings::RingAnimation;
-use crate::panels::{code, console, memory, registers, rings};
+use crate::panels::{code, console, memory, registers, rings, virtio};
 use crate::session::{Command, Session, View};
 use eframe::egui::{self, Color32, RichText};
 use emu_core::machine::control::Status;
@@ -144,13 +144,12 @@ impl PopekApp {
             match self.tab {
                 Tab::Debugger => self.debugger(ui, &mut commands),
                 Tab::Compare => self.compare(ui),
-                Tab::Virtio => {
-                    ui.label(
-                        "No virtio devices yet. When popek-pc gets virtio devices, this tab shows \
-                         each queue: its descriptor table, the available and used rings with their \
-                         indices, and the chains in flight, moving as the guest notifies.",
-                    );
-                }
+                Tab::Virtio => match &self.session {
+                    Some(session) => virtio::show(ui, &session.view().virtio),
+                    None => {
+                        ui.label("Load a ROM to see its virtio queues.");
+                    }
+                },
             }
         });
         if let Some(session) = &self.session {

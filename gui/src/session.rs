@@ -7,6 +7,7 @@
 use crate::disasm::{self, Line};
 use crate::launcher::Launcher;
 use crate::log::{EventLog, History, Sample};
+use devices::virtio::VirtioView;
 use emu_core::cpu::CpuState;
 use emu_core::exit::StopOn;
 use emu_core::machine::control::{ControlError, MachineHandle, Pause, Status};
@@ -102,6 +103,8 @@ pub struct View {
     pub events_dropped: u64,
     /// Counter samples, for rates.
     pub history: History,
+    /// The virtio devices and their queues.
+    pub virtio: Vec<VirtioView>,
     /// A slowed-down run is on: the machine runs in short steps, so its status reads
     /// paused between them.
     pub slow_run: bool,
@@ -442,6 +445,7 @@ impl Worker {
             engine,
             code: (code_base, code),
             memory: read,
+            virtio,
         } = snapshot;
         let disasm = self.disassemble(&regs, code_base, &code);
         let (events, dropped) = {
@@ -481,6 +485,7 @@ impl Worker {
         view.history
             .push(Sample::new(time, instructions, &counters));
         view.counters = counters;
+        view.virtio = virtio;
         view.instructions = instructions;
         for event in events {
             view.log.push(event);
@@ -531,6 +536,7 @@ struct Snapshot {
     code: (u64, Vec<u8>),
     /// The hex view's bytes.
     memory: Result<Vec<u8>, String>,
+    virtio: Vec<VirtioView>,
 }
 
 impl Snapshot {
@@ -551,6 +557,7 @@ impl Snapshot {
             engine: m.engine_name(),
             code,
             memory: read.map(|()| bytes).map_err(|e| e.to_string()),
+            virtio: m.vmm.devices.virtio_views(),
         })
     }
 }

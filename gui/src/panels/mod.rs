@@ -6,6 +6,7 @@ pub mod events;
 pub mod memory;
 pub mod registers;
 pub mod rings;
+pub mod virtio;
 
 use eframe::egui::Color32;
 
