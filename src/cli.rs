@@ -43,7 +43,7 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
 /// Clap's message without its usage text: the first paragraph and any tip, on one line.
 fn one_line(e: &clap::Error) -> String {
     if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-        return "no command given: run, roms or bench (see `popek --help`)".into();
+        return "no command given: run, roms, bench or gui (see `popek --help`)".into();
     }
     let text = e.to_string();
     let mut paragraphs = text
@@ -75,6 +75,9 @@ pub enum Command {
     /// Measure the interpreter's speed, against QEMU TCG when QEMU is installed, and
     /// KVM's (ring 3 against native, ring 0, port-I/O exits) where /dev/kvm is usable.
     Bench(BenchArgs),
+    /// Open the desktop GUI: registers, disassembly, memory, the ring picture, the trap
+    /// log and the serial console of a ROM as it runs (needs an X11 display).
+    Gui(GuiArgs),
 }
 
 #[derive(Args, Debug)]
@@ -236,4 +239,38 @@ pub struct BenchArgs {
     /// Skip the KVM figures even where /dev/kvm is usable.
     #[arg(long)]
     pub no_kvm: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GuiArgs {
+    /// A ROM to load at once: an embedded ROM name (see `popek roms`) or the path of a
+    /// Multiboot ELF file. Without it, pick one in the window.
+    pub rom: Option<OsString>,
+    /// The engine the ROM is loaded on (the window can switch): as `popek run --engine`.
+    #[arg(long, value_enum, default_value_t = EngineChoice::Interp)]
+    pub engine: EngineChoice,
+    /// The interpreter's VMM policy, as `popek run --assist`.
+    #[arg(long, value_enum, default_value_t = AssistArg::None)]
+    pub assist: AssistArg,
+    /// Start running the ROM at once.
+    #[arg(long)]
+    pub run: bool,
+    /// Open the Compare tab and run the ROM to its end under every engine.
+    #[arg(long)]
+    pub compare: bool,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub ram: usize,
+    /// Attach a device (repeatable), as `popek run --device`: ata, virtio, net, console
+    /// (a virtio-console's output is not shown in the window yet). The Virtio tab shows
+    /// the virtio devices' queues.
+    #[arg(long, value_enum, value_name = "DEVICE")]
+    pub device: Vec<DeviceArg>,
+    /// The disk image the disk device serves, as `popek run --disk`.
+    #[arg(long, value_name = "IMAGE")]
+    pub disk: Option<PathBuf>,
+    /// Run until the guest (and the comparison, with --compare) ends, save a PNG
+    /// screenshot of the window to this file and close it (for documentation and tests).
+    #[arg(long, value_name = "PNG")]
+    pub screenshot: Option<PathBuf>,
 }

@@ -7,6 +7,7 @@ mod ctrl_c;
 mod devices;
 mod engine;
 mod gdb;
+mod gui;
 mod output;
 mod rom;
 mod run;
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run::run(&args),
         cli::Command::Roms(args) => rom::roms(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::Bench(args) => bench::bench(&args).map(|()| ExitCode::SUCCESS),
+        cli::Command::Gui(args) => gui::gui(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
