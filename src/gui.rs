@@ -6,6 +6,7 @@ use crate::engine::{self, EngineKind};
 use crate::rom::resolve;
 use crate::run::{boot_with, ram_bytes};
 use anyhow::{anyhow, Result};
+use emu_core::bt::virt::Virt;
 use emu_core::interp::Assist;
 use emu_core::machine::Machine;
 use gui::{EngineInfo, Launcher, RomEntry};
@@ -101,7 +102,7 @@ impl CliLauncher {
         let (kind, assist) = match engine {
             INTERP => (EngineKind::Interp, Assist::None),
             INTERP_VTX => (EngineKind::Interp, Assist::Vtx),
-            BT => (EngineKind::Bt, Assist::None),
+            BT => (EngineKind::Bt(Virt::None), Assist::None),
             KVM => {
                 accel_kvm::check_kvm()?;
                 (EngineKind::Kvm, Assist::None)
@@ -111,7 +112,7 @@ impl CliLauncher {
         let rom = resolve(rom, false, ram_bytes(self.ram_mib)?)?;
         let mut deviations = Vec::new();
         let factory = engine::factory(kind, assist, &mut deviations);
-        boot_with(&rom, "", self.ram_mib, serial, factory, |machine| {
+        boot_with(&rom, "", &[], self.ram_mib, serial, factory, |machine| {
             attach(machine, &self.devices, self.disk.as_deref(), &|| {
                 Box::new(std::io::sink())
             })
@@ -124,7 +125,7 @@ pub fn gui(args: &GuiArgs) -> Result<()> {
     ram_bytes(args.ram)?;
     let engine = match engine::choose(args.engine, args.assist.into())? {
         EngineKind::Kvm => KVM,
-        EngineKind::Bt => BT,
+        EngineKind::Bt(_) => BT,
         EngineKind::Interp if args.assist == AssistArg::Vtx => INTERP_VTX,
         EngineKind::Interp => INTERP,
     };

@@ -40,7 +40,10 @@ impl Kind {
             EventKind::Exception { .. } => Kind::Exception,
             EventKind::Interrupt { .. } => Kind::Interrupt,
             EventKind::Ring { .. } => Kind::Ring,
-            EventKind::Exit(_) => Kind::Exit,
+            // A hypercall and the PV MSR are exits the guest asked for.
+            EventKind::Exit(_) | EventKind::Hypercall { .. } | EventKind::VmmMsr { .. } => {
+                Kind::Exit
+            }
         }
     }
 
@@ -69,7 +72,7 @@ impl Kind {
             Kind::Exception => "The guest's own fault or trap (#PF, #GP, INT n ...) delivered through its IDT: the guest kernel handles it, no VMM work",
             Kind::Interrupt => "A device (the timer, the UART) raised a line at the PIC and the processor took it through the IDT",
             Kind::Ring => "The privilege level changed (an INT, IRET, SYSENTER or fault crossing rings): the heart of the kernel/user split",
-            Kind::Exit => "Another exit to the VMM: HLT, a triple fault, or under the VT-x model a CPUID, MSR or control-register access",
+            Kind::Exit => "Another exit to the VMM: HLT, a triple fault, a para-virtualized guest's hypercall, or under the VT-x model a CPUID, MSR or control-register access",
         }
     }
 }

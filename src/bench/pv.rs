@@ -10,9 +10,9 @@
 use super::guest::{Body, Mode, Ring};
 use super::kvm::{per_iteration, popek_run};
 use crate::engine::EngineKind;
-use emu_core::bt::virt::Virt;
 use crate::output::outln;
 use anyhow::Result;
+use emu_core::bt::virt::Virt;
 
 /// The hypercall and port-I/O round trips under `kind`.
 fn engine_row(kind: EngineKind, label: &str) -> Result<()> {
@@ -37,7 +37,10 @@ pub fn bench(kvm: bool) -> Result<()> {
          the loop's own cost subtracted:"
     )?;
     engine_row(EngineKind::Interp, "interpreter (VMCALL stubs)")?;
-    engine_row(EngineKind::Bt(Virt::None), "binary translator (VMCALL stubs)")?;
+    engine_row(
+        EngineKind::Bt(Virt::None),
+        "binary translator (VMCALL stubs)",
+    )?;
     if !kvm {
         return Ok(());
     }

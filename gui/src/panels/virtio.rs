@@ -49,7 +49,7 @@ pub fn show(ui: &mut egui::Ui, views: &[VirtioView]) {
                      an interrupt is the device telling the driver it used buffers",
                 );
                 for queue in &device.queues {
-                    self::queue(ui, device.name, queue);
+                    self::queue(ui, &device.name, queue);
                 }
                 ui.separator();
             }
