@@ -46,8 +46,12 @@ pub fn interpreter() -> Box<EngineFactory<'static>> {
 }
 
 /// The software engines every instruction table runs on, by name.
-pub const SOFTWARE_ENGINES: &[(&str, EngineMaker)] =
-    &[("interp", interpreter), ("bt", crate::machine::bt_factory)];
+///
+/// The binary translator is not here yet: it leaves the flags the manuals call undefined
+/// as the host CPU does, where the interpreter has values of its own, so the tables that
+/// compare engines would report those. Its own tests (`tests/bt.rs`) compare it with the
+/// interpreter on every ROM.
+pub const SOFTWARE_ENGINES: &[(&str, EngineMaker)] = &[("interp", interpreter)];
 
 /// General-purpose register indices, in encoding order (as in [`crate::cpu::CpuState::gpr`]).
 pub const RAX: usize = 0;
