@@ -23,8 +23,7 @@ static const char *match_key(const char *word, const char *key)
 	return *word == '=' ? word + 1 : 0;
 }
 
-unsigned long cmdline_ulong(const struct multiboot_info *mbi, const char *key,
-			    unsigned long dflt)
+const char *cmdline_value(const struct multiboot_info *mbi, const char *key)
 {
 	const char *line = mb_cmdline(mbi);
 
@@ -34,15 +33,32 @@ unsigned long cmdline_ulong(const struct multiboot_info *mbi, const char *key,
 		if (s != line && !is_space(s[-1]))
 			continue;
 		const char *v = match_key(s, key);
-		if (!v || *v < '0' || *v > '9')
-			continue;
-		unsigned long n = 0;
-		for (; *v >= '0' && *v <= '9'; v++) {
-			unsigned long d = (unsigned long)(*v - '0');
-			// Saturate rather than wrap: a huge N must stay huge.
-			n = n > (~0ul - d) / 10 ? ~0ul : n * 10 + d;
-		}
-		return n;
+		if (v)
+			return v;
 	}
-	return dflt;
+	return 0;
+}
+
+int cmdline_value_is(const char *v, const char *word)
+{
+	while (*word)
+		if (*v++ != *word++)
+			return 0;
+	return !*v || is_space(*v);
+}
+
+unsigned long cmdline_ulong(const struct multiboot_info *mbi, const char *key,
+			    unsigned long dflt)
+{
+	const char *v = cmdline_value(mbi, key);
+
+	if (!v || *v < '0' || *v > '9')
+		return dflt;
+	unsigned long n = 0;
+	for (; *v >= '0' && *v <= '9'; v++) {
+		unsigned long d = (unsigned long)(*v - '0');
+		// Saturate rather than wrap: a huge N must stay huge.
+		n = n > (~0ul - d) / 10 ? ~0ul : n * 10 + d;
+	}
+	return n;
 }

@@ -54,8 +54,14 @@ extern void (*popek_exit_hook)(int status);
 
 /* The Multiboot command line, or "" when the loader passed none. */
 const char *mb_cmdline(const struct multiboot_info *mbi);
+/* What follows "key=" in the first word on the command line that starts
+ * with it (up to the next space or the end), or NULL when there is none. */
+const char *cmdline_value(const struct multiboot_info *mbi, const char *key);
+/* Whether the value v (from cmdline_value) is exactly word. */
+int cmdline_value_is(const char *v, const char *word);
 /* The decimal number N of the first word on the command line that starts
- * with "key=N" (N saturates at ULONG_MAX), or dflt when there is none. */
+ * with "key=" (N saturates at ULONG_MAX), or dflt when there is none or
+ * its value does not start with a digit. */
 unsigned long cmdline_ulong(const struct multiboot_info *mbi, const char *key,
 			    unsigned long dflt);
 
