@@ -2,11 +2,14 @@
 //! beside QEMU TCG's on the same ROM file when QEMU is installed; then, where KVM is
 //! usable, the KVM figures of [`kvm`].
 //!
+//! Last comes the nanobenchmark table of [`nano`] (alone with `--nano`).
+//!
 //! Each side runs the ROM twice, with N/10 and N iterations, and the speed comes from the
 //! difference, so start-up (QEMU's is ~100 ms) cancels out and only the loop is timed.
 
 mod guest;
 mod kvm;
+mod nano;
 mod pv;
 
 use crate::cli::BenchArgs;
@@ -181,6 +184,9 @@ fn qemu_installed() -> bool {
 
 /// `popek bench`.
 pub fn bench(args: &BenchArgs) -> Result<()> {
+    if args.nano {
+        return nano::bench(args);
+    }
     if args.iters < 1000 {
         bail!("--iters {}: use at least 1000 iterations", args.iters);
     }
@@ -253,7 +259,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         kvm::bench(qemu)?;
     }
     pv::bench(!args.no_kvm)?;
-    Ok(())
+    nano::bench(args)
 }
 
 /// QEMU TCG's speed on the `loop` ROM file, `n` iterations, against the interpreter's

@@ -239,6 +239,14 @@ pub struct BenchArgs {
     /// Skip the KVM figures even where /dev/kvm is usable.
     #[arg(long)]
     pub no_kvm: bool,
+    /// Print only the nanobenchmark table (the `nano` ROM's operations under every
+    /// engine).
+    #[arg(long)]
+    pub nano: bool,
+    /// Iterations of each nanobenchmark operation (default: grown until each run is
+    /// long enough to time).
+    #[arg(long, value_name = "N")]
+    pub nano_iters: Option<u32>,
 }
 
 #[derive(Args, Debug)]

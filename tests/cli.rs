@@ -210,6 +210,45 @@ fn bench_reports_the_interpreter_speed() {
     );
 }
 
+#[test]
+fn bench_prints_a_number_per_engine_for_every_nanobenchmark() {
+    let o = popek(&["bench", "--nano", "--nano-iters", "200", "--no-kvm"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let header = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("operation"))
+        .unwrap_or_else(|| panic!("no header in:\n{out}"));
+    let columns: Vec<&str> = header.split_whitespace().skip(1).collect();
+    assert_eq!(columns, ["interp", "bt", "bt+full", "interp+vtx"], "{out}");
+    for op in [
+        "syscall",
+        "in",
+        "callret",
+        "pagefault",
+        "divzero",
+        "ptemod",
+        "cr3write",
+    ] {
+        let row = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(op))
+            .unwrap_or_else(|| panic!("no {op} row in:\n{out}"));
+        let cells: Vec<f64> = row
+            .split_whitespace()
+            .skip(1)
+            .map(|c| {
+                c.parse()
+                    .unwrap_or_else(|_| panic!("{op}: {c:?} in {row:?}"))
+            })
+            .collect();
+        assert_eq!(cells.len(), columns.len(), "{op}: {row:?}");
+    }
+    let o = popek(&["bench", "--nano", "--nano-iters", "5", "--no-kvm"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--nano-iters"), "{}", stderr(&o));
+}
+
 /// Skips the calling test, passing, on a host without usable /dev/kvm.
 macro_rules! require_kvm {
     () => {

@@ -45,11 +45,21 @@ const QEMU_KVM: &str = "kvm";
 /// Seconds per iteration of a loop, from runs of N/10 and N iterations (`run` times
 /// one run of that many), with N grown until their difference is at least [`MIN_SPAN`]
 /// (or N reaches the largest count the guests' 32-bit counter holds).
-pub(super) fn per_iteration(mut run: impl FnMut(u32) -> Result<Duration>) -> Result<f64> {
-    let mut n = FIRST_ITERS;
+pub(super) fn per_iteration(run: impl FnMut(u32) -> Result<Duration>) -> Result<f64> {
+    per_iteration_from(FIRST_ITERS, MIN_SPAN, run)
+}
+
+/// [`per_iteration`] starting at N = `first` and growing N until the difference is at
+/// least `min_span` (a zero `min_span`: N = `first` only).
+pub(super) fn per_iteration_from(
+    first: u32,
+    min_span: Duration,
+    mut run: impl FnMut(u32) -> Result<Duration>,
+) -> Result<f64> {
+    let mut n = first;
     loop {
         let span = run(n)?.saturating_sub(run(n / 10)?);
-        if span >= MIN_SPAN || n == u32::MAX {
+        if span >= min_span || n == u32::MAX {
             return Ok(span.as_secs_f64() / f64::from(n - n / 10));
         }
         n = n.saturating_mul(GROWTH);
