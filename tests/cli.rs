@@ -211,6 +211,19 @@ fn bench_reports_the_interpreter_speed() {
 }
 
 #[test]
+fn the_nano_rom_runs_the_op_it_is_given_and_refuses_others() {
+    let o = popek(&["run", "nano", "--append", "op=pagefault iters=7"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "nano: pagefault x 7\nPASS nano-pagefault-count\nPASS nano-pagefault-handled\n"
+    );
+    let o = popek(&["run", "nano", "--append", "op=pagefaults"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).starts_with("FAIL nano-op: "), "{}", stdout(&o));
+}
+
+#[test]
 fn bench_prints_a_number_per_engine_for_every_nanobenchmark() {
     let o = popek(&["bench", "--nano", "--nano-iters", "200", "--no-kvm"]);
     assert!(o.status.success(), "{}", stderr(&o));
