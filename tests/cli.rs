@@ -196,7 +196,16 @@ fn popek_rom_bytes(name: &str, dir: &std::path::Path) -> Vec<u8> {
 
 #[test]
 fn bench_reports_the_interpreter_speed() {
-    let o = popek(&["bench", "--iters", "200000", "--no-qemu", "--no-kvm"]);
+    // A short nanobenchmark table: bench_prints_a_number_per_engine_... checks it.
+    let o = popek(&[
+        "bench",
+        "--iters",
+        "200000",
+        "--no-qemu",
+        "--no-kvm",
+        "--nano-iters",
+        "100",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
@@ -403,7 +412,14 @@ fn max_instructions_under_kvm_is_a_warning() {
 #[test]
 fn bench_reports_kvm_figures() {
     require_kvm!();
-    let o = popek(&["bench", "--iters", "1000", "--no-qemu"]);
+    let o = popek(&[
+        "bench",
+        "--iters",
+        "1000",
+        "--no-qemu",
+        "--nano-iters",
+        "100",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     for needle in [
