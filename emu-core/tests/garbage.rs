@@ -1,7 +1,10 @@
 //! A guest can do anything to itself and nothing to Popek: random bytes executed as code,
 //! on every software engine, end in a guest exception, an unsupported-instruction stop,
-//! a halt or the budget — never a panic, a hang or a write outside guest RAM. Unless
-//! the code can leave a flag undefined, the engines end in the same state.
+//! a halt or the budget — never a panic, a hang or a write outside guest RAM (guest RAM
+//! lies between inaccessible guard regions, `memory::GUARD_BELOW` and `GUARD_ABOVE`:
+//! an engine reaching past it through its host pointer would kill the test with a
+//! fault). Unless the code can leave a flag undefined, the engines end in the same
+//! state.
 
 use emu_core::cpu::{efer, CpuState, SegReg, Segment};
 use emu_core::exit::StopReason;

@@ -50,8 +50,17 @@ pub const INTERP: &str = "interp";
 
 /// The software engines every instruction table runs on, by name: the interpreter and
 /// the binary translator.
-pub const SOFTWARE_ENGINES: &[(&str, EngineMaker)] =
-    &[(INTERP, interpreter), ("bt", crate::machine::bt_factory)];
+pub const SOFTWARE_ENGINES: &[(&str, EngineMaker)] = &[
+    (INTERP, interpreter),
+    ("bt", crate::machine::bt_factory),
+    ("bt-full", bt_full),
+];
+
+/// The binary translator under full virtualization: ring 0 code runs deprivileged, and
+/// the guest must not be able to tell.
+pub fn bt_full() -> Box<EngineFactory<'static>> {
+    crate::machine::bt_factory_with(crate::bt::virt::Virt::Full)
+}
 
 /// Which flags of a case a software engine is held to. The interpreter defines the
 /// flags the manuals leave undefined (Popek's choices, which the tables pin). The
