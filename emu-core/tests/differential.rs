@@ -24,7 +24,7 @@ mod generate;
 mod native;
 
 #[test]
-fn interpreter_matches_host_cpu() {
+fn software_engines_match_host_cpu() {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     host::run();
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
