@@ -193,6 +193,9 @@ pub struct Machine {
     /// Makes the engine each run starts on; `None`: every software engine, which must
     /// agree.
     pub engine: Option<EngineMaker>,
+    /// The engine's own counters after the last run (the first engine's, when every
+    /// software engine ran): whether the translator ran the code translated.
+    pub counters: Vec<(String, u64)>,
 }
 
 impl Machine {
@@ -296,6 +299,7 @@ impl Machine {
             ram: GuestRam::new(RAM_SIZE).expect("test RAM maps"),
             exits: TestExits::default(),
             engine: None,
+            counters: Vec::new(),
         }
     }
 
@@ -464,6 +468,7 @@ impl Machine {
             .expect("engine takes the state");
         let stop = engine.run(&self.ram, &mut self.exits, budget);
         self.state = engine.state().expect("engine gives its state");
+        self.counters = engine.counters();
         stop
     }
 
@@ -516,6 +521,7 @@ impl Machine {
             ram,
             exits: self.exits.clone(),
             engine: self.engine,
+            counters: self.counters.clone(),
         }
     }
 
