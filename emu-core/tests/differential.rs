@@ -2,11 +2,12 @@
 //! `testkit::SOFTWARE_ENGINES`) against the host CPU.
 //!
 //! Thousands of random user-level instruction sequences run twice, natively and on the
-//! engine, in two modes. In 32-bit mode the interpreter runs them encoded for
-//! 32-bit protected mode and the host encoded for 64-bit mode (every instruction used
-//! means the same there on 32-, 16- and 8-bit registers). In 64-bit mode both run the
-//! same bytes at the same addresses: the interpreter in long mode, with page tables
-//! that map the host's code and buffer pages to guest RAM. Every register, every status
+//! engine, in two modes. In 32-bit mode the engine runs them encoded for 32-bit
+//! protected mode and the host encoded for 64-bit mode (every instruction used means
+//! the same there on 32-, 16- and 8-bit registers). In 64-bit mode both run the same
+//! bytes at the same addresses: the engine in long mode. In both, flat segments and page
+//! tables map the host's buffer page (and in 64-bit mode its code page) to guest RAM,
+//! the state the translator translates code in. Every register, every status
 //! flag the sequence leaves defined, and the scratch buffer that memory operands use
 //! must end up the same. The host CPU is the oracle.
 //!
@@ -23,7 +24,7 @@ mod generate;
 mod native;
 
 #[test]
-fn interpreter_matches_host_cpu() {
+fn software_engines_match_host_cpu() {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     host::run();
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
@@ -58,11 +59,12 @@ mod host {
     /// Where the interpreter runs the sequence: in 32-bit mode at this address, in
     /// 64-bit mode at the host's address, in the page mapped here.
     const CODE_AT: u64 = 0x1000;
-    /// Where the interpreter's scratch buffer lives: in 32-bit mode DS is based so that
-    /// the host buffer's address, which ESI holds, lands here; in 64-bit mode the page
-    /// tables map the host buffer's page here.
+    /// Where the engine's scratch buffer lives: the page tables map the host buffer's
+    /// page, whose address ESI or RSI holds, here. (Paging rather than a DS base keeps
+    /// the segments flat, the state the translator runs translated code in.)
     const SCRATCH_AT: u64 = 0x8000;
-    /// The 64-bit mode page tables: the PML4, then the other tables as they are needed.
+    /// The page tables: the PML4 (64-bit) or page directory (32-bit), then the other
+    /// tables as they are needed.
     const PAGE_TABLES: u64 = 0x10000;
     const PAGE: u64 = 0x1000;
     const HLT: u8 = 0xF4;
@@ -133,12 +135,20 @@ mod host {
         fn new(mode: Mode, name: &'static str, maker: EngineMaker) -> Self {
             let jit = Jit::new(mode == Mode::Protected).expect("map the native pages");
             let mut ram = GuestRam::new(1 << 20).expect("guest RAM");
-            if mode == Mode::Long {
-                let ram = ram.as_mut_slice();
-                let mut next = PAGE_TABLES + PAGE;
-                map_page(ram, &mut next, jit.body_address() & !(PAGE - 1), CODE_AT);
-                map_page(ram, &mut next, jit.scratch_address(), SCRATCH_AT);
-            }
+            let code_page = match mode {
+                Mode::Protected => CODE_AT,
+                Mode::Long => jit.body_address() & !(PAGE - 1),
+            };
+            let ram_bytes = ram.as_mut_slice();
+            let mut next = PAGE_TABLES + PAGE;
+            map_page(mode, ram_bytes, &mut next, code_page, CODE_AT);
+            map_page(
+                mode,
+                ram_bytes,
+                &mut next,
+                jit.scratch_address(),
+                SCRATCH_AT,
+            );
             let engine = maker()(&ram).expect("engine builds");
             Bench {
                 mode,
@@ -197,22 +207,14 @@ mod host {
             ram[SCRATCH_AT as usize..][..MEM_SIZE].copy_from_slice(&case.mem);
             let mut st = CpuState::multiboot(0, 0, 0);
             st.rip = ip;
-            match self.mode {
-                Mode::Protected if case.memory => {
-                    // DS base + ESI = SCRATCH_AT, modulo 4 GiB.
-                    let base = SCRATCH_AT.wrapping_sub(regs[MEM_BASE_INDEX]) & 0xFFFF_FFFF;
-                    st.seg.modify(SegReg::Ds, |s| s.base = base);
-                }
-                Mode::Protected => {}
-                Mode::Long => {
-                    st.seg.modify(SegReg::Cs, |cs| {
-                        cs.attr = (cs.attr | Segment::LONG) & !Segment::DB;
-                    });
-                    st.cr0 |= cr0::PG;
-                    st.cr4 |= cr4::PAE;
-                    st.cr3 = PAGE_TABLES;
-                    st.efer = efer::LME | efer::LMA;
-                }
+            st.cr0 |= cr0::PG;
+            st.cr3 = PAGE_TABLES;
+            if self.mode == Mode::Long {
+                st.seg.modify(SegReg::Cs, |cs| {
+                    cs.attr = (cs.attr | Segment::LONG) & !Segment::DB;
+                });
+                st.cr4 |= cr4::PAE;
+                st.efer = efer::LME | efer::LMA;
             }
             for i in self.mode.compared() {
                 st.gpr[i] = regs[i];
@@ -275,27 +277,39 @@ mod host {
         }
     }
 
-    /// Maps the 4 KiB page at linear `lin` to `phys` in the 4-level page tables at
+    /// Maps the 4 KiB page at linear `lin` to `phys` in the page tables of `mode` at
     /// [`PAGE_TABLES`], taking missing tables from `next` on (RAM starts zeroed).
-    fn map_page(ram: &mut [u8], next: &mut u64, lin: u64, phys: u64) {
+    fn map_page(mode: Mode, ram: &mut [u8], next: &mut u64, lin: u64, phys: u64) {
         // Present, writable, user.
         const FLAGS: u64 = 0b111;
-        let entry_at = |table: u64, shift: u32| (table + ((lin >> shift) & 0x1FF) * 8) as usize;
+        // 4-level paging in 64-bit mode; 32-bit paging (a page directory and page tables
+        // of 1024 four-byte entries) in protected mode.
+        let (size, index_bits, upper): (usize, u32, &[u32]) = match mode {
+            Mode::Long => (8, 9, &[39, 30, 21]),
+            Mode::Protected => (4, 10, &[22]),
+        };
+        let entry_at = |table: u64, shift: u32| {
+            (table + ((lin >> shift) & ((1 << index_bits) - 1)) * size as u64) as usize
+        };
+        let write = |ram: &mut [u8], at: usize, entry: u64| {
+            ram[at..at + size].copy_from_slice(&entry.to_le_bytes()[..size]);
+        };
         let mut table = PAGE_TABLES;
-        for shift in [39, 30, 21] {
+        for &shift in upper {
             let at = entry_at(table, shift);
-            let entry = u64::from_le_bytes(ram[at..at + 8].try_into().expect("8 bytes"));
+            let mut bytes = [0u8; 8];
+            bytes[..size].copy_from_slice(&ram[at..at + size]);
+            let entry = u64::from_le_bytes(bytes);
             table = if entry & 1 != 0 {
                 entry & !(PAGE - 1)
             } else {
                 let fresh = *next;
                 *next += PAGE;
-                ram[at..at + 8].copy_from_slice(&(fresh | FLAGS).to_le_bytes());
+                write(ram, at, fresh | FLAGS);
                 fresh
             };
         }
-        let at = entry_at(table, 12);
-        ram[at..at + 8].copy_from_slice(&(phys | FLAGS).to_le_bytes());
+        write(ram, entry_at(table, 12), phys | FLAGS);
     }
 
     /// The instructions encoded for `bitness`-bit code at `ip`.
@@ -458,6 +472,28 @@ mod host {
             failures.len(),
             generator.rejected
         );
+        let counters = bench.engine.counters();
+        let listed: Vec<String> = counters
+            .iter()
+            .filter(|(_, n)| *n != 0)
+            .map(|(what, n)| format!("{what} {n}"))
+            .collect();
+        if !listed.is_empty() {
+            eprintln!("{name} counters: {}", listed.join(", "));
+        }
+        // A translator must run most 32-bit sequences as translated code, or this test
+        // would check only the interpreter it falls back to.
+        let translated = counters
+            .iter()
+            .find(|(what, _)| what == "instructions translated")
+            .map(|&(_, n)| n);
+        let too_few = translated.is_some_and(|n| (n as usize) < instructions / 2);
+        let problems_translating = (mode == Mode::Protected && too_few).then(|| {
+            format!(
+                "{name} 32-bit: only {} of {instructions} instructions ran translated",
+                translated.unwrap_or_default()
+            )
+        });
         let forms: Vec<String> = table.sizes().map(|(f, n)| format!("{f:?} {n}")).collect();
         eprintln!("forms per family: {}", forms.join(", "));
         if !unsupported.is_empty() {
@@ -484,6 +520,7 @@ mod host {
                 MAX_UNSUPPORTED * 100.0
             ));
         }
+        problems.extend(problems_translating);
         problems
     }
 

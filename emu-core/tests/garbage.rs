@@ -1,12 +1,17 @@
-//! A guest can do anything to itself and nothing to Popek: random bytes executed as code
-//! end in a guest exception, an unsupported-instruction stop, a halt or the budget —
-//! never a panic, a hang or a write outside guest RAM.
+//! A guest can do anything to itself and nothing to Popek: random bytes executed as code,
+//! on every software engine, end in a guest exception, an unsupported-instruction stop,
+//! a halt or the budget — never a panic, a hang or a write outside guest RAM (guest RAM
+//! lies between inaccessible guard regions, `memory::GUARD_BELOW` and `GUARD_ABOVE`:
+//! an engine reaching past it through its host pointer would kill the test with a
+//! fault). Unless the code can leave a flag undefined, the engines end in the same
+//! state.
 
 use emu_core::cpu::{efer, CpuState, SegReg, Segment};
 use emu_core::exit::StopReason;
 use emu_core::machine::Machine;
 use emu_core::testkit::board::{board, on_every_engine};
-use emu_core::testkit::interpreter;
+use emu_core::testkit::SOFTWARE_ENGINES;
+use iced_x86::{Decoder, DecoderOptions};
 use proptest::prelude::*;
 
 /// Where the random code goes: in the middle of a page, so it can run off its end.
@@ -48,12 +53,6 @@ fn state_for(mode: Mode) -> CpuState {
     }
 }
 
-fn machine_in(mode: Mode, code: &[u8], regs: [u32; 8]) -> Machine {
-    let mut m = board(interpreter, RAM);
-    load(&mut m, mode, code, regs);
-    m
-}
-
 /// Puts `code` in RAM and starts it in `mode` with `regs`.
 fn load(m: &mut Machine, mode: Mode, code: &[u8], regs: [u32; 8]) {
     let at = CODE as usize;
@@ -65,22 +64,52 @@ fn load(m: &mut Machine, mode: Mode, code: &[u8], regs: [u32; 8]) {
     m.set_cpu_state(&st).unwrap();
 }
 
-fn machine_with(code: &[u8], regs: [u32; 8]) -> Machine {
-    machine_in(Mode::Protected, code, regs)
-}
-
 fn run_bytes(code: &[u8], regs: [u32; 8], budget: u64) -> StopReason {
     run_in(Mode::Protected, code, regs, budget)
 }
 
+/// Runs `code` in `mode` on a machine of its own per software engine. Each ends within
+/// the budget; unless the code can leave a flag undefined, all end with the same stop,
+/// state and RAM. Returns the first engine's stop.
 fn run_in(mode: Mode, code: &[u8], regs: [u32; 8], budget: u64) -> StopReason {
-    let (stop, _) = on_every_engine(RAM, |m| {
-        load(m, mode, code, regs);
-        let outcome = m.run(budget);
-        assert!(outcome.instructions <= budget, "ran past the budget");
-        outcome.stop
-    });
-    stop
+    let runs: Vec<_> = SOFTWARE_ENGINES
+        .iter()
+        .map(|&(name, engine)| {
+            let mut m = board(engine, RAM);
+            load(&mut m, mode, code, regs);
+            let outcome = m.run(budget);
+            assert!(outcome.instructions <= budget, "{name} ran past the budget");
+            (name, outcome.stop, m)
+        })
+        .collect();
+    let ((first, stop, m), others) = runs.split_first().expect("an engine");
+    if !may_leave_flags_undefined(mode, code) {
+        for (name, other_stop, other) in others {
+            let pair = format!("{name} and {first}");
+            assert_eq!(other_stop, stop, "{pair}: stop");
+            assert_eq!(other.cpu_state().ok(), m.cpu_state().ok(), "{pair}: state");
+            assert!(other.ram().as_slice() == m.ram().as_slice(), "{pair}: RAM");
+        }
+    }
+    stop.clone()
+}
+
+/// Whether an instruction that starts at any byte of `code` leaves a flag undefined
+/// (MUL, shifts, BSF, ...; SHLD and BSF also leave their result undefined in some
+/// cases). The translator runs those on the host CPU, which sets such flags as its
+/// processor model does, and code that branches on one (or pushes it) may then go
+/// elsewhere than on the interpreter, as it may on another processor. Every start is
+/// decoded, since random code jumps into the middle of its own instructions.
+fn may_leave_flags_undefined(mode: Mode, code: &[u8]) -> bool {
+    let bitness = match mode {
+        Mode::Real => 16,
+        Mode::Protected => 32,
+        Mode::Long => 64,
+    };
+    (0..code.len()).any(|start| {
+        let mut decoder = Decoder::new(bitness, &code[start..], DecoderOptions::NONE);
+        decoder.decode().rflags_undefined() != 0
+    })
 }
 
 /// Instructions each random guest may run.
@@ -201,8 +230,11 @@ fn self_modifying_code_runs_the_new_bytes() {
     code.extend_from_slice(&patch_at.to_le_bytes());
     code.extend_from_slice(&[0x41, 0xEB, 0x00, 0x90, 0x40, 0xF4]);
     assert_eq!(code[10], 0x40, "the patched byte is the inc");
-    let mut m = machine_with(&code, [0; 8]);
-    assert_eq!(m.run(100).stop, StopReason::Halted);
+    let (stop, m) = on_every_engine(RAM, |m| {
+        load(m, Mode::Protected, &code, [0; 8]);
+        m.run(100).stop
+    });
+    assert_eq!(stop, StopReason::Halted);
     let st = m.cpu_state().unwrap();
     assert_eq!(
         (st.gpr[0], st.gpr[1]),
@@ -217,13 +249,23 @@ fn writes_beyond_ram_go_to_the_mmio_bus_not_the_host() {
     let code = [
         0xA3, 0xFC, 0xFF, 0xFF, 0xFF, 0x8B, 0x1D, 0xFC, 0xFF, 0xFF, 0xFF, 0xF4,
     ];
-    let mut m = machine_with(&code, [0x1234_5678, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(m.run(100).stop, StopReason::Halted);
+    let (exits, m) = on_every_engine(RAM, |m| {
+        load(
+            m,
+            Mode::Protected,
+            &code,
+            [0x1234_5678, 0, 0, 0, 0, 0, 0, 0],
+        );
+        assert_eq!(m.run(100).stop, StopReason::Halted);
+        let c = &m.vmm.counters;
+        [
+            c.exits(emu_core::exit::ExitReason::MmioWrite),
+            c.exits(emu_core::exit::ExitReason::MmioRead),
+        ]
+    });
     // Nothing answers there: the load reads open bus.
     assert_eq!(m.cpu_state().unwrap().gpr[3], 0xFFFF_FFFF);
-    let c = &m.vmm.counters;
-    assert_eq!(c.exits(emu_core::exit::ExitReason::MmioWrite), 1);
-    assert_eq!(c.exits(emu_core::exit::ExitReason::MmioRead), 1);
+    assert_eq!(exits, [1, 1], "one MMIO write and one MMIO read");
 }
 
 #[test]
@@ -233,26 +275,31 @@ fn a_fault_loop_stops_at_the_budget() {
     // frames never overwrite the entry.
     const HANDLER: u64 = 0x7C00;
     const STACK_SEGMENT: u16 = 0x1000;
-    let mut m = Machine::interpreted(RAM, Box::new(std::io::sink())).expect("machine");
-    let ram = m.ram_mut().as_mut_slice();
-    ram[HANDLER as usize..HANDLER as usize + 2].copy_from_slice(&[0x0F, 0x0B]);
-    let ivt_ud = 6 * 4;
-    ram[ivt_ud..ivt_ud + 4].copy_from_slice(&[0x00, 0x7C, 0x00, 0x00]);
-    let mut st = CpuState::reset();
-    for (reg, selector) in [(SegReg::Cs, 0), (SegReg::Ss, STACK_SEGMENT)] {
-        st.seg.modify(reg, |seg| {
-            seg.selector = selector;
-            seg.base = u64::from(selector) << 4;
-        });
-    }
-    st.rip = HANDLER;
-    m.set_cpu_state(&st).unwrap();
     let budget = 10_000;
-    let outcome = m.run(budget);
-    assert_eq!(outcome.stop, StopReason::Budget);
-    assert_eq!(outcome.instructions, 0, "nothing retired");
+    let (outcome, _) = on_every_engine(RAM, |m| {
+        let ram = m.ram_mut().as_mut_slice();
+        ram[HANDLER as usize..HANDLER as usize + 2].copy_from_slice(&[0x0F, 0x0B]);
+        let ivt_ud = 6 * 4;
+        ram[ivt_ud..ivt_ud + 4].copy_from_slice(&[0x00, 0x7C, 0x00, 0x00]);
+        let mut st = CpuState::reset();
+        for (reg, selector) in [(SegReg::Cs, 0), (SegReg::Ss, STACK_SEGMENT)] {
+            st.seg.modify(reg, |seg| {
+                seg.selector = selector;
+                seg.base = u64::from(selector) << 4;
+            });
+        }
+        st.rip = HANDLER;
+        m.set_cpu_state(&st).unwrap();
+        let outcome = m.run(budget);
+        (
+            outcome.stop,
+            outcome.instructions,
+            m.vmm.counters.exceptions[&6],
+        )
+    });
     assert_eq!(
-        m.vmm.counters.exceptions[&6], budget,
-        "one #UD per unit of budget"
+        outcome,
+        (StopReason::Budget, 0, budget),
+        "nothing retired, one #UD per unit of budget"
     );
 }

@@ -389,14 +389,7 @@ mod tests {
 
     #[test]
     fn unsigned_multiply() {
-        // Pins the interpreter's choice of the flags MUL leaves undefined; the binary
-        // translator leaves them as the host computes them.
-        crate::testkit::cases::check_on(
-            "interp",
-            crate::testkit::interpreter,
-            UNSIGNED_MULTIPLY,
-            Machine::new,
-        );
+        check(UNSIGNED_MULTIPLY);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use vm_memory::bitmap::{ArcSlice, Bitmap, RefSlice, WithBitmapSlice};
+use vm_memory::mmap::MmapRegion;
 
 /// log2 of the page size.
 pub const PAGE_SHIFT: u32 = 12;
@@ -67,6 +68,10 @@ pub struct CodeWatchInner {
     /// Something was written over code since the last [`CodeWatch::take_written`].
     pending: AtomicBool,
     written: Mutex<WrittenCode>,
+    /// The host mapping guest RAM lies in (with its guard regions), unmapped when the
+    /// last view of RAM goes: the region and every slice of it hold this bitmap, so a
+    /// device's clone of the guest memory keeps RAM mapped after the `GuestRam` drops.
+    _mapping: Option<MmapRegion>,
 }
 
 impl CodeWatchInner {
@@ -105,9 +110,16 @@ pub struct CodeWatch(Arc<CodeWatchInner>);
 impl CodeWatch {
     /// A watch over `bytes` bytes of RAM.
     pub fn new(bytes: usize) -> Self {
+        Self::keeping(bytes, None)
+    }
+
+    /// A watch over `bytes` bytes of RAM that keeps `mapping` (RAM's host mapping)
+    /// until the last clone goes.
+    pub(super) fn keeping(bytes: usize, mapping: Option<MmapRegion>) -> Self {
         let pages = bytes.div_ceil(1 << PAGE_SHIFT);
         CodeWatch(Arc::new(CodeWatchInner {
             pages: (0..pages).map(|_| AtomicU64::new(0)).collect(),
+            _mapping: mapping,
             ..CodeWatchInner::default()
         }))
     }

@@ -21,6 +21,13 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, Guest
 
 /// Default RAM size of popek-pc.
 pub const DEFAULT_RAM_SIZE: usize = 64 << 20;
+/// Inaccessible host address space kept just below guest RAM's mapping.
+pub const GUARD_BELOW: usize = 1 << 20;
+/// Inaccessible host address space kept just above guest RAM's mapping: 4 GiB, so that
+/// an engine that wrongly reached any 32-bit guest-physical address beyond RAM (MMIO,
+/// open bus) through its host pointer to RAM faults there instead of changing host
+/// memory. It costs address space only.
+pub const GUARD_ABOVE: usize = 4 << 30;
 /// The page size.
 pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 
@@ -61,7 +68,9 @@ pub struct GuestRam {
 }
 
 impl GuestRam {
-    /// Maps `size` bytes of zeroed guest RAM.
+    /// Maps `size` bytes of zeroed guest RAM, between guard regions
+    /// ([`GUARD_BELOW`], [`GUARD_ABOVE`]) that no access may touch: a stray host access
+    /// beside RAM (an engine's bug, a wrong bound) faults rather than corrupting Popek.
     pub fn new(size: usize) -> Result<Self, MemoryError> {
         // Keep RAM below the 3 GiB PCI hole so MMIO devices have room above it.
         if size == 0 || !size.is_multiple_of(PAGE_SIZE) || size > (3 << 30) {
@@ -71,12 +80,33 @@ impl GuestRam {
             size,
             reason: e.to_string(),
         };
-        let watch = CodeWatch::new(size);
-        let region = MmapRegionBuilder::new_with_bitmap(size, watch.clone())
-            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-            .with_mmap_flags(libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_PRIVATE)
+        const FLAGS: i32 = libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_PRIVATE;
+        const READ_WRITE: i32 = libc::PROT_READ | libc::PROT_WRITE;
+        // One inaccessible mapping for the guards and RAM, then RAM made accessible: the
+        // guards are sure to be next to it.
+        let span = MmapRegionBuilder::new(GUARD_BELOW + size + GUARD_ABOVE)
+            .with_mmap_prot(libc::PROT_NONE)
+            .with_mmap_flags(FLAGS)
             .build()
             .map_err(|e| map_error(&e))?;
+        // SAFETY: the offset stays inside the span just mapped.
+        let ram = unsafe { span.as_ptr().add(GUARD_BELOW) };
+        // SAFETY: a system call changing the protection of pages of the span, which
+        // nothing else uses yet.
+        if unsafe { libc::mprotect(ram.cast(), size, READ_WRITE) } != 0 {
+            return Err(map_error(&std::io::Error::last_os_error()));
+        }
+        let watch = CodeWatch::keeping(size, Some(span));
+        // SAFETY: `ram` and `size` lie within the span, mapped readable and writable
+        // with these flags; the span stays mapped as long as the region's bitmap (the
+        // watch, which holds it) lives, so as long as the region.
+        let region = unsafe {
+            MmapRegionBuilder::new_with_bitmap(size, watch.clone()).with_raw_mmap_pointer(ram)
+        }
+        .with_mmap_prot(READ_WRITE)
+        .with_mmap_flags(FLAGS)
+        .build()
+        .map_err(|e| map_error(&e))?;
         let region = GuestRegionMmap::new(region, GuestAddress(0))
             .ok_or_else(|| map_error(&"the region does not fit the address space"))?;
         let mem = GuestMemory::from_regions(vec![region]).map_err(|e| map_error(&e))?;
@@ -129,8 +159,8 @@ impl GuestRam {
 
     /// The whole of RAM as one byte slice (tests, snapshots), while nothing runs.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: the region is one anonymous mapping of `size` bytes starting at the host
-        // address, owned by `self.mem` and unmapped only when it drops. Engines and
+        // SAFETY: the region is `size` bytes of one anonymous mapping starting at the host
+        // address, kept by `self.mem` and unmapped only when it drops. Engines and
         // devices write it only while running, which takes `&mut Machine`; the shared
         // borrow of `self` rules that out for the slice's lifetime.
         unsafe { std::slice::from_raw_parts(self.host_address(), self.size) }
@@ -156,5 +186,48 @@ impl GuestRam {
         self.mem
             .get_host_address(GuestAddress(0))
             .expect("guest RAM has a region at guest-physical 0 by construction")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The protection (`rwxp` column of /proc/self/maps) of the host page at `addr`.
+    fn protection_at(addr: u64) -> String {
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
+        let line = maps
+            .lines()
+            .find(|line| {
+                let range = line.split_whitespace().next().unwrap_or_default();
+                let (start, end) = range.split_once('-').expect("a range");
+                let parse = |hex| u64::from_str_radix(hex, 16).expect("hex");
+                (parse(start)..parse(end)).contains(&addr)
+            })
+            .expect("the address is mapped");
+        line.split_whitespace()
+            .nth(1)
+            .expect("permissions")
+            .to_owned()
+    }
+
+    #[test]
+    fn ram_lies_between_inaccessible_guards() {
+        let ram = GuestRam::new(1 << 20).unwrap();
+        let (start, size) = ram.host_range();
+        let end = start + size;
+        assert!(protection_at(start).starts_with("rw"));
+        assert!(protection_at(end - 1).starts_with("rw"));
+        for guard in [
+            start - GUARD_BELOW as u64,
+            start - 1,
+            end,
+            end + GUARD_ABOVE as u64 - 1,
+        ] {
+            assert!(
+                protection_at(guard).starts_with("---"),
+                "{guard:#x} is accessible"
+            );
+        }
     }
 }

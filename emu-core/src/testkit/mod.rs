@@ -24,7 +24,7 @@ pub mod kernel;
 mod machine;
 pub mod tables;
 
-pub use cases::{check, check64, Case};
+pub use cases::{check, check64, Case, FlagsCompared};
 pub use exits::{TestExits, MMIO_STOP};
 pub use kernel::{FREE_SLOT, KERNEL_CS, KERNEL_DS, TSS_SEL, USER_CS, USER_DS};
 pub use machine::{busy_tss, gate32, kind, Asm, Desc, Machine, Trap};
@@ -45,13 +45,35 @@ pub fn interpreter() -> Box<EngineFactory<'static>> {
     interpreter_factory(Assist::None)
 }
 
-/// The software engines every instruction table runs on, by name.
-///
-/// The binary translator is not here yet: it leaves the flags the manuals call undefined
-/// as the host CPU does, where the interpreter has values of its own, so the tables that
-/// compare engines would report those. Its own tests (`tests/bt.rs`) compare it with the
-/// interpreter on every ROM.
-pub const SOFTWARE_ENGINES: &[(&str, EngineMaker)] = &[("interp", interpreter)];
+/// The name of the interpreter in [`SOFTWARE_ENGINES`].
+pub const INTERP: &str = "interp";
+
+/// The software engines every instruction table runs on, by name: the interpreter and
+/// the binary translator.
+pub const SOFTWARE_ENGINES: &[(&str, EngineMaker)] = &[
+    (INTERP, interpreter),
+    ("bt", crate::machine::bt_factory),
+    ("bt-full", bt_full),
+];
+
+/// The binary translator under full virtualization: ring 0 code runs deprivileged, and
+/// the guest must not be able to tell.
+pub fn bt_full() -> Box<EngineFactory<'static>> {
+    crate::machine::bt_factory_with(crate::bt::virt::Virt::Full)
+}
+
+/// Which flags of a case a software engine is held to. The interpreter defines the
+/// flags the manuals leave undefined (Popek's choices, which the tables pin). The
+/// translator copies most instructions to the host CPU, which leaves those flags as its
+/// processor model does (Intel and AMD differ), so it is held to the defined ones; the
+/// engine-agreement checks ([`Machine::run_on_each`]) leave the undefined ones out too.
+pub fn flags_compared(engine: &str) -> FlagsCompared {
+    if engine == INTERP {
+        FlagsCompared::Popek
+    } else {
+        FlagsCompared::Architectural
+    }
+}
 
 /// General-purpose register indices, in encoding order (as in [`crate::cpu::CpuState::gpr`]).
 pub const RAX: usize = 0;
