@@ -295,3 +295,134 @@ impl Spt {
         self.derived.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::GuestRam;
+    use crate::x86::paging::pte;
+
+    /// The shared page table, the frames it maps, and where the page directories start.
+    const PT: u64 = 0x30000;
+    const FRAME: u64 = 0x50000;
+    const OTHER_FRAME: u64 = 0x60000;
+    const PD0: u64 = 0x10000;
+    /// The linear page the tests use, and one the tables leave unmapped.
+    const LIN: u64 = 0x5123;
+    const UNMAPPED: u64 = 0x7000;
+
+    fn put(ram: &GuestRam, pa: u64, v: u32) {
+        ram.write(pa, &v.to_le_bytes()).unwrap();
+    }
+
+    fn get(ram: &GuestRam, pa: u64) -> u32 {
+        let mut b = [0; 4];
+        ram.read(pa, &mut b).unwrap();
+        u32::from_le_bytes(b)
+    }
+
+    /// Page directory `i`: its entry 0 points at the shared page table.
+    fn pd(i: u64) -> u64 {
+        PD0 + i * 0x1000
+    }
+
+    fn regs(space: u64) -> PagingRegs {
+        PagingRegs {
+            cr0: cr0::PG | cr0::PE | cr0::WP,
+            cr3: pd(space),
+            cr4: 0,
+            efer: 0,
+        }
+    }
+
+    fn machine() -> GuestRam {
+        let ram = GuestRam::new(1 << 20).unwrap();
+        for i in 0..=SPACES as u64 {
+            put(&ram, pd(i), (PT as u32) | (pte::P | pte::RW) as u32);
+        }
+        put(&ram, PT + 5 * 4, (FRAME as u32) | (pte::P | pte::RW) as u32);
+        ram
+    }
+
+    fn fill(
+        spt: &mut Spt,
+        ram: &GuestRam,
+        space: u64,
+        lin: u64,
+        access: Access,
+    ) -> Result<u64, Option<WalkFault>> {
+        spt.fill(&regs(space), ram.view(), ram.code(), lin, access, false)
+            .map(|f| f.phys)
+    }
+
+    #[test]
+    fn fills_are_hidden_faults_that_set_accessed_and_dirty_once() {
+        let ram = machine();
+        let mut spt = Spt::new();
+        assert_eq!(fill(&mut spt, &ram, 0, LIN, Access::Read), Ok(FRAME));
+        assert_eq!(spt.stats.hidden_faults, 1);
+        assert_eq!(get(&ram, PT + 20) as u64 & (pte::A | pte::D), pte::A);
+        assert_eq!(get(&ram, pd(0)) as u64 & pte::A, pte::A);
+        assert!(ram.code().is_traced(PT) && ram.code().is_traced(pd(0)));
+        assert!(
+            !ram.code().has_traced(),
+            "the VMM's A/D stores are no trace faults"
+        );
+        // The shadow now allows reads: no fault.
+        assert_eq!(fill(&mut spt, &ram, 0, LIN, Access::Read), Ok(FRAME));
+        assert_eq!(spt.stats.hidden_faults, 1);
+        // A write needs the guest's dirty bit set first: a hidden fault sets it.
+        assert_eq!(fill(&mut spt, &ram, 0, LIN, Access::Write), Ok(FRAME));
+        assert_eq!(spt.stats.hidden_faults, 2);
+        assert_ne!(get(&ram, PT + 20) as u64 & pte::D, 0);
+        assert_eq!(fill(&mut spt, &ram, 0, LIN, Access::Write), Ok(FRAME));
+        assert_eq!(spt.stats.hidden_faults, 2);
+        // What the guest's tables forbid is the guest's fault.
+        assert_eq!(
+            fill(&mut spt, &ram, 0, UNMAPPED, Access::Read),
+            Err(Some(WalkFault::NotPresent))
+        );
+        assert_eq!(spt.stats.true_faults, 1);
+    }
+
+    #[test]
+    fn a_write_to_a_traced_table_drops_what_was_derived_from_it() {
+        let ram = machine();
+        let mut spt = Spt::new();
+        assert_eq!(fill(&mut spt, &ram, 0, LIN, Access::Read), Ok(FRAME));
+        assert_eq!(fill(&mut spt, &ram, 1, LIN, Access::Read), Ok(FRAME));
+        // The guest remaps the page (from outside the CPU here: seen the same way).
+        put(
+            &ram,
+            PT + 20,
+            (OTHER_FRAME as u32) | (pte::P | pte::RW) as u32,
+        );
+        assert!(ram.code().has_traced());
+        assert_eq!(fill(&mut spt, &ram, 0, LIN, Access::Read), Ok(OTHER_FRAME));
+        assert_eq!(spt.stats.trace_faults, 1);
+        assert_eq!(spt.stats.entries_dropped, 2, "both spaces used that table");
+        // Space 1 is kept, and sees the new mapping too.
+        assert_eq!(fill(&mut spt, &ram, 1, LIN, Access::Read), Ok(OTHER_FRAME));
+        assert_eq!((spt.stats.spaces_built, spt.stats.spaces_reused), (2, 2));
+    }
+
+    #[test]
+    fn the_least_recent_address_space_is_evicted_and_its_traces_dropped() {
+        let ram = machine();
+        let mut spt = Spt::new();
+        for space in 0..=SPACES as u64 {
+            assert_eq!(fill(&mut spt, &ram, space, LIN, Access::Read), Ok(FRAME));
+        }
+        assert_eq!(spt.stats.spaces_built, SPACES as u64 + 1);
+        assert!(
+            !ram.code().is_traced(pd(0)),
+            "nothing derives from it any more"
+        );
+        assert!(ram.code().is_traced(pd(1)) && ram.code().is_traced(PT));
+        // Back to the evicted space: built again, by a hidden fault.
+        let hidden = spt.stats.hidden_faults;
+        assert_eq!(fill(&mut spt, &ram, 0, LIN, Access::Read), Ok(FRAME));
+        assert_eq!(spt.stats.spaces_built, SPACES as u64 + 2);
+        assert_eq!(spt.stats.hidden_faults, hidden + 1);
+    }
+}
