@@ -295,7 +295,7 @@ impl CodeWatch {
     /// was traced, or lies outside RAM.
     pub fn trace(&self, pa: u64) -> bool {
         let page = (pa >> PAGE_SHIFT) as usize;
-        let Some(word) = self.0.traced.get(page / 64) else {
+        let (Some(word), true) = (self.0.traced.get(page / 64), page < self.0.pages.len()) else {
             return false;
         };
         let bit = 1 << (page % 64);
@@ -309,7 +309,7 @@ impl CodeWatch {
     /// Stops tracing the page holding `pa`: writes to it are plain stores again.
     pub fn untrace(&self, pa: u64) {
         let page = (pa >> PAGE_SHIFT) as usize;
-        if let Some(word) = self.0.traced.get(page / 64) {
+        if let (Some(word), true) = (self.0.traced.get(page / 64), page < self.0.pages.len()) {
             word.fetch_and(!(1 << (page % 64)), Relaxed);
             self.0.set_code(page, self.0.code[page].load(Relaxed));
         }
@@ -453,6 +453,8 @@ mod tests {
         assert!(!w.cpu_write(0x3010, 4) && !w.has_traced());
         w.clear();
         assert!(w.is_traced(0x2000), "dropping code keeps traces");
+        assert!(!w.trace(0x4000), "outside RAM");
+        w.untrace(0x4000);
     }
 
     #[test]
