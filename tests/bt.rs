@@ -134,3 +134,50 @@ fn show_translation_prints_the_guest_block_beside_its_host_code() {
     let o = run("hello", "interp", &["--show-translation", &at]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("needs --engine bt"));
 }
+
+/// The counter `name` in `--stats` output (an engine line "engine  N name").
+fn counter(stderr: &str, name: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("engine")?.trim_start();
+            let (n, what) = rest.split_once(' ')?;
+            (what == name).then(|| n.parse().expect("a count"))
+        })
+        .unwrap_or_else(|| panic!("no counter {name:?} in:\n{stderr}"))
+}
+
+#[test]
+fn shadow_page_tables_fill_hidden_faults_trace_writes_and_reflect_true_faults() {
+    let interp = run("addrspace", "interp", &[]);
+    let out = String::from_utf8_lossy(&interp.stdout).into_owned();
+    for check in [
+        "addrspace.cr3-back-to-a",
+        "addrspace.pte-write-remaps",
+        "addrspace.other-space-pte-write-seen",
+        "addrspace.other-space-pde-write-seen",
+        "addrspace.accessed-set-again",
+        "addrspace.missing-page-cr2",
+        "addrspace.read-only-error",
+    ] {
+        assert!(out.contains(&format!("PASS {check}\n")), "interp: {check}");
+    }
+    assert_eq!(interp.status.code(), Some(0), "{out}");
+    for virt in ["full", "trap"] {
+        let o = run("addrspace", "bt", &["--virt", virt, "--stats"]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout), out, "--virt {virt}");
+        assert_eq!(o.status.code(), Some(0), "--virt {virt}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        let n = |name: &str| counter(&err, &format!("shadow paging: {name}"));
+        assert!(n("hidden faults (shadow fills)") > 0, "{err}");
+        assert!(n("trace faults (page-table writes)") > 0, "{err}");
+        assert!(n("shadow entries dropped") > 0, "{err}");
+        // The two page faults the ROM takes on purpose, and nothing else.
+        assert_eq!(n("true faults (reflected to the guest)"), 2, "{err}");
+        assert_eq!(n("address spaces built"), 2, "{err}");
+        assert!(n("address spaces reused") >= 2 * 64, "{err}");
+    }
+    // Without ring compression the guest's own tables serve: no shadow counters.
+    let plain = run("addrspace", "bt", &["--stats"]);
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("shadow paging"));
+}

@@ -351,9 +351,14 @@ extern "sysv64" fn mem_slow(jc: *mut JitCtx, offset: u64, info: u64) -> u64 {
         return 1;
     }
     let user = cx.cpu.cpl() == 3;
-    let Ok(pa) = cx.translate(lin, access, user) else {
+    let tlb = cx.cpu.tlb.generation();
+    let Ok(pa) = cx.translate_probe(lin, access, user) else {
         return 1;
     };
+    if cx.cpu.tlb.generation() != tlb {
+        // The fill traced a guest page table: no fast write may reach it any more.
+        jc.flush_tlb();
+    }
     let ram_len = cx.ram.len() as u64;
     if pa.saturating_add(u64::from(size)) > ram_len {
         return 1;

@@ -22,6 +22,7 @@ use crate::exit::{ExitHandler, StopReason};
 use crate::interp::cache::BlockCache;
 use crate::interp::{run_ops, BlockRunner, Interpreter};
 use crate::memory::GuestRam;
+use crate::x86::spt::SptStats;
 use crate::x86::Ctx;
 use dynasmrt::AssemblyOffset;
 use jit::{exit, host_flags, Code, JitCtx, NO_LINK};
@@ -129,7 +130,7 @@ impl Bt {
 
     /// A translator running the guest kernel as `virt` says (ring compression).
     pub fn with_virt(virt: Virt) -> Self {
-        Bt {
+        let mut bt = Bt {
             interp: Interpreter::new(),
             native: Native {
                 code: None,
@@ -145,7 +146,27 @@ impl Bt {
                 virt,
                 virt_stats: VirtStats::default(),
             },
+        };
+        bt.install_shadow_paging();
+        bt
+    }
+
+    /// Under ring compression, gives the vCPU shadow page tables: the VMM's MMU runs on
+    /// them, not on the guest's tables (see [`crate::x86::spt`]).
+    fn install_shadow_paging(&mut self) {
+        if self.native.virt != Virt::None {
+            self.interp.vcpu_mut().spt = Some(Box::default());
         }
+    }
+
+    /// What shadow paging did (zero without `--virt`).
+    pub fn spt_stats(&self) -> SptStats {
+        self.interp
+            .vcpu()
+            .spt
+            .as_ref()
+            .map(|s| s.stats)
+            .unwrap_or_default()
     }
 
     /// The translator's counters.
@@ -348,7 +369,11 @@ impl Engine for Bt {
 
     fn set_state(&mut self, state: &CpuState) -> Result<(), EngineError> {
         self.native.pending = None;
-        self.interp.set_state(state)
+        self.interp.set_state(state)?;
+        // The vCPU is new, and guest memory may have changed under another engine:
+        // shadow tables start empty.
+        self.install_shadow_paging();
+        Ok(())
     }
 
     fn instructions_retired(&self) -> u64 {
@@ -399,6 +424,28 @@ impl Engine for Bt {
         .into_iter()
         .map(|(name, n)| (name.to_owned(), n))
         .collect();
+        if self.native.virt != Virt::None {
+            let p = self.spt_stats();
+            for (name, n) in [
+                (
+                    "shadow paging: hidden faults (shadow fills)",
+                    p.hidden_faults,
+                ),
+                (
+                    "shadow paging: true faults (reflected to the guest)",
+                    p.true_faults,
+                ),
+                (
+                    "shadow paging: trace faults (page-table writes)",
+                    p.trace_faults,
+                ),
+                ("shadow paging: shadow entries dropped", p.entries_dropped),
+                ("shadow paging: address spaces built", p.spaces_built),
+                ("shadow paging: address spaces reused", p.spaces_reused),
+            ] {
+                list.push((name.to_owned(), n));
+            }
+        }
         let v = &self.native.virt_stats;
         for (what, map) in [
             ("trap (privileged, emulated by the VMM)", &v.traps),

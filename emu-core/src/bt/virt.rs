@@ -27,8 +27,9 @@
 //! modes they are counted as traps and emulated.
 //!
 //! The model applies where the translator runs the guest (32-bit protected mode on
-//! flat segments); shadow page tables are not modelled (guest-physical addresses are
-//! Popek's RAM offsets, so the guest's own tables serve).
+//! flat segments). Memory is virtualized the same VMM's way, by shadow page tables
+//! behind the vCPU's TLB ([`crate::x86::spt`], installed by the engine under both
+//! modes).
 
 use crate::cpu::{cr0, rflags, SegReg};
 use crate::interp::cache::Op;

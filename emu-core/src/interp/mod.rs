@@ -114,6 +114,16 @@ impl Interpreter {
         &self.cache
     }
 
+    /// The live vCPU.
+    pub(crate) fn vcpu(&self) -> &Vcpu {
+        &self.cpu
+    }
+
+    /// The live vCPU, to change what an engine keeps beside the state (shadow paging).
+    pub(crate) fn vcpu_mut(&mut self) -> &mut Vcpu {
+        &mut self.cpu
+    }
+
     /// Runs the guest as [`Engine::run`] does, each block run by `runner` (the
     /// translator runs host code made from them).
     pub(crate) fn run_with<R: BlockRunner>(
@@ -133,6 +143,8 @@ impl Interpreter {
         } = self;
         if std::mem::take(stale) {
             cache.flush(ram.code());
+            // A new vCPU: the traces of shadow tables an earlier one kept are stale.
+            ram.code().untrace_all();
         } else if ram.code().has_written() {
             // Written from outside while the guest was stopped (a debugger, a loader).
             cache.invalidate_written(ram.code());

@@ -10,6 +10,12 @@
 //! on their fast path. Every other writer goes through vm-memory, which reports each
 //! write to the region's dirty bitmap: [`CodeWatch`] *is* that bitmap, so no device,
 //! loader or debugger can write guest RAM without the engines hearing of it.
+//!
+//! The same word watches the guest's page-table pages under shadow paging
+//! ([`crate::x86::spt`]): a *traced* page has every chunk watched, so a store to it
+//! leaves the fast path as a store to code does, and is told apart only then (a bit per
+//! page says which pages are traced). Tracing therefore costs a store to any other page
+//! nothing, and a traced page never gets a translator's fast write entry.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -60,14 +66,33 @@ pub struct WrittenCode {
     pub all: bool,
 }
 
+/// Traced pages written since shadow paging last took them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TracedWrites {
+    /// Pages (guest-physical page numbers) written while traced, each once.
+    pub pages: Vec<u64>,
+    /// How many writes there were (each a trace fault on a real VMM).
+    pub writes: u64,
+    /// Anything may have changed: every shadow entry is to be dropped.
+    pub all: bool,
+}
+
 /// The shared state behind [`CodeWatch`].
 #[derive(Debug, Default)]
 pub struct CodeWatchInner {
-    /// A chunk mask per page of RAM.
+    /// The watched chunks per page of RAM: those holding code, or all of a traced page.
+    /// A store tests this word alone.
     pages: Box<[AtomicU64]>,
+    /// The chunks holding code, per page.
+    code: Box<[AtomicU64]>,
+    /// A bit per page: the page is traced (a guest page table shadow paging reads).
+    traced: Box<[AtomicU64]>,
     /// Something was written over code since the last [`CodeWatch::take_written`].
     pending: AtomicBool,
     written: Mutex<WrittenCode>,
+    /// A traced page was written since the last [`CodeWatch::take_traced`].
+    trace_pending: AtomicBool,
+    traces: Mutex<TracedWrites>,
     /// The host mapping guest RAM lies in (with its guard regions), unmapped when the
     /// last view of RAM goes: the region and every slice of it hold this bitmap, so a
     /// device's clone of the guest memory keeps RAM mapped after the `GuestRam` drops.
@@ -75,6 +100,46 @@ pub struct CodeWatchInner {
 }
 
 impl CodeWatchInner {
+    fn is_traced(&self, page: usize) -> bool {
+        self.traced
+            .get(page / 64)
+            .is_some_and(|w| w.load(Relaxed) & (1 << (page % 64)) != 0)
+    }
+
+    /// What the watched word of a page holds given its code chunks.
+    fn watched(&self, page: usize, code: u64) -> u64 {
+        if self.is_traced(page) {
+            u64::MAX
+        } else {
+            code
+        }
+    }
+
+    /// Sets both the code and the watched chunks of a page to `code`.
+    fn set_code(&self, page: usize, code: u64) {
+        self.code[page].store(code, Relaxed);
+        self.pages[page].store(self.watched(page, code), Relaxed);
+    }
+
+    /// A store hit a watched chunk: notes code overwritten and traced pages written.
+    /// True if it overwrote code.
+    #[cold]
+    fn classify(&self, page: usize, mask: u64) -> bool {
+        let code = self.code[page].load(Relaxed) & mask != 0;
+        if code {
+            self.note(page, false);
+        }
+        if self.is_traced(page) {
+            let mut t = self.traces.lock().unwrap_or_else(PoisonError::into_inner);
+            t.writes += 1;
+            if !t.pages.contains(&(page as u64)) {
+                t.pages.push(page as u64);
+            }
+            self.trace_pending.store(true, Relaxed);
+        }
+        code
+    }
+
     fn note(&self, page: usize, all: bool) {
         let mut w = self.written.lock().unwrap_or_else(PoisonError::into_inner);
         if all {
@@ -85,7 +150,8 @@ impl CodeWatchInner {
         self.pending.store(true, Relaxed);
     }
 
-    /// Records the pages where `[pa, pa + len)` overlaps code; true if any did.
+    /// Records the pages where `[pa, pa + len)` overlaps code, and the traced pages it
+    /// wrote; true if it overlapped code.
     #[inline(always)]
     fn write(&self, pa: u64, len: usize) -> bool {
         let mut hit = false;
@@ -95,8 +161,7 @@ impl CodeWatchInner {
                 .get(page)
                 .is_some_and(|m| m.load(Relaxed) & mask != 0)
             {
-                self.note(page, false);
-                hit = true;
+                hit |= self.classify(page, mask);
             }
         }
         hit
@@ -117,8 +182,11 @@ impl CodeWatch {
     /// until the last clone goes.
     pub(super) fn keeping(bytes: usize, mapping: Option<MmapRegion>) -> Self {
         let pages = bytes.div_ceil(1 << PAGE_SHIFT);
+        let words = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
         CodeWatch(Arc::new(CodeWatchInner {
-            pages: (0..pages).map(|_| AtomicU64::new(0)).collect(),
+            pages: words(pages),
+            code: words(pages),
+            traced: words(pages.div_ceil(64)),
             _mapping: mapping,
             ..CodeWatchInner::default()
         }))
@@ -127,7 +195,8 @@ impl CodeWatch {
     /// Notes that `[pa, pa + len)` was decoded or translated.
     pub fn mark(&self, pa: u64, len: usize) {
         for (page, mask) in pieces(pa, len) {
-            if let Some(m) = self.0.pages.get(page) {
+            if let (Some(m), Some(c)) = (self.0.pages.get(page), self.0.code.get(page)) {
+                c.fetch_or(mask, Relaxed);
                 m.fetch_or(mask, Relaxed);
             }
         }
@@ -140,8 +209,27 @@ impl CodeWatch {
         self.0.write(pa, len)
     }
 
-    /// Whether the page holding `pa` holds decoded or translated code: the translator
-    /// gives such a page no fast write path.
+    /// A store the VMM makes for the CPU (the accessed and dirty bits a page walk
+    /// sets): it is noted if it overwrites code, but it is no guest write to a traced
+    /// page. True if it overwrote code.
+    pub fn vmm_write(&self, pa: u64, len: usize) -> bool {
+        let mut hit = false;
+        for (page, mask) in pieces(pa, len) {
+            if self
+                .0
+                .code
+                .get(page)
+                .is_some_and(|m| m.load(Relaxed) & mask != 0)
+            {
+                self.0.note(page, false);
+                hit = true;
+            }
+        }
+        hit
+    }
+
+    /// Whether the page holding `pa` holds decoded or translated code, or is traced:
+    /// the translator gives such a page no fast write path.
     pub fn page_has_code(&self, pa: u64) -> bool {
         self.0
             .pages
@@ -149,7 +237,8 @@ impl CodeWatch {
             .is_some_and(|m| m.load(Relaxed) != 0)
     }
 
-    /// Whether `[pa, pa + len)` overlaps decoded or translated code.
+    /// Whether `[pa, pa + len)` overlaps decoded or translated code, or a traced page:
+    /// a store there must take the CPU's write path, which reports it.
     pub fn overlaps(&self, pa: u64, len: usize) -> bool {
         pieces(pa, len).any(|(page, mask)| {
             self.0
@@ -176,23 +265,32 @@ impl CodeWatch {
         self.0.pending.store(false, Relaxed);
         let w = std::mem::take(&mut *w);
         if w.all {
-            self.0.pages.iter().for_each(|m| m.store(0, Relaxed));
+            self.clear_code();
         } else {
             for &page in &w.pages {
-                self.0.pages[page as usize].store(0, Relaxed);
+                self.0.set_code(page as usize, 0);
             }
         }
         w
     }
 
-    /// Anything in RAM may have changed: every engine drops all its code.
+    /// Anything in RAM may have changed: every engine drops all its code, and shadow
+    /// paging all its shadow entries.
     pub fn invalidate_all(&self) {
         self.0.note(0, true);
+        let mut t = self.0.traces.lock().unwrap_or_else(PoisonError::into_inner);
+        t.all = true;
+        self.0.trace_pending.store(true, Relaxed);
+    }
+
+    fn clear_code(&self) {
+        (0..self.0.code.len()).for_each(|page| self.0.set_code(page, 0));
     }
 
     /// Forgets all code without reporting it (the engine dropped its caches itself).
+    /// Traced pages stay traced: shadow paging keeps its entries.
     pub fn clear(&self) {
-        self.0.pages.iter().for_each(|m| m.store(0, Relaxed));
+        self.clear_code();
         let mut w = self
             .0
             .written
@@ -200,6 +298,65 @@ impl CodeWatch {
             .unwrap_or_else(PoisonError::into_inner);
         *w = WrittenCode::default();
         self.0.pending.store(false, Relaxed);
+    }
+}
+
+impl CodeWatch {
+    /// Traces the page holding `pa` (a guest page table shadow paging read): from now
+    /// on writes to it are reported by [`CodeWatch::take_traced`]. False if it already
+    /// was traced, or lies outside RAM.
+    pub fn trace(&self, pa: u64) -> bool {
+        let page = (pa >> PAGE_SHIFT) as usize;
+        let (Some(word), true) = (self.0.traced.get(page / 64), page < self.0.pages.len()) else {
+            return false;
+        };
+        let bit = 1 << (page % 64);
+        if word.fetch_or(bit, Relaxed) & bit != 0 {
+            return false;
+        }
+        self.0.pages[page].store(u64::MAX, Relaxed);
+        true
+    }
+
+    /// Stops tracing the page holding `pa`: writes to it are plain stores again.
+    pub fn untrace(&self, pa: u64) {
+        let page = (pa >> PAGE_SHIFT) as usize;
+        if let (Some(word), true) = (self.0.traced.get(page / 64), page < self.0.pages.len()) {
+            word.fetch_and(!(1 << (page % 64)), Relaxed);
+            self.0.set_code(page, self.0.code[page].load(Relaxed));
+        }
+    }
+
+    /// Stops tracing every page.
+    pub fn untrace_all(&self) {
+        for (i, word) in self.0.traced.iter().enumerate() {
+            let mut bits = word.swap(0, Relaxed);
+            while bits != 0 {
+                let page = i * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.0.set_code(page, self.0.code[page].load(Relaxed));
+            }
+        }
+    }
+
+    /// Whether the page holding `pa` is traced.
+    pub fn is_traced(&self, pa: u64) -> bool {
+        self.0.is_traced((pa >> PAGE_SHIFT) as usize)
+    }
+
+    /// Whether a traced page was written since the last [`CodeWatch::take_traced`]: one
+    /// load.
+    #[inline(always)]
+    pub fn has_traced(&self) -> bool {
+        self.0.trace_pending.load(Relaxed)
+    }
+
+    /// The traced pages written since the last call (they stay traced: whoever traced
+    /// them decides).
+    pub fn take_traced(&self) -> TracedWrites {
+        let mut t = self.0.traces.lock().unwrap_or_else(PoisonError::into_inner);
+        self.0.trace_pending.store(false, Relaxed);
+        std::mem::take(&mut *t)
     }
 }
 
@@ -216,7 +373,7 @@ impl Bitmap for CodeWatchInner {
 
     fn dirty_at(&self, offset: usize) -> bool {
         let page = offset >> PAGE_SHIFT;
-        self.pages
+        self.code
             .get(page)
             .is_some_and(|m| m.load(Relaxed) & chunk_mask(offset as u64 & 0xFFF, 1) != 0)
     }
@@ -274,6 +431,42 @@ mod tests {
         assert!(w.cpu_write(0x2000, 1));
         assert!(w.cpu_write(0x1FFF, 1));
         assert_eq!(w.take_written().pages, vec![2, 1]);
+    }
+
+    #[test]
+    fn traced_pages_report_writes_apart_from_code() {
+        let w = CodeWatch::new(4 << PAGE_SHIFT);
+        w.mark(0x2040, 8);
+        assert!(w.trace(0x2000) && w.trace(0x3000));
+        assert!(!w.trace(0x3FFF), "already traced");
+        assert!(w.page_has_code(0x3000), "no fast write to a traced page");
+        assert!(!w.cpu_write(0x3010, 4), "a traced page is no code");
+        assert!(!w.cpu_write(0x3020, 4));
+        assert!(!w.has_written());
+        assert!(
+            w.cpu_write(0x2040, 1),
+            "code on a traced page is still code"
+        );
+        assert!(
+            !w.vmm_write(0x3000, 4),
+            "the VMM's own stores are no trace faults"
+        );
+        assert_eq!(
+            w.take_traced(),
+            TracedWrites {
+                pages: vec![3, 2],
+                writes: 3,
+                all: false
+            }
+        );
+        assert_eq!(w.take_written().pages, vec![2]);
+        w.untrace(0x3000);
+        assert!(!w.page_has_code(0x3000) && w.is_traced(0x2000));
+        assert!(!w.cpu_write(0x3010, 4) && !w.has_traced());
+        w.clear();
+        assert!(w.is_traced(0x2000), "dropping code keeps traces");
+        assert!(!w.trace(0x4000), "outside RAM");
+        w.untrace(0x4000);
     }
 
     #[test]

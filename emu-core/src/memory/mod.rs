@@ -12,7 +12,7 @@
 mod code;
 mod view;
 
-pub use code::{CodeWatch, WrittenCode, PAGE_SHIFT};
+pub use code::{CodeWatch, TracedWrites, WrittenCode, PAGE_SHIFT};
 pub use view::RamView;
 
 use thiserror::Error;

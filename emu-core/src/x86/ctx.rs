@@ -417,6 +417,22 @@ impl<'a> Ctx<'a> {
         )?)
     }
 
+    /// Translates for a look ahead whose fault is not raised (the instruction is run
+    /// again, and faults then): a fault leaves CR2 and the count of true faults under
+    /// shadow paging as they were.
+    pub fn translate_probe(&mut self, lin: u64, access: Access, user: bool) -> Result<u64, Fault> {
+        let cr2 = self.cpu.cr2;
+        let counted = self.cpu.spt.as_ref().map(|s| s.stats.true_faults);
+        let r = self.translate(lin, access, user);
+        if r.is_err() {
+            self.cpu.cr2 = cr2;
+            if let (Some(spt), Some(n)) = (self.cpu.spt.as_mut(), counted) {
+                spt.stats.true_faults = n;
+            }
+        }
+        r
+    }
+
     /// In long mode a linear address must be canonical (bits 63:47 all equal), else the
     /// access raises #GP(0) before any translation. (Data accesses are checked when
     /// their [`Addr`] is made, with #SS for the stack.)

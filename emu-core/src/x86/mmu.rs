@@ -11,7 +11,7 @@ use super::Vcpu;
 use crate::cpu::cr0;
 use crate::exception::{vector, Exception};
 use crate::memory::{CodeWatch, RamView};
-use crate::x86::paging::{self, PagingRegs};
+use crate::x86::paging::{self, PagingRegs, WalkFault};
 
 pub use crate::x86::paging::{Access, MAXPHYADDR};
 
@@ -29,7 +29,7 @@ pub fn is_canonical(lin: u64) -> bool {
 }
 
 /// What a TLB entry allows.
-mod perm {
+pub(crate) mod perm {
     /// The tag is valid.
     pub const VALID: u8 = 1 << 0;
     /// CPL 3 may access the page.
@@ -118,7 +118,7 @@ impl Tlb {
 
 /// Whether the access at CPL `user` is allowed by an entry's permissions.
 #[inline(always)]
-fn allows(p: u8, access: Access, user: bool, wp: bool) -> bool {
+pub(crate) fn allows(p: u8, access: Access, user: bool, wp: bool) -> bool {
     if user && p & perm::USER == 0 {
         return false;
     }
@@ -155,44 +155,43 @@ pub fn translate(
     walk(cpu, ram, code, lin, access, user)
 }
 
+/// What fills a TLB entry: what the guest's tables (or shadow tables derived from
+/// them) map a page to and allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fill {
+    /// Physical page base.
+    pub phys: u64,
+    /// What the entry allows ([`perm`] bits).
+    pub perm: u8,
+    /// The mapping is part of a large page.
+    pub large: bool,
+}
+
 /// Sets bits in a page-table entry in RAM (accessed, dirty). The bits live in the low
 /// dword of every entry format, so a 4-byte update serves 32-bit and 64-bit entries.
+/// The store is the MMU's, not a guest write: it drops code it overwrites, but is no
+/// write to a traced page.
 fn set_entry_bits(ram: RamView<'_>, code: &CodeWatch, pa: u64, bits: u64) {
     if let Some(v) = ram.read_le(pa, 4) {
         ram.write(pa, &((v | bits) as u32).to_le_bytes());
-        code.cpu_write(pa, 4);
+        code.vmm_write(pa, 4);
     }
 }
 
-/// Walks the paging structures for an access: on success sets the accessed and dirty
-/// bits the access calls for and fills the TLB; on failure sets CR2 and gives the #PF.
-fn walk(
-    cpu: &mut Vcpu,
+/// Walks the guest's paging structures for an access and, if they allow it, sets the
+/// accessed and dirty bits it calls for: the TLB fill and the walk. `Err` holds the
+/// walk fault, or `None` for a protection violation.
+pub(crate) fn guest_fill(
+    regs: &PagingRegs,
     ram: RamView<'_>,
     code: &CodeWatch,
     lin: u64,
     access: Access,
     user: bool,
-) -> Result<u64, Exception> {
-    let regs = PagingRegs {
-        cr0: cpu.cr0,
-        cr3: cpu.cr3,
-        cr4: cpu.cr4,
-        efer: cpu.efer,
-    };
-    let fault = |cpu: &mut Vcpu, fault| {
-        cpu.cr2 = lin;
-        Exception {
-            vector: vector::PF,
-            error_code: Some(paging::fault_code(&regs, access, user, fault)),
-        }
-    };
-    let t = match paging::walk(&regs, &ram, lin) {
-        Ok(t) => t,
-        Err(e) => return Err(fault(cpu, Some(e))),
-    };
-    if !t.allows(access, user, cpu.cr0 & cr0::WP != 0) {
-        return Err(fault(cpu, None));
+) -> Result<(Fill, paging::Translation), Option<WalkFault>> {
+    let t = paging::walk(regs, &ram, lin).map_err(Some)?;
+    if !t.allows(access, user, regs.cr0 & cr0::WP != 0) {
+        return Err(None);
     }
     for (entry_pa, bits) in t.bits_to_set(access) {
         set_entry_bits(ram, code, entry_pa, bits);
@@ -210,12 +209,50 @@ fn walk(
             p |= bit;
         }
     }
-    let page = lin >> 12;
-    cpu.tlb.large |= t.page_bits > 12;
-    cpu.tlb.entries[page as usize & (TLB_ENTRIES - 1)] = Entry {
-        page,
+    let fill = Fill {
         phys: t.phys & !0xFFF,
         perm: p,
+        large: t.page_bits > 12,
     };
-    Ok(t.phys)
+    Ok((fill, t))
+}
+
+/// Fills the TLB for an access, from the guest's tables or, under a software VMM,
+/// from the shadow tables; on failure sets CR2 and gives the guest's #PF.
+fn walk(
+    cpu: &mut Vcpu,
+    ram: RamView<'_>,
+    code: &CodeWatch,
+    lin: u64,
+    access: Access,
+    user: bool,
+) -> Result<u64, Exception> {
+    let regs = PagingRegs::from(cpu.state());
+    let found = match cpu.spt.as_deref_mut() {
+        Some(spt) => spt.fill(&regs, ram, code, lin, access, user),
+        None => guest_fill(&regs, ram, code, lin, access, user).map(|(fill, _)| fill),
+    };
+    if cpu.spt.as_mut().is_some_and(|s| s.take_new_traces()) {
+        // Engines that keep fast write paths of their own must drop any to a page
+        // that became traced.
+        cpu.tlb.generation += 1;
+    }
+    let fill = match found {
+        Ok(fill) => fill,
+        Err(fault) => {
+            cpu.cr2 = lin;
+            return Err(Exception {
+                vector: vector::PF,
+                error_code: Some(paging::fault_code(&regs, access, user, fault)),
+            });
+        }
+    };
+    let page = lin >> 12;
+    cpu.tlb.large |= fill.large;
+    cpu.tlb.entries[page as usize & (TLB_ENTRIES - 1)] = Entry {
+        page,
+        phys: fill.phys,
+        perm: fill.perm,
+    };
+    Ok(fill.phys | (lin & 0xFFF))
 }

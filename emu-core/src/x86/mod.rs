@@ -25,6 +25,7 @@ pub mod paging;
 pub mod processor;
 pub mod segaccess;
 pub mod segment;
+pub mod spt;
 pub mod system;
 pub mod task;
 
@@ -87,6 +88,9 @@ pub struct Vcpu {
     /// The #DB trap conditions (DR6 bits) of a MOV SS or POP SS, held off until the
     /// instruction after it completes, as the interrupt shadow holds off interrupts.
     pub deferred_debug_trap: u64,
+    /// Shadow page tables behind the TLB, when a software VMM runs the guest
+    /// deprivileged (`--virt`): TLB misses are filled from them.
+    pub spt: Option<Box<spt::Spt>>,
 }
 
 impl Vcpu {
@@ -98,6 +102,7 @@ impl Vcpu {
             shadow_end: 0,
             tsc_offset: 0,
             deferred_debug_trap: 0,
+            spt: None,
         }
     }
 
