@@ -17,7 +17,7 @@ use vm_memory::GuestMemory;
 
 use super::chain::{Buffers, ChainError};
 use super::serve::{self, Layout};
-use super::{read_config_bytes, QueueWork, VirtioDevice};
+use super::{read_config_bytes, DeviceType, QueueWork, VirtioDevice};
 use crate::disk::{Disk, SECTOR_SIZE};
 
 /// The request queue's size.
@@ -117,20 +117,13 @@ impl VirtioBlk {
 }
 
 impl<M: GuestMemory> VirtioDevice<M> for VirtioBlk {
-    fn device_id(&self) -> u32 {
-        VIRTIO_ID_BLOCK
-    }
-
-    fn name(&self) -> &'static str {
-        "virtio-blk"
-    }
-
-    fn features(&self) -> u64 {
-        1 << VIRTIO_BLK_F_FLUSH
-    }
-
-    fn queue_max_sizes(&self) -> &'static [u16] {
-        &[QUEUE_SIZE]
+    fn device_type(&self) -> &'static DeviceType {
+        &DeviceType {
+            id: VIRTIO_ID_BLOCK,
+            name: "virtio-blk",
+            features: 1 << VIRTIO_BLK_F_FLUSH,
+            queue_max_sizes: &[QUEUE_SIZE],
+        }
     }
 
     /// `capacity` (in 512-byte sectors) is the only field: no feature that adds others

@@ -12,7 +12,7 @@ use vm_memory::GuestMemory;
 
 use super::chain::ChainError;
 use super::serve::{self, Layout};
-use super::{QueueWork, VirtioDevice};
+use super::{DeviceType, QueueWork, VirtioDevice};
 
 /// Each queue's size.
 const QUEUE_SIZE: u16 = 64;
@@ -40,20 +40,13 @@ impl VirtioConsole {
 }
 
 impl<M: GuestMemory> VirtioDevice<M> for VirtioConsole {
-    fn device_id(&self) -> u32 {
-        VIRTIO_ID_CONSOLE
-    }
-
-    fn name(&self) -> &'static str {
-        "virtio-console"
-    }
-
-    fn features(&self) -> u64 {
-        0
-    }
-
-    fn queue_max_sizes(&self) -> &'static [u16] {
-        &[QUEUE_SIZE, QUEUE_SIZE]
+    fn device_type(&self) -> &'static DeviceType {
+        &DeviceType {
+            id: VIRTIO_ID_CONSOLE,
+            name: "virtio-console",
+            features: 0,
+            queue_max_sizes: &[QUEUE_SIZE, QUEUE_SIZE],
+        }
     }
 
     /// No feature makes any field valid: the space reads as zeros.

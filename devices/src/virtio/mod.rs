@@ -52,16 +52,40 @@ pub struct QueueWork {
     pub bytes: u64,
 }
 
+/// What a device type announces to the driver: fixed for the type, so each device
+/// gives it as one constant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceType {
+    /// Its virtio device ID (`VIRTIO_ID_*`).
+    pub id: u32,
+    /// A short name for people: "virtio-blk".
+    pub name: &'static str,
+    /// The device-type feature bits it offers (the transport adds `VIRTIO_F_VERSION_1`).
+    pub features: u64,
+    /// The largest size of each of its queues (powers of two).
+    pub queue_max_sizes: &'static [u16],
+}
+
 /// A virtio device type, as the transport drives it.
 pub trait VirtioDevice<M: GuestMemory>: Send {
+    /// What its type announces.
+    fn device_type(&self) -> &'static DeviceType;
     /// Its virtio device ID (`VIRTIO_ID_*`).
-    fn device_id(&self) -> u32;
+    fn device_id(&self) -> u32 {
+        self.device_type().id
+    }
     /// A short name for people: "virtio-blk".
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &'static str {
+        self.device_type().name
+    }
     /// The device-type feature bits it offers (the transport adds `VIRTIO_F_VERSION_1`).
-    fn features(&self) -> u64;
+    fn features(&self) -> u64 {
+        self.device_type().features
+    }
     /// The largest size of each of its queues (powers of two).
-    fn queue_max_sizes(&self) -> &'static [u16];
+    fn queue_max_sizes(&self) -> &'static [u16] {
+        self.device_type().queue_max_sizes
+    }
     /// Reads its configuration space: bytes past it read as zero.
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Handles the buffers the driver made available on queue `index` (and may use the

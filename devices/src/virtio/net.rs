@@ -15,7 +15,9 @@ use vm_memory::GuestMemory;
 
 use super::chain::ChainError;
 use super::serve::{self, Layout};
-use super::{read_config_bytes, DeviceState, QueueWork, VirtioDevice, VirtioStateError};
+use super::{
+    read_config_bytes, DeviceState, DeviceType, QueueWork, VirtioDevice, VirtioStateError,
+};
 
 /// Each queue's size.
 const QUEUE_SIZE: u16 = 256;
@@ -115,20 +117,13 @@ impl VirtioNet {
 }
 
 impl<M: GuestMemory> VirtioDevice<M> for VirtioNet {
-    fn device_id(&self) -> u32 {
-        VIRTIO_ID_NET
-    }
-
-    fn name(&self) -> &'static str {
-        "virtio-net"
-    }
-
-    fn features(&self) -> u64 {
-        1 << VIRTIO_NET_F_MAC
-    }
-
-    fn queue_max_sizes(&self) -> &'static [u16] {
-        &[QUEUE_SIZE, QUEUE_SIZE]
+    fn device_type(&self) -> &'static DeviceType {
+        &DeviceType {
+            id: VIRTIO_ID_NET,
+            name: "virtio-net",
+            features: 1 << VIRTIO_NET_F_MAC,
+            queue_max_sizes: &[QUEUE_SIZE, QUEUE_SIZE],
+        }
     }
 
     /// `mac` at offset 0; nothing else is offered.
