@@ -7,7 +7,7 @@ use crate::output::{errln, RunOutput};
 use crate::run::{ended, finish_output};
 use anyhow::{anyhow, bail, Context, Result};
 use emu_core::machine::{Machine, MachineHandle};
-use emu_core::trace::{Event, EventKind, EventMask};
+use emu_core::trace::{Event, EventMask};
 use popek_gdb::{Ended, EngineChooser};
 use std::net::TcpListener;
 use std::process::ExitCode;
@@ -19,17 +19,7 @@ const MONITOR_TRACE: EventMask = EventMask::RINGS.union(EventMask::EXITS);
 /// Whether `--trace` with `mask` asked to see `event` (under `--gdb` the trace also
 /// records ring changes and exits for `monitor trace`).
 pub fn asked_for(mask: EventMask, event: &Event) -> bool {
-    let kind = match event.kind {
-        EventKind::Io { .. } => EventMask::IO,
-        EventKind::Mmio { .. } => EventMask::MMIO,
-        EventKind::Exception { .. } => EventMask::EXCEPTIONS,
-        EventKind::Interrupt { .. } => EventMask::INTERRUPTS,
-        EventKind::Ring { .. } => EventMask::RINGS,
-        EventKind::Exit(_) | EventKind::Hypercall { .. } | EventKind::VmmMsr { .. } => {
-            EventMask::EXITS
-        }
-    };
-    mask.contains(kind)
+    mask.contains(event.kind.mask())
 }
 
 /// Runs `machine` under gdb, listening on `addr`, until the guest ends or gdb kills

@@ -147,6 +147,30 @@ fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
     child.wait_with_output().expect("output is collected")
 }
 
+/// QEMU with devices like popek-pc's: TCG, 64 MiB, COM1 on standard output,
+/// isa-debug-exit at 0xF4, no default devices, and no reboot (a triple fault ends it).
+/// The caller adds the machine, the guest and its devices.
+fn qemu_command() -> Command {
+    let mut qemu = Command::new(QEMU);
+    qemu.args([
+        "-accel",
+        "tcg",
+        "-m",
+        "64",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-nodefaults",
+    ])
+    .args([
+        "-serial",
+        "stdio",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=4",
+    ]);
+    qemu
+}
+
 /// QEMU's and Popek's arguments for booting `rom` the way its file name says.
 fn boot_args(rom: &Path) -> (Vec<&'static str>, Vec<&'static str>) {
     if rom.extension().is_some_and(|e| e == "bin") {
@@ -182,25 +206,8 @@ fn every_rom_prints_the_same_under_qemu_and_popek() {
             continue;
         }
         let (qemu_args, popek_args) = boot_args(rom);
-        let mut qemu = Command::new(QEMU);
-        qemu.args([
-            "-accel",
-            "tcg",
-            "-m",
-            "64",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-nodefaults",
-        ])
-        .args([
-            "-serial",
-            "stdio",
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=4",
-        ])
-        .args(&qemu_args)
-        .arg(rom);
+        let mut qemu = qemu_command();
+        qemu.args(&qemu_args).arg(rom);
         let q = run_with_limit(qemu, QEMU_TIME_LIMIT);
         let p = Command::new(popek)
             .arg("run")
@@ -272,19 +279,8 @@ fn microvm(rom: &Path, append: &str) -> Command {
             )
         })
         .collect();
-    let mut qemu = Command::new(QEMU);
+    let mut qemu = qemu_command();
     qemu.args(["-M", "microvm", "-global", "virtio-mmio.force-legacy=false"])
-        .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "64",
-            "-display",
-            "none",
-            "-no-reboot",
-        ])
-        .args(["-nodefaults", "-serial", "stdio"])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
         .arg("-append")
         .arg(format!("{append}{slots}"))
         .arg("-kernel")
@@ -300,6 +296,30 @@ fn without_location(out: &[u8], prefix: &str) -> String {
         .filter(|l| !l.starts_with(prefix))
         .map(|l| format!("{l}\n"))
         .collect()
+}
+
+/// Checks a device ROM's run under QEMU (`q`) against Popek's (`p`): QEMU passed
+/// `check`, both printed the same (but for the line starting with `location`, where
+/// the device sits, if given), and both ended as the ROM ends when every check passed
+/// (isa-debug-exit: QEMU exits with (0 << 1) | 1, Popek with 0).
+fn assert_same_device_run(q: &Output, p: &Output, check: &str, location: Option<&str>) {
+    assert!(
+        String::from_utf8_lossy(&q.stdout).contains(&format!("PASS {check}")),
+        "QEMU: {}{}",
+        String::from_utf8_lossy(&q.stdout),
+        String::from_utf8_lossy(&q.stderr)
+    );
+    match location {
+        Some(location) => assert_eq!(
+            without_location(&q.stdout, location),
+            without_location(&p.stdout, location)
+        ),
+        None => assert_eq!(
+            String::from_utf8_lossy(&q.stdout),
+            String::from_utf8_lossy(&p.stdout)
+        ),
+    }
+    assert_eq!((q.status.code(), p.status.code()), (Some(1), Some(0)));
 }
 
 #[test]
@@ -339,18 +359,7 @@ fn disk_and_net_roms_run_the_same_on_qemu_devices() {
         .arg(&p_img)
         .output()
         .unwrap();
-    let location = "disk: virtio-blk at ";
-    assert!(
-        String::from_utf8_lossy(&q.stdout).contains("PASS disk-data"),
-        "QEMU: {}{}",
-        String::from_utf8_lossy(&q.stdout),
-        String::from_utf8_lossy(&q.stderr)
-    );
-    assert_eq!(
-        without_location(&q.stdout, location),
-        without_location(&p.stdout, location)
-    );
-    assert_eq!((q.status.code(), p.status.code()), (Some(1), Some(0)));
+    assert_same_device_run(&q, &p, "disk-data", Some("disk: virtio-blk at "));
     assert!(
         std::fs::read(&q_img).unwrap() == std::fs::read(&p_img).unwrap(),
         "virtio images"
@@ -358,25 +367,14 @@ fn disk_and_net_roms_run_the_same_on_qemu_devices() {
 
     // ATA: the pc machine's IDE disk against --device ata, the output identical.
     let (q_img, p_img) = (image("q-ata.img"), image("p-ata.img"));
-    let mut qemu = Command::new(QEMU);
-    qemu.args([
-        "-accel",
-        "tcg",
-        "-m",
-        "64",
-        "-display",
-        "none",
-        "-no-reboot",
-    ])
-    .args(["-nodefaults", "-serial", "stdio"])
-    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
-    .args(["-append", "kib=256", "-kernel"])
-    .arg(&disk_rom)
-    .args(["-drive", &drive(&q_img)])
-    .args([
-        "-device",
-        "ide-hd,drive=d0,bus=ide.0,unit=0,serial=POPEK-IMAGE",
-    ]);
+    let mut qemu = qemu_command();
+    qemu.args(["-append", "kib=256", "-kernel"])
+        .arg(&disk_rom)
+        .args(["-drive", &drive(&q_img)])
+        .args([
+            "-device",
+            "ide-hd,drive=d0,bus=ide.0,unit=0,serial=POPEK-IMAGE",
+        ]);
     let q = run_with_limit(qemu, QEMU_TIME_LIMIT);
     let p = Command::new(popek)
         .args([
@@ -385,17 +383,7 @@ fn disk_and_net_roms_run_the_same_on_qemu_devices() {
         .arg(&p_img)
         .output()
         .unwrap();
-    assert!(
-        String::from_utf8_lossy(&q.stdout).contains("PASS disk-data"),
-        "QEMU: {}{}",
-        String::from_utf8_lossy(&q.stdout),
-        String::from_utf8_lossy(&q.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&q.stdout),
-        String::from_utf8_lossy(&p.stdout)
-    );
-    assert_eq!((q.status.code(), p.status.code()), (Some(1), Some(0)));
+    assert_same_device_run(&q, &p, "disk-data", None);
     assert!(
         std::fs::read(&q_img).unwrap() == std::fs::read(&p_img).unwrap(),
         "ATA images"
@@ -418,18 +406,7 @@ fn disk_and_net_roms_run_the_same_on_qemu_devices() {
         .args(["run", "net", "--device", "net", "--append", "frames=16"])
         .output()
         .unwrap();
-    let location = "net: virtio-net at ";
-    assert!(
-        String::from_utf8_lossy(&q.stdout).contains("PASS net-data"),
-        "QEMU: {}{}",
-        String::from_utf8_lossy(&q.stdout),
-        String::from_utf8_lossy(&q.stderr)
-    );
-    assert_eq!(
-        without_location(&q.stdout, location),
-        without_location(&p.stdout, location)
-    );
-    assert_eq!((q.status.code(), p.status.code()), (Some(1), Some(0)));
+    assert_same_device_run(&q, &p, "net-data", Some("net: virtio-net at "));
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -449,22 +426,11 @@ fn boot_modules_load_as_under_qemu() {
     let kernel = dir.join("modules.elf");
     std::fs::write(&kernel, test_roms::find("modules").unwrap().image).unwrap();
     let (one, two) = (one.to_str().unwrap(), two.to_str().unwrap());
-    let mut qemu = Command::new(QEMU);
-    qemu.args([
-        "-accel",
-        "tcg",
-        "-m",
-        "64",
-        "-display",
-        "none",
-        "-no-reboot",
-    ])
-    .args(["-nodefaults", "-serial", "stdio"])
-    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
-    .arg("-initrd")
-    .arg(format!("{one} with args,{two}"))
-    .arg("-kernel")
-    .arg(&kernel);
+    let mut qemu = qemu_command();
+    qemu.arg("-initrd")
+        .arg(format!("{one} with args,{two}"))
+        .arg("-kernel")
+        .arg(&kernel);
     let q = run_with_limit(qemu, QEMU_TIME_LIMIT);
     let p = Command::new(popek)
         .arg("run")

@@ -244,6 +244,18 @@ pub enum SegReg {
     Gs = 5,
 }
 
+impl SegReg {
+    /// All six, in encoding order (the order of [`SegRegs::all`]).
+    pub const ALL: [SegReg; 6] = [
+        SegReg::Es,
+        SegReg::Cs,
+        SegReg::Ss,
+        SegReg::Ds,
+        SegReg::Fs,
+        SegReg::Gs,
+    ];
+}
+
 /// A segment register: the visible selector and the hidden descriptor cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Segment {

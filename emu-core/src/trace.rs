@@ -4,7 +4,7 @@
 //! ring buffer behind a mask: engines test the mask before building an event, so a trace
 //! nobody watches costs one branch.
 
-use crate::exit::{ExitReason, RingCause};
+use crate::exit::{ExitReason, GuestEvent};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
@@ -99,31 +99,9 @@ pub enum EventKind {
         /// Access width in bytes.
         size: u8,
     },
-    /// An exception raised by the guest.
-    Exception {
-        /// Vector.
-        vector: u8,
-        /// Error code, where the vector has one.
-        error_code: Option<u32>,
-        /// RIP of the faulting instruction.
-        rip: u64,
-    },
-    /// A hardware interrupt was delivered.
-    Interrupt {
-        /// Vector.
-        vector: u8,
-        /// RIP it interrupted.
-        rip: u64,
-    },
-    /// The privilege level changed.
-    Ring {
-        /// Old CPL.
-        from: u8,
-        /// New CPL.
-        to: u8,
-        /// Why.
-        cause: RingCause,
-    },
+    /// Something the guest did without an exit, as the engine reported it: an
+    /// exception or a hardware interrupt delivered, a change of privilege level.
+    Guest(GuestEvent),
     /// Any other exit.
     Exit(ExitReason),
     /// A hypercall, with its number and the result it returned in EAX.
@@ -145,6 +123,23 @@ pub enum EventKind {
         /// Whether it succeeded (else #GP).
         ok: bool,
     },
+}
+
+impl EventKind {
+    /// The kind of events (as `--trace` names them) this one is recorded under.
+    pub fn mask(&self) -> EventMask {
+        match self {
+            EventKind::Io { .. } => EventMask::IO,
+            EventKind::Mmio { .. } => EventMask::MMIO,
+            EventKind::Guest(GuestEvent::Exception { .. }) => EventMask::EXCEPTIONS,
+            EventKind::Guest(GuestEvent::Interrupt { .. }) => EventMask::INTERRUPTS,
+            EventKind::Guest(GuestEvent::RingTransition { .. }) => EventMask::RINGS,
+            // A hypercall and the PV MSR are exits the guest asked for.
+            EventKind::Exit(_) | EventKind::Hypercall { .. } | EventKind::VmmMsr { .. } => {
+                EventMask::EXITS
+            }
+        }
+    }
 }
 
 /// An event with the instruction count at which it happened.
@@ -185,21 +180,23 @@ impl fmt::Display for Event {
                 let dir = if *write { "store" } else { "load " };
                 write!(f, "mmio {dir} {addr:#x} {value:#x} ({size} bytes)")
             }
-            EventKind::Exception {
+            EventKind::Guest(GuestEvent::Exception {
                 vector,
                 error_code,
                 rip,
-            } => {
+            }) => {
                 let e = crate::exception::Exception {
                     vector: *vector,
                     error_code: *error_code,
                 };
                 write!(f, "exception {e} at rip {rip:#x}")
             }
-            EventKind::Interrupt { vector, rip } => {
+            EventKind::Guest(GuestEvent::Interrupt { vector, rip }) => {
                 write!(f, "interrupt vector {vector:#04x} at rip {rip:#x}")
             }
-            EventKind::Ring { from, to, cause } => write!(f, "ring {from} -> {to}: {cause}"),
+            EventKind::Guest(GuestEvent::RingTransition { from, to, cause }) => {
+                write!(f, "ring {from} -> {to}: {cause}")
+            }
             // The VT-x number says which hardware exit this is, whichever engine saw it.
             EventKind::Exit(reason) => match reason.vmx_basic_reason() {
                 Some(n) => write!(f, "vm-exit {} (VT-x reason {n})", reason.name()),

@@ -325,16 +325,16 @@ fn run_until_a_ring_change_stops_at_the_first_instruction_of_the_new_ring() {
     assert_eq!(
         events,
         [
-            EventKind::Ring {
+            EventKind::Guest(GuestEvent::RingTransition {
                 from: 0,
                 to: 3,
                 cause: RingCause::Iret
-            },
-            EventKind::Ring {
+            }),
+            EventKind::Guest(GuestEvent::RingTransition {
                 from: 3,
                 to: 0,
                 cause: RingCause::SoftwareInterrupt(SYSCALL)
-            },
+            }),
         ]
     );
     assert_eq!(

@@ -3,7 +3,7 @@
 use crate::target::PopekTarget;
 use crate::{EngineChooser, PAGE};
 use emu_core::cpu::{cr0, cr4, efer, rflags, CpuState, SegReg};
-use emu_core::exit::ExitReason;
+use emu_core::exit::{ExitReason, GuestEvent};
 use emu_core::machine::{ControlError, MachineHandle};
 use emu_core::trace::{Event, EventKind};
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd};
@@ -173,7 +173,10 @@ fn ring(s: &CpuState, engine: &str) -> String {
 
 /// Whether the `trace` command shows this event.
 fn ring_or_exit(e: &Event) -> bool {
-    matches!(e.kind, EventKind::Ring { .. } | EventKind::Exit(_))
+    matches!(
+        e.kind,
+        EventKind::Guest(GuestEvent::RingTransition { .. }) | EventKind::Exit(_)
+    )
 }
 
 /// The last `n` ring transitions and exits.

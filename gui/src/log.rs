@@ -1,6 +1,7 @@
 //! What the window keeps of the machine's event trace: a bounded log of recent events,
 //! and the counter samples behind the rate plot.
 
+use emu_core::exit::GuestEvent;
 use emu_core::trace::{Counters, Event, EventKind};
 use std::collections::VecDeque;
 
@@ -37,9 +38,9 @@ impl Kind {
         match event {
             EventKind::Io { .. } => Kind::Io,
             EventKind::Mmio { .. } => Kind::Mmio,
-            EventKind::Exception { .. } => Kind::Exception,
-            EventKind::Interrupt { .. } => Kind::Interrupt,
-            EventKind::Ring { .. } => Kind::Ring,
+            EventKind::Guest(GuestEvent::Exception { .. }) => Kind::Exception,
+            EventKind::Guest(GuestEvent::Interrupt { .. }) => Kind::Interrupt,
+            EventKind::Guest(GuestEvent::RingTransition { .. }) => Kind::Ring,
             // A hypercall and the PV MSR are exits the guest asked for.
             EventKind::Exit(_) | EventKind::Hypercall { .. } | EventKind::VmmMsr { .. } => {
                 Kind::Exit

@@ -6,37 +6,13 @@ use crate::guests::*;
 use crate::require_kvm;
 use accel_kvm::KvmEngine;
 use emu_core::engine::{DebugConfig, Engine};
-use emu_core::exit::{DebugStop, ExitHandler, Flow, InterruptPoll, StopReason, VmExit};
+use emu_core::exit::{DebugStop, StopReason};
 use emu_core::memory::GuestRam;
+use emu_core::testkit::TestInterrupts;
 use iced_x86::code_asm::*;
 
 /// The vector the waiting interrupt comes in on.
 const VECTOR: u8 = 0x20;
-
-/// An interrupt controller with one interrupt waiting, taken once.
-struct OneInterrupt {
-    waiting: bool,
-}
-
-impl ExitHandler for OneInterrupt {
-    fn handle(&mut self, exit: VmExit<'_>, _: u64) -> Flow {
-        match exit {
-            VmExit::Hlt { .. } => Flow::Stop(StopReason::Halted),
-            VmExit::Shutdown { cause } => Flow::Stop(StopReason::Shutdown(cause)),
-            _ => Flow::Continue,
-        }
-    }
-    fn poll_interrupts(&mut self, _: u64) -> InterruptPoll {
-        InterruptPoll {
-            pending: self.waiting,
-            next_poll: u64::MAX,
-            next_poll_at: None,
-        }
-    }
-    fn acknowledge_interrupt(&mut self) -> Option<u8> {
-        std::mem::take(&mut self.waiting).then_some(VECTOR)
-    }
-}
 
 /// `sti; nop; nop; hlt` at [`ENTRY`], and a handler that halts; the handler's address.
 fn sti_nop() -> Guest {
@@ -70,10 +46,10 @@ fn single_steps_through_sti_take_the_interrupt_after_the_next_instruction() {
     let guest = sti_nop();
     let handler = guest.labels[0];
     let (mut engine, ram) = engine_for(&guest);
-    let mut pic = OneInterrupt { waiting: false };
+    let mut pic = TestInterrupts::once(VECTOR, false);
     // MOV ESP, then STI with the interrupt already waiting.
     assert_eq!(engine.step(&ram, &mut pic, 1), StopReason::Budget);
-    pic.waiting = true;
+    pic.pending = true;
     let mut rips = Vec::new();
     for _ in 0..3 {
         assert_eq!(engine.step(&ram, &mut pic, 1), StopReason::Budget);
@@ -111,7 +87,7 @@ fn a_breakpoint_stops_before_its_instruction_and_a_resumed_run_passes_it() {
     let mut debug = DebugConfig::default();
     debug.breakpoints.insert(second_nop);
     engine.set_debug(&debug).unwrap();
-    let mut quiet = OneInterrupt { waiting: false };
+    let mut quiet = TestInterrupts::once(VECTOR, false);
     assert_eq!(
         engine.run(&ram, &mut quiet, UNLIMITED),
         StopReason::Debug(DebugStop::Breakpoint { addr: second_nop })

@@ -12,11 +12,12 @@ use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_T_OUT,
 };
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemory;
 
-use super::chain::{self, Buffers, ChainError};
-use super::{DeviceState, QueueWork, VirtioDevice, VirtioStateError};
+use super::chain::{Buffers, ChainError};
+use super::serve::{self, Layout};
+use super::{read_config_bytes, DeviceType, QueueWork, VirtioDevice};
 use crate::disk::{Disk, SECTOR_SIZE};
 
 /// The request queue's size.
@@ -116,33 +117,19 @@ impl VirtioBlk {
 }
 
 impl<M: GuestMemory> VirtioDevice<M> for VirtioBlk {
-    fn device_id(&self) -> u32 {
-        VIRTIO_ID_BLOCK
-    }
-
-    fn name(&self) -> &'static str {
-        "virtio-blk"
-    }
-
-    fn features(&self) -> u64 {
-        1 << VIRTIO_BLK_F_FLUSH
-    }
-
-    fn queue_max_sizes(&self) -> &'static [u16] {
-        &[QUEUE_SIZE]
+    fn device_type(&self) -> &'static DeviceType {
+        &DeviceType {
+            id: VIRTIO_ID_BLOCK,
+            name: "virtio-blk",
+            features: 1 << VIRTIO_BLK_F_FLUSH,
+            queue_max_sizes: &[QUEUE_SIZE],
+        }
     }
 
     /// `capacity` (in 512-byte sectors) is the only field: no feature that adds others
     /// is offered.
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let config = self.disk.sectors().to_le_bytes();
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = offset
-                .checked_add(i as u64)
-                .and_then(|at| config.get(at as usize))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_bytes(&self.disk.sectors().to_le_bytes(), offset, data);
     }
 
     fn process(
@@ -151,46 +138,29 @@ impl<M: GuestMemory> VirtioDevice<M> for VirtioBlk {
         queues: &mut [Queue],
         mem: &M,
     ) -> Result<QueueWork, ChainError> {
-        let queue = &mut queues[index];
         let mut work = QueueWork::default();
-        while let Some(req) = chain::pop(queue, mem)? {
-            if req.writable.is_empty() {
-                // No status byte: the device cannot even report the error.
-                return Err(ChainError::WrongDirection { head: req.head });
-            }
-            let (status, written) = self.serve(&req, mem);
-            if status != VIRTIO_BLK_S_OK as u8 {
-                work.request_errors += 1;
-            } else {
-                work.bytes += written.max(req.readable_len().saturating_sub(HEADER));
-            }
-            let status_at = req.writable_len() - 1;
-            req.write_at(mem, status_at, &[status]);
-            // The used length counts every byte written, the status included.
-            let used_len = (written + 1) as u32;
-            queue
-                .add_used(mem, req.head, used_len)
-                .map_err(|_| ChainError::UsedRing)?;
-            work.used += 1;
-        }
+        // A chain without a writable buffer has no status byte: the device cannot even
+        // report the error, so the serving loop refuses it.
+        serve::queue(
+            &mut queues[index],
+            mem,
+            Layout::Request,
+            usize::MAX,
+            &mut work,
+            |req, work| {
+                let (status, written) = self.serve(req, mem);
+                if status != VIRTIO_BLK_S_OK as u8 {
+                    work.request_errors += 1;
+                } else {
+                    work.bytes += written.max(req.readable_len().saturating_sub(HEADER));
+                }
+                let status_at = req.writable_len() - 1;
+                req.write_at(mem, status_at, &[status]);
+                // The used length counts every byte written, the status included.
+                (written + 1) as u32
+            },
+        )?;
         Ok(work)
-    }
-
-    fn reset(&mut self) {}
-
-    fn state(&self) -> DeviceState {
-        DeviceState::Stateless
-    }
-
-    fn restore(&mut self, _state: &DeviceState) {}
-
-    fn check_state(&self, state: &DeviceState) -> Result<(), VirtioStateError> {
-        match state {
-            DeviceState::Stateless => Ok(()),
-            _ => Err(VirtioStateError::Device(
-                "virtio-blk keeps no state of its own",
-            )),
-        }
     }
 }
 

@@ -7,11 +7,12 @@
 use std::io::Write;
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemory;
 
-use super::chain::{self, ChainError};
-use super::{DeviceState, QueueWork, VirtioDevice, VirtioStateError};
+use super::chain::ChainError;
+use super::serve::{self, Layout};
+use super::{DeviceType, QueueWork, VirtioDevice};
 
 /// Each queue's size.
 const QUEUE_SIZE: u16 = 64;
@@ -39,20 +40,13 @@ impl VirtioConsole {
 }
 
 impl<M: GuestMemory> VirtioDevice<M> for VirtioConsole {
-    fn device_id(&self) -> u32 {
-        VIRTIO_ID_CONSOLE
-    }
-
-    fn name(&self) -> &'static str {
-        "virtio-console"
-    }
-
-    fn features(&self) -> u64 {
-        0
-    }
-
-    fn queue_max_sizes(&self) -> &'static [u16] {
-        &[QUEUE_SIZE, QUEUE_SIZE]
+    fn device_type(&self) -> &'static DeviceType {
+        &DeviceType {
+            id: VIRTIO_ID_CONSOLE,
+            name: "virtio-console",
+            features: 0,
+            queue_max_sizes: &[QUEUE_SIZE, QUEUE_SIZE],
+        }
     }
 
     /// No feature makes any field valid: the space reads as zeros.
@@ -70,49 +64,32 @@ impl<M: GuestMemory> VirtioDevice<M> for VirtioConsole {
         if index != TRANSMITQ {
             return Ok(work);
         }
-        let queue = &mut queues[TRANSMITQ];
         let mut buf = vec![0u8; CHUNK];
-        while let Some(out) = chain::pop(queue, mem)? {
-            if !out.writable.is_empty() {
-                return Err(ChainError::WrongDirection { head: out.head });
-            }
-            let len = out.readable_len();
-            let mut done = 0;
-            while done < len {
-                let n = (len - done).min(CHUNK as u64) as usize;
-                if !out.read_at(mem, done, &mut buf[..n]) {
-                    break;
+        serve::queue(
+            &mut queues[TRANSMITQ],
+            mem,
+            Layout::ReadOnly,
+            usize::MAX,
+            &mut work,
+            |out, work| {
+                let len = out.readable_len();
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(CHUNK as u64) as usize;
+                    if !out.read_at(mem, done, &mut buf[..n]) {
+                        break;
+                    }
+                    // A sink that fails loses the guest's output, as a line nobody
+                    // listens to does; the guest is not told.
+                    let _ = self.out.write_all(&buf[..n]);
+                    done += n as u64;
                 }
-                // A sink that fails loses the guest's output, as a line nobody listens
-                // to does; the guest is not told.
-                let _ = self.out.write_all(&buf[..n]);
-                done += n as u64;
-            }
-            let _ = self.out.flush();
-            work.bytes += done;
-            queue
-                .add_used(mem, out.head, 0)
-                .map_err(|_| ChainError::UsedRing)?;
-            work.used += 1;
-        }
+                let _ = self.out.flush();
+                work.bytes += done;
+                0
+            },
+        )?;
         Ok(work)
-    }
-
-    fn reset(&mut self) {}
-
-    fn state(&self) -> DeviceState {
-        DeviceState::Stateless
-    }
-
-    fn restore(&mut self, _state: &DeviceState) {}
-
-    fn check_state(&self, state: &DeviceState) -> Result<(), VirtioStateError> {
-        match state {
-            DeviceState::Stateless => Ok(()),
-            _ => Err(VirtioStateError::Device(
-                "virtio-console keeps no state of its own",
-            )),
-        }
     }
 }
 

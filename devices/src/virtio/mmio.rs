@@ -150,6 +150,9 @@ pub enum VirtioStateError {
     /// The device type's part is wrong.
     #[error("virtio device state: {0}")]
     Device(&'static str),
+    /// A device type that keeps no state of its own (named) was given some.
+    #[error("virtio device state: {0} keeps no state of its own")]
+    Stateless(&'static str),
 }
 
 /// A virtio device on the MMIO transport.

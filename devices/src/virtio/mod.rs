@@ -5,7 +5,7 @@
 //! crate provides one; the queues themselves are rust-vmm's `virtio-queue`; the numbers
 //! come from `virtio-bindings`. Each device type ([`blk`], [`console`], [`net`]) is a
 //! [`VirtioDevice`]: it only turns the descriptor chains the driver made available into
-//! used buffers. [`chain`] checks every chain before a device sees it, and [`inspect`]
+//! used buffers, through the loop in [`serve`]. [`chain`] checks every chain before a device sees it, and [`inspect`]
 //! shows the queues as they are in guest memory, for the GUI and labs.
 //!
 //! # Guest memory
@@ -28,6 +28,7 @@ pub mod mmio;
 pub mod net;
 #[cfg(test)]
 mod proptests;
+pub mod serve;
 #[cfg(test)]
 mod test_driver;
 
@@ -51,16 +52,40 @@ pub struct QueueWork {
     pub bytes: u64,
 }
 
+/// What a device type announces to the driver: fixed for the type, so each device
+/// gives it as one constant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceType {
+    /// Its virtio device ID (`VIRTIO_ID_*`).
+    pub id: u32,
+    /// A short name for people: "virtio-blk".
+    pub name: &'static str,
+    /// The device-type feature bits it offers (the transport adds `VIRTIO_F_VERSION_1`).
+    pub features: u64,
+    /// The largest size of each of its queues (powers of two).
+    pub queue_max_sizes: &'static [u16],
+}
+
 /// A virtio device type, as the transport drives it.
 pub trait VirtioDevice<M: GuestMemory>: Send {
+    /// What its type announces.
+    fn device_type(&self) -> &'static DeviceType;
     /// Its virtio device ID (`VIRTIO_ID_*`).
-    fn device_id(&self) -> u32;
+    fn device_id(&self) -> u32 {
+        self.device_type().id
+    }
     /// A short name for people: "virtio-blk".
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &'static str {
+        self.device_type().name
+    }
     /// The device-type feature bits it offers (the transport adds `VIRTIO_F_VERSION_1`).
-    fn features(&self) -> u64;
+    fn features(&self) -> u64 {
+        self.device_type().features
+    }
     /// The largest size of each of its queues (powers of two).
-    fn queue_max_sizes(&self) -> &'static [u16];
+    fn queue_max_sizes(&self) -> &'static [u16] {
+        self.device_type().queue_max_sizes
+    }
     /// Reads its configuration space: bytes past it read as zero.
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Handles the buffers the driver made available on queue `index` (and may use the
@@ -74,14 +99,36 @@ pub trait VirtioDevice<M: GuestMemory>: Send {
         queues: &mut [Queue],
         mem: &M,
     ) -> Result<QueueWork, ChainError>;
-    /// Back to the state after power-on (the driver wrote 0 to `Status`).
-    fn reset(&mut self);
-    /// Its own state, for snapshots.
-    fn state(&self) -> DeviceState;
-    /// Takes `state`, already checked by [`VirtioDevice::check_state`].
-    fn restore(&mut self, state: &DeviceState);
-    /// Whether `state` is one this device can take.
-    fn check_state(&self, state: &DeviceState) -> Result<(), VirtioStateError>;
+    /// Back to the state after power-on (the driver wrote 0 to `Status`). By default
+    /// nothing: the device keeps no state of its own.
+    fn reset(&mut self) {}
+    /// Its own state, for snapshots: by default [`DeviceState::Stateless`].
+    fn state(&self) -> DeviceState {
+        DeviceState::Stateless
+    }
+    /// Takes `state`, already checked by [`VirtioDevice::check_state`]; by default
+    /// there is nothing to take.
+    fn restore(&mut self, _state: &DeviceState) {}
+    /// Whether `state` is one this device can take; by default only
+    /// [`DeviceState::Stateless`].
+    fn check_state(&self, state: &DeviceState) -> Result<(), VirtioStateError> {
+        match state {
+            DeviceState::Stateless => Ok(()),
+            _ => Err(VirtioStateError::Stateless(self.name())),
+        }
+    }
+}
+
+/// Reads `data.len()` bytes at `offset` of a configuration space laid out as `config`
+/// (what [`VirtioDevice::read_config`] does): bytes past its end read as zero.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, byte) in data.iter_mut().enumerate() {
+        *byte = offset
+            .checked_add(i as u64)
+            .and_then(|at| config.get(usize::try_from(at).ok()?))
+            .copied()
+            .unwrap_or(0);
+    }
 }
 
 /// The device-type part of a virtio device's state.

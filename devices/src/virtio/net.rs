@@ -13,8 +13,11 @@ use virtio_bindings::virtio_net::VIRTIO_NET_F_MAC;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemory;
 
-use super::chain::{self, ChainError};
-use super::{DeviceState, QueueWork, VirtioDevice, VirtioStateError};
+use super::chain::ChainError;
+use super::serve::{self, Layout};
+use super::{
+    read_config_bytes, DeviceState, DeviceType, QueueWork, VirtioDevice, VirtioStateError,
+};
 
 /// Each queue's size.
 const QUEUE_SIZE: u16 = 256;
@@ -50,45 +53,52 @@ impl VirtioNet {
         mem: &M,
         work: &mut QueueWork,
     ) -> Result<(), ChainError> {
-        while let Some(frame) = chain::pop(queue, mem)? {
-            if !frame.writable.is_empty() {
-                return Err(ChainError::WrongDirection { head: frame.head });
-            }
-            let len = frame.readable_len() as usize;
-            if (NET_HDR..=MAX_FRAME).contains(&len) && self.pending.len() < MAX_PENDING {
-                let mut bytes = vec![0; len];
-                if frame.read_at(mem, 0, &mut bytes) {
-                    work.bytes += (len - NET_HDR) as u64;
-                    self.pending.push_back(bytes);
+        serve::queue(
+            queue,
+            mem,
+            Layout::ReadOnly,
+            usize::MAX,
+            work,
+            |frame, work| {
+                let len = frame.readable_len() as usize;
+                if (NET_HDR..=MAX_FRAME).contains(&len) && self.pending.len() < MAX_PENDING {
+                    let mut bytes = vec![0; len];
+                    if frame.read_at(mem, 0, &mut bytes) {
+                        work.bytes += (len - NET_HDR) as u64;
+                        self.pending.push_back(bytes);
+                    }
+                } else {
+                    work.request_errors += 1;
                 }
-            } else {
-                work.request_errors += 1;
-            }
-            queue
-                .add_used(mem, frame.head, 0)
-                .map_err(|_| ChainError::UsedRing)?;
-            work.used += 1;
-        }
-        Ok(())
+                0
+            },
+        )
     }
 
-    /// Puts waiting frames in the guest's receive buffers.
+    /// Puts waiting frames in the guest's receive buffers: one buffer each, so no more
+    /// buffers are taken than frames wait.
     fn receive<M: GuestMemory>(
         &mut self,
         queue: &mut Queue,
         mem: &M,
         work: &mut QueueWork,
     ) -> Result<(), ChainError> {
-        while !self.pending.is_empty() {
-            let Some(buffer) = chain::pop(queue, mem)? else {
-                break;
-            };
-            if !buffer.readable.is_empty() {
-                return Err(ChainError::WrongDirection { head: buffer.head });
-            }
-            let frame = self.pending.pop_front().expect("checked non-empty");
-            let mut written = 0;
-            if buffer.writable_len() >= frame.len() as u64 {
+        let waiting = self.pending.len();
+        serve::queue(
+            queue,
+            mem,
+            Layout::WriteOnly,
+            waiting,
+            work,
+            |buffer, work| {
+                let frame = self
+                    .pending
+                    .pop_front()
+                    .expect("one frame per buffer taken");
+                if buffer.writable_len() < frame.len() as u64 {
+                    work.request_errors += 1;
+                    return 0;
+                }
                 // The sender's header, with num_buffers (the last field) set to 1.
                 let mut header = [0u8; NET_HDR];
                 header[..NET_HDR - 2].copy_from_slice(&frame[..NET_HDR - 2]);
@@ -96,47 +106,29 @@ impl VirtioNet {
                 if buffer.write_at(mem, 0, &header)
                     && buffer.write_at(mem, NET_HDR as u64, &frame[NET_HDR..])
                 {
-                    written = frame.len() as u32;
                     work.bytes += (frame.len() - NET_HDR) as u64;
+                    frame.len() as u32
+                } else {
+                    0
                 }
-            } else {
-                work.request_errors += 1;
-            }
-            queue
-                .add_used(mem, buffer.head, written)
-                .map_err(|_| ChainError::UsedRing)?;
-            work.used += 1;
-        }
-        Ok(())
+            },
+        )
     }
 }
 
 impl<M: GuestMemory> VirtioDevice<M> for VirtioNet {
-    fn device_id(&self) -> u32 {
-        VIRTIO_ID_NET
-    }
-
-    fn name(&self) -> &'static str {
-        "virtio-net"
-    }
-
-    fn features(&self) -> u64 {
-        1 << VIRTIO_NET_F_MAC
-    }
-
-    fn queue_max_sizes(&self) -> &'static [u16] {
-        &[QUEUE_SIZE, QUEUE_SIZE]
+    fn device_type(&self) -> &'static DeviceType {
+        &DeviceType {
+            id: VIRTIO_ID_NET,
+            name: "virtio-net",
+            features: 1 << VIRTIO_NET_F_MAC,
+            queue_max_sizes: &[QUEUE_SIZE, QUEUE_SIZE],
+        }
     }
 
     /// `mac` at offset 0; nothing else is offered.
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = offset
-                .checked_add(i as u64)
-                .and_then(|at| MAC.get(at as usize))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_bytes(&MAC, offset, data);
     }
 
     fn process(

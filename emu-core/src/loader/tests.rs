@@ -293,6 +293,13 @@ fn load_err(image: &[u8]) -> LoadError {
     load_multiboot(&ram(), image, "").expect_err("load should fail")
 }
 
+/// The error loading [`typical_elf`] with `change` made to it.
+fn changed_elf_err(change: impl FnOnce(&mut ElfImage)) -> LoadError {
+    let mut elf = typical_elf();
+    change(&mut elf);
+    load_err(&elf.build())
+}
+
 /// What must hold for every successful load, whatever the image.
 fn check_invariants(info: &BootInfo) -> Result<(), TestCaseError> {
     prop_assert_eq!(info.eax, BOOT_MAGIC);
@@ -756,9 +763,7 @@ fn neither_elf_nor_kludge_is_rejected() {
 
 #[test]
 fn elf64_is_rejected_with_a_hint() {
-    let mut elf = typical_elf();
-    elf.class = 2;
-    let err = load_err(&elf.build());
+    let err = changed_elf_err(|e| e.class = 2);
     assert!(matches!(err, LoadError::Elf64));
     assert!(err
         .to_string()
@@ -767,38 +772,28 @@ fn elf64_is_rejected_with_a_hint() {
 
 #[test]
 fn wrong_elf_identification_is_rejected() {
-    let mut elf = typical_elf();
-    elf.class = 0;
     assert!(matches!(
-        load_err(&elf.build()),
+        changed_elf_err(|e| e.class = 0),
         LoadError::ElfBadClass { class: 0 }
     ));
 
-    let mut elf = typical_elf();
-    elf.data_encoding = 2;
     assert!(matches!(
-        load_err(&elf.build()),
+        changed_elf_err(|e| e.data_encoding = 2),
         LoadError::ElfNotLittleEndian { data: 2 }
     ));
 
-    let mut elf = typical_elf();
-    elf.e_type = 3; // ET_DYN
     assert!(matches!(
-        load_err(&elf.build()),
+        changed_elf_err(|e| e.e_type = 3), // ET_DYN
         LoadError::ElfNotExecutable { e_type: 3 }
     ));
 
-    let mut elf = typical_elf();
-    elf.machine = 62; // EM_X86_64
     assert!(matches!(
-        load_err(&elf.build()),
+        changed_elf_err(|e| e.machine = 62), // EM_X86_64
         LoadError::ElfNotI386 { machine: 62 }
     ));
 
-    let mut elf = typical_elf();
-    elf.phentsize = 56;
     assert!(matches!(
-        load_err(&elf.build()),
+        changed_elf_err(|e| e.phentsize = 56),
         LoadError::ElfBadPhentsize { size: 56, .. }
     ));
 }
@@ -957,10 +952,8 @@ fn overlapping_segments_are_rejected() {
 
 #[test]
 fn entry_outside_the_loaded_bytes_is_rejected() {
-    let mut elf = typical_elf();
-    elf.entry = 0x20_0000;
     assert!(matches!(
-        load_err(&elf.build()),
+        changed_elf_err(|e| e.entry = 0x20_0000),
         LoadError::EntryNotLoaded {
             entry: 0x20_0000,
             start: KERNEL_BASE,
@@ -968,9 +961,8 @@ fn entry_outside_the_loaded_bytes_is_rejected() {
         }
     ));
     // In the bss: zeroes, not code.
-    elf.entry = KERNEL_BASE + 0x2080;
     assert!(matches!(
-        load_err(&elf.build()),
+        changed_elf_err(|e| e.entry = KERNEL_BASE + 0x2080),
         LoadError::EntryNotLoaded { .. }
     ));
 }

@@ -217,36 +217,23 @@ impl ExitHandler for Vmm {
     }
 
     fn notify(&mut self, event: GuestEvent, icount: u64) -> Flow {
-        let (mask, kind) = match event {
-            GuestEvent::Exception {
-                vector,
-                error_code,
-                rip,
-            } => {
+        match event {
+            GuestEvent::Exception { vector, .. } => {
                 *self.counters.exceptions.entry(vector).or_default() += 1;
-                (
-                    EventMask::EXCEPTIONS,
-                    EventKind::Exception {
-                        vector,
-                        error_code,
-                        rip,
-                    },
-                )
             }
-            GuestEvent::Interrupt { vector, rip } => {
+            GuestEvent::Interrupt { vector, .. } => {
                 *self.counters.interrupts.entry(vector).or_default() += 1;
-                (EventMask::INTERRUPTS, EventKind::Interrupt { vector, rip })
             }
-            GuestEvent::RingTransition { from, to, cause } => {
+            GuestEvent::RingTransition { from, to, .. } => {
                 *self
                     .counters
                     .ring_transitions
                     .entry((from, to))
                     .or_default() += 1;
-                (EventMask::RINGS, EventKind::Ring { from, to, cause })
             }
-        };
-        self.trace.record(mask, || Event { icount, kind });
+        }
+        let kind = EventKind::Guest(event);
+        self.trace.record(kind.mask(), || Event { icount, kind });
         if self.stop_on.matches(&event) {
             Flow::Stop(StopReason::Debug(DebugStop::Event(event)))
         } else {

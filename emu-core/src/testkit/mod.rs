@@ -25,7 +25,7 @@ mod machine;
 pub mod tables;
 
 pub use cases::{check, check64, Case, FlagsCompared};
-pub use exits::{TestExits, MMIO_STOP};
+pub use exits::{TestExits, TestInterrupts, MMIO_STOP};
 pub use kernel::{FREE_SLOT, KERNEL_CS, KERNEL_DS, TSS_SEL, USER_CS, USER_DS};
 pub use machine::{busy_tss, gate32, kind, Asm, Desc, Machine, Trap};
 pub use machine::{

@@ -399,52 +399,25 @@ mod tests {
     use super::super::segment::system_type;
     use crate::cpu::{rflags, shadow};
     use crate::engine::Engine;
-    use crate::exit::{ExitHandler, Flow, InterruptPoll, StopReason, VmExit};
+    use crate::exit::StopReason;
     use crate::interp::Interpreter;
-    use crate::testkit::{gate32, Machine, CODE_BASE, IDT_BASE};
+    use crate::testkit::{gate32, Machine, TestInterrupts, CODE_BASE, IDT_BASE};
 
-    /// The vector the storm raises.
-    const STORM_VECTOR: u8 = 0x20;
-
-    /// An interrupt controller that asks to be polled again at once, every time; with
-    /// `pending`, its line never drops: an interrupt is pending at every poll, however
-    /// many were acknowledged.
-    struct Impatient {
-        pending: bool,
-    }
-
-    impl ExitHandler for Impatient {
-        fn handle(&mut self, exit: VmExit<'_>, _: u64) -> Flow {
-            match exit {
-                VmExit::Hlt { .. } => Flow::Stop(StopReason::Halted),
-                VmExit::Shutdown { cause } => Flow::Stop(StopReason::Shutdown(cause)),
-                _ => Flow::Continue,
-            }
-        }
-        fn poll_interrupts(&mut self, _: u64) -> InterruptPoll {
-            InterruptPoll {
-                pending: self.pending,
-                next_poll: 0,
-                next_poll_at: None,
-            }
-        }
-        fn acknowledge_interrupt(&mut self) -> Option<u8> {
-            Some(STORM_VECTOR)
-        }
-    }
+    /// The vector the test interrupt controllers raise.
+    const VECTOR: u8 = 0x20;
 
     #[test]
     fn an_interrupt_storm_stops_at_the_budget() {
         // A trap gate leaves IF set, so the next interrupt is delivered before the
         // handler's first instruction, and the next...: nothing ever retires.
         let mut m = Machine::protected(|a| a.nop()).flags(rflags::IF);
-        let entry = IDT_BASE + 8 * u64::from(STORM_VECTOR);
+        let entry = IDT_BASE + 8 * u64::from(VECTOR);
         m.poke_u64(entry, gate32(system_type::TRAP_GATE, CODE_BASE, 0));
         m.state.idtr.limit = (entry + 7 - IDT_BASE) as u16;
         let mut engine = Interpreter::new();
         engine.set_state(&m.state).unwrap();
         let budget = 1000;
-        let mut storm = Impatient { pending: true };
+        let mut storm = TestInterrupts::impatient(VECTOR, true);
         assert_eq!(engine.run(&m.ram, &mut storm, budget), StopReason::Budget);
         assert_eq!(engine.instructions_retired(), 0);
     }
@@ -455,34 +428,9 @@ mod tests {
         let mut engine = Interpreter::new();
         engine.set_state(&m.state).unwrap();
         let ram = m.ram;
-        let mut quiet = Impatient { pending: false };
+        let mut quiet = TestInterrupts::impatient(VECTOR, false);
         assert_eq!(engine.run(&ram, &mut quiet, 100), StopReason::Halted);
         assert_eq!(engine.instructions_retired(), 2, "NOP and HLT");
-    }
-
-    /// An interrupt controller with one interrupt waiting, taken once.
-    struct OneInterrupt {
-        waiting: bool,
-    }
-
-    impl ExitHandler for OneInterrupt {
-        fn handle(&mut self, exit: VmExit<'_>, _: u64) -> Flow {
-            match exit {
-                VmExit::Hlt { .. } => Flow::Stop(StopReason::Halted),
-                VmExit::Shutdown { cause } => Flow::Stop(StopReason::Shutdown(cause)),
-                _ => Flow::Continue,
-            }
-        }
-        fn poll_interrupts(&mut self, _: u64) -> InterruptPoll {
-            InterruptPoll {
-                pending: self.waiting,
-                next_poll: u64::MAX,
-                next_poll_at: None,
-            }
-        }
-        fn acknowledge_interrupt(&mut self) -> Option<u8> {
-            std::mem::take(&mut self.waiting).then_some(STORM_VECTOR)
-        }
     }
 
     #[test]
@@ -496,11 +444,11 @@ mod tests {
             a.nop()?;
             a.nop()
         });
-        let entry = IDT_BASE + 8 * u64::from(STORM_VECTOR);
+        let entry = IDT_BASE + 8 * u64::from(VECTOR);
         m.poke_u64(entry, gate32(system_type::INT_GATE, HANDLER, 0));
         m.poke(HANDLER, &[0xF4]);
         m.state.idtr.limit = (entry + 7 - IDT_BASE) as u16;
-        let mut pic = OneInterrupt { waiting: true };
+        let mut pic = TestInterrupts::once(VECTOR, true);
         let mut state = m.state.clone();
         let mut rips = Vec::new();
         for _ in 0..3 {
@@ -523,7 +471,7 @@ mod tests {
             a.sti()?;
             a.nop()
         });
-        let mut quiet = Impatient { pending: false };
+        let mut quiet = TestInterrupts::impatient(VECTOR, false);
         let mut engine = Interpreter::new();
         engine.set_state(&m.state).unwrap();
         engine.run(&m.ram, &mut quiet, 1);

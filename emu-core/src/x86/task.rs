@@ -146,15 +146,7 @@ pub fn switch(cx: &mut Ctx<'_>, sel: u16, cause: Cause, ext: u32) -> Result<(), 
     cx.cpu.rflags.set_all(eflags | rflags::FIXED);
     cx.cpu.gpr[..8].copy_from_slice(&new.gprs);
     cx.cpu.ldtr = new.ldtr;
-    for (i, s) in new.segs.into_iter().enumerate() {
-        let reg = [
-            SegReg::Es,
-            SegReg::Cs,
-            SegReg::Ss,
-            SegReg::Ds,
-            SegReg::Fs,
-            SegReg::Gs,
-        ][i];
+    for (reg, s) in SegReg::ALL.into_iter().zip(new.segs) {
         cx.cpu.seg.set(reg, s);
     }
     cx.end_block = true;

@@ -6,7 +6,7 @@ use crate::session::View;
 use eframe::egui::{self, Color32, RichText};
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 use emu_core::exception::Exception;
-use emu_core::exit::{ExitReason, RingCause};
+use emu_core::exit::{ExitReason, GuestEvent, RingCause};
 use emu_core::trace::EventKind;
 use std::collections::HashSet;
 
@@ -25,7 +25,7 @@ pub struct LogFilter {
 /// How the timeline groups causes, with their colours.
 fn cause_class(kind: &EventKind) -> (&'static str, Color32) {
     match kind {
-        EventKind::Ring { cause, to, .. } => match cause {
+        EventKind::Guest(GuestEvent::RingTransition { cause, to, .. }) => match cause {
             RingCause::SoftwareInterrupt(_)
             | RingCause::Sysenter
             | RingCause::Syscall
@@ -35,8 +35,12 @@ fn cause_class(kind: &EventKind) -> (&'static str, Color32) {
             _ if *to == 3 => ("return to user", Color32::from_gray(170)),
             _ => ("return", Color32::from_gray(170)),
         },
-        EventKind::Exception { .. } => ("exception", Color32::from_rgb(240, 80, 80)),
-        EventKind::Interrupt { .. } => ("interrupt", Color32::from_rgb(90, 150, 250)),
+        EventKind::Guest(GuestEvent::Exception { .. }) => {
+            ("exception", Color32::from_rgb(240, 80, 80))
+        }
+        EventKind::Guest(GuestEvent::Interrupt { .. }) => {
+            ("interrupt", Color32::from_rgb(90, 150, 250))
+        }
         _ => ("VMM entry", Color32::from_rgb(240, 150, 60)),
     }
 }
@@ -59,7 +63,7 @@ pub fn timeline(ui: &mut egui::Ui, view: &View) {
         .skip(entries.len().saturating_sub(TIMELINE_EVENTS))
     {
         let y = match &l.event.kind {
-            EventKind::Ring { to, .. } => f64::from(*to),
+            EventKind::Guest(GuestEvent::RingTransition { to, .. }) => f64::from(*to),
             kind if Kind::of(kind).enters_vmm() => -1.0,
             _ => continue,
         };

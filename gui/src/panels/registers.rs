@@ -150,15 +150,7 @@ pub fn show(ui: &mut egui::Ui, regs: &CpuState, baseline: Option<&CpuState>) {
         .on_hover_text("Upper case: set; lower case: clear");
     ui.separator();
     let names = ["ES", "CS", "SS", "DS", "FS", "GS"];
-    let all = [
-        SegReg::Es,
-        SegReg::Cs,
-        SegReg::Ss,
-        SegReg::Ds,
-        SegReg::Fs,
-        SegReg::Gs,
-    ];
-    for (name, seg) in names.iter().zip(all) {
+    for (name, seg) in names.iter().zip(SegReg::ALL) {
         let s = regs.seg[seg];
         let mut rich = RichText::new(format!(
             "{name} {:04x} base {:08x} limit {:08x} dpl {}",

@@ -6,6 +6,7 @@
 use crate::log::Kind;
 use crate::session::View;
 use eframe::egui::{self, Align2, Color32, FontId, Pos2, Sense, Stroke, Vec2};
+use emu_core::exit::GuestEvent;
 use emu_core::trace::EventKind;
 use std::time::{Duration, Instant};
 
@@ -57,7 +58,9 @@ pub fn show(ui: &mut egui::Ui, view: &View, explanation: &str, anim: &mut RingAn
         .iter()
         .rev()
         .find_map(|l| match l.event.kind {
-            EventKind::Ring { from, to, cause } => Some((l.seq, from, to, cause.to_string())),
+            EventKind::Guest(GuestEvent::RingTransition { from, to, cause }) => {
+                Some((l.seq, from, to, cause.to_string()))
+            }
             _ => None,
         });
     let last_exit = view

@@ -51,6 +51,25 @@
 #define TF64_SS 168
 #define TF64_SIZE 176
 
+#ifdef __ASSEMBLER__
+/* TRAP_STUBS common: the IDT_VECTORS trap stubs, stub v at v * TRAP_STUB_SIZE
+ * from here.  Each makes the stack look the same (a dummy error code where the
+ * CPU pushes none, then the vector) and jumps to `common`; lib/trap32.S and
+ * lib/long64.S each place one set, before their own common code. */
+.macro TRAP_STUBS common
+	.set vec, 0
+	.rept IDT_VECTORS
+	.balign TRAP_STUB_SIZE
+	.if !VEC_HAS_ERROR(vec)
+	push $0
+	.endif
+	push $vec
+	jmp \common
+	.set vec, vec + 1
+	.endr
+.endm
+#endif
+
 #ifndef __ASSEMBLER__
 #include <stdint.h>
 

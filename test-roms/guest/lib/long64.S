@@ -122,16 +122,7 @@ exit64:
 	.globl trap64_stubs
 	.balign TRAP_STUB_SIZE
 trap64_stubs:
-	.set vec, 0
-	.rept IDT_VECTORS
-	.balign TRAP_STUB_SIZE	# stub v starts at trap64_stubs + v * 16
-	.if !VEC_HAS_ERROR(vec)
-	push $0			# stands in for the error code
-	.endif
-	push $vec
-	jmp trap64_common
-	.set vec, vec + 1
-	.endr
+	TRAP_STUBS trap64_common
 
 trap64_common:
 	push %r15

@@ -43,16 +43,7 @@
 	.globl trap32_stubs
 	.balign TRAP_STUB_SIZE
 trap32_stubs:
-	.set vec, 0
-	.rept IDT_VECTORS
-	.balign TRAP_STUB_SIZE	# stub v starts at trap32_stubs + v * 16
-	.if !VEC_HAS_ERROR(vec)
-	push $0			# stands in for the error code
-	.endif
-	pushl $vec
-	jmp trap32_common
-	.set vec, vec + 1
-	.endr
+	TRAP_STUBS trap32_common
 
 trap32_common:
 	SAVE_AND_CALL
