@@ -20,7 +20,7 @@ use crate::cpu::{cr0, efer, rflags, CpuState, SegReg, Segment};
 use crate::engine::{DebugConfig, Engine, EngineError};
 use crate::exit::{ExitHandler, StopReason};
 use crate::interp::cache::BlockCache;
-use crate::interp::{run_ops, BlockRunner, Interpreter};
+use crate::interp::{run_block, Interpreter};
 use crate::memory::GuestRam;
 use crate::x86::Ctx;
 use dynasmrt::AssemblyOffset;
@@ -217,10 +217,9 @@ impl Native {
         room: usize,
     ) -> Option<u32> {
         let (virt, stats) = (self.virt, &mut self.virt_stats);
-        run_ops(cx, &cache.block(id).ops, room, |cx, op| {
+        run_block(cx, cache, id, room, |cx, op| {
             virt::execute(virt, stats, cx, op)
         })
-        .then_some(id)
     }
 
     /// The host entry of block `id`, translating it if needed.
@@ -247,7 +246,10 @@ impl Native {
     }
 }
 
-impl BlockRunner for Native {
+impl Native {
+    /// Runs block `id` as the interpreter's run loop asks (see
+    /// [`Interpreter::run_with`]): its host code where the state allows, else the
+    /// interpreter.
     fn run(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -339,7 +341,11 @@ impl Engine for Bt {
     }
 
     fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, budget: u64) -> StopReason {
-        self.interp.run_with(ram, exits, budget, &mut self.native)
+        let native = &mut self.native;
+        self.interp
+            .run_with(ram, exits, budget, |cx, cache, id, room| {
+                native.run(cx, cache, id, room)
+            })
     }
 
     fn state(&self) -> Result<CpuState, EngineError> {
