@@ -104,23 +104,47 @@ enum Value {
 }
 
 /// Guest registers kept in the context (R8..R15) that one instruction names, each
-/// given a scratch register for the instruction's duration: (host number, guest
-/// number).
+/// given a scratch register for the instruction's duration.
 #[derive(Default)]
-struct Scratch(Vec<(u8, usize)>);
+struct Scratch(Vec<Held>);
+
+/// A guest register in a scratch register.
+#[derive(Clone, Copy)]
+struct Held {
+    host: u8,
+    guest: usize,
+    /// Loaded before the instruction: it reads the register (or writes part of it).
+    load: bool,
+    /// Stored after: it writes the register.
+    store: bool,
+}
 
 impl Scratch {
     /// The scratch registers, in the order they are given out.
     const HOST: [u8; 2] = [11, 12];
 
-    /// The scratch register holding guest register `n`, if one is left.
-    fn get(&mut self, n: usize) -> Option<u8> {
-        if let Some(&(h, _)) = self.0.iter().find(|&&(_, g)| g == n) {
-            return Some(h);
+    /// The scratch register holding guest register `n` of `size` bytes, which the
+    /// instruction accesses as `access` says, if one is left.
+    fn get(&mut self, n: usize, size: usize, access: OpAccess) -> Option<u8> {
+        use OpAccess::*;
+        let load = match access {
+            Write => size < 4,
+            _ => true,
+        };
+        let store = matches!(access, Write | CondWrite | ReadWrite | ReadCondWrite);
+        if let Some(held) = self.0.iter_mut().find(|h| h.guest == n) {
+            held.load |= load;
+            held.store |= store;
+            return Some(held.host);
         }
-        let h = *Self::HOST.get(self.0.len())?;
-        self.0.push((h, n));
-        Some(h)
+        let host = *Self::HOST.get(self.0.len())?;
+        self.0.push(Held {
+            host,
+            guest: n,
+            load,
+            store,
+        });
+        Some(host)
     }
 }
 
@@ -210,8 +234,9 @@ fn sized(num: u8, size: usize) -> Register {
 }
 
 /// The host register standing for a guest general register of any size: the one that
-/// holds it, or a scratch register of `scratch` for R8..R15.
-fn host_reg(r: Register, scratch: &mut Scratch) -> Option<Register> {
+/// holds it, or a scratch register of `scratch` for R8..R15 (which the instruction
+/// accesses as `access` says).
+fn host_reg(r: Register, scratch: &mut Scratch, access: OpAccess) -> Option<Register> {
     use Register::*;
     match r {
         // The host has no CH of guest RCX's r8.
@@ -222,7 +247,7 @@ fn host_reg(r: Register, scratch: &mut Scratch) -> Option<Register> {
     }
     let host = match loc(r.full_register().number()) {
         Loc::Host(h) => h,
-        Loc::Ctx(n) => scratch.get(n)?,
+        Loc::Ctx(n) => scratch.get(n, r.size(), access)?,
     };
     Some(sized(host, r.size()))
 }
@@ -406,7 +431,7 @@ impl Translator {
         let mem = self.mem(ins, 0, false)?;
         let dst = ins.op0_register();
         let mut scratch = Scratch::default();
-        let host_dst = host_reg(dst, &mut scratch)?;
+        let host_dst = host_reg(dst, &mut scratch, OpAccess::Write)?;
         // A 64-bit destination of a 32-bit address takes the zero-extended sum.
         let direct = scratch.0.is_empty()
             && mem.load == [None, None]
@@ -452,6 +477,12 @@ impl Translator {
         let mut mem = None;
         let mut count_in_cl = false;
         let mut scratch = Scratch::default();
+        let info = self.info.info(ins);
+        let access: Vec<OpAccess> = (0..ins.op_count()).map(|i| info.op_access(i)).collect();
+        let write = info
+            .used_memory()
+            .first()
+            .is_some_and(|m| !matches!(m.access(), OpAccess::Read | OpAccess::CondRead));
         for i in 0..ins.op_count() {
             match ins.op_kind(i) {
                 OpKind::Register => {
@@ -460,14 +491,11 @@ impl Translator {
                     if shift && r == Register::CL && i + 1 == ins.op_count() {
                         count_in_cl = true;
                     } else {
-                        host.set_op_register(i, host_reg(r, &mut scratch)?);
+                        let access = access[i as usize];
+                        host.set_op_register(i, host_reg(r, &mut scratch, access)?);
                     }
                 }
                 OpKind::Memory => {
-                    let info = self.info.info(ins);
-                    let write = info.used_memory().first().is_some_and(|m| {
-                        !matches!(m.access(), OpAccess::Read | OpAccess::CondRead)
-                    });
                     mem = Some(self.mem(ins, ins.memory_size().size() as u32, write)?);
                 }
                 OpKind::Immediate8
@@ -866,12 +894,12 @@ impl Emit<'_> {
                     self.code.asm.extend(addr);
                     access.then(|| self.access(&mem, index, true)).flatten()
                 });
-                for &(h, n) in &scratch.0 {
-                    self.load(h, n);
+                for h in scratch.0.iter().filter(|h| h.load) {
+                    self.load(h.host, h.guest);
                 }
                 self.code.asm.extend(bytes);
-                for &(h, n) in &scratch.0 {
-                    self.store(h, n);
+                for h in scratch.0.iter().filter(|h| h.store) {
+                    self.store(h.host, h.guest);
                 }
                 self.define(after);
                 false
