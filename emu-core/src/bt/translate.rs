@@ -984,8 +984,10 @@ impl Emit<'_> {
                 true
             }
             Plan::CallReg(r) => {
-                self.r11_from(r);
-                self.check_target(index);
+                if long {
+                    self.r11_from(r);
+                    self.check_target(index);
+                }
                 self.r10_at_stack(rsp, -w);
                 self.access(&stack_slot(true, long), index, false);
                 self.push_return(ins.next_ip());
