@@ -110,6 +110,9 @@ pub fn by_name(name: &str, assist: Assist) -> Result<Box<EngineFactory<'static>>
                 Ok(Box::new(engine) as Box<dyn Engine>)
             }))
         }
-        other => Err(format!("no engine called `{other}` (engines: interp, kvm)")),
+        "bt" => Ok(bt_factory_with(Virt::None)),
+        other => Err(format!(
+            "no engine called `{other}` (engines: interp, bt, kvm)"
+        )),
     }
 }

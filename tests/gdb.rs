@@ -196,10 +196,21 @@ fn assert_line(text: &str, parts: &[&str]) {
 /// write, ask the monitor, and run to the guest's exit.
 #[test]
 fn gdb_session_on_the_interpreter() {
-    let Some((out, popek)) = session(
-        "session",
-        "rings",
-        &[],
+    rings_session("interp", "bt");
+}
+
+/// The same session on the translator, moving the guest to the interpreter at the
+/// watchpoint. While gdb has breakpoints or watchpoints set, the translator runs
+/// blocks through the interpreter's debugging path (it looks at every instruction);
+/// the interpreter's session above ends on the translator, with none set, translated.
+#[test]
+fn gdb_session_on_the_translator() {
+    rings_session("bt", "interp");
+}
+
+/// The `rings` session on `engine`, moving the guest to `other` at the watchpoint.
+fn rings_session(engine: &str, other: &str) {
+    let script = format!(
         "break main
 continue
 info registers
@@ -219,9 +230,15 @@ monitor trace 2
 watch *(int *)&seen_sysenter
 continue
 delete
-monitor engine interp
+monitor engine {other}
 monitor counters
-continue",
+continue"
+    );
+    let Some((out, popek)) = session(
+        &format!("session-{engine}"),
+        "rings",
+        &["--engine", engine],
+        &script,
     ) else {
         return;
     };
@@ -250,8 +267,11 @@ continue",
     assert_line(&out, &["Hardware watchpoint 3: *(int *)&seen_sysenter"]);
     assert_line(&out, &["Old value = 0"]);
     assert_line(&out, &["New value = 1"]);
-    assert_line(&out, &["engine: interp -> interp"]);
-    assert_line(&out, &["engine interp, ", " instructions retired"]);
+    assert_line(&out, &[&format!("engine: {engine} -> {other}")]);
+    assert_line(
+        &out,
+        &[&format!("engine {other}, "), " instructions retired"],
+    );
     assert_line(&out, &["ring transitions:", "3->0"]);
     assert_line(&out, &["[Inferior 1 (process 1) exited normally]"]);
     let (status, stdout, stderr) = popek.finish();

@@ -450,12 +450,16 @@ fn clients_at_once_do_not_change_what_the_guest_computes() {
     let (h, thread) = MachineHandle::spawn(m, None).unwrap();
     let quit = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..2).map(|_| hammer(&h, &quit)).collect();
+    // Running before the third client starts: a machine paused at its start is not
+    // one this client paused, and may be resumed by the first while it looks.
+    h.resume().unwrap();
     // A third client pauses and resumes, checking that paused means still.
     let pauser = {
         let h = h.clone();
         std::thread::spawn(move || {
             let mut pauses = 0;
-            while let Status::Paused(_) = h.pause().unwrap() {
+            while let Status::Paused(pause) = h.pause().unwrap() {
+                assert_eq!(pause, Pause::Requested);
                 let rip = h.registers().unwrap().rip;
                 let retired = h.instructions_retired().unwrap();
                 std::thread::sleep(Duration::from_millis(1));
@@ -468,7 +472,6 @@ fn clients_at_once_do_not_change_what_the_guest_computes() {
             pauses
         })
     };
-    h.resume().unwrap();
     let end = loop {
         match h.wait(PROMPTLY).unwrap() {
             // Paused by the other client, for a moment.

@@ -17,7 +17,7 @@ Popek monitor commands:
   trace [N]        the last N ring transitions and exits (default 16)
   counters         instructions, exits by reason, ring transitions, exceptions, interrupts
   engine           the engine running the guest
-  engine NAME      move the paused guest to another engine (interp, kvm)
+  engine NAME      move the paused guest to another engine (interp, bt, kvm)
   phys ADDR [LEN]  guest-physical memory, in hex (LEN bytes, default 64, at most 4096)
   writephys ADDR BYTE...
                    write bytes (in hex: 90 cc) to guest-physical memory
