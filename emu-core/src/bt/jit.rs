@@ -2,13 +2,14 @@
 //! code buffer with its shared entry, exit and call-out sequences, and the Rust
 //! functions generated code calls when its inline fast paths do not apply.
 //!
-//! Register convention inside translated code (host x86-64, guest 32-bit):
+//! Register convention inside translated code (host x86-64, guest 32- or 64-bit):
 //!
 //! | host | holds |
 //! |---|---|
-//! | rax, rdx, rbx, rbp, rsi, rdi | guest EAX, EDX, EBX, EBP, ESI, EDI (same encodings) |
-//! | r8, r9 | guest ECX, ESP |
+//! | rax, rdx, rbx, rbp, rsi, rdi | guest RAX, RDX, RBX, RBP, RSI, RDI (same encodings) |
+//! | r8, r9 | guest RCX, RSP |
 //! | rcx, r10, r11, r12 | scratch (rcx for JRCXZ, the one flag-free branch on a register) |
+//! | (the context) | guest R8..R15 (64-bit mode), loaded into r11 or r12 around the one instruction that names them |
 //! | r13 | the constant 63 (SHRX by it gives a sign bit without touching flags) |
 //! | r14 | instructions the run may still retire |
 //! | r15 | the [`JitCtx`] |
@@ -53,8 +54,9 @@ pub mod exit {
 /// its exit, and the inline TLB.
 #[repr(C)]
 pub struct JitCtx {
-    /// Guest EAX..EDI, in encoding order.
-    pub gpr: [u64; 8],
+    /// Guest RAX..R15, in encoding order. RAX..RDI are here only while generated
+    /// code is not running; R8..R15 always.
+    pub gpr: [u64; 16],
     /// Guest RFLAGS: only the arithmetic flags are loaded into the host's.
     pub flags: u64,
     /// Instructions the run may still retire (decremented by each block on entry).
@@ -107,7 +109,7 @@ impl JitCtx {
     /// A context with an empty TLB.
     pub fn new() -> Box<Self> {
         Box::new(JitCtx {
-            gpr: [0; 8],
+            gpr: [0; 16],
             flags: 0,
             remain: 0,
             exit_kind: 0,
@@ -134,7 +136,8 @@ impl JitCtx {
     }
 }
 
-/// Host registers of guest EAX..EDI (x86-64 register numbers).
+/// Host registers of guest RAX..RDI (x86-64 register numbers); R8..R15 are in the
+/// context.
 pub const HOST_GPR: [u8; 8] = [0, 8, 2, 3, 9, 5, 6, 7];
 
 /// Bits of a memory slow path's argument.
@@ -289,14 +292,14 @@ fn load_guest(asm: &mut Assembler) {
         ; .arch x64
         ; push QWORD [r15 + off::FLAGS]
         ; popfq
-        ; mov eax, [r15 + off::gpr(0)]
-        ; mov r8d, [r15 + off::gpr(1)]
-        ; mov edx, [r15 + off::gpr(2)]
-        ; mov ebx, [r15 + off::gpr(3)]
-        ; mov r9d, [r15 + off::gpr(4)]
-        ; mov ebp, [r15 + off::gpr(5)]
-        ; mov esi, [r15 + off::gpr(6)]
-        ; mov edi, [r15 + off::gpr(7)]
+        ; mov rax, [r15 + off::gpr(0)]
+        ; mov r8, [r15 + off::gpr(1)]
+        ; mov rdx, [r15 + off::gpr(2)]
+        ; mov rbx, [r15 + off::gpr(3)]
+        ; mov r9, [r15 + off::gpr(4)]
+        ; mov rbp, [r15 + off::gpr(5)]
+        ; mov rsi, [r15 + off::gpr(6)]
+        ; mov rdi, [r15 + off::gpr(7)]
     );
 }
 
@@ -368,7 +371,8 @@ extern "sysv64" fn mem_slow(jc: *mut JitCtx, offset: u64, info: u64) -> u64 {
     }
     let host = cx.ram.host_base() as u64 + pa;
     jc.ret_addend = host.wrapping_sub(offset);
-    // Segments are flat while generated code runs: the offset is the linear address.
+    // Segments are flat while generated code runs (and have no base in 64-bit mode):
+    // the offset is the linear address.
     let page = lin >> 12;
     let i = page as usize & (TLB_ENTRIES - 1);
     let tag = page.wrapping_neg();
@@ -401,14 +405,14 @@ extern "sysv64" fn callout(jc: *mut JitCtx, info: u64, remain: i64) -> u64 {
     // on have not retired yet.
     let pending = (ops.len() - index) as i64;
     cx.icount = rt.base + (rt.room as i64 - (remain + pending)) as u64;
-    cx.cpu.gpr[..8].copy_from_slice(&jc.gpr);
+    cx.cpu.gpr = jc.gpr;
     cx.cpu.rflags.set_arith(jc.flags);
     let op = &ops[index];
     let tlb = (cx.cpu.tlb.generation(), cx.cpu.cpl());
     // SAFETY: the run's counters, borrowed by nobody else while generated code runs.
     let virt_stats = unsafe { &mut *rt.virt_stats };
     let went_on = super::virt::execute(rt.virt, virt_stats, cx, op);
-    jc.gpr.copy_from_slice(&cx.cpu.gpr[..8]);
+    jc.gpr = cx.cpu.gpr;
     jc.flags = host_flags(cx.cpu.rflags.get());
     rt.callouts += 1;
     if (cx.cpu.tlb.generation(), cx.cpu.cpl()) != tlb {

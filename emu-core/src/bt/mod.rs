@@ -7,8 +7,8 @@
 //! is written, by the guest or from outside), the same run loop (budget, interrupts,
 //! the stop request, debugging — which runs in the interpreter), the same handlers for
 //! what it does not translate. A block's host code is made the first time the block
-//! runs in a state it can translate: 32-bit protected mode on flat segments (base 0,
-//! 4 GiB limits) with no alignment checking. In any other state the interpreter runs
+//! runs in a state it can translate: 64-bit mode, or 32-bit protected mode on flat
+//! segments (base 0, 4 GiB limits), with no alignment checking. In any other state the interpreter runs
 //! the block. See [`translate`] for what is translated and [`jit`] for how host code
 //! is entered, how it reaches guest memory and how it calls out.
 
@@ -20,7 +20,7 @@ use crate::cpu::{cr0, efer, rflags, CpuState, SegReg, Segment};
 use crate::engine::{DebugConfig, Engine, EngineError};
 use crate::exit::{ExitHandler, StopReason};
 use crate::interp::cache::BlockCache;
-use crate::interp::{run_ops, BlockRunner, Interpreter};
+use crate::interp::{run_block, Interpreter};
 use crate::memory::GuestRam;
 use crate::x86::spt::SptStats;
 use crate::x86::Ctx;
@@ -180,13 +180,21 @@ impl Bt {
     }
 }
 
-/// Whether generated code can run in this state: 32-bit protected mode (not long
-/// mode, not virtual-8086), CS, SS, DS and ES flat with base 0, a 32-bit stack, no
-/// alignment checking.
+/// Whether generated code can run in this state: 64-bit mode, or 32-bit protected
+/// mode (not compatibility mode, not virtual-8086) with CS, SS, DS and ES flat with
+/// base 0 and a 32-bit stack; no alignment checking. (In 64-bit mode CS, SS, DS and ES
+/// have no base and no limit; FS and GS, which have a base, are called out.)
 fn translatable(cpu: &CpuState) -> bool {
     let segs = [SegReg::Cs, SegReg::Ss, SegReg::Ds, SegReg::Es];
+    let alignment_checks =
+        cpu.cr0 & cr0::AM != 0 && cpu.rflags.control(rflags::AC) && cpu.cpl() == 3;
+    if alignment_checks {
+        return false;
+    }
+    if cpu.efer & efer::LMA != 0 {
+        return cpu.code_bitness() == 64;
+    }
     cpu.cr0 & cr0::PE != 0
-        && cpu.efer & efer::LMA == 0
         && !cpu.rflags.control(rflags::VM)
         && cpu.code_bitness() == 32
         && cpu.seg[SegReg::Ss].attr & Segment::DB != 0
@@ -194,7 +202,6 @@ fn translatable(cpu: &CpuState) -> bool {
             .iter()
             .all(|&s| cpu.seg[s].base == 0 && (s == SegReg::Cs || !cpu.seg.needs_checks(s)))
         && cpu.seg[SegReg::Cs].limit == u32::MAX
-        && !(cpu.cr0 & cr0::AM != 0 && cpu.rflags.control(rflags::AC) && cpu.cpl() == 3)
 }
 
 impl Native {
@@ -238,10 +245,9 @@ impl Native {
         room: usize,
     ) -> Option<u32> {
         let (virt, stats) = (self.virt, &mut self.virt_stats);
-        run_ops(cx, &cache.block(id).ops, room, |cx, op| {
+        run_block(cx, cache, id, room, |cx, op| {
             virt::execute(virt, stats, cx, op)
         })
-        .then_some(id)
     }
 
     /// The host entry of block `id`, translating it if needed.
@@ -268,7 +274,10 @@ impl Native {
     }
 }
 
-impl BlockRunner for Native {
+impl Native {
+    /// Runs block `id` as the interpreter's run loop asks (see
+    /// [`Interpreter::run_with`]): its host code where the state allows, else the
+    /// interpreter.
     fn run(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -299,7 +308,7 @@ impl BlockRunner for Native {
         }
         // Enter host code with the guest registers and flags in the context.
         let jc = &mut *self.jc;
-        jc.gpr.copy_from_slice(&cx.cpu.gpr[..8]);
+        jc.gpr = cx.cpu.gpr;
         jc.flags = host_flags(cx.cpu.rflags.get());
         jc.remain = room as i64;
         let mut rt = Runtime {
@@ -316,7 +325,7 @@ impl BlockRunner for Native {
         code.enter(jc, entry);
         jc.run = std::ptr::null_mut();
         self.stats.callouts += rt.callouts;
-        cx.cpu.gpr[..8].copy_from_slice(&jc.gpr);
+        cx.cpu.gpr = jc.gpr;
         cx.cpu.rflags.set_arith(jc.flags);
         if jc.exit_kind != exit::SYNCED {
             cx.icount = rt.base + (rt.room as i64 - jc.remain) as u64;
@@ -360,7 +369,11 @@ impl Engine for Bt {
     }
 
     fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, budget: u64) -> StopReason {
-        self.interp.run_with(ram, exits, budget, &mut self.native)
+        let native = &mut self.native;
+        self.interp
+            .run_with(ram, exits, budget, |cx, cache, id, room| {
+                native.run(cx, cache, id, room)
+            })
     }
 
     fn state(&self) -> Result<CpuState, EngineError> {

@@ -82,7 +82,9 @@ impl Engine for Interpreter {
     }
 
     fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, budget: u64) -> StopReason {
-        self.run_with(ram, exits, budget, &mut RunOps)
+        self.run_with(ram, exits, budget, |cx, cache, id, room| {
+            run_block(cx, cache, id, room, execute)
+        })
     }
 
     fn state(&self) -> Result<CpuState, EngineError> {
@@ -125,13 +127,17 @@ impl Interpreter {
     }
 
     /// Runs the guest as [`Engine::run`] does, each block run by `runner` (the
-    /// translator runs host code made from them).
+    /// translator runs host code made from them): `runner(cx, cache, id, room)` runs at
+    /// most `room` instructions from the start of block `id` (at RIP) and returns the
+    /// block to link the next one from, if the run went through to the end of a block
+    /// and nothing unusual happened. The run loop around it (budget, interrupts,
+    /// debugging, invalidation) is the same for every runner.
     pub(crate) fn run_with<R: BlockRunner>(
         &mut self,
         ram: &GuestRam,
         exits: &mut dyn ExitHandler,
         budget: u64,
-        runner: &mut R,
+        mut runner: R,
     ) -> StopReason {
         let Interpreter {
             cpu,
@@ -159,7 +165,7 @@ impl Interpreter {
         cx.debugger = Some(&*debug);
         let stop = match deliver_pending(&mut cx) {
             Some(stop) => stop,
-            None => run_blocks(&mut cx, cache, budget, runner),
+            None => run_blocks(&mut cx, cache, budget, &mut runner),
         };
         *retired = cx.icount;
         // The state at the final boundary says whether the shadow still holds there.
@@ -170,55 +176,35 @@ impl Interpreter {
     }
 }
 
-/// What runs a decoded block: the interpreter runs its instructions one by one; the
-/// binary translator runs host code made from them. The run loop around it (budget,
-/// interrupts, debugging, invalidation) is the same for both.
-pub(crate) trait BlockRunner {
-    /// Runs at most `room` instructions from the start of block `id` (at RIP). Returns
-    /// the block to link the next one from, if the run went through to the end of a
-    /// block and nothing unusual happened.
-    fn run(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        cache: &mut BlockCache,
-        id: u32,
-        room: usize,
-    ) -> Option<u32>;
-}
-
-/// The interpreter's way: each instruction's handler in turn.
-struct RunOps;
-
-impl BlockRunner for RunOps {
-    #[inline(always)]
-    fn run(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        cache: &mut BlockCache,
-        id: u32,
-        room: usize,
-    ) -> Option<u32> {
-        run_ops(cx, &cache.block(id).ops, room, execute).then_some(id)
-    }
-}
-
-/// Executes at most `room` of `ops` in order, each with `exec` (normally [`execute`]);
-/// true if all of them completed and none ended the block.
+/// Executes at most `room` instructions of block `id` in order, each with `exec`
+/// (normally [`execute`]); the block to link the next one from, if all of them
+/// completed and none ended the block. This is how the interpreter runs a block; the
+/// binary translator runs host code made from it instead, and this where it cannot.
 #[inline(always)]
-pub(crate) fn run_ops(
+pub(crate) fn run_block(
     cx: &mut Ctx<'_>,
-    ops: &[Op],
+    cache: &BlockCache,
+    id: u32,
     room: usize,
     mut exec: impl FnMut(&mut Ctx<'_>, &Op) -> bool,
-) -> bool {
+) -> Option<u32> {
+    let ops = &cache.block(id).ops;
     let limit = room.min(ops.len());
     for op in &ops[..limit] {
         if !exec(cx, op) {
-            return false;
+            return None;
         }
     }
-    limit == ops.len()
+    (limit == ops.len()).then_some(id)
 }
+
+/// What runs a decoded block (see [`Interpreter::run_with`]).
+pub(crate) trait BlockRunner:
+    FnMut(&mut Ctx<'_>, &mut BlockCache, u32, usize) -> Option<u32>
+{
+}
+
+impl<F: FnMut(&mut Ctx<'_>, &mut BlockCache, u32, usize) -> Option<u32>> BlockRunner for F {}
 
 /// The execution loop: find the block at RIP (through the previous block's link when
 /// there is one), run it, repeat.
@@ -262,7 +248,7 @@ pub(crate) fn run_blocks<R: BlockRunner>(
                 None => cache.lookup_or_build(cx, prev),
             };
             match found {
-                Ok(id) => prev = runner.run(cx, cache, id, room),
+                Ok(id) => prev = runner(cx, cache, id, room),
                 Err(fault) => raise_fault(cx, fault, None),
             }
         }
