@@ -181,3 +181,43 @@ fn shadow_page_tables_fill_hidden_faults_trace_writes_and_reflect_true_faults() 
     let plain = run("addrspace", "bt", &["--stats"]);
     assert!(!String::from_utf8_lossy(&plain.stderr).contains("shadow paging"));
 }
+
+/// The `smc` ROM's checks: code written between (and, once, right before) its runs.
+const SMC_CHECKS: [&str; 9] = [
+    "smc.patched-immediate",
+    "smc.next-instruction",
+    "smc.next-instruction-left",
+    "smc.branch-retargeted",
+    "smc.branch-target-rewritten",
+    "smc.generated-code",
+    "smc.rep-movs-over-code",
+    "smc.data-beside-code",
+    "smc.aliased-page",
+];
+
+#[test]
+fn self_modifying_code_passes_on_every_software_engine_and_bt_retranslates_it() {
+    for (engine, extra) in [
+        ("interp", &[][..]),
+        ("interp", &["--assist", "vtx"][..]),
+        ("bt", &[][..]),
+        ("bt", &["--virt", "full"][..]),
+        ("bt", &["--virt", "trap"][..]),
+    ] {
+        let o = run("smc", engine, &[extra, &["--stats"]].concat());
+        let out = String::from_utf8_lossy(&o.stdout);
+        let what = format!("{engine} {extra:?}");
+        for check in SMC_CHECKS {
+            assert!(out.contains(&format!("PASS {check}\n")), "{what}: {out}");
+        }
+        assert!(!out.contains("FAIL"), "{what}: {out}");
+        assert_eq!(o.status.code(), Some(0), "{what}");
+        if engine == "bt" {
+            // The code was translated before it was written, and translated again after.
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(counter(&err, "translation flushes: code written") >= 100, "{err}");
+            assert!(counter(&err, "translation cache hits (host code found)") > 0, "{err}");
+            assert!(counter(&err, "branches chained") > 0, "{err}");
+        }
+    }
+}

@@ -36,8 +36,10 @@ const MAX_CODE: usize = 1 << 20;
 /// Counters of the translator, for statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BtStats {
-    /// Blocks translated into host code.
+    /// Blocks translated into host code: the translation cache's misses.
     pub blocks: u64,
+    /// Times the run loop found a block's host code already made.
+    pub hits: u64,
     /// Guest instructions translated (copied or rewritten).
     pub translated: u64,
     /// Guest instructions left to the interpreter in translated blocks.
@@ -48,10 +50,21 @@ pub struct BtStats {
     pub entries: u64,
     /// Branches patched to jump straight to their next block.
     pub chained: u64,
-    /// Times all host code was dropped (written code, a full buffer).
-    pub flushes: u64,
+    /// Times all host code was dropped because guest code it was made from was written
+    /// (by the guest, a device or a debugger).
+    pub code_written: u64,
+    /// Times all host code was dropped because the code buffer was full.
+    pub buffer_full: u64,
     /// Blocks run by the interpreter because the CPU was in a state not translated.
     pub interpreted_blocks: u64,
+}
+
+impl BtStats {
+    /// How many times every translation was dropped: a code buffer is good while this
+    /// stays the same.
+    fn flushes(&self) -> u64 {
+        self.code_written + self.buffer_full
+    }
 }
 
 /// What generated code's call-outs reach while a run is in progress.
@@ -211,8 +224,8 @@ impl Native {
         self.entries.clear();
         self.ends.clear();
         self.pending = None;
-        self.stats.flushes += 1;
     }
+
 
     /// Brings the translations and the inline TLB in line with the decoded cache and
     /// the MMU.
@@ -221,6 +234,7 @@ impl Native {
             self.generation = cache.generation();
             if !self.entries.is_empty() {
                 self.flush();
+                self.stats.code_written += 1;
             }
         }
         if cache.built() != self.built {
@@ -253,10 +267,12 @@ impl Native {
     /// The host entry of block `id`, translating it if needed.
     fn entry(&mut self, cache: &BlockCache, id: u32) -> Option<AssemblyOffset> {
         if let Some(Some(e)) = self.entries.get(id as usize) {
+            self.stats.hits += 1;
             return Some(*e);
         }
         if self.code.as_ref().is_some_and(|c| c.len() > MAX_CODE) {
             self.flush();
+            self.stats.buffer_full += 1;
         }
         if self.code.is_none() {
             self.code = Some(Code::new().ok()?);
@@ -296,7 +312,7 @@ impl Native {
             return self.interpret(cx, cache, id, room);
         };
         let code = self.code.as_mut()?;
-        let buffer = self.stats.flushes;
+        let buffer = self.stats.flushes();
         if let Some(link) = pending.filter(|l| {
             l.buffer == buffer
                 && l.rip == cx.cpu.rip
@@ -339,7 +355,7 @@ impl Native {
             exit::JUMP => {
                 if jc.exit_link != NO_LINK {
                     self.pending = Some(PendingLink {
-                        buffer: self.stats.flushes,
+                        buffer: self.stats.flushes(),
                         slot: jc.exit_link,
                         rip: jc.exit_rip,
                         icount: cx.icount,
@@ -426,12 +442,14 @@ impl Engine for Bt {
         let s = self.stats();
         let mut list: Vec<(String, u64)> = [
             ("blocks translated", s.blocks),
+            ("translation cache hits (host code found)", s.hits),
             ("instructions translated", s.translated),
             ("instructions called out", s.called_out),
             ("call-outs run", s.callouts),
             ("host code entries", s.entries),
             ("branches chained", s.chained),
-            ("translation flushes", s.flushes),
+            ("translation flushes: code written", s.code_written),
+            ("translation flushes: buffer full", s.buffer_full),
             ("blocks interpreted", s.interpreted_blocks),
         ]
         .into_iter()
