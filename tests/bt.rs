@@ -215,8 +215,14 @@ fn self_modifying_code_passes_on_every_software_engine_and_bt_retranslates_it() 
         if engine == "bt" {
             // The code was translated before it was written, and translated again after.
             let err = String::from_utf8_lossy(&o.stderr);
-            assert!(counter(&err, "translation flushes: code written") >= 100, "{err}");
-            assert!(counter(&err, "translation cache hits (host code found)") > 0, "{err}");
+            assert!(
+                counter(&err, "translation flushes: code written") >= 100,
+                "{err}"
+            );
+            assert!(
+                counter(&err, "translation cache hits (host code found)") > 0,
+                "{err}"
+            );
             assert!(counter(&err, "branches chained") > 0, "{err}");
         }
     }

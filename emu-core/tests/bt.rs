@@ -101,5 +101,5 @@ fn a_chain_of_more_blocks_than_the_code_buffer_holds_runs_on() {
     assert!(m
         .engine_counters()
         .iter()
-        .any(|(name, n)| name == "translation flushes" && *n > 1));
+        .any(|(name, n)| name == "translation flushes: buffer full" && *n > 0));
 }

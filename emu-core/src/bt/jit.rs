@@ -23,7 +23,7 @@ use super::Runtime;
 use crate::cpu::rflags::ARITH;
 use crate::cpu::SegReg;
 use crate::interp::cache::BlockCache;
-use crate::x86::mmu::Access;
+use crate::x86::mmu::{Access, Tlb};
 use crate::x86::Ctx;
 use dynasmrt::x64::Assembler;
 use dynasmrt::{dynasm, AssemblyOffset, DynasmApi, DynasmLabelApi, ExecutableBuffer};
@@ -128,6 +128,21 @@ impl JitCtx {
     pub fn flush_tlb(&mut self) {
         self.tlb_read.fill(NO_TAG);
         self.tlb_write.fill(NO_TAG);
+    }
+
+    /// Brings the inline TLB in line with the vCPU's after it changed since generation
+    /// `since`: INVLPG of one page drops that page alone, anything else everything.
+    pub fn follow_tlb(&mut self, tlb: &Tlb, since: u64) {
+        match tlb.page_dropped_since(since) {
+            Some(page) => {
+                let i = page as usize & (TLB_ENTRIES - 1);
+                if self.tlb_read[i] == page.wrapping_neg() {
+                    self.tlb_read[i] = NO_TAG;
+                    self.tlb_write[i] = NO_TAG;
+                }
+            }
+            None => self.flush_tlb(),
+        }
     }
 
     /// Forgets every fast write (a page became code).
@@ -408,15 +423,18 @@ extern "sysv64" fn callout(jc: *mut JitCtx, info: u64, remain: i64) -> u64 {
     cx.cpu.gpr = jc.gpr;
     cx.cpu.rflags.set_arith(jc.flags);
     let op = &ops[index];
-    let tlb = (cx.cpu.tlb.generation(), cx.cpu.cpl());
+    let (tlb, cpl) = (cx.cpu.tlb.generation(), cx.cpu.cpl());
     // SAFETY: the run's counters, borrowed by nobody else while generated code runs.
     let virt_stats = unsafe { &mut *rt.virt_stats };
     let went_on = super::virt::execute(rt.virt, virt_stats, cx, op);
     jc.gpr = cx.cpu.gpr;
     jc.flags = host_flags(cx.cpu.rflags.get());
     rt.callouts += 1;
-    if (cx.cpu.tlb.generation(), cx.cpu.cpl()) != tlb {
+    if cx.cpu.cpl() != cpl {
+        // Entries are filled for one CPL: the inline check does not look at U/S.
         jc.flush_tlb();
+    } else if cx.cpu.tlb.generation() != tlb {
+        jc.follow_tlb(&cx.cpu.tlb, tlb);
     }
     let until = rt.base + rt.room as u64;
     if cx.next_poll < until {

@@ -226,7 +226,6 @@ impl Native {
         self.pending = None;
     }
 
-
     /// Brings the translations and the inline TLB in line with the decoded cache and
     /// the MMU.
     fn sync(&mut self, cx: &Ctx<'_>, cache: &BlockCache) {
@@ -243,10 +242,12 @@ impl Native {
             self.jc.flush_tlb_writes();
         }
         let key = (cx.cpu.tlb.generation(), cx.cpu.cpl());
-        if key != self.tlb_key {
-            self.tlb_key = key;
+        if key.1 != self.tlb_key.1 {
             self.jc.flush_tlb();
+        } else if key.0 != self.tlb_key.0 {
+            self.jc.follow_tlb(&cx.cpu.tlb, self.tlb_key.0);
         }
+        self.tlb_key = key;
     }
 
     /// Runs at most `room` instructions of block `id` in the interpreter (under the
@@ -399,6 +400,10 @@ impl Engine for Bt {
     fn set_state(&mut self, state: &CpuState) -> Result<(), EngineError> {
         self.native.pending = None;
         self.interp.set_state(state)?;
+        // A new vCPU's TLB counts its generations from zero again: what the inline TLB
+        // holds cannot be told stale by them.
+        self.native.jc.flush_tlb();
+        self.native.tlb_key = (u64::MAX, 0);
         // The vCPU is new, and guest memory may have changed under another engine:
         // shadow tables start empty.
         self.install_shadow_paging();

@@ -63,6 +63,9 @@ pub struct Tlb {
     /// Counts flushes, so that an engine keeping translations of its own (the binary
     /// translator's inline TLB) knows when to drop them.
     generation: u64,
+    /// The linear page the last flush dropped, if it dropped only that one (INVLPG):
+    /// such an engine then need not drop the rest.
+    last_page: Option<u64>,
 }
 
 impl Default for Tlb {
@@ -71,6 +74,7 @@ impl Default for Tlb {
             entries: Box::new([Entry::default(); TLB_ENTRIES]),
             large: false,
             generation: 0,
+            last_page: None,
         }
     }
 }
@@ -78,14 +82,14 @@ impl Default for Tlb {
 impl Tlb {
     /// Forgets every translation (CR0/CR4 paging changes).
     pub fn flush_all(&mut self) {
-        self.generation += 1;
+        self.changed(None);
         self.entries.iter_mut().for_each(|e| e.perm = 0);
         self.large = false;
     }
 
     /// Forgets all but global translations (a CR3 load).
     pub fn flush_non_global(&mut self) {
-        self.generation += 1;
+        self.changed(None);
         for e in self.entries.iter_mut() {
             if e.perm & perm::GLOBAL == 0 {
                 e.perm = 0;
@@ -95,12 +99,12 @@ impl Tlb {
 
     /// Forgets the translation of the page holding one linear address (INVLPG).
     pub fn flush_page(&mut self, lin: u64) {
-        self.generation += 1;
         if self.large {
             self.flush_all();
             return;
         }
         let page = lin >> 12;
+        self.changed(Some(page));
         let e = &mut self.entries[page as usize & (TLB_ENTRIES - 1)];
         if e.page == page {
             e.perm = 0;
@@ -113,6 +117,18 @@ impl Tlb {
     /// contents is good while this does not change.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The one linear page dropped since generation `since`, if only one was.
+    pub fn page_dropped_since(&self, since: u64) -> Option<u64> {
+        self.last_page
+            .filter(|_| self.generation == since.wrapping_add(1))
+    }
+
+    /// Tells translations kept elsewhere that they may be stale: `page` alone, or all.
+    fn changed(&mut self, page: Option<u64>) {
+        self.generation += 1;
+        self.last_page = page;
     }
 }
 
@@ -235,7 +251,7 @@ fn walk(
     if cpu.spt.as_mut().is_some_and(|s| s.take_new_traces()) {
         // Engines that keep fast write paths of their own must drop any to a page
         // that became traced.
-        cpu.tlb.generation += 1;
+        cpu.tlb.changed(None);
     }
     let fill = match found {
         Ok(fill) => fill,
@@ -255,4 +271,31 @@ fn walk(
         perm: fill.perm,
     };
     Ok(fill.phys | (lin & 0xFFF))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invlpg_of_one_page_is_told_apart_from_wider_flushes() {
+        let mut tlb = Tlb::default();
+        let g = tlb.generation();
+        tlb.flush_page(0x1234_5678);
+        assert_eq!(tlb.page_dropped_since(g), Some(0x12345));
+        // Two flushes since: a keeper of translations must drop everything.
+        tlb.flush_page(0x9000);
+        assert_eq!(tlb.page_dropped_since(g), None);
+        let g = tlb.generation();
+        tlb.flush_non_global();
+        assert_eq!(tlb.page_dropped_since(g), None);
+        let g = tlb.generation();
+        tlb.flush_all();
+        assert_eq!(tlb.page_dropped_since(g), None);
+        // With a large page cached, INVLPG cannot find its other 4 KiB pieces.
+        tlb.large = true;
+        let g = tlb.generation();
+        tlb.flush_page(0x40_0000);
+        assert_eq!(tlb.page_dropped_since(g), None);
+    }
 }
