@@ -8,7 +8,7 @@ use crate::cpu::SegReg;
 use crate::cpu::{cr0, efer, rflags};
 use crate::engine::DebugConfig;
 use crate::exception::Exception;
-use crate::exit::{ExitHandler, Flow, GuestEvent, RingCause, StopReason, VmExit};
+use crate::exit::{EngineEvent, ExitHandler, Flow, GuestEvent, RingCause, StopReason, VmExit};
 use crate::memory::{CodeWatch, RamView};
 use iced_x86::{Instruction, OpKind, Register};
 
@@ -190,9 +190,23 @@ impl<'a> Ctx<'a> {
     /// Reports a guest event to the VMM; a debugger waiting for it stops the run after
     /// this instruction.
     pub fn notify(&mut self, event: GuestEvent) {
+        // Shadow-paging faults come first: a true one is the exception's cause.
+        self.report_shadow_faults();
         if let Flow::Stop(reason) = self.exits.notify(event, self.icount) {
             self.stop = Some(reason);
             self.end_block = true;
+        }
+    }
+
+    /// Traces the faults shadow paging kept since the last report (only under shadow
+    /// paging with `--trace engine`), at the current instruction count.
+    pub fn report_shadow_faults(&mut self) {
+        let Some(spt) = self.cpu.spt.as_mut().filter(|s| s.has_recorded()) else {
+            return;
+        };
+        for (kind, addr) in spt.take_recorded() {
+            let event = EngineEvent::ShadowFault { kind, addr };
+            self.exits.engine_event(event, self.icount);
         }
     }
 
@@ -422,12 +436,12 @@ impl<'a> Ctx<'a> {
     /// shadow paging as they were.
     pub fn translate_probe(&mut self, lin: u64, access: Access, user: bool) -> Result<u64, Fault> {
         let cr2 = self.cpu.cr2;
-        let counted = self.cpu.spt.as_ref().map(|s| s.stats.true_faults);
+        let mark = self.cpu.spt.as_ref().map(|s| s.true_fault_mark());
         let r = self.translate(lin, access, user);
         if r.is_err() {
             self.cpu.cr2 = cr2;
-            if let (Some(spt), Some(n)) = (self.cpu.spt.as_mut(), counted) {
-                spt.stats.true_faults = n;
+            if let (Some(spt), Some(mark)) = (self.cpu.spt.as_mut(), mark) {
+                spt.forget_true_faults(mark);
             }
         }
         r
