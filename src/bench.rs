@@ -125,25 +125,11 @@ fn compute(qemu: bool) -> Result<()> {
 /// `append`.
 fn qemu_command(accel: &str, kernel: &Path, append: &str) -> Command {
     let mut qemu = Command::new(QEMU);
-    qemu.args([
-        "-accel",
-        accel,
-        "-m",
-        "64",
-        "-display",
-        "none",
-        "-no-reboot",
-        "-nodefaults",
-    ])
-    .args([
-        "-serial",
-        "stdio",
-        "-device",
-        "isa-debug-exit,iobase=0xf4,iosize=4",
-    ])
-    .arg("-kernel")
-    .arg(kernel)
-    .args(["-append", append]);
+    qemu.args(["-accel", accel])
+        .args(test_roms::QEMU_ARGS)
+        .arg("-kernel")
+        .arg(kernel)
+        .args(["-append", append]);
     qemu
 }
 

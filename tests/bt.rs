@@ -177,6 +177,30 @@ fn shadow_page_tables_fill_hidden_faults_trace_writes_and_reflect_true_faults() 
         assert_eq!(n("address spaces built"), 2, "{err}");
         assert!(n("address spaces reused") >= 2 * 64, "{err}");
     }
+    // A write to a traced table is a trace fault when it happens, not at the next fill:
+    // the nano ROM's ptemod loop writes a PTE of its live tables (then INVLPG) and never
+    // touches the page that PTE maps, so no fill follows.
+    let o = run(
+        "nano",
+        "bt",
+        &[
+            "--virt",
+            "full",
+            "--append",
+            "op=ptemod iters=100",
+            "--stats",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        counter(&err, "shadow paging: trace faults (page-table writes)") >= 1,
+        "{err}"
+    );
+    assert!(
+        counter(&err, "shadow paging: shadow entries dropped") >= 1,
+        "{err}"
+    );
     // Without ring compression the guest's own tables serve: no shadow counters.
     let plain = run("addrspace", "bt", &["--stats"]);
     assert!(!String::from_utf8_lossy(&plain.stderr).contains("shadow paging"));

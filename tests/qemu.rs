@@ -152,22 +152,7 @@ fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
 /// The caller adds the machine, the guest and its devices.
 fn qemu_command() -> Command {
     let mut qemu = Command::new(QEMU);
-    qemu.args([
-        "-accel",
-        "tcg",
-        "-m",
-        "64",
-        "-display",
-        "none",
-        "-no-reboot",
-        "-nodefaults",
-    ])
-    .args([
-        "-serial",
-        "stdio",
-        "-device",
-        "isa-debug-exit,iobase=0xf4,iosize=4",
-    ]);
+    qemu.args(["-accel", "tcg"]).args(test_roms::QEMU_ARGS);
     qemu
 }
 

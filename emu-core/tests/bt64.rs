@@ -169,24 +169,37 @@ fn a_push_to_a_non_canonical_stack_raises_ss_before_moving_rsp() {
 
 #[test]
 fn branches_to_non_canonical_targets_raise_gp() {
-    for asm in [
-        (|a| {
-            a.mov(rax, NON_CANONICAL)?;
-            a.jmp(rax)
-        }) as Asm,
-        |a| {
-            a.mov(r12, NON_CANONICAL)?;
-            a.call(r12)
-        },
-        |a| {
-            a.mov(rax, NON_CANONICAL)?;
-            a.push(rax)?;
-            a.ret()
-        },
+    // Each with the first byte of its branch: JMP RAX, CALL R12 (REX.B), RET.
+    for (asm, opcode) in [
+        (
+            (|a| {
+                a.mov(rax, NON_CANONICAL)?;
+                a.jmp(rax)
+            }) as Asm,
+            0xFF,
+        ),
+        (
+            |a| {
+                a.mov(r12, NON_CANONICAL)?;
+                a.call(r12)
+            },
+            0x41,
+        ),
+        (
+            |a| {
+                a.mov(rax, NON_CANONICAL)?;
+                a.push(rax)?;
+                a.ret()
+            },
+            0xC3,
+        ),
     ] {
-        // Where the fault is reported (the branch, or the target) is the interpreter's
-        // choice, which the translator follows by calling the branch out.
-        expect_fault(asm, 13);
+        // The branch faults (SDM: #GP(0) if the target is not canonical), so the frame
+        // holds the branch's address, not the target's.
+        let m = both(asm);
+        let trap = m.trap().expect("an exception");
+        assert_eq!((trap.vector, trap.error_code), (13, Some(0)), "{trap:?}");
+        assert_eq!(m.peek(trap.rip, 1), opcode, "{trap:?}");
         let (translated, _) = translation(asm);
         assert!(translated >= 2, "translated {translated}");
     }

@@ -40,6 +40,24 @@ pub struct Rom {
 
 include!(concat!(env!("OUT_DIR"), "/roms.rs"));
 
+/// QEMU arguments for a machine the ROMs see as they see Popek's: 64 MiB, COM1 on
+/// standard output, isa-debug-exit at port 0xF4 (so a ROM's exit status `v` becomes
+/// QEMU's `(v << 1) | 1`), no default devices, no display, and no reboot (a triple
+/// fault ends the run). The caller adds `-accel`, the machine, the guest and its
+/// devices.
+pub const QEMU_ARGS: &[&str] = &[
+    "-m",
+    "64",
+    "-display",
+    "none",
+    "-no-reboot",
+    "-nodefaults",
+    "-serial",
+    "stdio",
+    "-device",
+    "isa-debug-exit,iobase=0xf4,iosize=4",
+];
+
 /// Every embedded ROM, sorted by name.
 pub fn all() -> &'static [Rom] {
     ROMS

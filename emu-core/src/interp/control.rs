@@ -5,10 +5,11 @@
 
 use super::stack::{pop, push};
 use super::{Ctx, Fault, Handler};
+use crate::cpu::SegReg;
 use crate::exception::Exception;
 use crate::exit::GuestEvent;
 use crate::x86::ctx::operand_size;
-use crate::x86::far::is_near;
+use crate::x86::far::{check_target, is_near};
 use crate::x86::interrupt::{deliver, Source};
 use crate::x86::mmu::Access;
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
@@ -59,20 +60,31 @@ fn target(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<u64, Fault> {
     }
 }
 
+/// Where a near branch may land: within CS's limit, or canonical in 64-bit mode. If
+/// not, the branch itself raises #GP(0) (RIP at the branch, nothing of it done), not
+/// the fetch at the target.
+#[inline]
+fn landing(cx: &Ctx<'_>, to: u64) -> Result<u64, Fault> {
+    let target64 = cx.cpu.code_bitness() == 64;
+    check_target(to, cx.cpu.seg[SegReg::Cs].limit, target64)
+}
+
 fn jmp(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
-    cx.cpu.rip = target(cx, ins)?;
+    let to = target(cx, ins)?;
+    cx.cpu.rip = landing(cx, to)?;
     Ok(())
 }
 
 fn jcc<const CC: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     if cx.cpu.rflags.condition(CC) {
-        cx.cpu.rip = ins.near_branch_target();
+        cx.cpu.rip = landing(cx, ins.near_branch_target())?;
     }
     Ok(())
 }
 
 fn call(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let to = target(cx, ins)?;
+    let to = landing(cx, to)?;
     let size = (-ins.stack_pointer_increment()) as u8;
     push(cx, size, ins.next_ip())?;
     cx.cpu.rip = to;
@@ -87,9 +99,18 @@ fn ret(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
         0
     };
     let size = (ins.stack_pointer_increment() as u64 - extra) as u8;
+    let old_sp = cx.cpu.gpr[4];
     let to = pop(cx, size, extra)?;
-    cx.cpu.rip = to;
-    Ok(())
+    match landing(cx, to) {
+        Ok(to) => {
+            cx.cpu.rip = to;
+            Ok(())
+        }
+        Err(fault) => {
+            cx.cpu.gpr[4] = old_sp;
+            Err(fault)
+        }
+    }
 }
 
 /// The count register LOOP and JCXZ use: CX, ECX or RCX by address size.
@@ -104,7 +125,6 @@ fn count_reg(ins: &Instruction) -> Register {
 fn loop_cc<const KIND: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     let r = count_reg(ins);
     let n = cx.reg(r).wrapping_sub(1) & crate::x86::flags::size_mask(r.size() as u8);
-    cx.set_reg(r, n);
     let zf = cx.cpu.rflags.zf();
     let taken = n != 0
         && match KIND {
@@ -112,15 +132,22 @@ fn loop_cc<const KIND: u8>(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fa
             2 => !zf,
             _ => true,
         };
-    if taken {
-        cx.cpu.rip = ins.near_branch_target();
+    // A faulting branch leaves the count as it was.
+    let to = if taken {
+        Some(landing(cx, ins.near_branch_target())?)
+    } else {
+        None
+    };
+    cx.set_reg(r, n);
+    if let Some(to) = to {
+        cx.cpu.rip = to;
     }
     Ok(())
 }
 
 fn jcxz(cx: &mut Ctx<'_>, ins: &Instruction) -> Result<(), Fault> {
     if cx.reg(count_reg(ins)) == 0 {
-        cx.cpu.rip = ins.near_branch_target();
+        cx.cpu.rip = landing(cx, ins.near_branch_target())?;
     }
     Ok(())
 }

@@ -277,6 +277,7 @@ fn end_of_block(cx: &mut Ctx<'_>, cache: &mut BlockCache, budget: u64) -> Option
     if cx.has_smc() {
         cache.invalidate_written(cx.code);
     }
+    cx.take_trace_faults();
     cx.stop.take()
 }
 

@@ -122,14 +122,15 @@ impl CodeWatchInner {
     }
 
     /// A store hit a watched chunk: notes code overwritten and traced pages written.
-    /// True if it overwrote code.
+    /// True if it overwrote code or wrote a traced page.
     #[cold]
     fn classify(&self, page: usize, mask: u64) -> bool {
         let code = self.code[page].load(Relaxed) & mask != 0;
         if code {
             self.note(page, false);
         }
-        if self.is_traced(page) {
+        let traced = self.is_traced(page);
+        if traced {
             let mut t = self.traces.lock().unwrap_or_else(PoisonError::into_inner);
             t.writes += 1;
             if !t.pages.contains(&(page as u64)) {
@@ -137,7 +138,7 @@ impl CodeWatchInner {
             }
             self.trace_pending.store(true, Relaxed);
         }
-        code
+        code || traced
     }
 
     fn note(&self, page: usize, all: bool) {
@@ -151,7 +152,7 @@ impl CodeWatchInner {
     }
 
     /// Records the pages where `[pa, pa + len)` overlaps code, and the traced pages it
-    /// wrote; true if it overlapped code.
+    /// wrote; true if it did either.
     #[inline(always)]
     fn write(&self, pa: u64, len: usize) -> bool {
         let mut hit = false;
@@ -203,7 +204,9 @@ impl CodeWatch {
     }
 
     /// A store by the CPU to `[pa, pa + len)`: true if it wrote over code, which is
-    /// then waiting in [`CodeWatch::take_written`].
+    /// then waiting in [`CodeWatch::take_written`], or wrote a traced page (waiting in
+    /// [`CodeWatch::take_traced`]). Either way the instruction must end its block, so
+    /// that the run loop drops the code or has the VMM handle the trace fault.
     #[inline(always)]
     pub fn cpu_write(&self, pa: u64, len: usize) -> bool {
         self.0.write(pa, len)
@@ -440,9 +443,9 @@ mod tests {
         assert!(w.trace(0x2000) && w.trace(0x3000));
         assert!(!w.trace(0x3FFF), "already traced");
         assert!(w.page_has_code(0x3000), "no fast write to a traced page");
-        assert!(!w.cpu_write(0x3010, 4), "a traced page is no code");
-        assert!(!w.cpu_write(0x3020, 4));
-        assert!(!w.has_written());
+        assert!(w.cpu_write(0x3010, 4), "a trace fault ends the block");
+        assert!(w.cpu_write(0x3020, 4));
+        assert!(!w.has_written(), "a traced page is no code");
         assert!(
             w.cpu_write(0x2040, 1),
             "code on a traced page is still code"

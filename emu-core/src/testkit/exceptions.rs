@@ -79,6 +79,15 @@ pub fn one_page_ds(k: &mut Kernel) {
     );
 }
 
+/// CS = USER_CS limited to the code's first page (offsets up to [`CODE`] + 0xFFF).
+pub fn one_page_cs(k: &mut Kernel) {
+    let a = access::P | access::S | access::CODE | access::RW | (3 << access::DPL_SHIFT);
+    k.set_descriptor(
+        USER_CS,
+        &[descriptor(0, CODE as u32 + LAST_BYTE, a, flags::D)],
+    );
+}
+
 /// DS = [`TEST_DS`]: raw limit 1 with G, so offsets 0-0x1FFF, ending at the end of
 /// [`USER_DATA`].
 pub fn two_page_ds(k: &mut Kernel) {
@@ -617,6 +626,39 @@ macro_rules! exception_table {
                 a.label("mark")?;
                 a.ud2()
             },
+        }
+
+        gp_near_jmp_past_the_cs_limit {
+            // The branch faults, not the fetch at its target: the frame holds its EIP.
+            setup: one_page_cs,
+            code: |a| {
+                a.mov(eax, CODE as u32 + PAGE_END)?;
+                a.label("mark")?;
+                a.jmp(eax)
+            },
+            expect: Expect::Fault(vector::GP, Some(0)),
+            check: from_user,
+        }
+
+        gp_near_call_past_the_cs_limit_pushes_nothing {
+            setup: one_page_cs,
+            code: |a| {
+                a.label("mark")?;
+                a.call(CODE + u64::from(PAGE_END))
+            },
+            expect: Expect::Fault(vector::GP, Some(0)),
+            check: from_user,
+        }
+
+        gp_near_ret_past_the_cs_limit_leaves_esp {
+            setup: one_page_cs,
+            code: |a| {
+                a.push(CODE as u32 + PAGE_END)?;
+                a.label("mark")?;
+                a.ret()
+            },
+            expect: Expect::Fault(vector::GP, Some(0)),
+            check: |out| assert_eq!(out.record.esp, Some(USER_STACK - 4), "ESP kept"),
         }
 
         gp_reading_one_byte_past_a_byte_limit {

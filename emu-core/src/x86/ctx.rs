@@ -109,6 +109,17 @@ impl<'a> Ctx<'a> {
         self.code.has_written()
     }
 
+    /// Under shadow paging, has the VMM take the guest's writes to traced page tables
+    /// (trace faults) now, as a trap would: the shadow entries derived from each
+    /// written table go.
+    pub fn take_trace_faults(&mut self) {
+        if let Some(spt) = self.cpu.spt.as_deref_mut() {
+            if self.code.has_traced() {
+                spt.propagate(self.code);
+            }
+        }
+    }
+
     /// Hands an exit to the VMM; a stop request ends the run after this instruction.
     pub fn exit(&mut self, exit: VmExit<'_>) {
         if let Flow::Stop(reason) = self.exits.handle(exit, self.icount) {

@@ -86,7 +86,7 @@ fn operand_size(ins: &Instruction) -> u8 {
 
 /// Checks where a transfer lands: within the limit of a legacy or compatibility-mode
 /// code segment, or canonical in 64-bit mode.
-fn check_target(rip: u64, limit: u32, target64: bool) -> Result<u64, Fault> {
+pub(crate) fn check_target(rip: u64, limit: u32, target64: bool) -> Result<u64, Fault> {
     let fits = if target64 {
         is_canonical(rip)
     } else {

@@ -288,7 +288,7 @@ impl Spt {
 
     /// Takes the guest's writes to traced pages and drops the shadow entries derived
     /// from each written page; the page is traced again when a fill next reads it.
-    fn propagate(&mut self, code: &CodeWatch) {
+    pub(crate) fn propagate(&mut self, code: &CodeWatch) {
         let written = code.take_traced();
         self.stats.trace_faults += written.writes;
         for &page in &written.pages {

@@ -225,6 +225,11 @@ _Static_assert(sizeof(struct paging64) == PAGING64_SIZE, "four tables");
 /* Identity-maps [0, span) (span a multiple of 2 MiB, at most 1 GiB), leaf
  * entries with leaf_flags; the upper levels allow everything. */
 void paging64_identity(struct paging64 *t, uint32_t span, uint64_t leaf_flags);
+/* Turns on long mode from 32-bit protected mode (SDM vol. 3, 10.8.5): CR4.PAE,
+ * CR3 = t, EFER.LME, then CR0.PG with cr0_bits (e.g. CR0_WP). Returns in
+ * compatibility mode: the caller's far jump to a 64-bit code segment ends
+ * the switch. */
+void long_mode_enable(struct paging64 *t, uint32_t cr0_bits);
 /* Sets and clears flags on the 4 KiB entries in [start, end) (< 2 MiB). */
 void paging64_update(struct paging64 *t, uint32_t start, uint32_t end,
 		     uint64_t set, uint64_t clear);

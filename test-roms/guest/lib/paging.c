@@ -42,6 +42,14 @@ void paging32_enable(uint32_t *pd)
 	write_cr0(read_cr0() | CR0_PG | CR0_WP);
 }
 
+void long_mode_enable(struct paging64 *t, uint32_t cr0_bits)
+{
+	write_cr4(read_cr4() | CR4_PAE);
+	write_cr3((uint32_t)(uintptr_t)t);	// the PML4 is the first table
+	wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_LME);
+	write_cr0(read_cr0() | CR0_PG | cr0_bits);
+}
+
 void paging64_identity(struct paging64 *t, uint32_t span, uint64_t leaf_flags)
 {
 	for (uint32_t i = 0; i < PT64_ENTRIES; i++) {

@@ -136,18 +136,10 @@ main:
 	wrmsr
 
 	# Into long mode: PAE paging structures, then LME, then paging on.
-	mov %cr4, %eax
-	or $CR4_PAE, %eax
-	mov %eax, %cr4
-	mov $page_tables, %eax	# the PML4 is the first table
-	mov %eax, %cr3
-	mov $MSR_EFER, %ecx
-	rdmsr
-	or $EFER_LME, %eax
-	wrmsr
-	mov %cr0, %eax
-	or $(CR0_PG | CR0_WP), %eax
-	mov %eax, %cr0
+	push $CR0_WP
+	push $page_tables
+	call long_mode_enable
+	add $8, %esp
 	# Long mode is active but CS is still a 32-bit segment (compatibility
 	# mode) until a far jump loads a 64-bit one.
 	ljmp $SEL_KCODE64, $long_entry

@@ -38,18 +38,10 @@ main:
 	call paging64_identity
 	add $16, %esp
 
-	mov %cr4, %eax
-	or $CR4_PAE, %eax
-	mov %eax, %cr4
-	mov $page_tables, %eax	# the PML4 is the first table
-	mov %eax, %cr3
-	mov $MSR_EFER, %ecx
-	rdmsr
-	or $EFER_LME, %eax
-	wrmsr
-	mov %cr0, %eax
-	or $CR0_PG, %eax
-	mov %eax, %cr0
+	push $0			# no CR0 bits beyond PG
+	push $page_tables
+	call long_mode_enable
+	add $8, %esp
 	ljmp $SEL_KCODE64, $long_entry
 
 # ---- 64-bit mode ----------------------------------------------------------
