@@ -586,7 +586,7 @@ pub enum ShadowFaultKind {
     /// The guest's tables forbid the access: the #PF is reflected to the guest.
     True,
     /// The guest wrote a traced page-table page: the shadow entries derived from it
-    /// were dropped. (Writes to one page between two shadow look-ups are one event.)
+    /// were dropped. (Writes to one page in one block are one event.)
     Trace,
 }
 
@@ -608,11 +608,14 @@ impl fmt::Display for EngineEvent {
                 rip,
                 instructions,
                 host_bytes,
-            } => write!(
-                f,
-                "bt: block at rip {rip:#x} translated: {instructions} instructions, \
-                 {host_bytes} bytes of host code"
-            ),
+            } => {
+                let s = if *instructions == 1 { "" } else { "s" };
+                write!(
+                    f,
+                    "bt: block at rip {rip:#x} translated: {instructions} instruction{s}, \
+                     {host_bytes} bytes of host code"
+                )
+            }
             EngineEvent::TranslationsDropped { cause } => {
                 let why = match cause {
                     DropCause::CodeWritten => "guest code was written",

@@ -417,9 +417,7 @@ impl Engine for Bt {
         // Faults after the last block (delivering an event, fetching a block).
         let icount = self.interp.instructions_retired();
         if let Some(spt) = self.interp.vcpu_mut().spt.as_mut() {
-            for (kind, addr) in spt.take_recorded() {
-                exits.engine_event(EngineEvent::ShadowFault { kind, addr }, icount);
-            }
+            spt.report(exits, icount);
         }
         stop
     }

@@ -8,7 +8,7 @@ use crate::cpu::SegReg;
 use crate::cpu::{cr0, efer, rflags};
 use crate::engine::DebugConfig;
 use crate::exception::Exception;
-use crate::exit::{EngineEvent, ExitHandler, Flow, GuestEvent, RingCause, StopReason, VmExit};
+use crate::exit::{ExitHandler, Flow, GuestEvent, RingCause, StopReason, VmExit};
 use crate::memory::{CodeWatch, RamView};
 use iced_x86::{Instruction, OpKind, Register};
 
@@ -116,6 +116,7 @@ impl<'a> Ctx<'a> {
         if let Some(spt) = self.cpu.spt.as_deref_mut() {
             if self.code.has_traced() {
                 spt.propagate(self.code);
+                spt.report(self.exits, self.icount);
             }
         }
     }
@@ -212,12 +213,8 @@ impl<'a> Ctx<'a> {
     /// Traces the faults shadow paging kept since the last report (only under shadow
     /// paging with `--trace engine`), at the current instruction count.
     pub fn report_shadow_faults(&mut self) {
-        let Some(spt) = self.cpu.spt.as_mut().filter(|s| s.has_recorded()) else {
-            return;
-        };
-        for (kind, addr) in spt.take_recorded() {
-            let event = EngineEvent::ShadowFault { kind, addr };
-            self.exits.engine_event(event, self.icount);
+        if let Some(spt) = self.cpu.spt.as_mut() {
+            spt.report(self.exits, self.icount);
         }
     }
 

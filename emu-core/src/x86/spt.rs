@@ -34,7 +34,7 @@
 
 use super::mmu::{guest_fill, Fill};
 use crate::cpu::{cr0, cr4, efer};
-use crate::exit::ShadowFaultKind;
+use crate::exit::{EngineEvent, ExitHandler, ShadowFaultKind};
 use crate::memory::{CodeWatch, RamView, PAGE_SHIFT};
 use crate::x86::paging::{Access, PagingRegs, Translation, WalkFault};
 use std::collections::{HashMap, HashSet};
@@ -196,14 +196,15 @@ impl Spt {
         }
     }
 
-    /// The faults kept for the trace since the last call, oldest first.
-    pub fn take_recorded(&mut self) -> Vec<(ShadowFaultKind, u64)> {
-        std::mem::take(&mut self.recorded)
-    }
-
-    /// Whether faults wait to be reported.
-    pub fn has_recorded(&self) -> bool {
-        !self.recorded.is_empty()
+    /// Traces the faults kept since the last report, oldest first, as having happened
+    /// by instruction count `icount`.
+    pub fn report(&mut self, exits: &mut dyn ExitHandler, icount: u64) {
+        if self.recorded.is_empty() {
+            return;
+        }
+        for (kind, addr) in std::mem::take(&mut self.recorded) {
+            exits.engine_event(EngineEvent::ShadowFault { kind, addr }, icount);
+        }
     }
 
     /// The true faults so far, for [`Spt::forget_true_faults`].
