@@ -15,7 +15,7 @@ const HELP: &str = "\
 Popek monitor commands:
   ring             current privilege level, processor mode and paging mode (also: mode)
   trace [N]        the last N ring transitions and exits (default 16), and engine events
-                   when popek gdb was started with --trace engine
+                   when popek run --gdb was given --trace engine
   counters         instructions, exits by reason, ring transitions, exceptions, interrupts,
                    and the engine's own counters (the translator's, shadow paging's)
   engine           the engine running the guest
