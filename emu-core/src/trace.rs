@@ -426,6 +426,34 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::{DropCause, EngineEvent};
+
+    #[test]
+    fn engine_events_have_their_own_trace_kind() {
+        let kind = EventKind::Engine(EngineEvent::TranslationsDropped {
+            cause: DropCause::BufferFull,
+        });
+        assert_eq!(kind.mask(), EventMask::ENGINE);
+        assert_eq!(EventMask::parse("engine"), Ok(EventMask::ENGINE));
+        assert!(EventMask::parse("all").unwrap().contains(EventMask::ENGINE));
+        assert!(!EventMask::parse("exits,io")
+            .unwrap()
+            .contains(EventMask::ENGINE));
+        let mut trace = Trace::new(8);
+        trace.set_mask(EventMask::EXITS);
+        trace.record(kind.mask(), || Event {
+            icount: 7,
+            kind: kind.clone(),
+        });
+        assert_eq!(trace.events().count(), 0, "not asked for");
+        trace.set_mask(EventMask::ENGINE);
+        trace.record(kind.mask(), || Event { icount: 7, kind });
+        let shown: Vec<String> = trace.events().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["[           7] bt: every translation dropped: the code buffer is full"]
+        );
+    }
 
     #[test]
     fn mmio_counts_stay_bounded_and_lose_no_access() {

@@ -445,6 +445,49 @@ mod tests {
         assert_eq!(spt.stats.true_faults, 1);
     }
 
+    /// Records what `report` hands over.
+    #[derive(Default)]
+    struct Reported(Vec<(ShadowFaultKind, u64)>);
+
+    impl ExitHandler for Reported {
+        fn handle(&mut self, _: crate::exit::VmExit<'_>, _: u64) -> crate::exit::Flow {
+            crate::exit::Flow::Continue
+        }
+
+        fn engine_event(&mut self, event: EngineEvent, _: u64) {
+            if let EngineEvent::ShadowFault { kind, addr } = event {
+                self.0.push((kind, addr));
+            }
+        }
+    }
+
+    #[test]
+    fn faults_are_kept_for_the_trace_only_when_asked_and_a_look_aheads_are_taken_back() {
+        let ram = machine();
+        let mut spt = Spt::new();
+        let _ = fill(&mut spt, &ram, 0, LIN, Access::Read);
+        let mut seen = Reported::default();
+        spt.report(&mut seen, 0);
+        assert!(seen.0.is_empty(), "nothing kept unless asked");
+        spt.record = true;
+        let _ = fill(&mut spt, &ram, 0, LIN, Access::Write);
+        let mark = spt.true_fault_mark();
+        let _ = fill(&mut spt, &ram, 0, UNMAPPED, Access::Read);
+        spt.forget_true_faults(mark);
+        assert_eq!(spt.stats.true_faults, 0);
+        let _ = fill(&mut spt, &ram, 0, UNMAPPED, Access::Read);
+        spt.report(&mut seen, 0);
+        assert_eq!(
+            seen.0,
+            [
+                (ShadowFaultKind::Hidden, LIN),
+                (ShadowFaultKind::True, UNMAPPED)
+            ]
+        );
+        spt.report(&mut seen, 0);
+        assert_eq!(seen.0.len(), 2, "each fault reported once");
+    }
+
     #[test]
     fn a_write_to_a_traced_table_drops_what_was_derived_from_it() {
         let ram = machine();
