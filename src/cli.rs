@@ -109,7 +109,8 @@ pub struct RunArgs {
     #[arg(long, short)]
     pub verbose: bool,
     /// Print events to stderr as they happen: a comma-separated list of io, mmio,
-    /// exceptions, interrupts, rings, exits, or all.
+    /// exceptions, interrupts, rings, exits, engine (the translator's blocks and
+    /// flushes, shadow-paging faults, sensitive instructions under --virt), or all.
     #[arg(long, value_name = "KINDS")]
     pub trace: Option<String>,
     /// Guest RAM in MiB.

@@ -304,3 +304,23 @@ fn the_virtio_tab_shows_the_queues_the_guest_used() {
     assert_eq!(queues.len(), 1, "{queues:?}");
     assert!(!queues[0].contains("avail idx 0,"), "{}", queues[0]);
 }
+
+#[test]
+fn the_translators_counts_and_events_show_under_bt() {
+    let mut h = window_on("smc", "bt");
+    wait_for(&mut h, "Status: paused: not started");
+    click(&mut h, "Run");
+    wait_for(&mut h, "Status: finished: guest exited with status 0");
+    // The counts panel lists the engine's counters after the VMM's, and the trap log
+    // the translator's events (the window traces every kind).
+    let counts = wait_for(&mut h, "bt blocks translated");
+    assert_eq!(counts, "bt blocks translated");
+    // The log shows its latest rows: hide the exits smc ends with (it takes no
+    // exception and changes no ring).
+    for kind in ["io", "mmio", "exits"] {
+        h.get_by(|n| n.role() == Role::CheckBox && n.label().as_deref() == Some(kind))
+            .click();
+        h.step();
+    }
+    wait_for(&mut h, "bt: block at rip 0x");
+}

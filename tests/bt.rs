@@ -251,3 +251,104 @@ fn self_modifying_code_passes_on_every_software_engine_and_bt_retranslates_it() 
         }
     }
 }
+
+/// The `trace: ` lines of a run's stderr (`--trace` prints each event as it happens).
+fn trace_lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| l.starts_with("trace: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn trace_engine_shows_every_block_translated_and_every_flush_for_written_code() {
+    let o = run("smc", "bt", &["--trace", "engine", "--stats"]);
+    assert_eq!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines = trace_lines(&o);
+    let count = |what: &str| lines.iter().filter(|l| l.contains(what)).count() as u64;
+    let blocks = count("translated: ");
+    assert!(blocks > 0, "{err}");
+    assert_eq!(blocks, counter(&err, "blocks translated"));
+    let flushes = count("bt: every translation dropped: guest code was written");
+    assert!(flushes >= 100, "{err}");
+    assert_eq!(flushes, counter(&err, "translation flushes: code written"));
+    // Each flush is followed by the written block translated again, from its new code.
+    let i = lines
+        .iter()
+        .position(|l| l.contains("every translation dropped"))
+        .expect("a flush");
+    assert!(
+        lines[i + 1].contains("bt: block at rip 0x"),
+        "{}",
+        lines[i + 1]
+    );
+    // A block's line says where it is and what it became.
+    let block = lines.iter().find(|l| l.contains("translated: ")).unwrap();
+    assert!(
+        (block.contains(" instructions, ") || block.contains(": 1 instruction, "))
+            && block.ends_with(" bytes of host code"),
+        "{block}"
+    );
+}
+
+#[test]
+fn trace_engine_records_nothing_under_the_interpreter_nor_unless_asked() {
+    let o = run("smc", "interp", &["--trace", "engine"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(trace_lines(&o), Vec::<String>::new());
+    // Under bt, other kinds asked for: no engine event among them.
+    let o = run("smc", "bt", &["--trace", "io"]);
+    let lines = trace_lines(&o);
+    assert!(!lines.is_empty());
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.contains("bt: ") && !l.contains("shadow paging")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn trace_engine_shows_shadow_faults_at_the_roms_addresses() {
+    // `addrspace.c`: SECOND_VA, the page after the 4 MiB window, faults twice on
+    // purpose (missing, then read-only): the only true faults.
+    const SECOND_VA: &str = "0x401000";
+    let o = run(
+        "addrspace",
+        "bt",
+        &["--virt", "full", "--trace", "engine,exceptions", "--stats"],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines = trace_lines(&o);
+    let having =
+        |what: &str| -> Vec<&String> { lines.iter().filter(|l| l.contains(what)).collect() };
+    let hidden = having("shadow paging: hidden fault at 0x");
+    assert_eq!(
+        hidden.len() as u64,
+        counter(&err, "shadow paging: hidden faults (shadow fills)")
+    );
+    let traced = having("shadow paging: trace fault: page table at physical 0x");
+    assert!(!traced.is_empty(), "{err}");
+    let true_faults = having("shadow paging: true fault at");
+    assert_eq!(true_faults.len(), 2, "{true_faults:?}");
+    for l in &true_faults {
+        assert!(
+            l.contains(&format!(
+                "true fault at {SECOND_VA} (reflected to the guest)"
+            )),
+            "{l}"
+        );
+    }
+    // Each true fault comes just before the #PF it is reflected as.
+    for (i, l) in lines.iter().enumerate() {
+        if l.contains("true fault") {
+            assert!(lines[i + 1].contains("exception #PF"), "{}", lines[i + 1]);
+        }
+    }
+    // The deprivileged kernel's privileged instructions trap to the VMM.
+    assert!(!having("virt: lgdt at rip 0x").is_empty(), "{err}");
+    assert!(!having(": trap (emulated by the VMM)").is_empty(), "{err}");
+}

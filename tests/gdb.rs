@@ -273,6 +273,13 @@ continue"
         &[&format!("engine {other}, "), " instructions retired"],
     );
     assert_line(&out, &["ring transitions:", "3->0"]);
+    // After the VMM's counters, the engine's own: the translator has them.
+    if other == "bt" {
+        assert_line(&out, &["blocks translated: "]);
+        assert_line(&out, &["translation flushes: code written: "]);
+    } else {
+        assert!(!out.contains("blocks translated"), "{out}");
+    }
     assert_line(&out, &["[Inferior 1 (process 1) exited normally]"]);
     let (status, stdout, stderr) = popek.finish();
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");

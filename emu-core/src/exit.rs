@@ -530,6 +530,132 @@ pub enum GuestEvent {
     },
 }
 
+/// What a software engine did on its own account, which the guest cannot see: the
+/// translator's work and, under ring compression, the VMM's. Only traced (`--trace
+/// engine`); the engine counts it itself ([`crate::engine::Engine::counters`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineEvent {
+    /// A guest block was translated into host code.
+    BlockTranslated {
+        /// Guest RIP of its first instruction.
+        rip: u64,
+        /// Guest instructions in it.
+        instructions: u32,
+        /// Bytes of host code made from it (out-of-line paths included).
+        host_bytes: u32,
+    },
+    /// Every translation was dropped.
+    TranslationsDropped {
+        /// Why.
+        cause: DropCause,
+    },
+    /// Shadow paging took a fault on its shadow tables.
+    ShadowFault {
+        /// Which kind.
+        kind: ShadowFaultKind,
+        /// The linear address accessed (hidden and true faults), or the guest-physical
+        /// address of the page-table page written (trace faults).
+        addr: u64,
+    },
+    /// Under ring compression, the deprivileged guest kernel ran a sensitive
+    /// instruction.
+    Sensitive {
+        /// Its guest RIP.
+        rip: u64,
+        /// The instruction.
+        mnemonic: iced_x86::Mnemonic,
+        /// What the VMM did about it.
+        handling: SensitiveHandling,
+    },
+}
+
+/// Why the translator dropped every translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropCause {
+    /// Guest code it was made from was written (by the guest, a device or a debugger).
+    CodeWritten,
+    /// The code buffer was full.
+    BufferFull,
+}
+
+/// The kinds of shadow-paging faults (see [`crate::x86::spt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowFaultKind {
+    /// The guest's tables allowed the access: the VMM filled the shadow entry, unseen.
+    Hidden,
+    /// The guest's tables forbid the access: the #PF is reflected to the guest.
+    True,
+    /// The guest wrote a traced page-table page: the shadow entries derived from it
+    /// were dropped. (Writes to one page in one block are one event.)
+    Trace,
+}
+
+/// What the VMM does with a sensitive instruction of a deprivileged guest kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SensitiveHandling {
+    /// It faults at ring 1: the VMM traps it and emulates it.
+    Trap,
+    /// It does not fault: the translator rewrote it into a VMM call-out (`--virt full`).
+    Callout,
+    /// It does not fault and ran unseen, giving the real CPU's answer (`--virt trap`).
+    Unseen,
+}
+
+impl fmt::Display for EngineEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineEvent::BlockTranslated {
+                rip,
+                instructions,
+                host_bytes,
+            } => {
+                let s = if *instructions == 1 { "" } else { "s" };
+                write!(
+                    f,
+                    "bt: block at rip {rip:#x} translated: {instructions} instruction{s}, \
+                     {host_bytes} bytes of host code"
+                )
+            }
+            EngineEvent::TranslationsDropped { cause } => {
+                let why = match cause {
+                    DropCause::CodeWritten => "guest code was written",
+                    DropCause::BufferFull => "the code buffer is full",
+                };
+                write!(f, "bt: every translation dropped: {why}")
+            }
+            EngineEvent::ShadowFault { kind, addr } => match kind {
+                ShadowFaultKind::Hidden => {
+                    write!(
+                        f,
+                        "shadow paging: hidden fault at {addr:#x} (shadow filled)"
+                    )
+                }
+                ShadowFaultKind::True => write!(
+                    f,
+                    "shadow paging: true fault at {addr:#x} (reflected to the guest)"
+                ),
+                ShadowFaultKind::Trace => write!(
+                    f,
+                    "shadow paging: trace fault: page table at physical {addr:#x} written"
+                ),
+            },
+            EngineEvent::Sensitive {
+                rip,
+                mnemonic,
+                handling,
+            } => {
+                let what = match handling {
+                    SensitiveHandling::Trap => "trap (emulated by the VMM)",
+                    SensitiveHandling::Callout => "VMM call-out (rewritten)",
+                    SensitiveHandling::Unseen => "unseen (real CPU's answer)",
+                };
+                let name = format!("{mnemonic:?}").to_lowercase();
+                write!(f, "virt: {name} at rip {rip:#x}: {what}")
+            }
+        }
+    }
+}
+
 /// What the interrupt controller says when polled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InterruptPoll {
@@ -556,6 +682,15 @@ pub trait ExitHandler {
     fn notify(&mut self, _event: GuestEvent, _icount: u64) -> Flow {
         Flow::Continue
     }
+
+    /// Whether [`ExitHandler::engine_event`] records anything: an engine that must
+    /// gather events at a cost (shadow paging) asks once per run.
+    fn traces_engine(&self) -> bool {
+        false
+    }
+
+    /// Traces something the engine did on its own account.
+    fn engine_event(&mut self, _event: EngineEvent, _icount: u64) {}
 
     /// Brings the devices to the virtual time of `icount` and says whether an interrupt
     /// is pending. A machine without an interrupt controller never has one.

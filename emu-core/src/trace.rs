@@ -4,7 +4,7 @@
 //! ring buffer behind a mask: engines test the mask before building an event, so a trace
 //! nobody watches costs one branch.
 
-use crate::exit::{ExitReason, GuestEvent};
+use crate::exit::{EngineEvent, ExitReason, GuestEvent};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
@@ -28,17 +28,21 @@ impl EventMask {
     pub const RINGS: EventMask = EventMask(1 << 4);
     /// Hardware interrupts.
     pub const INTERRUPTS: EventMask = EventMask(1 << 5);
+    /// What a software engine did on its own account: blocks translated, translations
+    /// dropped, shadow-paging faults, sensitive instructions under ring compression.
+    pub const ENGINE: EventMask = EventMask(1 << 6);
     /// Every kind.
-    pub const ALL: EventMask = EventMask(0x3F);
+    pub const ALL: EventMask = EventMask(0x7F);
 
     /// The names `--trace` accepts, with their masks.
-    pub const NAMES: [(&'static str, EventMask); 6] = [
+    pub const NAMES: [(&'static str, EventMask); 7] = [
         ("io", EventMask::IO),
         ("mmio", EventMask::MMIO),
         ("exceptions", EventMask::EXCEPTIONS),
         ("interrupts", EventMask::INTERRUPTS),
         ("rings", EventMask::RINGS),
         ("exits", EventMask::EXITS),
+        ("engine", EventMask::ENGINE),
     ];
 
     /// Parses a comma-separated list such as "io,exceptions" (or "all").
@@ -123,6 +127,8 @@ pub enum EventKind {
         /// Whether it succeeded (else #GP).
         ok: bool,
     },
+    /// What the engine did on its own account (the translator, shadow paging).
+    Engine(EngineEvent),
 }
 
 impl EventKind {
@@ -138,6 +144,7 @@ impl EventKind {
             EventKind::Exit(_) | EventKind::Hypercall { .. } | EventKind::VmmMsr { .. } => {
                 EventMask::EXITS
             }
+            EventKind::Engine(_) => EventMask::ENGINE,
         }
     }
 }
@@ -226,6 +233,7 @@ impl fmt::Display for Event {
                     "vm-exit {what} msr {index:#x} value {value:#x}{fault} (VT-x reason {reason})"
                 )
             }
+            EventKind::Engine(event) => write!(f, "{event}"),
         }
     }
 }
@@ -418,6 +426,34 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::{DropCause, EngineEvent};
+
+    #[test]
+    fn engine_events_have_their_own_trace_kind() {
+        let kind = EventKind::Engine(EngineEvent::TranslationsDropped {
+            cause: DropCause::BufferFull,
+        });
+        assert_eq!(kind.mask(), EventMask::ENGINE);
+        assert_eq!(EventMask::parse("engine"), Ok(EventMask::ENGINE));
+        assert!(EventMask::parse("all").unwrap().contains(EventMask::ENGINE));
+        assert!(!EventMask::parse("exits,io")
+            .unwrap()
+            .contains(EventMask::ENGINE));
+        let mut trace = Trace::new(8);
+        trace.set_mask(EventMask::EXITS);
+        trace.record(kind.mask(), || Event {
+            icount: 7,
+            kind: kind.clone(),
+        });
+        assert_eq!(trace.events().count(), 0, "not asked for");
+        trace.set_mask(EventMask::ENGINE);
+        trace.record(kind.mask(), || Event { icount: 7, kind });
+        let shown: Vec<String> = trace.events().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["[           7] bt: every translation dropped: the code buffer is full"]
+        );
+    }
 
     #[test]
     fn mmio_counts_stay_bounded_and_lose_no_access() {

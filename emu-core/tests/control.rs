@@ -7,13 +7,16 @@ mod scenarios;
 
 use emu_core::cpu::{CpuState, SegReg};
 use emu_core::engine::{DebugConfig, Engine, EngineError, WatchKind, Watchpoint};
-use emu_core::exit::{DebugStop, ExitHandler, GuestEvent, RingCause, StopOn, StopReason};
+use emu_core::exit::{
+    DebugStop, DropCause, EngineEvent, ExitHandler, GuestEvent, RingCause, StopOn, StopReason,
+};
 use emu_core::interp::Assist;
 use emu_core::machine::{
-    interpreter_factory, ControlError, Machine, MachineError, MachineHandle, Pause, Status,
+    bt_factory, interpreter_factory, ControlError, Machine, MachineError, MachineHandle, Pause,
+    Status,
 };
 use emu_core::memory::GuestRam;
-use emu_core::trace::{EventKind, EventMask};
+use emu_core::trace::{EventKind, EventMask, Trace};
 use iced_x86::code_asm::{dword_ptr, eax, ebx, ecx};
 use scenarios::kernel::{assemble, Kernel, Program, ABSENT, CODE, PAGE_TABLES, RAM, USER_DATA};
 use scenarios::{finish, resume_and_wait, DEBUG_EXIT, PROMPTLY, RBX, RUN_FIRST};
@@ -694,4 +697,40 @@ fn engines_switch_at_a_pause_only() {
     assert!(matches!(h.step(1), Err(ControlError::Running)));
     h.quit().unwrap();
     thread.join().unwrap();
+}
+
+#[test]
+fn the_translators_counters_and_trace_events_reach_clients() {
+    let (m, _) = rom_machine("smc", "smc");
+    let (h, thread) = MachineHandle::spawn(m, None).unwrap();
+    assert_eq!(
+        h.engine_counters().unwrap(),
+        Vec::new(),
+        "the interpreter has none"
+    );
+    h.switch_engine(bt_factory()).unwrap();
+    h.set_trace_mask(EventMask::ENGINE).unwrap();
+    assert_eq!(resume_and_wait(&h), Status::Finished(StopReason::Exited(0)));
+    let counters = h.engine_counters().unwrap();
+    let count = |name: &str| {
+        counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no {name:?} in {counters:?}"))
+    };
+    assert!(count("blocks translated") > 0);
+    assert!(count("translation flushes: code written") > 0);
+    let events = h.trace_events(Trace::DEFAULT_CAPACITY).unwrap();
+    assert!(events.iter().all(|e| e.kind.mask() == EventMask::ENGINE));
+    assert!(events.iter().any(|e| matches!(
+        e.kind,
+        EventKind::Engine(EngineEvent::BlockTranslated { instructions, host_bytes, .. })
+            if instructions > 0 && host_bytes > 0
+    )));
+    assert!(events.iter().any(|e| e.kind
+        == EventKind::Engine(EngineEvent::TranslationsDropped {
+            cause: DropCause::CodeWritten
+        })));
+    finish(h, thread);
 }

@@ -14,8 +14,10 @@ use std::fmt::Write;
 const HELP: &str = "\
 Popek monitor commands:
   ring             current privilege level, processor mode and paging mode (also: mode)
-  trace [N]        the last N ring transitions and exits (default 16)
-  counters         instructions, exits by reason, ring transitions, exceptions, interrupts
+  trace [N]        the last N ring transitions and exits (default 16), and engine events
+                   when popek run --gdb was given --trace engine
+  counters         instructions, exits by reason, ring transitions, exceptions, interrupts,
+                   and the engine's own counters (the translator's, shadow paging's)
   engine           the engine running the guest
   engine NAME      move the paused guest to another engine (interp, bt, kvm)
   phys ADDR [LEN]  guest-physical memory, in hex (LEN bytes, default 64, at most 4096)
@@ -171,11 +173,14 @@ fn ring(s: &CpuState, engine: &str) -> String {
     text
 }
 
-/// Whether the `trace` command shows this event.
+/// Whether the `trace` command shows this event (engine events are recorded only when
+/// asked for).
 fn ring_or_exit(e: &Event) -> bool {
     matches!(
         e.kind,
-        EventKind::Guest(GuestEvent::RingTransition { .. }) | EventKind::Exit(_)
+        EventKind::Guest(GuestEvent::RingTransition { .. })
+            | EventKind::Exit(_)
+            | EventKind::Engine(_)
     )
 }
 
@@ -238,6 +243,13 @@ fn counters(handle: &MachineHandle) -> Result<String, MonitorError> {
     }
     for (vector, n) in &c.interrupts {
         let _ = write!(text, " {vector:#04x} {n}");
+    }
+    let engine = handle.engine_counters()?;
+    if !engine.is_empty() {
+        text += "\nengine:";
+    }
+    for (name, n) in engine {
+        let _ = write!(text, "\n  {name}: {n}");
     }
     Ok(text)
 }

@@ -20,17 +20,21 @@ pub enum Kind {
     Ring,
     /// Any other exit (HLT, shutdown, and the VT-x model's CPUID, MSR, CR exits).
     Exit,
+    /// The engine's own work: blocks translated, translations dropped, shadow-paging
+    /// faults, sensitive instructions under ring compression.
+    Engine,
 }
 
 impl Kind {
     /// Every kind, in the order the filters show them.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Ring,
         Kind::Exception,
         Kind::Interrupt,
         Kind::Io,
         Kind::Mmio,
         Kind::Exit,
+        Kind::Engine,
     ];
 
     /// The kind of `event`.
@@ -45,6 +49,7 @@ impl Kind {
             EventKind::Exit(_) | EventKind::Hypercall { .. } | EventKind::VmmMsr { .. } => {
                 Kind::Exit
             }
+            EventKind::Engine(_) => Kind::Engine,
         }
     }
 
@@ -57,6 +62,7 @@ impl Kind {
             Kind::Interrupt => "interrupts",
             Kind::Ring => "rings",
             Kind::Exit => "exits",
+            Kind::Engine => "engine",
         }
     }
 
@@ -73,6 +79,7 @@ impl Kind {
             Kind::Exception => "The guest's own fault or trap (#PF, #GP, INT n ...) delivered through its IDT: the guest kernel handles it, no VMM work",
             Kind::Interrupt => "A device (the timer, the UART) raised a line at the PIC and the processor took it through the IDT",
             Kind::Ring => "The privilege level changed (an INT, IRET, SYSENTER or fault crossing rings): the heart of the kernel/user split",
+            Kind::Engine => "The engine's own work, unseen by the guest: the translator making host code from a block or dropping it all, shadow paging filling an entry (hidden fault), reflecting a true #PF or following a page-table write (trace fault), and under --virt the VMM trapping or calling out a sensitive instruction",
             Kind::Exit => "Another exit to the VMM: HLT, a triple fault, a para-virtualized guest's hypercall, or under the VT-x model a CPUID, MSR or control-register access",
         }
     }

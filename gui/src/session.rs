@@ -95,6 +95,8 @@ pub struct View {
     pub memory: Memory,
     /// The counters.
     pub counters: Counters,
+    /// The engine's own counters, by name (the translator's, shadow paging's).
+    pub engine_counters: Vec<(String, u64)>,
     /// Instructions retired.
     pub instructions: u64,
     /// Recent events.
@@ -440,6 +442,7 @@ impl Worker {
         let Snapshot {
             regs,
             counters,
+            engine_counters,
             instructions,
             counts,
             engine,
@@ -485,6 +488,7 @@ impl Worker {
         view.history
             .push(Sample::new(time, instructions, &counters));
         view.counters = counters;
+        view.engine_counters = engine_counters;
         view.virtio = virtio;
         view.instructions = instructions;
         for event in events {
@@ -528,6 +532,7 @@ impl Worker {
 struct Snapshot {
     regs: CpuState,
     counters: Counters,
+    engine_counters: Vec<(String, u64)>,
     instructions: u64,
     /// The engine counts instructions (and can step).
     counts: bool,
@@ -552,6 +557,7 @@ impl Snapshot {
         Ok(Snapshot {
             regs,
             counters: m.vmm.counters.clone(),
+            engine_counters: m.engine_counters(),
             instructions: m.instructions_retired(),
             counts: m.counts_instructions(),
             engine: m.engine_name(),

@@ -18,7 +18,7 @@ pub mod virt;
 
 use crate::cpu::{cr0, efer, rflags, CpuState, SegReg, Segment};
 use crate::engine::{DebugConfig, Engine, EngineError};
-use crate::exit::{ExitHandler, StopReason};
+use crate::exit::{DropCause, EngineEvent, ExitHandler, StopReason};
 use crate::interp::cache::BlockCache;
 use crate::interp::{run_block, Interpreter};
 use crate::memory::GuestRam;
@@ -226,14 +226,24 @@ impl Native {
         self.pending = None;
     }
 
+    /// Drops every translation for `cause`, counted and traced.
+    fn drop_all(&mut self, cx: &mut Ctx<'_>, cause: DropCause) {
+        self.flush();
+        match cause {
+            DropCause::CodeWritten => self.stats.code_written += 1,
+            DropCause::BufferFull => self.stats.buffer_full += 1,
+        }
+        cx.exits
+            .engine_event(EngineEvent::TranslationsDropped { cause }, cx.icount);
+    }
+
     /// Brings the translations and the inline TLB in line with the decoded cache and
     /// the MMU.
-    fn sync(&mut self, cx: &Ctx<'_>, cache: &BlockCache) {
+    fn sync(&mut self, cx: &mut Ctx<'_>, cache: &BlockCache) {
         if cache.generation() != self.generation {
             self.generation = cache.generation();
             if !self.entries.is_empty() {
-                self.flush();
-                self.stats.code_written += 1;
+                self.drop_all(cx, DropCause::CodeWritten);
             }
         }
         if cache.built() != self.built {
@@ -266,14 +276,13 @@ impl Native {
     }
 
     /// The host entry of block `id`, translating it if needed.
-    fn entry(&mut self, cache: &BlockCache, id: u32) -> Option<AssemblyOffset> {
+    fn entry(&mut self, cx: &mut Ctx<'_>, cache: &BlockCache, id: u32) -> Option<AssemblyOffset> {
         if let Some(Some(e)) = self.entries.get(id as usize) {
             self.stats.hits += 1;
             return Some(*e);
         }
         if self.code.as_ref().is_some_and(|c| c.len() > MAX_CODE) {
-            self.flush();
-            self.stats.buffer_full += 1;
+            self.drop_all(cx, DropCause::BufferFull);
         }
         if self.code.is_none() {
             self.code = Some(Code::new().ok()?);
@@ -287,6 +296,13 @@ impl Native {
         self.entries[id as usize] = Some(entry);
         self.ends.resize(self.entries.len(), 0);
         self.ends[id as usize] = code.len();
+        let block = &cache.block(id).ops;
+        let event = EngineEvent::BlockTranslated {
+            rip: block.first().map_or(cx.cpu.rip, |op| op.ins.ip()),
+            instructions: block.len() as u32,
+            host_bytes: (code.len() - entry.0) as u32,
+        };
+        cx.exits.engine_event(event, cx.icount);
         Some(entry)
     }
 }
@@ -302,6 +318,8 @@ impl Native {
         id: u32,
         room: usize,
     ) -> Option<u32> {
+        // What shadow paging did since the last block (fetching this one included).
+        cx.report_shadow_faults();
         let pending = self.pending.take();
         let ops_len = cache.block(id).ops.len();
         if !translatable(cx.cpu) || room < ops_len {
@@ -309,7 +327,7 @@ impl Native {
             return self.interpret(cx, cache, id, room);
         }
         self.sync(cx, cache);
-        let Some(entry) = self.entry(cache, id) else {
+        let Some(entry) = self.entry(cx, cache, id) else {
             return self.interpret(cx, cache, id, room);
         };
         let code = self.code.as_mut()?;
@@ -386,11 +404,22 @@ impl Engine for Bt {
     }
 
     fn run(&mut self, ram: &GuestRam, exits: &mut dyn ExitHandler, budget: u64) -> StopReason {
+        let trace = exits.traces_engine();
+        if let Some(spt) = self.interp.vcpu_mut().spt.as_mut() {
+            spt.record = trace;
+        }
         let native = &mut self.native;
-        self.interp
+        let stop = self
+            .interp
             .run_with(ram, exits, budget, |cx, cache, id, room| {
                 native.run(cx, cache, id, room)
-            })
+            });
+        // Faults after the last block (delivering an event, fetching a block).
+        let icount = self.interp.instructions_retired();
+        if let Some(spt) = self.interp.vcpu_mut().spt.as_mut() {
+            spt.report(exits, icount);
+        }
+        stop
     }
 
     fn state(&self) -> Result<CpuState, EngineError> {

@@ -32,6 +32,7 @@
 //! modes).
 
 use crate::cpu::{cr0, rflags, SegReg};
+use crate::exit::{EngineEvent, SensitiveHandling};
 use crate::interp::cache::Op;
 use crate::x86::mmu::Access;
 use crate::x86::opcode::{self, Sensitivity};
@@ -89,23 +90,29 @@ pub fn execute(virt: Virt, stats: &mut VirtStats, cx: &mut Ctx<'_>, op: &Op) -> 
         return crate::interp::execute(cx, op);
     }
     let mnemonic = op.ins.mnemonic();
-    match opcode::facts(op.ins.code()).sensitivity {
-        Sensitivity::None => {}
-        Sensitivity::Privileged | Sensitivity::IoplChecked => {
-            *stats.traps.entry(mnemonic).or_default() += 1;
-        }
-        Sensitivity::Unprivileged if !reveals_real_state(op) => {
-            *stats.traps.entry(mnemonic).or_default() += 1;
-        }
-        Sensitivity::Unprivileged if virt == Virt::Full => {
-            *stats.callouts.entry(mnemonic).or_default() += 1;
-        }
-        Sensitivity::Unprivileged => {
-            *stats.unseen.entry(mnemonic).or_default() += 1;
-            return unseen(cx, op);
-        }
+    let handling = match opcode::facts(op.ins.code()).sensitivity {
+        Sensitivity::None => return crate::interp::execute(cx, op),
+        Sensitivity::Privileged | Sensitivity::IoplChecked => SensitiveHandling::Trap,
+        Sensitivity::Unprivileged if !reveals_real_state(op) => SensitiveHandling::Trap,
+        Sensitivity::Unprivileged if virt == Virt::Full => SensitiveHandling::Callout,
+        Sensitivity::Unprivileged => SensitiveHandling::Unseen,
+    };
+    let counts = match handling {
+        SensitiveHandling::Trap => &mut stats.traps,
+        SensitiveHandling::Callout => &mut stats.callouts,
+        SensitiveHandling::Unseen => &mut stats.unseen,
+    };
+    *counts.entry(mnemonic).or_default() += 1;
+    let event = EngineEvent::Sensitive {
+        rip: op.ins.ip(),
+        mnemonic,
+        handling,
+    };
+    cx.exits.engine_event(event, cx.icount);
+    match handling {
+        SensitiveHandling::Unseen => unseen(cx, op),
+        _ => crate::interp::execute(cx, op),
     }
-    crate::interp::execute(cx, op)
 }
 
 /// Whether a sensitive unprivileged instruction runs at ring 1 without faulting,

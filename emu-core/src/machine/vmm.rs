@@ -5,7 +5,8 @@
 use crate::clock::Clock;
 use crate::cpu::CpuState;
 use crate::exit::{
-    DebugStop, ExitHandler, ExitReason, Flow, GuestEvent, InterruptPoll, StopOn, StopReason, VmExit,
+    DebugStop, EngineEvent, ExitHandler, ExitReason, Flow, GuestEvent, InterruptPoll, StopOn,
+    StopReason, VmExit,
 };
 use crate::memory::{CodeWatch, GuestRam, RamView};
 use crate::pv::{GuestMem, HypercallTrap, Pv, PvHost};
@@ -239,6 +240,16 @@ impl ExitHandler for Vmm {
         } else {
             Flow::Continue
         }
+    }
+
+    fn traces_engine(&self) -> bool {
+        self.trace.mask().contains(EventMask::ENGINE)
+    }
+
+    fn engine_event(&mut self, event: EngineEvent, icount: u64) {
+        let kind = EventKind::Engine(event);
+        self.trace
+            .record(EventMask::ENGINE, || Event { icount, kind });
     }
 
     fn handle(&mut self, exit: VmExit<'_>, icount: u64) -> Flow {

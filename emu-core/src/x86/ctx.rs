@@ -116,6 +116,7 @@ impl<'a> Ctx<'a> {
         if let Some(spt) = self.cpu.spt.as_deref_mut() {
             if self.code.has_traced() {
                 spt.propagate(self.code);
+                spt.report(self.exits, self.icount);
             }
         }
     }
@@ -201,9 +202,19 @@ impl<'a> Ctx<'a> {
     /// Reports a guest event to the VMM; a debugger waiting for it stops the run after
     /// this instruction.
     pub fn notify(&mut self, event: GuestEvent) {
+        // Shadow-paging faults come first: a true one is the exception's cause.
+        self.report_shadow_faults();
         if let Flow::Stop(reason) = self.exits.notify(event, self.icount) {
             self.stop = Some(reason);
             self.end_block = true;
+        }
+    }
+
+    /// Traces the faults shadow paging kept since the last report (only under shadow
+    /// paging with `--trace engine`), at the current instruction count.
+    pub fn report_shadow_faults(&mut self) {
+        if let Some(spt) = self.cpu.spt.as_mut() {
+            spt.report(self.exits, self.icount);
         }
     }
 
@@ -433,12 +444,12 @@ impl<'a> Ctx<'a> {
     /// shadow paging as they were.
     pub fn translate_probe(&mut self, lin: u64, access: Access, user: bool) -> Result<u64, Fault> {
         let cr2 = self.cpu.cr2;
-        let counted = self.cpu.spt.as_ref().map(|s| s.stats.true_faults);
+        let mark = self.cpu.spt.as_ref().map(|s| s.true_fault_mark());
         let r = self.translate(lin, access, user);
         if r.is_err() {
             self.cpu.cr2 = cr2;
-            if let (Some(spt), Some(n)) = (self.cpu.spt.as_mut(), counted) {
-                spt.stats.true_faults = n;
+            if let (Some(spt), Some(mark)) = (self.cpu.spt.as_mut(), mark) {
+                spt.forget_true_faults(mark);
             }
         }
         r

@@ -34,6 +34,7 @@
 
 use super::mmu::{guest_fill, Fill};
 use crate::cpu::{cr0, cr4, efer};
+use crate::exit::{EngineEvent, ExitHandler, ShadowFaultKind};
 use crate::memory::{CodeWatch, RamView, PAGE_SHIFT};
 use crate::x86::paging::{Access, PagingRegs, Translation, WalkFault};
 use std::collections::{HashMap, HashSet};
@@ -43,6 +44,10 @@ const SPACES: usize = 8;
 /// Shadow entries one address space holds before it is dropped and built again, as a
 /// VMM's pool of shadow pages runs out.
 const MAX_ENTRIES: usize = 1 << 16;
+/// Faults kept for the trace until the engine reports them (at the latest after the
+/// block they happened in); one instruction's string of faults beyond it is not traced
+/// (it is still counted).
+const MAX_RECORDED: usize = 256;
 
 /// What selects a guest's paging structures: the root and the mode bits that change
 /// how they read. CR0.WP is not in it: rights are checked against it on every access.
@@ -121,6 +126,19 @@ pub struct Spt {
     new_traces: bool,
     /// What it did.
     pub stats: SptStats,
+    /// Keep each fault for the trace (`--trace engine`), for the engine to report.
+    pub record: bool,
+    /// The faults kept, oldest first: the kind, and the address (see
+    /// [`crate::exit::EngineEvent::ShadowFault`]).
+    recorded: Vec<(ShadowFaultKind, u64)>,
+}
+
+/// How many true faults shadow paging had counted and kept for the trace, to take back
+/// those of a look-ahead whose fault is not raised.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TrueFaultMark {
+    counted: u64,
+    recorded: usize,
 }
 
 impl Spt {
@@ -159,14 +177,53 @@ impl Spt {
         match guest_fill(regs, ram, code, lin, access, user) {
             Ok((fill, t)) => {
                 self.stats.hidden_faults += 1;
+                self.keep(ShadowFaultKind::Hidden, lin);
                 self.insert(space, page, fill, &t, code);
                 Ok(fill)
             }
             Err(fault) => {
                 self.stats.true_faults += 1;
+                self.keep(ShadowFaultKind::True, lin);
                 Err(fault)
             }
         }
+    }
+
+    /// Keeps a fault for the trace, if it is on.
+    fn keep(&mut self, kind: ShadowFaultKind, addr: u64) {
+        if self.record && self.recorded.len() < MAX_RECORDED {
+            self.recorded.push((kind, addr));
+        }
+    }
+
+    /// Traces the faults kept since the last report, oldest first, as having happened
+    /// by instruction count `icount`.
+    pub fn report(&mut self, exits: &mut dyn ExitHandler, icount: u64) {
+        if self.recorded.is_empty() {
+            return;
+        }
+        for (kind, addr) in std::mem::take(&mut self.recorded) {
+            exits.engine_event(EngineEvent::ShadowFault { kind, addr }, icount);
+        }
+    }
+
+    /// The true faults so far, for [`Spt::forget_true_faults`].
+    pub(crate) fn true_fault_mark(&self) -> TrueFaultMark {
+        TrueFaultMark {
+            counted: self.stats.true_faults,
+            recorded: self.recorded.len(),
+        }
+    }
+
+    /// Takes back the true faults since `mark`: they were a look-ahead's, which the
+    /// guest never sees (its instruction runs again and faults then).
+    pub(crate) fn forget_true_faults(&mut self, mark: TrueFaultMark) {
+        self.stats.true_faults = mark.counted;
+        let since = self
+            .recorded
+            .split_off(mark.recorded.min(self.recorded.len()));
+        self.recorded
+            .extend(since.into_iter().filter(|f| f.0 != ShadowFaultKind::True));
     }
 
     /// The index of the address space `key`, made the most recent (and built if new).
@@ -235,6 +292,9 @@ impl Spt {
     pub(crate) fn propagate(&mut self, code: &CodeWatch) {
         let written = code.take_traced();
         self.stats.trace_faults += written.writes;
+        for &page in &written.pages {
+            self.keep(ShadowFaultKind::Trace, page << PAGE_SHIFT);
+        }
         if written.all {
             self.flush(code);
             return;
@@ -383,6 +443,49 @@ mod tests {
             Err(Some(WalkFault::NotPresent))
         );
         assert_eq!(spt.stats.true_faults, 1);
+    }
+
+    /// Records what `report` hands over.
+    #[derive(Default)]
+    struct Reported(Vec<(ShadowFaultKind, u64)>);
+
+    impl ExitHandler for Reported {
+        fn handle(&mut self, _: crate::exit::VmExit<'_>, _: u64) -> crate::exit::Flow {
+            crate::exit::Flow::Continue
+        }
+
+        fn engine_event(&mut self, event: EngineEvent, _: u64) {
+            if let EngineEvent::ShadowFault { kind, addr } = event {
+                self.0.push((kind, addr));
+            }
+        }
+    }
+
+    #[test]
+    fn faults_are_kept_for_the_trace_only_when_asked_and_a_look_aheads_are_taken_back() {
+        let ram = machine();
+        let mut spt = Spt::new();
+        let _ = fill(&mut spt, &ram, 0, LIN, Access::Read);
+        let mut seen = Reported::default();
+        spt.report(&mut seen, 0);
+        assert!(seen.0.is_empty(), "nothing kept unless asked");
+        spt.record = true;
+        let _ = fill(&mut spt, &ram, 0, LIN, Access::Write);
+        let mark = spt.true_fault_mark();
+        let _ = fill(&mut spt, &ram, 0, UNMAPPED, Access::Read);
+        spt.forget_true_faults(mark);
+        assert_eq!(spt.stats.true_faults, 0);
+        let _ = fill(&mut spt, &ram, 0, UNMAPPED, Access::Read);
+        spt.report(&mut seen, 0);
+        assert_eq!(
+            seen.0,
+            [
+                (ShadowFaultKind::Hidden, LIN),
+                (ShadowFaultKind::True, UNMAPPED)
+            ]
+        );
+        spt.report(&mut seen, 0);
+        assert_eq!(seen.0.len(), 2, "each fault reported once");
     }
 
     #[test]

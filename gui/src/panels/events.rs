@@ -41,6 +41,7 @@ fn cause_class(kind: &EventKind) -> (&'static str, Color32) {
         EventKind::Guest(GuestEvent::Interrupt { .. }) => {
             ("interrupt", Color32::from_rgb(90, 150, 250))
         }
+        EventKind::Engine(_) => ("engine", Color32::from_rgb(190, 140, 230)),
         _ => ("VMM entry", Color32::from_rgb(240, 150, 60)),
     }
 }
@@ -219,6 +220,12 @@ pub fn counts(ui: &mut egui::Ui, view: &View) {
                     }
                     ui.label(format!("exit {}", reason.name()))
                         .on_hover_text(exit_explanation(reason));
+                    ui.label(n.to_string());
+                    ui.end_row();
+                }
+                for (name, n) in view.engine_counters.iter().filter(|(_, n)| *n != 0) {
+                    ui.label(format!("{} {name}", view.engine.unwrap_or("engine")))
+                        .on_hover_text(Kind::Engine.explanation());
                     ui.label(n.to_string());
                     ui.end_row();
                 }

@@ -380,6 +380,12 @@ impl MachineHandle {
         self.call(|m| m.vmm.counters.clone())
     }
 
+    /// The engine's own counters, by name (the translator's blocks, hits and flushes,
+    /// shadow paging's faults; none for the interpreter).
+    pub fn engine_counters(&self) -> Result<Vec<(String, u64)>, ControlError> {
+        self.call(|m| m.engine_counters())
+    }
+
     /// Guest instructions retired since the machine was built (by engines that count).
     pub fn instructions_retired(&self) -> Result<u64, ControlError> {
         self.call(|m| m.instructions_retired())
