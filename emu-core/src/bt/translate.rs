@@ -31,6 +31,7 @@
 
 use super::jit::{exit, mem_info, off, Code, HOST_GPR, NO_LINK};
 use crate::interp::cache::Block;
+use crate::x86::ctx::address_size;
 use dynasmrt::{dynasm, AssemblyOffset, DynamicLabel, DynasmApi, DynasmLabelApi};
 use iced_x86::{
     Code as Op, CodeSize, ConditionCode, Encoder, Instruction, InstructionInfoFactory,
@@ -574,15 +575,9 @@ impl Translator {
             mem.disp = i64::from(ins.memory_displacement32() as i32);
             return mem.on_host(b, i);
         }
-        // The address size as the interpreter finds it (`Ctx::effective_address`).
+        // The address size as the interpreter finds it.
         let rip = matches!(b, Register::RIP | Register::EIP);
-        let asize = if b != Register::None {
-            b.size()
-        } else if i != Register::None {
-            i.size()
-        } else {
-            ins.memory_displ_size() as usize
-        };
+        let asize = address_size(ins);
         let mask = match asize {
             4 => u64::from(u32::MAX),
             8 => u64::MAX,

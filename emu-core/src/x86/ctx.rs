@@ -76,6 +76,20 @@ impl Ctx<'_> {
     }
 }
 
+/// The address size of `ins`'s memory operand, in bytes: that of its base register,
+/// else of its index, else of its displacement (iced-x86 gives a register of the
+/// operand's address size).
+#[inline]
+pub(crate) fn address_size(ins: &Instruction) -> usize {
+    if ins.memory_base() != Register::None {
+        ins.memory_base().size()
+    } else if ins.memory_index() != Register::None {
+        ins.memory_index().size()
+    } else {
+        ins.memory_displ_size() as usize
+    }
+}
+
 impl<'a> Ctx<'a> {
     /// A context over this CPU, RAM and VMM.
     pub fn new(
@@ -295,7 +309,8 @@ impl<'a> Ctx<'a> {
 
     // ---- addresses ----
 
-    /// Effective address (offset in the segment) of the memory operand.
+    /// Effective address (offset in the segment) of the memory operand, wrapped to its
+    /// [`address_size`].
     #[inline]
     pub fn effective_address(&self, ins: &Instruction) -> u64 {
         let mut ea = ins.memory_displacement64();
@@ -308,14 +323,7 @@ impl<'a> Ctx<'a> {
         if index != Register::None {
             ea = ea.wrapping_add(self.reg(index) << ins.memory_index_scale().trailing_zeros());
         }
-        let asize = if base != Register::None {
-            base.size()
-        } else if index != Register::None {
-            index.size()
-        } else {
-            ins.memory_displ_size() as usize
-        };
-        match asize {
+        match address_size(ins) {
             2 => ea & 0xFFFF,
             4 => ea & 0xFFFF_FFFF,
             _ => ea,
