@@ -1,8 +1,7 @@
 //! What the window keeps of the machine's event trace: a bounded log of recent events,
 //! and the counter samples behind the rate plot.
 
-use emu_core::exit::GuestEvent;
-use emu_core::trace::{Counters, Event, EventKind};
+use emu_core::trace::{Counters, Event, EventKind, EventMask};
 use std::collections::VecDeque;
 
 /// The kinds of events the trap log can filter on (the names `popek run --trace` takes).
@@ -37,33 +36,35 @@ impl Kind {
         Kind::Engine,
     ];
 
-    /// The kind of `event`.
-    pub fn of(event: &EventKind) -> Kind {
-        match event {
-            EventKind::Io { .. } => Kind::Io,
-            EventKind::Mmio { .. } => Kind::Mmio,
-            EventKind::Guest(GuestEvent::Exception { .. }) => Kind::Exception,
-            EventKind::Guest(GuestEvent::Interrupt { .. }) => Kind::Interrupt,
-            EventKind::Guest(GuestEvent::RingTransition { .. }) => Kind::Ring,
-            // A hypercall and the PV MSR are exits the guest asked for.
-            EventKind::Exit(_) | EventKind::Hypercall { .. } | EventKind::VmmMsr { .. } => {
-                Kind::Exit
-            }
-            EventKind::Engine(_) => Kind::Engine,
+    /// The trace's kind it stands for.
+    pub fn mask(self) -> EventMask {
+        match self {
+            Kind::Io => EventMask::IO,
+            Kind::Mmio => EventMask::MMIO,
+            Kind::Exception => EventMask::EXCEPTIONS,
+            Kind::Interrupt => EventMask::INTERRUPTS,
+            Kind::Ring => EventMask::RINGS,
+            Kind::Exit => EventMask::EXITS,
+            Kind::Engine => EventMask::ENGINE,
         }
+    }
+
+    /// The kind of `event`: the trace files every event under one kind
+    /// ([`EventKind::mask`]), and each kind here stands for one of them.
+    pub fn of(event: &EventKind) -> Kind {
+        let mask = event.mask();
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.mask() == mask)
+            .expect("every trace kind has a filter")
     }
 
     /// Its name, as `--trace` spells it.
     pub fn name(self) -> &'static str {
-        match self {
-            Kind::Io => "io",
-            Kind::Mmio => "mmio",
-            Kind::Exception => "exceptions",
-            Kind::Interrupt => "interrupts",
-            Kind::Ring => "rings",
-            Kind::Exit => "exits",
-            Kind::Engine => "engine",
-        }
+        EventMask::NAMES
+            .into_iter()
+            .find_map(|(name, mask)| (mask == self.mask()).then_some(name))
+            .expect("every trace kind has a name")
     }
 
     /// Whether the VMM (Popek's device models) handles it, rather than the guest.
@@ -214,5 +215,20 @@ impl History {
             .or(self.samples.front())?;
         (last.time > first.time)
             .then(|| what(last).saturating_sub(what(first)) as f64 / (last.time - first.time))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_trace_kind_has_one_filter_with_its_trace_name() {
+        for (name, mask) in EventMask::NAMES {
+            let kinds: Vec<Kind> = Kind::ALL.into_iter().filter(|k| k.mask() == mask).collect();
+            assert_eq!(kinds.len(), 1, "{name}");
+            assert_eq!(kinds[0].name(), name);
+        }
+        assert_eq!(Kind::ALL.len(), EventMask::NAMES.len());
     }
 }
